@@ -1,0 +1,1 @@
+"""Triton kernels of panning (shipped as panning.kernels). Kernels only: dispatch lives in panning.ops."""

@@ -1,0 +1,51 @@
+"""Argument checks shared by the public ops: every error names the offending argument."""
+from __future__ import annotations
+
+import torch
+
+
+def tensor(name: str, value, *, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if dims is not None and value.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"{name}: expected a {want} tensor, got shape {tuple(value.shape)}")
+    return value
+
+
+def floating(name: str, value: torch.Tensor) -> torch.Tensor:
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+    return value
+
+
+def same_device(reference_name: str, reference: torch.Tensor, **others: torch.Tensor | None) -> None:
+    for name, value in others.items():
+        if value is not None and value.device != reference.device:
+            raise ValueError(f"{name}: on {value.device}, but {reference_name} is on {reference.device}")
+
+
+def same_dtype(reference_name: str, reference: torch.Tensor, **others: torch.Tensor | None) -> None:
+    for name, value in others.items():
+        if value is not None and value.dtype != reference.dtype:
+            raise TypeError(f"{name}: dtype {value.dtype} does not match {reference_name}'s {reference.dtype}")
+
+
+def shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(value.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}")
+
+
+def no_nan(name: str, value: torch.Tensor) -> None:
+    if value.is_floating_point() and bool(torch.isnan(value).any()):
+        raise ValueError(f"{name}: contains NaN")
+
+
+def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
+    """A mask the shape of `like`: bool, or floating 0/1 (e.g. a straight-through mask)."""
+    tensor(name, value)
+    if value.dtype != torch.bool and not value.dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a bool or floating-point tensor, got {value.dtype}")
+    shape(name, value, like.shape)
+    same_device(name, value, **{"weight": like})
+    return value

@@ -1,0 +1,96 @@
+"""Masked linear: y = x @ (W * M)^T + b while the mask changes every step (search, pruning).
+
+The weight gradient is masked (sparse training) and, for mask search, the mask can receive the
+straight-through gradient dL/dW_eff * W in the same backward pass.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _checks, dispatch
+
+
+def _as_bool(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _none_if_empty(t: torch.Tensor) -> torch.Tensor | None:
+    return t if t.numel() or t.dim() else None
+
+
+@torch.library.custom_op("panning::masked_linear", mutates_args=())
+def _masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
+                   backend: str) -> torch.Tensor:
+    return dispatch.kernel("masked_linear_fwd", backend)(x, weight, _as_bool(mask), bias)
+
+
+@_masked_linear.register_fake
+def _(x, weight, mask, bias, backend):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+@torch.library.custom_op("panning::masked_linear_backward", mutates_args=())
+def _masked_linear_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                            need_dx: bool, need_dw: bool, need_dscore: bool,
+                            backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = dispatch.kernel("masked_linear_bwd", backend)(dy, x, weight, _as_bool(mask),
+                                                          need_dx, need_dw, need_dscore)
+    # Custom ops cannot return None: an unneeded gradient travels as an empty 1-D tensor.
+    return tuple(g if g is not None else dy.new_empty(0) for g in grads)
+
+
+@_masked_linear_backward.register_fake
+def _(dy, x, weight, mask, need_dx, need_dw, need_dscore, backend):
+    return (x.new_empty(x.shape) if need_dx else dy.new_empty(0),
+            weight.new_empty(weight.shape) if need_dw else dy.new_empty(0),
+            weight.new_empty(weight.shape) if need_dscore else dy.new_empty(0))
+
+
+def _setup(ctx, inputs, output):
+    x, weight, mask, bias, backend = inputs
+    ctx.save_for_backward(x, weight, mask)
+    ctx.backend = backend
+
+
+def _backward(ctx, dy):
+    x, weight, mask = ctx.saved_tensors
+    need_dx, need_dw, need_dscore, need_db = ctx.needs_input_grad[:4]
+    dy = dy.contiguous()
+    dx, dw, dscore = _masked_linear_backward(dy, x, weight, mask, need_dx, need_dw, need_dscore, ctx.backend)
+    db = dy.sum(0) if need_db else None
+    return (dx if need_dx else None, dw if need_dw else None, dscore if need_dscore else None, db, None)
+
+
+_masked_linear.register_autograd(_backward, setup_context=_setup)
+
+
+def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None,
+                  *, score_grad: bool = False, backend: str | None = None) -> torch.Tensor:
+    """y = x @ (weight * mask)^T + bias without materializing weight * mask.
+
+    x: (..., in); weight: (out, in); mask: (out, in) bool, or floating 0/1; bias: (out,) or None.
+    The weight receives dW_eff * mask (pruned weights get no gradient). With `score_grad=True` the mask
+    must be a floating tensor standing for top-k(scores) (e.g. a straight-through view of the scores)
+    and receives dW_eff * weight, the straight-through score gradient of Lottery Jackpots.
+    """
+    _checks.floating("x", _checks.tensor("x", x))
+    _checks.tensor("weight", weight, dims=(2,))
+    _checks.mask("mask", mask, weight)
+    if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x: expected last dimension {weight.shape[1]} (weight is {tuple(weight.shape)}), "
+                         f"got shape {tuple(x.shape)}")
+    if bias is not None:
+        _checks.tensor("bias", bias, dims=(1,))
+        _checks.shape("bias", bias, (weight.shape[0],))
+    _checks.same_dtype("x", x, weight=weight, bias=bias)
+    _checks.same_device("x", x, weight=weight, bias=bias, mask=mask)
+    if score_grad and not mask.dtype.is_floating_point:
+        raise TypeError("mask: score_grad=True needs a floating mask that can carry a gradient, got bool")
+    if not score_grad:
+        mask = mask.detach()
+    name = dispatch.resolve("masked_linear_fwd", x.device, backend)
+    dispatch.resolve("masked_linear_bwd", x.device, name)
+    y = _masked_linear(x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous(), mask.contiguous(), bias, name)
+    return y.view(*x.shape[:-1], weight.shape[0])

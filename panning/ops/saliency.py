@@ -1,0 +1,64 @@
+"""Saliency: normalize raw per-weight indices over the arena and combine them, batched."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _checks, dispatch
+
+
+@torch.library.custom_op("panning::saliency", mutates_args=())
+def _saliency(indices: torch.Tensor, weights: torch.Tensor, backend: str) -> torch.Tensor:
+    return dispatch.kernel("saliency", backend)(indices, weights)
+
+
+@_saliency.register_fake
+def _(indices, weights, backend):
+    return indices.new_empty((weights.shape[0], indices.shape[1]))
+
+
+@torch.library.custom_op("panning::product_score", mutates_args=())
+def _product_score(weight: torch.Tensor, grad: torch.Tensor, absolute: bool, backend: str) -> torch.Tensor:
+    return dispatch.kernel("product_score", backend)(weight, grad, absolute)
+
+
+@_product_score.register_fake
+def _(weight, grad, absolute, backend):
+    return torch.empty_like(weight)
+
+
+def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tensor, *,
+             backend: str | None = None) -> torch.Tensor:
+    """Combined scores `S[b] = sum_k weights[b, k] * |indices[k] - mean_k| / std_k`.
+
+    indices: (K, N) raw scores of K criteria over the same N weights (or a sequence of K vectors);
+    weights: (B, K) one weight vector per candidate, or (K,) for a single one (then the result is (N,)).
+    Statistics are taken over all N elements in float64, so large arenas lose no precision; an index
+    with zero spread contributes zero.
+    """
+    if not isinstance(indices, torch.Tensor):
+        indices = torch.stack([_checks.tensor("indices", v, dims=(1,)) for v in indices])
+    _checks.floating("indices", _checks.tensor("indices", indices, dims=(2,)))
+    _checks.floating("weights", _checks.tensor("weights", weights, dims=(1, 2)))
+    single = weights.dim() == 1
+    weights2d = weights.unsqueeze(0) if single else weights
+    if weights2d.shape[1] != indices.shape[0]:
+        raise ValueError(f"weights: expected {indices.shape[0]} weights per row (one per index), "
+                         f"got shape {tuple(weights.shape)}")
+    _checks.same_device("indices", indices, weights=weights)
+    name = dispatch.resolve("saliency", indices.device, backend)
+    out = _saliency(indices.detach().contiguous(), weights2d.detach().to(torch.float64).contiguous(), name)
+    return out[0] if single else out
+
+
+def product_score(weight: torch.Tensor, grad: torch.Tensor, *, absolute: bool = True,
+                  backend: str | None = None) -> torch.Tensor:
+    """The elementwise raw score w * g, or |w * g|, in one pass (SNIP, GraSP, SynFlow)."""
+    _checks.floating("weight", _checks.tensor("weight", weight))
+    _checks.tensor("grad", grad)
+    _checks.shape("grad", grad, weight.shape)
+    _checks.same_dtype("weight", weight, grad=grad)
+    _checks.same_device("weight", weight, grad=grad)
+    name = dispatch.resolve("product_score", weight.device, backend)
+    return _product_score(weight.detach().contiguous(), grad.detach().contiguous(), absolute, name)

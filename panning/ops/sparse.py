@@ -1,0 +1,94 @@
+"""Compressed sparse linear for a fixed mask: training and inference of the pruned network."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _checks, dispatch
+from .sparse_weight import SparseWeight
+
+
+def _structure(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, in_features: int) -> SparseWeight:
+    return SparseWeight((crow.numel() - 1, in_features), crow, col, values)
+
+
+@torch.library.custom_op("panning::sparse_linear", mutates_args=())
+def _sparse_linear(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                   in_features: int, bias: Optional[torch.Tensor], backend: str) -> torch.Tensor:
+    sw = _structure(crow, col, values, in_features)
+    return dispatch.kernel("sparse_linear_fwd", backend)(x, sw, bias)
+
+
+@_sparse_linear.register_fake
+def _(x, crow, col, values, in_features, bias, backend):
+    return x.new_empty((x.shape[0], crow.shape[0] - 1))
+
+
+@torch.library.custom_op("panning::sparse_linear_backward", mutates_args=())
+def _sparse_linear_backward(dy: torch.Tensor, x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor,
+                            values: torch.Tensor, in_features: int, need_dx: bool, need_dvalues: bool,
+                            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    sw = _structure(crow, col, values, in_features)
+    grads = dispatch.kernel("sparse_linear_bwd", backend)(dy, x, sw, need_dx, need_dvalues)
+    return tuple(g if g is not None else dy.new_empty(0) for g in grads)
+
+
+@_sparse_linear_backward.register_fake
+def _(dy, x, crow, col, values, in_features, need_dx, need_dvalues, backend):
+    return (x.new_empty(x.shape) if need_dx else dy.new_empty(0),
+            values.new_empty(values.shape) if need_dvalues else dy.new_empty(0))
+
+
+def _setup(ctx, inputs, output):
+    x, crow, col, values, in_features, bias, backend = inputs
+    ctx.save_for_backward(x, crow, col, values)
+    ctx.in_features, ctx.backend = in_features, backend
+
+
+def _backward(ctx, dy):
+    x, crow, col, values = ctx.saved_tensors
+    need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[5]
+    dy = dy.contiguous()
+    dx, dvalues = _sparse_linear_backward(dy, x, crow, col, values, ctx.in_features, need_dx, need_dvalues,
+                                          ctx.backend)
+    db = dy.sum(0) if need_db else None
+    return (dx if need_dx else None, None, None, dvalues if need_dvalues else None, None, db, None)
+
+
+_sparse_linear.register_autograd(_backward, setup_context=_setup)
+
+
+def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
+    """Compress the masked-in entries of a (out, in) weight for the fixed-mask path."""
+    _checks.floating("weight", _checks.tensor("weight", weight, dims=(2,)))
+    _checks.tensor("mask", mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
+    _checks.shape("mask", mask, weight.shape)
+    _checks.same_device("weight", weight, mask=mask)
+    name = dispatch.resolve("to_sparse", weight.device, backend)
+    return dispatch.kernel("to_sparse", name)(weight.detach().contiguous(), mask.contiguous())
+
+
+def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,
+                  backend: str | None = None) -> torch.Tensor:
+    """y = x @ W^T + bias with W compressed; gradients go to x, sparse_weight.values and bias."""
+    if not isinstance(sparse_weight, SparseWeight):
+        raise TypeError(f"sparse_weight: expected a SparseWeight (from panning.ops.to_sparse), "
+                        f"got {type(sparse_weight).__name__}")
+    _checks.floating("x", _checks.tensor("x", x))
+    out_features, in_features = sparse_weight.shape
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
+    if bias is not None:
+        _checks.tensor("bias", bias, dims=(1,))
+        _checks.shape("bias", bias, (out_features,))
+    values = sparse_weight.values
+    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
+    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
+    name = dispatch.resolve("sparse_linear_fwd", x.device, backend)
+    dispatch.resolve("sparse_linear_bwd", x.device, name)
+    y = _sparse_linear(x.reshape(-1, in_features).contiguous(), sparse_weight.crow_indices,
+                       sparse_weight.col_indices, values, in_features, bias, name)
+    return y.view(*x.shape[:-1], out_features)

@@ -1,0 +1,84 @@
+"""Exact top-k masks: global, per row of a batch, and per segment of an arena."""
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+
+from . import _checks, dispatch
+
+
+@torch.library.custom_op("panning::topk_mask", mutates_args=())
+def _topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor, backend: str) -> torch.Tensor:
+    return dispatch.kernel("topk_mask", backend)(scores, offsets, k)
+
+
+@_topk_mask.register_fake
+def _(scores, offsets, k, backend):
+    return torch.empty_like(scores, dtype=torch.bool)
+
+
+def _segment_k(k, offsets: torch.Tensor, rows: int) -> torch.Tensor:
+    """Per-segment k as an int64 tensor of shape (rows, S) on the host, validated against sizes."""
+    segments = offsets.numel() - 1
+    k = torch.as_tensor(k, dtype=torch.int64) if not isinstance(k, torch.Tensor) else k
+    if k.dtype.is_floating_point or k.dtype == torch.bool:
+        raise TypeError(f"k: expected integer counts, got {k.dtype}")
+    k = k.to("cpu", torch.int64)
+    if k.shape not in ((segments,), (rows, segments)):
+        raise ValueError(f"k: expected shape ({segments},) or ({rows}, {segments}) for {segments} segments, "
+                         f"got {tuple(k.shape)}")
+    k = k.expand(rows, segments)
+    sizes = offsets.diff()
+    if bool((k < 0).any()) or bool((k > sizes).any()):
+        raise ValueError(f"k: every count must lie in [0, segment size]; sizes {sizes.tolist()[:8]}..., "
+                         f"got {k.tolist()[:2]}...")
+    return k
+
+
+def _offsets(offsets, n: int) -> torch.Tensor:
+    offsets = _checks.tensor("offsets", torch.as_tensor(offsets), dims=(1,))
+    if offsets.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"offsets: expected int64 segment bounds, got {offsets.dtype}")
+    offsets = offsets.to("cpu", torch.int64)
+    if offsets.numel() < 1 or offsets[0] != 0 or offsets[-1] != n or bool((offsets.diff() < 0).any()):
+        raise ValueError(f"offsets: expected non-decreasing bounds from 0 to {n}, got {offsets.tolist()[:8]}...")
+    return offsets
+
+
+def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, offsets=None,
+              backend: str | None = None) -> torch.Tensor:
+    """Keep the k largest scores: exactly k True, ties broken towards the lower index.
+
+    - scores (N,), int k: global top-k.
+    - scores (B, N), int k: top-k of every row.
+    - with `offsets` (S+1 int64 segment bounds over the last dimension): top-k of every segment,
+      k a sequence/tensor of S counts (or (B, S) for a batch). This is the per-layer mask of an arena.
+
+    Returns a bool tensor shaped like `scores`. -0.0 and +0.0 are equal; NaN is an error.
+    Offsets and k are small metadata: pass them on the host to avoid device synchronization.
+    """
+    _checks.floating("scores", _checks.tensor("scores", scores, dims=(1, 2)))
+    rows, n = (1, scores.shape[0]) if scores.dim() == 1 else scores.shape
+    if offsets is None:
+        if isinstance(k, (bool, torch.Tensor)) or not hasattr(k, "__index__"):
+            raise TypeError(f"k: expected an int without offsets, got {type(k).__name__}")
+        k = operator.index(k)
+        if not 0 <= k <= n:
+            raise ValueError(f"k: expected 0 <= k <= {n}, got {k}")
+        seg_offsets, seg_k = torch.tensor([0, n]), torch.full((rows, 1), k, dtype=torch.int64)
+    else:
+        seg_offsets = _offsets(offsets, n)
+        seg_k = _segment_k(k, seg_offsets, rows)
+    name = dispatch.resolve("topk_mask", scores.device, backend)
+    if scores.numel() == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if not dispatch.checks_nan(name):
+        _checks.no_nan("scores", scores)
+    # Flatten the batch into one list of segments over the contiguous scores.
+    starts = (torch.arange(rows).unsqueeze(1) * n + seg_offsets[:-1]).reshape(-1)
+    flat_offsets = torch.cat([starts, torch.tensor([rows * n])]).to(scores.device)
+    flat_k = seg_k.reshape(-1).to(scores.device)
+    mask = _topk_mask(scores.detach().contiguous().reshape(-1), flat_offsets, flat_k, name)
+    return mask.view(scores.shape)
