@@ -1,0 +1,111 @@
+"""The prunable parameters of a model as views into one flat buffer.
+
+Every pruning algorithm works on "the arena": all prunable weights laid end to end, with segment
+offsets marking where each layer starts. One saliency call and one top-k call over the arena then
+replace a Python loop over layers; masks, scores and gradients live in flat buffers of the same layout.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+Filter = Callable[[str, nn.Module], bool]
+
+
+def prunable(name: str, module: nn.Module) -> bool:
+    """Default filter: the weight of every Linear, Conv1d and Conv2d layer."""
+    return isinstance(module, PRUNABLE)
+
+
+def except_last(model: nn.Module, base: Filter = prunable) -> Filter:
+    """A filter that keeps the last prunable layer (usually the classifier) dense."""
+    names = [name for name, module in model.named_modules() if base(name, module)]
+    last = names[-1] if names else None
+    return lambda name, module: base(name, module) and name != last
+
+
+class Arena:
+    """Flat layout of the prunable weights of `model`.
+
+    With `share=True` (default) each weight becomes a view into `self.weights`, so writes to either
+    are seen by both; build the arena after moving the model to its device. `names` are the
+    parameter names of `model.named_parameters()`; segment s spans offsets[s]:offsets[s+1].
+    """
+
+    def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        found = [(f"{name}.weight" if name else "weight", module.weight)
+                 for name, module in model.named_modules()
+                 if include(name, module) and isinstance(getattr(module, "weight", None), nn.Parameter)]
+        if not found:
+            raise ValueError("model: has no prunable weights (Linear, Conv1d, Conv2d) under the given filter")
+        self.names = [name for name, _ in found]
+        self.params = [param for _, param in found]
+        devices = {p.device for p in self.params}
+        dtypes = {p.dtype for p in self.params}
+        if len(devices) > 1 or len(dtypes) > 1:
+            raise ValueError(f"model: prunable weights must share one device and dtype, got {devices} / {dtypes}")
+        self.shapes = [tuple(p.shape) for p in self.params]
+        sizes = torch.tensor([p.numel() for p in self.params], dtype=torch.int64)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
+        self.weights = torch.cat([p.detach().reshape(-1) for p in self.params])
+        if share:
+            for param, view in zip(self.params, self.split(self.weights).values()):
+                param.data = view
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def numel(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        return self.offsets.diff()
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.device
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return iter(zip(self.names, self.params))
+
+    def zeros(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A new flat buffer in the arena's layout."""
+        return torch.zeros(self.numel, dtype=dtype or self.weights.dtype, device=self.device)
+
+    # -- flat <-> per parameter ----------------------------------------------------------------
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter views (shaped like each weight) into a flat buffer of the arena's layout."""
+        self._check_flat("flat", flat)
+        bounds = self.offsets.tolist()
+        return {name: flat[bounds[i]:bounds[i + 1]].view(shape)
+                for i, (name, shape) in enumerate(zip(self.names, self.shapes))}
+
+    def flatten(self, tensors: Mapping[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+        """Gather per-parameter tensors (keyed by parameter name) into one flat buffer."""
+        missing = [name for name in self.names if name not in tensors]
+        if missing:
+            raise ValueError(f"tensors: missing entries for {missing}")
+        for name, shape in zip(self.names, self.shapes):
+            if tuple(tensors[name].shape) != shape:
+                raise ValueError(f"tensors: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
+        parts = [tensors[name].reshape(-1) for name in self.names]
+        return torch.cat(parts) if out is None else torch.cat(parts, out=out)
+
+    def grads(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The current .grad of every arena weight as one flat buffer (zeros where a grad is missing)."""
+        grads = {name: p.grad if p.grad is not None else torch.zeros_like(p) for name, p in self}
+        return self.flatten(grads, out=out)
+
+    def _check_flat(self, name: str, flat: torch.Tensor) -> None:
+        if not isinstance(flat, torch.Tensor) or flat.dim() != 1 or flat.numel() != self.numel:
+            got = tuple(flat.shape) if isinstance(flat, torch.Tensor) else type(flat).__name__
+            raise ValueError(f"{name}: expected a flat tensor of {self.numel} elements, got {got}")
