@@ -1,0 +1,54 @@
+"""The container every data source returns: train/test tensors plus what a model needs to know about them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+#: A batch transform for training data: (x, generator) -> x of the same shape. It draws all of its randomness
+#: from the generator so that training stays reproducible (and resumable) for a seed.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class DataBundle:
+    """A classification data set split into train and test.
+
+    ``train`` and ``test`` hold float32 inputs of shape ``(N, *input_shape)`` and int64 labels in
+    ``[0, num_classes)``. ``augment`` (optional) is applied by the trainer to training batches only.
+    """
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+    augment: Optional[Augment] = None
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, split).tensors
+            if x.dtype != torch.float32 or y.dtype != torch.int64:
+                raise ValueError(f"{split}: expected float32 inputs and int64 labels, got {x.dtype} and {y.dtype}")
+            if tuple(x.shape[1:]) != tuple(self.input_shape):
+                raise ValueError(f"{split}: input shape {tuple(x.shape[1:])} != input_shape {self.input_shape}")
+
+    def __repr__(self) -> str:
+        return (
+            f"DataBundle(name={self.name!r}, train={len(self.train)}, test={len(self.test)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
+        )
+
+
+def _tensor(a, dtype: np.dtype) -> torch.Tensor:
+    a = np.asarray(a, dtype=dtype)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def tensor_dataset(x, y) -> TensorDataset:
+    """A TensorDataset of float32 inputs and int64 labels from array-likes; copies only where it must
+    (a dtype change, or a read-only array such as a cached one)."""
+    return TensorDataset(_tensor(x, np.float32), _tensor(y, np.int64))
