@@ -83,16 +83,22 @@ def _can_run(name: str, op: str, device_type: str) -> str | None:
 
 def resolve(op: str, device: torch.device, backend: str | None = None) -> str:
     """The name of the backend that will run `op` on `device`."""
+    return _resolve(op, device.type, backend)
+
+
+# Under torch.compile the choice is made once while tracing and baked into the graph as a constant.
+@torch.compiler.assume_constant_result
+def _resolve(op: str, device_type: str, backend: str | None) -> str:
     name = requested(backend)
     if name is not None:
-        why = _can_run(name, op, device.type)
+        why = _can_run(name, op, device_type)
         if why is not None:
             raise BackendError(f"{op}: {why}")
         return name
-    for candidate in PREFERENCE.get(device.type, ("reference",)):
-        if _can_run(candidate, op, device.type) is None:
+    for candidate in PREFERENCE.get(device_type, ("reference",)):
+        if _can_run(candidate, op, device_type) is None:
             return candidate
-    raise BackendError(f"{op}: no backend runs on device type {device.type!r}")
+    raise BackendError(f"{op}: no backend runs on device type {device_type!r}")
 
 
 def kernel(op: str, name: str) -> Callable:
