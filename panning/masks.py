@@ -2,7 +2,8 @@
 
 A `Masks` maps parameter names (as in `model.named_parameters()`) to bool tensors of the parameter's
 shape: True keeps the weight. It can be measured (global, per-layer and effective sparsity), compared
-(overlap), applied to a model, and saved or loaded without executing code (safetensors).
+(overlap), applied to a model, saved or loaded without executing code (safetensors, or torch.save files
+read with weights_only), and exported (baked dense weights; compressed CSR weights).
 """
 from __future__ import annotations
 
@@ -10,16 +11,46 @@ import os
 from collections.abc import Iterator, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import ops
 from .arena import Arena
+
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def mask_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """weight key -> mask key for every sparse layer (panning.nn) in a state_dict: a bool `<prefix>mask`
+    beside a `<prefix>weight` of the same shape."""
+    found = {}
+    for key, value in state_dict.items():
+        if key == "mask" or key.endswith(".mask"):
+            weight_key = key[:-len("mask")] + "weight"
+            weight = state_dict.get(weight_key)
+            if (isinstance(value, torch.Tensor) and value.dtype == torch.bool and isinstance(weight, torch.Tensor)
+                    and weight.shape == value.shape):
+                found[weight_key] = key
+    return found
+
+
+def _owner(model: nn.Module, name: str) -> nn.Module:
+    """The module holding parameter `name`."""
+    return model.get_submodule(name.rpartition(".")[0])
+
+
+def _takes_masks(module: nn.Module, name: str) -> bool:
+    """Whether `module` keeps its own mask for parameter `name` (the sparse layers of panning.nn)."""
+    return name.rpartition(".")[2] == "weight" and callable(getattr(module, "set_mask", None))
 
 
 class Masks(Mapping):
     """Named per-parameter boolean masks (read-only mapping)."""
 
     def __init__(self, masks: Mapping[str, torch.Tensor]):
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"masks: expected a mapping of parameter names to bool tensors, got {type(masks).__name__}")
         checked = {}
         for name, mask in masks.items():
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
@@ -41,6 +72,16 @@ class Masks(Mapping):
     def __repr__(self) -> str:
         return f"Masks({len(self)} tensors, {self.numel} weights, sparsity {self.sparsity:.4f})"
 
+    def __eq__(self, other: object) -> bool:
+        """Same parameter names and identical masks (the Mapping default would compare tensors ambiguously)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return set(other) == set(self._masks) and all(
+            isinstance(other[name], torch.Tensor) and other[name].shape == mask.shape
+            and torch.equal(other[name].to(mask.device), mask) for name, mask in self._masks.items())
+
+    __hash__ = None
+
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_flat(cls, arena: Arena, flat: torch.Tensor) -> "Masks":
@@ -52,6 +93,21 @@ class Masks(Mapping):
     @classmethod
     def ones(cls, arena: Arena) -> "Masks":
         return cls.from_flat(arena, torch.ones(arena.numel, dtype=torch.bool, device=arena.device))
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "Masks":
+        """The masks held by the sparse layers (panning.nn) of a model, copied."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        return cls({f"{name}.weight" if name else "weight": module.mask.detach().clone()
+                    for name, module in model.named_modules() if _takes_masks(module, "weight")})
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "Masks":
+        """The masks in a checkpoint of a sparsified model, keyed by the weights they cover."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+        return cls({weight: state_dict[mask].clone() for weight, mask in mask_keys(state_dict).items()})
 
     def to_flat(self, arena: Arena) -> torch.Tensor:
         return arena.flatten(self._masks)
@@ -73,6 +129,19 @@ class Masks(Mapping):
     def density(self) -> dict[str, float]:
         """Kept fraction of every parameter."""
         return {name: float(m.float().mean()) if m.numel() else 0.0 for name, m in self._masks.items()}
+
+    def layer_sparsity(self) -> dict[str, float]:
+        """Pruned fraction of every parameter."""
+        return {name: 1.0 - kept if self._masks[name].numel() else 0.0 for name, kept in self.density().items()}
+
+    def effective(self, model: nn.Module, input_shape: tuple[int, ...]) -> "Masks":
+        """The kept weights that still lie on an input-output path (see panning.connectivity)."""
+        from .connectivity import effective_masks  # connectivity builds on Masks
+        return effective_masks(model, self, input_shape)
+
+    def effective_sparsity(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
+        """Fraction of the masked parameters that are pruned or disconnected."""
+        return self.effective(model, input_shape).sparsity
 
     def overlap(self, other: Mapping[str, torch.Tensor]) -> float:
         """Intersection over union of the kept weights of two masks over the same parameters."""
@@ -102,21 +171,62 @@ class Masks(Mapping):
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
-        """Zero the masked-out weights of `model` in place."""
+        """Zero the masked-out weights of `model` in place; a sparse layer (panning.nn) takes the mask as its
+        own (and keeps its weights if it searches a mask with scores). Validates everything first."""
         for name, param in self.check(model).items():
-            param.mul_(self._masks[name].to(param.device))
+            owner = _owner(model, name)
+            if _takes_masks(owner, name):
+                owner.set_mask(self._masks[name])
+            else:
+                param.masked_fill_(~self._masks[name].to(param.device), 0)
         return model
+
+    # -- export ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def baked(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Copies of the masked parameters with zeros at the pruned positions (the model is not changed)."""
+        return {name: param.detach().masked_fill(~self._masks[name].to(param.device), 0)
+                for name, param in self.check(model).items()}
+
+    @torch.no_grad()
+    def export(self, model: nn.Module) -> dict[str, ops.SparseWeight]:
+        """The kept weights of every masked parameter in compressed (CSR) form, ready for
+        `panning.ops.sparse_linear`. A convolution weight (out, in/groups, *kernel) is flattened to its
+        (out, in/groups * prod(kernel)) im2col matrix."""
+        exported = {}
+        for name, param in self.check(model).items():
+            rows = param.shape[0] if param.dim() else 1
+            weight = param.detach().reshape(rows, -1)
+            exported[name] = ops.to_sparse(weight, self._masks[name].to(param.device).reshape(rows, -1))
+        return exported
 
     def to(self, device: torch.device | str) -> "Masks":
         return Masks({name: m.to(device) for name, m in self._masks.items()})
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the masks as safetensors (atomically: a crash never leaves half a file)."""
-        tmp = f"{os.fspath(path)}.tmp"
-        save_file({name: m.contiguous().cpu() for name, m in self._masks.items()}, tmp)
+        """Write the masks atomically (a crash never leaves half a file): a torch.save file when the name ends
+        in .pt or .pth (loadable with weights_only=True), safetensors otherwise."""
+        path = os.fspath(path)
+        tensors = {name: m.contiguous().cpu() for name, m in self._masks.items()}
+        tmp = f"{path}.tmp"
+        if path.endswith(TORCH_SUFFIXES):
+            torch.save(tensors, tmp)
+        else:
+            save_file(tensors, tmp)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Masks":
-        return cls(load_file(os.fspath(path), device=str(device)))
+        """Read masks written by `save` (either format, recognized by content); never executes code."""
+        path = os.fspath(path)
+        with open(path, "rb") as file:
+            is_zip = file.read(4) == b"PK\x03\x04"  # torch.save's zip container
+        try:
+            tensors = (torch.load(path, map_location=device, weights_only=True) if is_zip
+                       else load_file(path, device=str(device)))
+        except (SafetensorError, RuntimeError, EOFError) as error:
+            raise ValueError(f"path: {path} is not a masks file ({error})") from error
+        if not isinstance(tensors, Mapping):
+            raise ValueError(f"path: {path} holds a {type(tensors).__name__}, not a mapping of masks")
+        return cls(tensors)
