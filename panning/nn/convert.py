@@ -1,0 +1,108 @@
+"""Swap a model's layers for sparse ones and back, and bridge checkpoints between the two."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from panning.masks import Masks, mask_keys
+
+from .layers import MODES, SPARSE_FOR, SparseLayer
+
+
+def _owners(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
+    """The module owning each masked weight, every one checked before anything changes."""
+    owners = {}
+    for name in masks:
+        path, _, attr = name.rpartition(".")
+        if attr != "weight":
+            raise ValueError(f"masks: {name!r} is not a layer weight; sparsify masks the `weight` of layers only")
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"masks: {name!r} names no module of the model") from None
+        where = f"masks: {name!r} belongs to {path or 'the model'} ({type(module).__name__}), which"
+        if parametrize.is_parametrized(module):
+            raise ValueError(f"{where} is parametrized (torch.nn.utils.parametrize); remove the parametrization "
+                             "first")
+        if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks):
+            raise ValueError(f"{where} carries hooks (torch.nn.utils.prune uses one; call prune.remove); "
+                             "sparsify replaces the module and would drop them")
+        if not isinstance(module, SparseLayer) and type(module) not in SPARSE_FOR:
+            supported = ", ".join(t.__name__ for t in SPARSE_FOR)
+            raise TypeError(f"{where} is not supported; sparsify swaps exactly {supported} (subclasses may "
+                            "compute something else with the weight)")
+        owners[name] = module
+    masks.check(model)  # shapes
+    return owners
+
+
+def _replace(model: nn.Module, new: Mapping[nn.Module, nn.Module]) -> nn.Module:
+    """Put new[m] wherever module m sits (also where one module is shared by several parents)."""
+    slots = [name.rpartition(".") for name, module in model.named_modules(remove_duplicate=False)
+             if name and module in new]
+    for parent, _, child in slots:
+        owner = model.get_submodule(parent)
+        if getattr(owner, child) in new:  # a shared parent lists the same slot twice
+            setattr(owner, child, new[getattr(owner, child)])
+    return new.get(model, model)
+
+
+def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str = "auto",
+             scores: bool = False) -> nn.Module:
+    """Swap the layers that `masks` cover for sparse layers, in place; returns the model.
+
+    masks: parameter name -> bool tensor (a `panning.Masks` or a plain mapping), covering `weight`s of
+    nn.Linear, nn.Conv1d and nn.Conv2d. The new layers share the old layers' Parameter objects and bake the mask
+    into the weight (zeros behind it). Layers that are already sparse just take the new mask (`mode` and
+    `scores` apply to the layers this call creates). mode: the path of the SparseLinear layers
+    ("auto" | "masked" | "compressed"); convolutions always run masked. scores=True prepares mask search: each
+    new layer gets trainable scores (initialized to |weight|) and keeps its weights behind the mask.
+
+    Everything is validated before anything changes: on an error the model is untouched. Sparsify before
+    wrapping in DistributedDataParallel or torch.compile. Forward and backward hooks on a swapped layer are
+    refused rather than silently dropped. The return value is `model` itself unless `model` is a single layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(scores, bool):
+        raise TypeError(f"scores: expected a bool, got {type(scores).__name__}")
+    masks = masks if isinstance(masks, Masks) else Masks(masks)
+    owners = _owners(model, masks)
+    new, existing = {}, []
+    for name, module in owners.items():
+        if isinstance(module, SparseLayer):
+            existing.append((module, masks[name]))
+            continue
+        options = {"mode": mode} if type(module) is nn.Linear else {}
+        new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, **options)
+    for module, mask in existing:
+        module.set_mask(mask)
+    return _replace(model, new)
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """Swap every sparse layer back for its plain torch layer, in place, with zeros baked into the weight;
+    returns the model (a plain torch model; the new layer itself if `model` was a single sparse layer)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    return _replace(model, {module: module.to_dense() for module in model.modules()
+                            if isinstance(module, SparseLayer)})
+
+
+def dense_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A sparsified model's checkpoint as a plain model's: masks baked into the weights, `mask` and `scores`
+    entries dropped. `plain_model.load_state_dict(dense_state_dict(ckpt))` then loads strictly."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+    keys = mask_keys(state_dict)
+    dropped = {key for mask in keys.values() for key in (mask, mask[:-len("mask")] + "scores")}
+    dense = {key: value for key, value in state_dict.items() if key not in dropped}
+    for weight, mask in keys.items():
+        dense[weight] = state_dict[weight].masked_fill(~state_dict[mask].to(state_dict[weight].device), 0)
+    return dense

@@ -1,0 +1,85 @@
+"""Global unstructured pruning for users coming from torch.nn.utils.prune, on one top-k over the arena."""
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from panning import ops
+from panning.arena import Arena, Filter, prunable
+from panning.masks import Masks
+
+from .layers import SparseLayer
+
+Score = str | Callable[[str, torch.Tensor], torch.Tensor] | Mapping[str, torch.Tensor]
+
+
+def _prune_count(amount, remaining: int) -> int:
+    """How many of the `remaining` weights to prune, as torch.nn.utils.prune counts them."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) and not hasattr(amount, "__index__"):
+        raise TypeError(f"amount: expected a fraction (float) or a count (int), got {type(amount).__name__}")
+    if isinstance(amount, float):
+        if not 0.0 <= amount <= 1.0:
+            raise ValueError(f"amount: a fraction must lie in [0, 1], got {amount}")
+        return round(amount * remaining)
+    count = operator.index(amount)
+    if not 0 <= count <= remaining:
+        raise ValueError(f"amount: a count must lie in [0, {remaining}] (the weights not yet pruned), got {count}")
+    return count
+
+
+def _scores(arena: Arena, score: Score) -> torch.Tensor:
+    params = dict(zip(arena.names, arena.params))
+    if isinstance(score, str):
+        if score != "l1":
+            raise ValueError(f"score: expected 'l1', a function (name, weight) -> scores or a mapping, got {score!r}")
+        return arena.weights.abs()
+    if isinstance(score, Mapping):
+        mapping = score
+    elif callable(score):
+        with torch.no_grad():
+            mapping = {name: score(name, param.detach()) for name, param in params.items()}
+    else:
+        raise TypeError(f"score: expected 'l1', a function or a mapping, got {type(score).__name__}")
+    for name, value in mapping.items():
+        if name in params and (not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point):
+            raise TypeError(f"score: the scores of {name} must be a floating-point tensor, got "
+                            f"{value.dtype if isinstance(value, torch.Tensor) else type(value).__name__}")
+    try:
+        return arena.flatten({name: mapping[name].to(arena.device, arena.weights.dtype) for name in arena.names})
+    except KeyError as missing:
+        raise ValueError(f"score: no scores for {missing}") from None
+
+
+def _current_masks(arena: Arena, model: nn.Module) -> torch.Tensor:
+    """The flat mask already in place: the masks of sparse layers, all kept elsewhere."""
+    current = {}
+    for name, param in arena:
+        owner = model.get_submodule(name.rpartition(".")[0])
+        current[name] = owner.mask if isinstance(owner, SparseLayer) else torch.ones_like(param, dtype=torch.bool)
+    return arena.flatten(current)
+
+
+@torch.no_grad()
+def global_prune(model: nn.Module, amount: float | int, *, score: Score = "l1",
+                 include: Filter = prunable) -> Masks:
+    """Masks pruning `amount` of the prunable weights of `model` globally; the model is not changed.
+
+    The semantics of torch.nn.utils.prune.global_unstructured over the weights `include` selects (by default
+    every Linear, Conv1d and Conv2d weight): amount is a fraction of the weights not yet pruned (rounded as torch
+    rounds) or a count; the lowest scores are pruned; weights already pruned (masks of sparse layers) stay
+    pruned. score: "l1" (|weight|), a function (name, weight) -> scores of the weight's shape, or a mapping
+    name -> scores (like torch's importance_scores, but ranked as given: torch's L1Unstructured ranks their
+    absolute values). Unlike torch, ties are broken deterministically (the lower
+    flat index is kept) and the work is one top-k over the arena. Apply with `panning.sparsify(model, masks)`.
+    """
+    arena = Arena(model, include=include, share=False)
+    scores = _scores(arena, score)
+    current = _current_masks(arena, model)
+    remaining = int(current.sum())
+    keep = remaining - _prune_count(amount, remaining)
+    flat = torch.zeros_like(current)
+    flat[current] = ops.topk_mask(scores[current], keep)
+    return Masks.from_flat(arena, flat)

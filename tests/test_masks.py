@@ -1,0 +1,112 @@
+"""Masks: equality, measures, model and checkpoint views, files in both formats, export."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from panning import ops
+from panning.arena import Arena
+from panning.connectivity import effective_sparsity
+from panning.masks import Masks
+from panning.nn import sparsify
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 7), nn.ReLU(),
+                         nn.Linear(7, 4))
+
+
+def random_masks(net: nn.Module, keep: float = 0.4, seed: int = 1) -> Masks:
+    arena = Arena(net, share=False)
+    return Masks.from_flat(arena, torch.rand(arena.numel, generator=torch.Generator().manual_seed(seed)) < keep)
+
+
+def test_equality_compares_names_and_bits():
+    masks = random_masks(model())
+    assert masks == Masks(dict(masks)) and masks == dict(masks)
+    flipped = dict(masks)
+    flipped["3.weight"] = masks["3.weight"].clone()
+    flipped["3.weight"][0, 0] ^= True
+    assert masks != flipped
+    assert masks != {k: v for k, v in masks.items() if k != "0.weight"}
+    assert masks != {**masks, "5.weight": masks["5.weight"].reshape(-1)}
+
+
+def test_measures():
+    masks = Masks({"a": torch.tensor([True, False, False, False]), "b": torch.tensor([[True, True], [True, False]])})
+    assert masks.sparsity == pytest.approx(4 / 8)
+    assert masks.layer_sparsity() == pytest.approx({"a": 0.75, "b": 0.25})
+    other = Masks({"a": torch.tensor([True, True, False, False]), "b": torch.tensor([[True, False], [False, True]])})
+    assert masks.overlap(other) == pytest.approx(2 / 6)  # kept in both: a0, b00; in either: 6
+
+
+def test_effective_sparsity_through_masks_and_sparsified_models():
+    net = model()
+    masks = random_masks(net, keep=0.15)
+    expected = effective_sparsity(net, masks, (2, 8))
+    assert masks.effective_sparsity(net, (2, 8)) == expected >= masks.sparsity
+    sparse = sparsify(model(), masks)
+    assert masks.effective(sparse, (2, 8)) == masks.effective(net, (2, 8))
+
+
+def test_from_model_and_from_state_dict():
+    net = model()
+    masks = random_masks(net)
+    assert len(Masks.from_model(net)) == 0
+    sparse = sparsify(net, masks)
+    assert Masks.from_model(sparse) == masks
+    assert Masks.from_state_dict(sparse.state_dict()) == masks
+    with pytest.raises(TypeError, match="state_dict"):
+        Masks.from_state_dict([1, 2])
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".masks"])
+def test_save_and_load_are_identical_in_both_formats(tmp_path, suffix):
+    masks = random_masks(model())
+    path = tmp_path / f"m{suffix}"
+    masks.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    assert path.read_bytes().startswith(b"PK") == (suffix == ".pt")
+    loaded = Masks.load(path)
+    assert loaded == masks and list(loaded) == list(masks)
+    if suffix == ".pt":  # an ordinary torch file that torch loads safely
+        assert Masks(torch.load(path, weights_only=True)) == masks
+
+
+def test_loading_something_else_fails_clearly(tmp_path):
+    (tmp_path / "junk").write_bytes(b"not a mask file at all")
+    with pytest.raises(ValueError, match="path: .*junk is not a masks file"):
+        Masks.load(tmp_path / "junk")
+    torch.save([torch.ones(2, dtype=torch.bool)], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a mapping"):
+        Masks.load(tmp_path / "list.pt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "float.pt")
+    with pytest.raises(TypeError, match="bool"):
+        Masks.load(tmp_path / "float.pt")
+
+
+def test_apply_and_baked():
+    net = model()
+    masks = random_masks(net)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    baked = masks.baked(net)
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())  # baked() changes nothing
+    masks.apply(net)
+    for name, param in net.named_parameters():
+        assert torch.equal(param, baked.get(name, before[name]))
+
+
+def test_export_gives_compressed_weights_of_the_masked_model():
+    net = model()
+    masks = random_masks(net)
+    exported = masks.export(net)
+    baked = masks.baked(net)
+    assert set(exported) == set(masks)
+    for name, sparse_weight in exported.items():
+        assert isinstance(sparse_weight, ops.SparseWeight) and sparse_weight.nnz == int(masks[name].sum())
+        torch.testing.assert_close(sparse_weight.to_dense(), baked[name].reshape(baked[name].shape[0], -1))
+    x = torch.randn(5, 18)
+    torch.testing.assert_close(ops.sparse_linear(x, exported["3.weight"], net[3].bias),
+                               x @ baked["3.weight"].t() + net[3].bias)
