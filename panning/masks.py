@@ -8,6 +8,7 @@ read with weights_only), and exported (baked dense weights; compressed CSR weigh
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -225,7 +226,7 @@ class Masks(Mapping):
         try:
             tensors = (torch.load(path, map_location=device, weights_only=True) if is_zip
                        else load_file(path, device=str(device)))
-        except (SafetensorError, RuntimeError, EOFError) as error:
+        except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
             raise ValueError(f"path: {path} is not a masks file ({error})") from error
         if not isinstance(tensors, Mapping):
             raise ValueError(f"path: {path} holds a {type(tensors).__name__}, not a mapping of masks")

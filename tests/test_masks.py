@@ -1,6 +1,8 @@
 """Masks: equality, measures, model and checkpoint views, files in both formats, export."""
 from __future__ import annotations
 
+import datetime
+
 import pytest
 import torch
 from torch import nn
@@ -82,6 +84,9 @@ def test_loading_something_else_fails_clearly(tmp_path):
     torch.save([torch.ones(2, dtype=torch.bool)], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a mapping"):
         Masks.load(tmp_path / "list.pt")
+    torch.save({"w": datetime.date(2026, 11, 21)}, tmp_path / "code.pt")  # weights_only refuses arbitrary objects
+    with pytest.raises(ValueError, match="code.pt is not a masks file"):
+        Masks.load(tmp_path / "code.pt")
     torch.save({"w": torch.ones(2)}, tmp_path / "float.pt")
     with pytest.raises(TypeError, match="bool"):
         Masks.load(tmp_path / "float.pt")
