@@ -287,8 +287,10 @@ def test_auto_mode_takes_the_compressed_path_only_with_a_fast_kernel(monkeypatch
     sparse_mask = torch.zeros(10, 100, dtype=torch.bool)
     sparse_mask[:, :5] = True  # density 0.05
     layer.set_mask(sparse_mask)
-    assert layer.mode == "auto" and layer.path == "masked"  # only the reference backend here
-    monkeypatch.setattr(layers, "dispatch", SimpleNamespace(resolve=lambda op, device: "cpp"))
+    backend = SimpleNamespace(resolve=lambda op, device: "reference")  # whose sparse kernel is a dense matmul
+    monkeypatch.setattr(layers, "dispatch", backend)
+    assert layer.mode == "auto" and layer.path == "masked"
+    backend.resolve = lambda op, device: "cpp"
     assert layer.path == "compressed"
     layer.set_mask(torch.ones(10, 100, dtype=torch.bool))
     assert layer.path == "masked"
