@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import datetime
+import faulthandler
 import os
-import socket
+import time
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,7 @@ from panning.nn import global_prune, sparsify
 
 WORLD = 2
 STEPS = 3
+DEADLINE_S = 120
 
 
 def model() -> nn.Module:
@@ -23,16 +25,11 @@ def model() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def worker(rank: int, port: int, masks_path: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    faulthandler.dump_traceback_later(DEADLINE_S - 10, exit=True)  # a hang fails the test with a traceback
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    store = dist.TCPStore("127.0.0.1", port, WORLD, is_master=False, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD)
     try:
         net = sparsify(model(), Masks.load(masks_path), mode="compressed")
         net[2].mode = "masked"  # both paths under DDP (its buffer broadcast rewrites the masks every step)
@@ -48,11 +45,24 @@ def worker(rank: int, port: int, masks_path: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def spawn(*args) -> None:
+    """Run `worker` on WORLD processes. The rendezvous store lives here on a free localhost port, bound as port 0,
+    so no other process can take the port between choosing and binding it."""
+    store = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=60))
+    context = mp.spawn(worker, args=(store.port, *args), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + DEADLINE_S
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise TimeoutError(f"DDP workers did not finish within {DEADLINE_S} s")
+
+
 def test_ddp_keeps_masked_weights_zero_and_ranks_in_sync(tmp_path):
     masks = global_prune(model(), 0.5)
     masks.save(tmp_path / "masks.safetensors")
-    mp.spawn(worker, args=(free_port(), str(tmp_path / "masks.safetensors"), str(tmp_path)), nprocs=WORLD,
-             join=True)
+    spawn(str(tmp_path / "masks.safetensors"), str(tmp_path))
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     start = model().state_dict()
     for key, value in states[0].items():
