@@ -22,7 +22,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     """Masks that keep exactly round(N * (1 - sparsity)) of the N prunable weights of `model`, chosen by `method`.
 
     method: one of panning.pbt.METHODS — "random", "magnitude", "snip", "grasp", "synflow",
-        "iterative_snip", "force", "panning" (RL panning: panning.pbt.agent).
+        "iterative_snip", "force", "panning", "rl_panning" (needs agent=, see panning.pbt.agent).
     data: a DataBundle (its training split is used) or a dataset of (input, label) pairs; required by the
         data-dependent methods, which draw class-balanced batches from it.
     seed: seeds every random draw (random scores, batches), so a seed gives the same masks.
@@ -30,7 +30,8 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
         panning.arena.except_last to keep the classifier dense).
     input_shape: one sample's shape, needed by SynFlow without data (else taken from the data).
     options: per method (see METHODS[method].defaults): iterations (iterative methods, default 100),
-        per_class (samples per class of each batch, default 10), temperature (GraSP, default 200).
+        per_class (samples per class of each batch, default 10), temperature (GraSP, default 200),
+        agent (rl_panning: the path of an agent saved by panning.pbt.agent.save_agent).
 
     The model is not modified: criteria evaluate it at weights held in a separate arena buffer.
     """
@@ -49,7 +50,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     values = {**spec.defaults, **options}
     with tqdm(total=spec.steps(values), desc=method, disable=not progress, leave=False) as bar:
         problem = Problem(model, arena, dataset, input_shape, sparsity, torch.Generator().manual_seed(seed),
-                          on_step=lambda step, mask: bar.update(1))
+                          on_step=lambda step, mask: bar.update(step + 1 - bar.n))
         mask = spec.run(problem, **values)
     return Masks.from_flat(arena, mask)
 

@@ -12,6 +12,7 @@ from panning.arena import except_last
 from panning.masks import Masks
 from panning.pbt import METHODS
 from panning.pbt import cli
+from panning.pbt.schedule import keep_count
 from panning.prune import prune
 
 FAST = {"iterations": 4, "per_class": 3}
@@ -31,14 +32,14 @@ def fast_options(method: str) -> dict:
     return {key: value for key, value in FAST.items() if key in METHODS[method].defaults}
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "rl_panning"])  # RL: tests/test_pbt_rl.py
 def test_every_method_is_exact_deterministic_and_leaves_the_model_alone(method, bundle):
     model = net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     masks = prune(model, method, 0.9, bundle, seed=1, **fast_options(method))
     assert isinstance(masks, Masks)
     assert list(masks) == [n for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
-    assert masks.kept == round(masks.numel * 0.1)
+    assert masks.kept == keep_count(masks.numel, 0.9)
     again = prune(model, method, 0.9, bundle, seed=1, **fast_options(method))
     assert all(torch.equal(masks[n], again[n]) for n in masks)
     for k, v in model.state_dict().items():
@@ -51,7 +52,7 @@ def test_every_method_is_exact_deterministic_and_leaves_the_model_alone(method, 
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.99, 1.0])
 def test_exact_sparsity_at_the_extremes(sparsity, bundle):
     masks = prune(net(), "snip", sparsity, bundle, per_class=3)
-    assert masks.kept == round(masks.numel * (1 - sparsity))
+    assert masks.kept == keep_count(masks.numel, sparsity)
 
 
 def test_prune_accepts_a_dataset_and_synflow_needs_no_data(bundle):
@@ -60,7 +61,7 @@ def test_prune_accepts_a_dataset_and_synflow_needs_no_data(bundle):
     from_dataset = prune(model, "snip", 0.8, bundle.train, per_class=3, seed=3)
     assert all(torch.equal(from_bundle[n], from_dataset[n]) for n in from_bundle)
     free = prune(model, "synflow", 0.8, input_shape=(1, 6, 6), iterations=3)
-    assert free.kept == round(free.numel * 0.2)
+    assert free.kept == keep_count(free.numel, 0.8)
 
 
 def test_prune_keeps_the_classifier_dense_on_request(bundle):
@@ -101,7 +102,7 @@ def test_cli_prunes_reports_and_saves(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "effective sparsity" in text and "collapsed layers" in text and "1.weight" in text
     masks = Masks.load(out)
-    assert masks.kept == round(masks.numel * 0.05)
+    assert masks.kept == keep_count(masks.numel, 0.95)
 
 
 def test_cli_reads_a_yaml_config_and_flags_win(tmp_path, capsys):
@@ -110,7 +111,7 @@ def test_cli_reads_a_yaml_config_and_flags_win(tmp_path, capsys):
     config.write_text(f"data: synthetic\nmethod: magnitude\nsparsity: 0.5\nwidth: 0.2\nout: {out}\n")
     assert cli.run(parse(["--config", str(config), "--sparsity", "0.75"])) == 0
     masks = Masks.load(out)
-    assert masks.kept == round(masks.numel * 0.25)
+    assert masks.kept == keep_count(masks.numel, 0.75)
     assert "magnitude on mlp / synthetic" in capsys.readouterr().out
 
 

@@ -25,7 +25,7 @@ MODEL_FOR = {"mnist1d": "cnn1d", "digits": "cnn2d", "synthetic": "mlp", "cifar10
              "cifar100": "vgg19_bn"}
 DEFAULTS = dict(data="mnist1d", data_dir=None, model=None, method="panning", sparsity=0.9, seed=0, iterations=None,
                 per_class=None, width=1.0, out="masks.safetensors", train=False, epochs=None, device="cpu",
-                keep_classifier=False)
+                keep_classifier=False, agent=None)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--sparsity", type=float, help=f"fraction of prunable weights to remove (default {DEFAULTS['sparsity']})")
     add("--seed", type=int, help="seed of the initialization, the batches and the training (default 0)")
     add("--iterations", type=int, help="steps of the iterative methods (default 100)")
+    add("--agent", help="rl_panning: path of a trained agent (panning.pbt.agent.save_agent)")
     add("--per-class", type=int, help="samples per class in each pruning batch (default 10)")
     add("--width", type=float, help="model width multiplier (default 1.0)")
     add("--out", help=f"where to save the masks (safetensors; default {DEFAULTS['out']})")
@@ -80,7 +81,7 @@ def _run(opts: dict) -> int:
     model_name = opts["model"] or MODEL_FOR[opts["data"]]
     torch.manual_seed(opts["seed"])
     model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"]).to(opts["device"])
-    method_options = {key: opts[key] for key in ("iterations", "per_class") if opts[key] is not None}
+    method_options = {key: opts[key] for key in ("iterations", "per_class", "agent") if opts[key] is not None}
     include = except_last(model) if opts["keep_classifier"] else prunable
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,

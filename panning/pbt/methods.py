@@ -98,6 +98,22 @@ def panning(p: Problem, iterations: int, per_class: int, temperature: float) -> 
     return pan(indices, p.sparsity, iterations=iterations, on_step=p.on_step)
 
 
+def rl_panning(p: Problem, agent, iterations: int, per_class: int, temperature: float) -> torch.Tensor:
+    """Panning with index weights from a trained agent (panning.pbt.agent): one deterministic rollout."""
+    from .agent import load_agent, rollout
+    from .env import PanningEnv
+
+    if agent is None:
+        raise ValueError("agent: rl_panning needs a trained agent (the path given to panning.pbt.agent.save_agent)")
+    seed = int(torch.randint(2 ** 31, (1,), generator=p.generator))
+    env = PanningEnv(p.model, p.dataset, p.input_shape, iterations=iterations, per_class=per_class,
+                     temperature=temperature, seed=seed, arena=p.arena)
+    mask = rollout(load_agent(agent, env), env, p.sparsity)
+    if p.on_step is not None:
+        p.on_step(iterations - 1, mask)
+    return mask
+
+
 @dataclass(frozen=True)
 class Method:
     """A method's function, whether it needs data, and its options with their defaults."""
@@ -122,4 +138,6 @@ METHODS: dict[str, Method] = {
     "iterative_snip": Method(iterative_snip, True, {**_ITERATIONS, **_BATCH}),
     "force": Method(force, True, {**_ITERATIONS, **_BATCH}),
     "panning": Method(panning, True, {**_ITERATIONS, **_BATCH, "temperature": criteria.TEMPERATURE}),
+    "rl_panning": Method(rl_panning, True, {"agent": None, **_ITERATIONS, **_BATCH,
+                                            "temperature": criteria.TEMPERATURE}),
 }
