@@ -58,6 +58,19 @@ def test_library_errors_exit_2(capsys):
     assert "data_dir is required" in capsys.readouterr().err
 
 
+def test_threads(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(TINY + ["--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert cli.main(TINY + ["--threads", "0"]) == 2
+    assert "threads must be >= 1" in capsys.readouterr().err
+
+
 def test_unknown_flag_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--bogus"])
