@@ -39,6 +39,8 @@ class Option:
 
 @dataclass(frozen=True)
 class Command:
+    """A subcommand: ``run`` receives the resolved options (dest -> value) and returns the exit status."""
+
     help: str
     run: Callable[[dict], int]
     options: tuple[Option, ...] = ()
@@ -76,13 +78,23 @@ def _read_config(path: Path, options: Sequence[Option]) -> dict:
         if opt is None:
             raise ValueError(f"config {str(path)!r}: unknown option {key!r}; known: {', '.join(o.flag for o in options)}")
         try:
-            value = None if value is None else opt.type(value)
+            value = None if value is None else _convert(opt, value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"config {str(path)!r}: option {key!r}: {e}") from None
         if opt.choices is not None and value not in opt.choices:
             raise ValueError(f"config {str(path)!r}: option {key!r} must be one of {', '.join(opt.choices)}; got {value!r}")
         values[opt.dest] = value
     return values
+
+
+def _convert(opt: Option, value):
+    """A YAML value through the option's type; numbers must be numbers (no bools, no silently truncated floats).
+    Strings are accepted for floats because YAML 1.1 reads ``1e-3`` (no dot) as a string."""
+    if opt.type in (int, float) and isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if opt.type is int and not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return opt.type(value)
 
 
 def resolve(command: Command, args: argparse.Namespace) -> dict:
@@ -95,29 +107,28 @@ def resolve(command: Command, args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------- train
 
 
-def _train_options() -> tuple[Option, ...]:
-    return (
-        Option("data", str, "data set (default mnist1d)", data.available()),
-        Option("model", str, "model (default cnn1d)", models.available()),
-        Option("epochs", int, "epochs (default: the model's recipe)"),
-        Option("batch-size", int, "batch size (default: the model's recipe)"),
-        Option("lr", float, "peak learning rate (default: the model's recipe)"),
-        Option("momentum", float, "SGD momentum (default 0.9)"),
-        Option("weight-decay", float, "L2 weight decay (default: the model's recipe)"),
-        Option("optimizer", str, "optimizer (default: the model's recipe)", OPTIMIZERS),
-        Option("seed", int, "seed of the initialization, data order and data split (default 0)"),
-        Option("width", float, "channel / hidden-unit multiplier of the model (default 1.0)"),
-        Option("data-dir", Path, "folder of a local data set (CIFAR python-pickle folder or its parent)"),
-        Option("checkpoint", Path, "checkpoint file, written every epoch; an existing one is resumed"),
-        Option("save", Path, "write the trained model here (safetensors, loadable with panning.models.load)"),
-        Option("device", str, "torch device (default cpu)"),
-        Option(
-            "threads", int,
-            "CPU threads for torch (default: torch's choice; 1 is as fast for the small models and far faster on "
-            "a busy machine)",
-        ),
-        Option("progress", _bool, "show a progress bar (default on)"),
-    )
+TRAIN_OPTIONS = (
+    Option("data", str, "data set (default mnist1d)", data.available()),
+    Option("model", str, "model (default cnn1d)", models.available()),
+    Option("epochs", int, "epochs (default: the model's recipe)"),
+    Option("batch-size", int, "batch size (default: the model's recipe)"),
+    Option("lr", float, "peak learning rate (default: the model's recipe)"),
+    Option("momentum", float, "SGD momentum (default 0.9)"),
+    Option("weight-decay", float, "L2 weight decay (default: the model's recipe)"),
+    Option("optimizer", str, "optimizer (default: the model's recipe)", OPTIMIZERS),
+    Option("seed", int, "seed of the initialization, data order and data split (default 0)"),
+    Option("width", float, "channel / hidden-unit multiplier of the model (default 1.0)"),
+    Option("data-dir", Path, "folder of a local data set (CIFAR python-pickle folder or its parent)"),
+    Option("checkpoint", Path, "checkpoint file, written every epoch; an existing one is resumed"),
+    Option("save", Path, "write the trained model here (safetensors, loadable with panning.models.load)"),
+    Option("device", str, "torch device (default cpu)"),
+    Option(
+        "threads", int,
+        "CPU threads for torch (default: torch's choice; 1 is as fast for the small models and far faster on "
+        "a busy machine)",
+    ),
+    Option("progress", _bool, "show a progress bar (default on)"),
+)
 
 
 TRAIN_DEFAULTS = dict(data="mnist1d", model="cnn1d", seed=0, width=1.0, device="cpu", progress=True)
@@ -177,19 +188,18 @@ def _pending(name: str) -> Callable[[dict], int]:
     return run
 
 
-def _commands() -> dict[str, Command]:
-    return {
-        "train": Command("train a model on a data set", run_train, _train_options(), TRAIN_DEFAULTS),
-        "prune": Command("prune a network before training (not implemented yet)", _pending("prune"), pending=True),
-        "jackpot": Command("search a lottery jackpot mask (not implemented yet)", _pending("jackpot"), pending=True),
-        "bench": Command("run the benchmarks (not implemented yet)", _pending("bench"), pending=True),
-        "demo": Command("the MNIST-1D demo (not implemented yet)", _pending("demo"), pending=True),
-    }
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model on a data set", run_train, TRAIN_OPTIONS, TRAIN_DEFAULTS),
+    "prune": Command("prune a network before training (not implemented yet)", _pending("prune"), pending=True),
+    "jackpot": Command("search a lottery jackpot mask (not implemented yet)", _pending("jackpot"), pending=True),
+    "bench": Command("run the benchmarks (not implemented yet)", _pending("bench"), pending=True),
+    "demo": Command("the MNIST-1D demo (not implemented yet)", _pending("demo"), pending=True),
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status."""
-    commands = _commands()
+    commands = COMMANDS
     parser = argparse.ArgumentParser(prog="panning", description="Find sparse sub-networks fast.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     parsers = {}

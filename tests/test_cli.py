@@ -41,7 +41,9 @@ def test_config_supplies_options_and_flags_override(tmp_path, capsys):
     [
         ("epochz: 3\n", "unknown option 'epochz'"),
         ("optimizer: rmsprop\n", "option 'optimizer' must be one of sgd, adam"),
-        ("epochs: many\n", "option 'epochs'"),
+        ("epochs: many\n", "option 'epochs': expected an integer"),
+        ("epochs: 2.5\n", "option 'epochs': expected an integer"),
+        ("lr: true\n", "option 'lr': expected a number"),
         ("- 1\n", "must be a mapping"),
     ],
 )
@@ -106,5 +108,5 @@ def test_runs_as_a_module():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_are_valid(path):
     """configs/<command>_<what>.yaml must only set options that <command> knows."""
-    command = cli._commands()[path.stem.split("_")[0]]
+    command = cli.COMMANDS[path.stem.split("_")[0]]
     assert cli._read_config(path, command.options)

@@ -148,6 +148,8 @@ def test_class_balanced_takes_whole_class_and_errors():
         data.class_balanced_indices(labels, 2)
     with pytest.raises(ValueError, match="per_class must be a positive int"):
         data.class_balanced_indices(labels, 0)
+    with pytest.raises(TypeError, match="dataset must be a Dataset .* such as bundle.train"):
+        data.class_balanced_batch(data.load("synthetic"), 1)
 
 
 def test_class_balanced_on_a_generic_dataset():

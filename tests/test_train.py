@@ -1,4 +1,5 @@
 """panning.train: learning, exact masks under SGD and Adam, checkpoint/resume equivalence, argument errors."""
+import dataclasses
 import math
 
 import pytest
@@ -131,7 +132,7 @@ def test_resume_gives_bitwise_the_same_weights(tmp_path, monkeypatch, name, opti
     bundle = data.load("synthetic", num_classes=4, input_shape=shape, n_train=64, n_test=32)
     # an augmentation too, so that its random draws are covered by the resume
     noisy = lambda x, g: x + 0.1 * torch.randn(x.shape, generator=g)  # noqa: E731
-    bundle = data.DataBundle(**{**bundle.__dict__, "augment": noisy})
+    bundle = dataclasses.replace(bundle, augment=noisy)
     kwargs = dict(epochs=2, batch_size=16, lr=0.05, optimizer=optimizer, seed=7, progress=False)
 
     straight = _model(name, shape)
