@@ -8,7 +8,6 @@ config file > the command's defaults.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +75,15 @@ def _read_config(path: Path, options: Sequence[Option]) -> dict:
     for key, value in raw.items():
         opt = by_dest.get(str(key).replace("-", "_"))
         if opt is None:
-            raise ValueError(f"config {str(path)!r}: unknown option {key!r}; known: {', '.join(o.flag for o in options)}")
+            known = ", ".join(o.flag for o in options)
+            raise ValueError(f"config {str(path)!r}: unknown option {key!r}; known: {known}")
         try:
             value = None if value is None else _convert(opt, value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"config {str(path)!r}: option {key!r}: {e}") from None
         if opt.choices is not None and value not in opt.choices:
-            raise ValueError(f"config {str(path)!r}: option {key!r} must be one of {', '.join(opt.choices)}; got {value!r}")
+            choices = ", ".join(opt.choices)
+            raise ValueError(f"config {str(path)!r}: option {key!r} must be one of {choices}; got {value!r}")
         values[opt.dest] = value
     return values
 
@@ -162,7 +163,7 @@ def run_train(options: dict) -> int:
             "params": f"{sum(p.numel() for p in model.parameters()):,}",
             "epochs": str(result.epochs),
             "test loss": f"{result.test_loss:.4f}",
-            "test acc": "n/a" if math.isnan(result.test_acc) else f"{100 * result.test_acc:.2f}%",
+            "test acc": f"{100 * result.test_acc:.2f}%",
             "time": f"{result.wall_time:.1f} s",
         },
     )

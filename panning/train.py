@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -146,7 +147,9 @@ def _zero_masked_grads(pruned: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
 
 def _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov) -> torch.optim.Optimizer:
     if optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
@@ -315,13 +318,16 @@ def train(
 
 def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict) -> list[EpochStats]:
     """Load a checkpoint written by :func:`train` into model/optimizer/scheduler/RNG; return its history."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        raise ValueError(f"checkpoint {str(path)!r} could not be loaded: {e}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint {str(path)!r} is not a panning training checkpoint (format {CHECKPOINT_FORMAT})")
     differ = sorted(k for k in config if state["config"].get(k) != config[k])
     if differ:
-        was = {k: state["config"].get(k) for k in differ}
-        raise ValueError(f"checkpoint {str(path)!r} belongs to another run: it has {was}, this run {({k: config[k] for k in differ})}")
+        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
+        raise ValueError(f"checkpoint {str(path)!r} belongs to another run: it has {was}, this run {now}")
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
         raise ValueError(f"checkpoint {str(path)!r} was written with different masks than this run's")

@@ -30,7 +30,9 @@ def test_train_prints_results_table(capsys):
 
 def test_config_supplies_options_and_flags_override(tmp_path, capsys):
     config = tmp_path / "run.yaml"
-    config.write_text("data: synthetic\nmodel: cnn1d\nepochs: 3\nbatch-size: 32\nlr: 1e-3\nwidth: 0.5\nprogress: false\n")
+    config.write_text(
+        "data: synthetic\nmodel: cnn1d\nepochs: 3\nbatch-size: 32\nlr: 1e-3\nwidth: 0.5\nprogress: false\n"
+    )
     assert cli.main(["train", "--config", str(config), "--epochs", "1"]) == 0
     data, model, _, epochs, *_ = _row(capsys.readouterr().out)
     assert (data, model, epochs) == ("synthetic", "cnn1d x0.5", "1")

@@ -178,6 +178,9 @@ def test_resume_refuses_another_run(bundle, tmp_path):
     assert finished.epochs == 1
     fresh = train(_model(), bundle, epochs=1, lr=0.3, checkpoint=ckpt, resume=False, progress=False)
     assert fresh.epochs == 1 and torch.load(ckpt, weights_only=True)["config"]["lr"] == 0.3
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not be loaded"):
+        train(_model(), bundle, epochs=1, checkpoint=ckpt, progress=False)
 
 
 def test_recipes_cover_every_model():
@@ -186,7 +189,7 @@ def test_recipes_cover_every_model():
         assert {"epochs", "batch_size", "lr", "optimizer"} <= set(recipe)
 
 
-def test_module_with_no_masks_changes_nothing_about_unmasked_params(bundle):
+def test_all_true_mask_keeps_every_weight(bundle):
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
     masks = {"1.weight": torch.ones(4, 16, dtype=torch.bool)}
     train(model, bundle, epochs=1, masks=masks, progress=False)
