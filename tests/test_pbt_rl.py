@@ -51,7 +51,8 @@ def test_env_follows_the_specification(bundle):
         assert int(env.mask.sum()) == counts[e] and info["sparsity"] == pytest.approx(1 - counts[e] / env.arena.numel)
         expected = -100 * abs(info["sparsity"] - info["effective_sparsity"]) - info["d_loss"] - info["d_gradnorm"]
         assert reward == pytest.approx(expected) and not truncated
-        assert observation[4] == pytest.approx(info["effective_sparsity"]) and observation[6] == pytest.approx((e + 1) / 5)
+        assert observation[4] == pytest.approx(info["effective_sparsity"])
+        assert observation[6] == pytest.approx((e + 1) / 5)
         assert terminated == (e == 4)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(3))

@@ -105,6 +105,16 @@ def test_cli_prunes_reports_and_saves(tmp_path, capsys):
     assert masks.kept == keep_count(masks.numel, 0.95)
 
 
+def test_cli_trains_the_pruned_network_on_request(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert cli.run(parse(["--data", "synthetic", "--method", "snip", "--sparsity", "0.8", "--per-class", "3",
+                          "--width", "0.2", "--train", "--epochs", "1", "--threads", "1", "--out", str(out)])) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy after 1 epochs:" in text
+    accuracy = float(text.split("test accuracy after 1 epochs:")[1].split("%")[0])
+    assert 0.0 <= accuracy <= 100.0
+
+
 def test_cli_reads_a_yaml_config_and_flags_win(tmp_path, capsys):
     config = tmp_path / "prune.yaml"
     out = tmp_path / "m.safetensors"

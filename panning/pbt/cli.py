@@ -25,7 +25,7 @@ MODEL_FOR = {"mnist1d": "cnn1d", "digits": "cnn2d", "synthetic": "mlp", "cifar10
              "cifar100": "vgg19_bn"}
 DEFAULTS = dict(data="mnist1d", data_dir=None, model=None, method="panning", sparsity=0.9, seed=0, iterations=None,
                 per_class=None, width=1.0, out="masks.safetensors", train=False, epochs=None, device="cpu",
-                keep_classifier=False, agent=None)
+                keep_classifier=False, agent=None, threads=None)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--epochs", type=int, help="training epochs (default: the model's recipe, panning.train.RECIPES)")
     add("--device", help="torch device (default cpu)")
     add("--keep-classifier", action="store_true", default=None, help="leave the last layer dense")
+    add("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine)")
 
 
 def options(args: argparse.Namespace) -> dict:
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(opts: dict) -> int:
+    if opts["threads"] is not None:
+        if isinstance(opts["threads"], bool) or not isinstance(opts["threads"], int) or opts["threads"] < 1:
+            raise ValueError(f"threads: expected a positive int, got {opts['threads']!r}")
+        torch.set_num_threads(opts["threads"])
     bundle = datasets.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     model_name = opts["model"] or MODEL_FOR[opts["data"]]
     torch.manual_seed(opts["seed"])
@@ -109,7 +114,8 @@ def format_report(result: CollapseReport, sizes: dict[str, int]) -> str:
     width = max(len("layer"), *(len(name) for name in sizes))
     lines = [f"{'layer':<{width}}  {'weights':>9}  {'density':>8}  {'effective':>9}"]
     for name, size in sizes.items():
-        lines.append(f"{name:<{width}}  {size:>9}  {result.density[name]:>8.4f}  {result.effective_density[name]:>9.4f}")
+        density, effective = result.density[name], result.effective_density[name]
+        lines.append(f"{name:<{width}}  {size:>9}  {density:>8.4f}  {effective:>9.4f}")
     lines.append(f"sparsity {result.sparsity:.4f}, effective sparsity {result.effective_sparsity:.4f}, "
                  f"collapsed layers: {', '.join(result.collapsed) or 'none'}")
     return "\n".join(lines)
