@@ -9,100 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from panning import data, models
+from panning.commands import Command, Option, add_options, boolean, resolve
+from panning.pbt import cli as prune_cli
 from panning.train import OPTIMIZERS, RECIPES, train
-
-
-@dataclass(frozen=True)
-class Option:
-    """One command option: ``--flag`` on the command line, ``flag`` (or ``flag_with_underscores``) in YAML."""
-
-    flag: str
-    type: Callable[[Any], Any]
-    help: str
-    choices: Optional[Sequence[str]] = None
-
-    @property
-    def dest(self) -> str:
-        return self.flag.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: ``run`` receives the resolved options (dest -> value) and returns the exit status."""
-
-    help: str
-    run: Callable[[dict], int]
-    options: tuple[Option, ...] = ()
-    defaults: dict = field(default_factory=dict)
-    pending: bool = False  # not implemented yet: accepts any arguments, reports so and exits with status 2
-
-
-def _bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
-    for opt in options:
-        if opt.type is _bool:
-            parser.add_argument(f"--{opt.flag}", dest=opt.dest, action=argparse.BooleanOptionalAction, help=opt.help)
-        else:
-            parser.add_argument(f"--{opt.flag}", dest=opt.dest, type=opt.type, choices=opt.choices, help=opt.help)
-    parser.add_argument("--config", type=Path, help="YAML file of options (keys as the flags); flags override it")
-
-
-def _read_config(path: Path, options: Sequence[Option]) -> dict:
-    """The options set by a YAML config file, converted and checked like their flags."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"config {str(path)!r} could not be read: {e}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"config {str(path)!r} must be a mapping of option: value")
-    by_dest = {opt.dest: opt for opt in options}
-    values = {}
-    for key, value in raw.items():
-        opt = by_dest.get(str(key).replace("-", "_"))
-        if opt is None:
-            known = ", ".join(o.flag for o in options)
-            raise ValueError(f"config {str(path)!r}: unknown option {key!r}; known: {known}")
-        try:
-            value = None if value is None else _convert(opt, value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"config {str(path)!r}: option {key!r}: {e}") from None
-        if opt.choices is not None and value not in opt.choices:
-            choices = ", ".join(opt.choices)
-            raise ValueError(f"config {str(path)!r}: option {key!r} must be one of {choices}; got {value!r}")
-        values[opt.dest] = value
-    return values
-
-
-def _convert(opt: Option, value):
-    """A YAML value through the option's type; numbers must be numbers (no bools, no silently truncated floats).
-    Strings are accepted for floats because YAML 1.1 reads ``1e-3`` (no dot) as a string."""
-    if opt.type in (int, float) and isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    if opt.type is int and not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return opt.type(value)
-
-
-def resolve(command: Command, args: argparse.Namespace) -> dict:
-    """Merge the command's defaults, the config file and the flags given on the command line."""
-    given = {opt.dest: getattr(args, opt.dest) for opt in command.options if getattr(args, opt.dest) is not None}
-    config = _read_config(args.config, command.options) if args.config is not None else {}
-    return {**command.defaults, **config, **given}
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -128,7 +45,7 @@ TRAIN_OPTIONS = (
         "CPU threads for torch (default: torch's choice; 1 is as fast for the small models and far faster on "
         "a busy machine)",
     ),
-    Option("progress", _bool, "show a progress bar (default on)"),
+    Option("progress", boolean, "show a progress bar (default on)"),
 )
 
 
@@ -191,7 +108,7 @@ def _pending(name: str) -> Callable[[dict], int]:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model on a data set", run_train, TRAIN_OPTIONS, TRAIN_DEFAULTS),
-    "prune": Command("prune a network before training (not implemented yet)", _pending("prune"), pending=True),
+    "prune": Command("prune a network before training", prune_cli.run, prune_cli.OPTIONS, prune_cli.DEFAULTS),
     "jackpot": Command("search a lottery jackpot mask (not implemented yet)", _pending("jackpot"), pending=True),
     "bench": Command("run the benchmarks (not implemented yet)", _pending("bench"), pending=True),
     "demo": Command("the MNIST-1D demo (not implemented yet)", _pending("demo"), pending=True),
@@ -207,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, command in commands.items():
         parsers[name] = sub.add_parser(name, help=command.help, description=command.help)
         if not command.pending:
-            _add_options(parsers[name], command.options)
+            add_options(parsers[name], command.options)
     args, extra = parser.parse_known_args(argv)
     command = commands[args.command]
     if command.pending:

@@ -1,8 +1,6 @@
 """panning.prune and `panning prune`: exact sparsity and determinism for every method, argument errors, CLI."""
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 from torch import nn
@@ -11,7 +9,7 @@ from panning import data, models
 from panning.arena import except_last
 from panning.masks import Masks
 from panning.pbt import METHODS
-from panning.pbt import cli
+from panning.cli import main
 from panning.pbt.schedule import keep_count
 from panning.prune import prune
 
@@ -88,16 +86,10 @@ def test_prune_rejects_bad_arguments(call, error, match, bundle):
 
 # -- CLI ----------------------------------------------------------------------------------------------
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli.configure(parser)
-    return parser.parse_args(argv)
-
-
 def test_cli_prunes_reports_and_saves(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
-    code = cli.run(parse(["--data", "synthetic", "--method", "panning", "--sparsity", "0.95", "--iterations", "3",
-                          "--per-class", "3", "--width", "0.2", "--out", str(out)]))
+    code = main(["prune", "--data", "synthetic", "--method", "panning", "--sparsity", "0.95", "--iterations", "3",
+                          "--per-class", "3", "--width", "0.2", "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "effective sparsity" in text and "collapsed layers" in text and "1.weight" in text
@@ -107,8 +99,8 @@ def test_cli_prunes_reports_and_saves(tmp_path, capsys):
 
 def test_cli_trains_the_pruned_network_on_request(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
-    assert cli.run(parse(["--data", "synthetic", "--method", "snip", "--sparsity", "0.8", "--per-class", "3",
-                          "--width", "0.2", "--train", "--epochs", "1", "--threads", "1", "--out", str(out)])) == 0
+    assert main(["prune", "--data", "synthetic", "--method", "snip", "--sparsity", "0.8", "--per-class", "3",
+                          "--width", "0.2", "--train", "--epochs", "1", "--threads", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "test accuracy after 1 epochs:" in text
     accuracy = float(text.split("test accuracy after 1 epochs:")[1].split("%")[0])
@@ -119,7 +111,7 @@ def test_cli_reads_a_yaml_config_and_flags_win(tmp_path, capsys):
     config = tmp_path / "prune.yaml"
     out = tmp_path / "m.safetensors"
     config.write_text(f"data: synthetic\nmethod: magnitude\nsparsity: 0.5\nwidth: 0.2\nout: {out}\n")
-    assert cli.run(parse(["--config", str(config), "--sparsity", "0.75"])) == 0
+    assert main(["prune", "--config", str(config), "--sparsity", "0.75"]) == 0
     masks = Masks.load(out)
     assert masks.kept == keep_count(masks.numel, 0.75)
     assert "magnitude on mlp / synthetic" in capsys.readouterr().out
@@ -128,7 +120,7 @@ def test_cli_reads_a_yaml_config_and_flags_win(tmp_path, capsys):
 def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("sparsty: 0.5\n")
-    assert cli.run(parse(["--config", str(config)])) == 2
-    assert "unknown options" in capsys.readouterr().err
-    assert cli.run(parse(["--data", "synthetic", "--method", "snip", "--iterations", "3"])) == 2
+    assert main(["prune", "--config", str(config)]) == 2
+    assert "unknown option" in capsys.readouterr().err
+    assert main(["prune", "--data", "synthetic", "--method", "snip", "--iterations", "3"]) == 2
     assert "does not accept" in capsys.readouterr().err
