@@ -11,8 +11,8 @@ from torch.nn import functional as F
 from panning import data as datasets
 from panning import ops
 from panning.arena import Arena, except_last, prunable
-from panning.jackpot import (JackpotNet, Searcher, initial_scores, layer_budgets, magnitude_mask, rate, search,
-                             short_restriction)
+from panning.jackpot import (JackpotNet, Searcher, initial_scores, layer_budgets, magnitude_mask, magnitude_masks,
+                             rate, search, short_restriction)
 
 
 def small_net() -> nn.Module:
@@ -49,6 +49,8 @@ def test_global_budget_is_one_magnitude_threshold_and_uniform_is_per_layer():
     assert segment_counts(threshold_mask, arena.offsets) == k.tolist()
     # The per-layer magnitude mask under these budgets is the global magnitude mask.
     assert torch.equal(magnitude_mask(arena, k), threshold_mask)
+    baseline = magnitude_masks(model, 0.8)
+    assert list(baseline) == arena.names and torch.equal(baseline.to_flat(arena), threshold_mask)
     uniform = layer_budgets(arena, 0.8, budget="uniform")
     assert uniform.tolist() == [round(0.2 * n) for n in arena.sizes.tolist()]
     with pytest.raises(ValueError, match="sparsity"):

@@ -7,7 +7,7 @@ magnitude mask, and the optional short restriction admits only mask swaps the lo
     result = panning.jackpot.search(model, panning.data.load("mnist1d"), sparsity=0.9, epochs=10)
     result.masks          # panning.masks.Masks; result.model wears them (a JackpotNet)
 """
-from .budget import BUDGETS, INITS, initial_scores, layer_budgets, magnitude_mask
+from .budget import BUDGETS, INITS, initial_scores, layer_budgets, magnitude_mask, magnitude_masks
 from .finetune import finetune
 from .layers import JackpotNet, ScoreConv, ScoreLayer, ScoreLinear
 from .restriction import rate, short_restriction
@@ -15,4 +15,4 @@ from .search import RESTRICTIONS, EpochRecord, Searcher, SearchResult, search
 
 __all__ = ["BUDGETS", "INITS", "RESTRICTIONS", "EpochRecord", "JackpotNet", "ScoreConv", "ScoreLayer",
            "ScoreLinear", "SearchResult", "Searcher", "finetune", "initial_scores", "layer_budgets",
-           "magnitude_mask", "rate", "search", "short_restriction"]
+           "magnitude_mask", "magnitude_masks", "rate", "search", "short_restriction"]

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from torch import nn
+
 from .. import ops
-from ..arena import Arena
+from ..arena import Arena, except_last, prunable
+from ..masks import Masks
 
 BUDGETS = ("global", "uniform")
 INITS = ("magnitude", "abs", "random")
@@ -74,3 +77,11 @@ def initial_scores(arena: Arena, k: torch.Tensor, init: str = "magnitude", *,
         draw = torch.rand(arena.numel, generator=generator, dtype=arena.weights.dtype)
         return draw.to(arena.device)
     raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
+
+
+def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global",
+                    include_classifier: bool = False) -> Masks:
+    """What plain magnitude pruning keeps under the budgets a search of `model` would use (the baseline the
+    search starts from with init="magnitude"). `model` is only read."""
+    arena = Arena(model, include=prunable if include_classifier else except_last(model), share=False)
+    return Masks.from_flat(arena, magnitude_mask(arena, layer_budgets(arena, sparsity, budget=budget)))

@@ -12,6 +12,7 @@ checkpoints every epoch and resumes unless --no-resume. Several processes:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 from dataclasses import asdict
@@ -24,11 +25,9 @@ from torch import nn
 
 from .. import data as datasets
 from .. import models
-from ..arena import except_last, prunable
 from ..masks import Masks
-from .budget import BUDGETS, INITS, layer_budgets, magnitude_mask
+from .budget import BUDGETS, INITS, magnitude_masks
 from .finetune import finetune
-from .layers import JackpotNet
 from .search import RESTRICTIONS, SearchResult, _evaluate, search
 
 
@@ -122,12 +121,8 @@ def _run_name(args) -> str:
 
 def _magnitude_pruned(model: nn.Module, args, bundle, device) -> tuple[float, Masks]:
     """Test accuracy and masks of plain magnitude pruning under the search's per-layer budgets."""
-    net = JackpotNet(model, include=prunable if args.include_classifier else except_last(model))
-    try:
-        net.set_mask(magnitude_mask(net.arena, layer_budgets(net.arena, args.sparsity, budget=args.budget)))
-        return _evaluate(net, bundle.test, device)[1], net.masks()
-    finally:
-        net.unwrap()
+    masks = magnitude_masks(model, args.sparsity, budget=args.budget, include_classifier=args.include_classifier)
+    return _evaluate(masks.apply(copy.deepcopy(model)), bundle.test, device)[1], masks
 
 
 def _table(args, summary: dict, result: SearchResult, model: nn.Module) -> str:
