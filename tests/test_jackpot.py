@@ -81,9 +81,10 @@ def test_random_scores_follow_the_generator():
 # -- the score layers -------------------------------------------------------------------------------
 
 
-def test_straight_through_gradient_is_grad_of_effective_weight_times_weight():
-    model = small_net().double()
-    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+@pytest.mark.parametrize("make, shape", [(small_net, (1, 8, 8)), (small_net_1d, (1, 16))])
+def test_straight_through_gradient_is_grad_of_effective_weight_times_weight(make, shape):
+    model = make().double()
+    x = torch.randn(5, *shape, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3, 1])
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
     net = JackpotNet(model, include=prunable)  # classifier searched too: Linear with and without bias
