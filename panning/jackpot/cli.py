@@ -84,17 +84,18 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
-def _distributed(device: str | None) -> tuple[int, torch.device]:
-    """Join the process group when launched by torchrun; (rank, device of this process)."""
+def _distributed(device: str | None) -> tuple[int, torch.device, bool]:
+    """Join the process group when launched by torchrun: (rank, this process's device, whether we joined)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    if world > 1 and not dist.is_initialized():
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        return rank, torch.device(device if device and ":" in device else f"cuda:{local}")
-    return rank, torch.device("cpu")
+        return rank, torch.device(device if device and ":" in device else f"cuda:{local}"), joined
+    return rank, torch.device("cpu"), joined
 
 
 def _pretrained(args, bundle, device: torch.device, rank: int) -> nn.Module:
@@ -176,7 +177,15 @@ def _plot(path: Path, args, summary: dict, result: SearchResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rank, device = _distributed(args.device)
+    rank, device, joined = _distributed(args.device)
+    try:
+        return _run(args, rank, device)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, rank: int, device: torch.device) -> int:
     bundle = datasets.load(args.data, seed=args.seed, data_dir=args.data_dir)
     model = _pretrained(args, bundle, device, rank)
     dense_acc = _evaluate(model, bundle.test, device)[1]
@@ -193,11 +202,11 @@ def run(args: argparse.Namespace) -> int:
                    jackpot_acc=result.history[-1].test_acc,
                    overlap_with_magnitude=result.masks.overlap(magnitude), counters=result.counters(),
                    budgets=result.budgets, history=[asdict(r) for r in result.history])
-    if args.finetune_epochs:
+    if args.finetune_epochs and rank == 0:  # panning.train is single-process: one rank fine-tunes
         plain, outcome = finetune(result, bundle, epochs=args.finetune_epochs, lr=args.finetune_lr,
                                   momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
                                   checkpoint=run_dir / "finetune.pt", resume=args.resume,
-                                  progress=args.progress and rank == 0)
+                                  progress=args.progress)
         summary["finetuned_acc"] = outcome.test_acc
     else:
         plain = result.model.unwrap()
