@@ -18,6 +18,7 @@ from rich.table import Table
 
 from panning import data, models
 from panning.commands import Command, Option, add_options, boolean, resolve
+from panning.jackpot import cli as jackpot_cli
 from panning.pbt import cli as prune_cli
 from panning.train import OPTIMIZERS, RECIPES, train
 
@@ -109,7 +110,8 @@ def _pending(name: str) -> Callable[[dict], int]:
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model on a data set", run_train, TRAIN_OPTIONS, TRAIN_DEFAULTS),
     "prune": Command("prune a network before training", prune_cli.run, prune_cli.OPTIONS, prune_cli.DEFAULTS),
-    "jackpot": Command("search a lottery jackpot mask (not implemented yet)", _pending("jackpot"), pending=True),
+    "jackpot": Command("search a lottery jackpot mask in a pre-trained network", jackpot_cli.run, jackpot_cli.OPTIONS,
+                       jackpot_cli.DEFAULTS),
     "bench": Command("run the benchmarks (not implemented yet)", _pending("bench"), pending=True),
     "demo": Command("the MNIST-1D demo (not implemented yet)", _pending("demo"), pending=True),
 }

@@ -1,7 +1,6 @@
 """`panning jackpot` from a pre-trained checkpoint: table, files, resume; weight loading formats."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -10,6 +9,7 @@ from safetensors.torch import save_file
 
 from panning import data as datasets
 from panning import models
+from panning.cli import main
 from panning.jackpot import cli
 from panning.masks import Masks
 
@@ -23,15 +23,11 @@ def pretrained(tmp_path):
     return model, path
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    return cli.configure(argparse.ArgumentParser()).parse_args(list(argv))
-
-
 def test_cli_searches_a_checkpoint_and_reports(tmp_path, capsys):
     model, path = pretrained(tmp_path)
-    args = parse("--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--sparsity", "0.7",
-                 "--epochs", "2", "--batch-size", "64", "--out", str(tmp_path / "runs"), "--no-progress")
-    assert cli.run(args) == 0
+    args = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--sparsity", "0.7",
+                 "--epochs", "2", "--batch-size", "64", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 0
     out = capsys.readouterr().out
     for line in ("dense accuracy", "magnitude-pruned accuracy", "jackpot accuracy", "pairs proposed", "density",
                  "(dense)"):
@@ -43,7 +39,7 @@ def test_cli_searches_a_checkpoint_and_reports(tmp_path, capsys):
     assert summary["jackpot_acc"] == summary["history"][-1]["test_acc"] and len(summary["history"]) == 2
     assert (run_dir / "search.png").stat().st_size > 0 and (run_dir / "scores.safetensors").exists()
     # A second run finds the finished checkpoint and reports the same search without redoing it.
-    assert cli.run(args) == 0
+    assert main(args) == 0
     assert json.loads((run_dir / "summary.json").read_text())["history"] == summary["history"]
 
 

@@ -28,39 +28,41 @@ from .. import models
 from ..masks import Masks
 from .budget import BUDGETS, INITS, magnitude_masks
 from .finetune import finetune
-from .search import RESTRICTIONS, SearchResult, _evaluate, search
+from ..commands import Option, boolean
+from ..train import RECIPES, evaluate, train
+from .search import RESTRICTIONS, SearchResult, search
 
 
-def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--data", default="mnist1d", choices=datasets.available(), help="data set (default mnist1d)")
-    parser.add_argument("--data-dir", help="folder of the CIFAR python pickles")
-    parser.add_argument("--model", default="cnn1d", choices=models.available(), help="network (default cnn1d)")
-    parser.add_argument("--width", type=float, default=1.0, help="width multiplier of the network")
-    parser.add_argument("--checkpoint", help="pre-trained weights: a state dict (torch or .safetensors) or a "
-                        "panning training checkpoint; without it the dense model is trained first")
-    parser.add_argument("--sparsity", type=float, default=0.9, help="fraction of searched weights removed")
-    parser.add_argument("--epochs", type=int, default=10, help="search epochs (default 10)")
-    parser.add_argument("--init", choices=INITS, default="magnitude", help="starting scores")
-    parser.add_argument("--restriction", choices=RESTRICTIONS, default="short", help="short restriction or none")
-    parser.add_argument("--budget", choices=BUDGETS, default="global",
-                        help="per-layer budgets: one global magnitude threshold, or uniform")
-    parser.add_argument("--include-classifier", action="store_true", help="search the last layer too")
-    parser.add_argument("--batch-size", type=int, default=256, help="global batch size (default 256)")
-    parser.add_argument("--lr", type=float, default=0.1, help="score learning rate (default 0.1)")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=True,
-                        help="count loss rises after mask updates (one more forward per step)")
-    parser.add_argument("--finetune-epochs", type=int, default=0,
-                        help="then train the kept weights with the mask fixed (0: no fine-tune)")
-    parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda if available)")
-    parser.add_argument("--out", default="runs/jackpot", help="folder for the cached dense model and the runs")
-    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                        help="continue an interrupted search from its checkpoint")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    return parser
+DEFAULTS = dict(data="mnist1d", model="cnn1d", width=1.0, sparsity=0.9, epochs=10, init="magnitude",
+                restriction="short", budget="global", include_classifier=False, batch_size=256, lr=0.1,
+                momentum=0.9, weight_decay=5e-4, monitor=True, finetune_epochs=0, finetune_lr=0.01, seed=0,
+                out=Path("runs/jackpot"), resume=True, progress=True)
+OPTIONS = (
+    Option("data", str, "data set (default mnist1d)", datasets.available()),
+    Option("data-dir", Path, "folder of the CIFAR python pickles"),
+    Option("model", str, "network (default cnn1d)", models.available()),
+    Option("width", float, "width multiplier of the network (default 1.0)"),
+    Option("checkpoint", Path, "pre-trained weights: a state dict (torch or .safetensors) or a panning training "
+           "checkpoint; without it the dense model is trained first"),
+    Option("sparsity", float, "fraction of searched weights removed (default 0.9)"),
+    Option("epochs", int, "search epochs (default 10)"),
+    Option("init", str, "starting scores (default magnitude)", INITS),
+    Option("restriction", str, "short restriction or none (default short)", RESTRICTIONS),
+    Option("budget", str, "per-layer budgets: one global magnitude threshold, or uniform", BUDGETS),
+    Option("include-classifier", boolean, "search the last layer too"),
+    Option("batch-size", int, "global batch size (default 256)"),
+    Option("lr", float, "score learning rate (default 0.1)"),
+    Option("momentum", float, "score SGD momentum (default 0.9)"),
+    Option("weight-decay", float, "score weight decay (default 5e-4)"),
+    Option("monitor", boolean, "count loss rises after mask updates (one more forward per step; default on)"),
+    Option("finetune-epochs", int, "then train the kept weights with the mask fixed (default 0: no fine-tune)"),
+    Option("finetune-lr", float, "fine-tune learning rate (default 0.01)"),
+    Option("seed", int, "seed (default 0)"),
+    Option("device", str, "cpu or cuda[:i] (default: cuda if available)"),
+    Option("out", Path, "folder for the cached dense model and the runs (default runs/jackpot)"),
+    Option("resume", boolean, "continue an interrupted search from its checkpoint (default on)"),
+    Option("progress", boolean, "progress bars (default on)"),
+)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -103,11 +105,9 @@ def _pretrained(args, bundle, device: torch.device, rank: int) -> nn.Module:
     model = models.build(args.model, bundle.input_shape, bundle.num_classes, width=args.width)
     if args.checkpoint:
         return load_weights(model, args.checkpoint).to(device)
-    from .. import train as training  # only needed when no pre-trained weights are given
-
     cache = Path(args.out) / f"dense-{args.data}-{args.model}-w{args.width:g}-seed{args.seed}.pt"
     if rank == 0:
-        training.train(model, bundle, **training.RECIPES[args.model], device=device, seed=args.seed,
+        train(model, bundle, **RECIPES[args.model], device=device, seed=args.seed,
                        checkpoint=cache, progress=args.progress)
     if dist.is_initialized():
         dist.barrier()
@@ -123,7 +123,7 @@ def _run_name(args) -> str:
 def _magnitude_pruned(model: nn.Module, args, bundle, device) -> tuple[float, Masks]:
     """Test accuracy and masks of plain magnitude pruning under the search's per-layer budgets."""
     masks = magnitude_masks(model, args.sparsity, budget=args.budget, include_classifier=args.include_classifier)
-    return _evaluate(masks.apply(copy.deepcopy(model)), bundle.test, device)[1], masks
+    return evaluate(masks.apply(copy.deepcopy(model)), bundle.test, device=device)[1], masks
 
 
 def _table(args, summary: dict, result: SearchResult, model: nn.Module) -> str:
@@ -176,7 +176,9 @@ def _plot(path: Path, args, summary: dict, result: SearchResult) -> None:
     os.replace(tmp, path)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(options: dict) -> int:
+    """Search, print the table, write the run folder. Registered as `panning jackpot` in panning.cli."""
+    args = argparse.Namespace(**({option.dest: None for option in OPTIONS} | options))
     rank, device, joined = _distributed(args.device)
     try:
         return _run(args, rank, device)
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, rank: int, device: torch.device) -> int:
     bundle = datasets.load(args.data, seed=args.seed, data_dir=args.data_dir)
     model = _pretrained(args, bundle, device, rank)
-    dense_acc = _evaluate(model, bundle.test, device)[1]
+    dense_acc = evaluate(model, bundle.test, device=device)[1]
     magnitude_acc, magnitude = _magnitude_pruned(model, args, bundle, device)
     run_dir = Path(args.out) / _run_name(args)
     result = search(model, bundle, sparsity=args.sparsity, epochs=args.epochs, init=args.init,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..train import train
 from .search import SearchResult
 
 
@@ -15,13 +16,11 @@ def finetune(result: SearchResult, data, *, epochs: int = 10, lr: float = 0.01, 
     Defaults follow the jackpot paper's optional stage: SGD lr 0.01 (cosine), 10 epochs, no weight decay.
     Unlike the search this changes the weights, in place. Returns (plain model, panning.train.TrainResult).
     """
-    from .. import train as training  # the training loop is its own module; imported only when needed
-
     if not isinstance(result, SearchResult):
         raise TypeError(f"result: expected a SearchResult from panning.jackpot.search, got {type(result).__name__}")
     device = result.model.scores.device
     model: nn.Module = result.model.unwrap() if result.model.layers else result.model.model
-    outcome = training.train(model, data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+    outcome = train(model, data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                              weight_decay=weight_decay, optimizer="sgd", schedule="cosine", masks=result.masks,
                              device=device, seed=seed, checkpoint=checkpoint, resume=resume,
                              progress=progress)

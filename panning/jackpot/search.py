@@ -41,6 +41,7 @@ from .. import ops
 from ..arena import except_last, prunable
 from ..data import DataBundle
 from ..masks import Masks
+from ..train import evaluate
 from .budget import BUDGETS, INITS, initial_scores, layer_budgets
 from .layers import JackpotNet
 from .restriction import rate, short_restriction
@@ -201,28 +202,6 @@ class Searcher:
 # the search loop
 
 
-@torch.no_grad()
-def _evaluate(model: nn.Module, dataset: TensorDataset, device: torch.device,
-              batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on `dataset`, in eval mode (mode restored after)."""
-    x_all, y_all = dataset.tensors
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    try:
-        for start in range(0, len(y_all), batch_size):
-            x = x_all[start:start + batch_size].to(device)
-            y = y_all[start:start + batch_size].to(device)
-            logits = model(x)
-            loss += F.cross_entropy(logits, y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
-    finally:
-        model.train(was_training)
-    n = max(len(y_all), 1)
-    return loss.item() / n, correct.item() / n
-
-
 def _generator(*seed: int) -> torch.Generator:
     state = np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
@@ -335,7 +314,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int = 10, init: s
             initial = tuple(state["initial"])
             torch.set_rng_state(state["rng"])
         else:
-            initial = _evaluate(net, test, device) if test is not None else (math.nan, math.nan)
+            initial = evaluate(net, test, device=device) if test is not None else (math.nan, math.nan)
     except BaseException:
         net.unwrap()
         raise
@@ -391,7 +370,7 @@ def _close_epoch(net, searcher, test, device, epoch, accum, history, seconds) ->
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(totals)
     loss_sum, correct, n = totals.tolist()
-    test_loss, test_acc = _evaluate(net, test, device) if test is not None else (math.nan, math.nan)
+    test_loss, test_acc = evaluate(net, test, device=device) if test is not None else (math.nan, math.nan)
     counters = searcher.counters.tolist()
     before = [sum(getattr(h, c) for h in history) for c in COUNTERS]
     this_epoch = {c: total - prev for c, total, prev in zip(COUNTERS, counters, before)}
