@@ -159,6 +159,14 @@ def _write_kernel(scores_ptr, tile_segment_ptr, tile_first_ptr, offsets_ptr, thr
         rank += tl.sum(tie, 0)
 
 
+def _digit_plan(bits: int, digit_bits: int) -> list[int]:
+    """Widths of the radix digits, most significant first: as even as possible, none above digit_bits."""
+    if not 8 <= digit_bits <= 12:  # 256 to 4096 histogram bins: what a program's histogram handles well
+        raise ValueError(f"digit_bits: expected 8 to 12, got {digit_bits}")
+    rounds = -(-bits // digit_bits)
+    return [bits // rounds + (r < bits % rounds) for r in range(rounds)]
+
+
 def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor, *, digit_bits: int = 8,
               block: int = width(1024, 4096), chunks: int = width(4, 1)):
     """Segmented exact top-k mask of the contiguous 1-D `scores` and the number of NaN scores found.
@@ -182,12 +190,13 @@ def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor, *, d
     prefix = torch.zeros(num_segments, dtype=state_dtype, device=device)
     remaining = k.clone()
     equal = torch.empty(num_segments, dtype=torch.int64, device=device)
-    stride = 1 << digit_bits
+    digits = _digit_plan(bits, digit_bits)
+    stride = 1 << digits[0]
     hist = torch.zeros(num_segments * stride, dtype=torch.int64, device=device)
     keys = dict(SINT=sint, UINT=uint, BITS=bits)
     hi = bits
-    while hi > 0:
-        lo = max(hi - digit_bits, 0)
+    for digit in digits:
+        lo = hi - digit
         _histogram_kernel[(tiles,)](scores, tile_segment, tile_first, offsets, prefix, hist, nan_count, num_segments,
                                     **keys, LO=lo, HI=hi, STRIDE=stride, BLOCK=block, TILE=tile)
         _pick_kernel[(num_segments,)](hist, prefix, remaining, equal, SINT=sint, UINT=uint, LO=lo, HI=hi,
