@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import INTERPRETED
+from ._config import INTERPRETED, accumulator
 
 
 def _configs(group: int = 8) -> list[triton.Config]:
@@ -53,17 +53,21 @@ def _masked_matmul_kernel(a_ptr, w_ptr, mask_ptr, bias_ptr, out_ptr, M, N, K,
     tile_m, tile_n = _tile_origin(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = tile_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tile_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    # Pointers advance by BLOCK_K along K each step (64-bit pointer arithmetic, no index overflow).
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    w_offs = offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
+    w_ptrs, mask_ptrs = w_ptr + w_offs, mask_ptr + w_offs
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        a_in = (offs_m[:, None] < M) & (offs_k[None, :] < K)
-        a = tl.load(a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak, mask=a_in, other=0)
-        w_in = (offs_k[:, None] < K) & (offs_n[None, :] < N)
-        w_offs = offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        w = tl.load(w_ptr + w_offs, mask=w_in, other=0)
-        keep = tl.load(mask_ptr + w_offs, mask=w_in, other=0)
-        w = w * keep.to(w.dtype)  # literally W * M, as the contract says (inf * 0 is nan there too)
+        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (k0 + offs_k[None, :] < K), other=0)
+        w_in = (k0 + offs_k[:, None] < K) & (offs_n[None, :] < N)
+        w = tl.load(w_ptrs, mask=w_in, other=0)
+        w = w * tl.load(mask_ptrs, mask=w_in, other=0).to(w.dtype)  # literally W * M (inf * 0 is nan there too)
         acc = tl.dot(a.to(DOT), w.to(DOT), acc, input_precision=PRECISION, out_dtype=ACC)
+        a_ptrs += BLOCK_K * stride_ak
+        w_ptrs += BLOCK_K * stride_wk
+        mask_ptrs += BLOCK_K * stride_wk
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0).to(ACC)[None, :]
     out_in = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -100,7 +104,7 @@ def _weight_grad_kernel(dy_ptr, x_ptr, w_ptr, mask_ptr, dw_ptr, dscore_ptr, M, N
 
 def _types(dtype: torch.dtype) -> dict:
     """Accumulator, dot operand type and dot precision for inputs of `dtype`."""
-    acc = tl.float64 if dtype == torch.float64 else tl.float32
+    acc = accumulator(dtype)
     # The interpreter multiplies bfloat16 dot operands wrongly, so it gets them as float32.
     half_in_interpreter = INTERPRETED and dtype in (torch.float16, torch.bfloat16)
     native = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}.get(dtype, acc)

@@ -21,12 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import width
-
-
-def _compute_type(dtype: torch.dtype):
-    """Arithmetic type for elementwise work on `dtype`: float64 stays, everything else uses float32."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
+from ._config import accumulator, width
 
 
 @triton.jit
@@ -123,7 +118,7 @@ def saliency(indices: torch.Tensor, weights: torch.Tensor, *, block: int = width
     inv_std = torch.empty_like(mean)
     _merge_stats_kernel[(num_indices,)](sums, m2, mean, inv_std, n, num_tiles, TILE=tile, MERGE=merge)
     _combine_kernel[(num_tiles, triton.cdiv(rows, block_b))](indices, weights, mean, inv_std, out, n, num_indices,
-                                                             rows, ACC=_compute_type(indices.dtype), BLOCK_B=block_b,
+                                                             rows, ACC=accumulator(indices.dtype), BLOCK_B=block_b,
                                                              BLOCK_N=block, TILE_N=tile)
     return out
 
@@ -147,6 +142,6 @@ def product_score(weight: torch.Tensor, grad: torch.Tensor, absolute: bool, *,
     out = torch.empty_like(weight)
     if out.numel():
         _product_kernel[(triton.cdiv(out.numel(), block),)](weight, grad, out, out.numel(),
-                                                            COMPUTE=_compute_type(out.dtype), ABSOLUTE=absolute,
+                                                            COMPUTE=accumulator(out.dtype), ABSOLUTE=absolute,
                                                             BLOCK=block)
     return out

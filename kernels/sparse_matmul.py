@@ -23,9 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
+from ._config import accumulator
 
 
 @triton.jit
@@ -116,7 +114,7 @@ def _csr_matmul(crow, col, values, perm, bt, bias, out, stride_out_m, stride_out
     grid = (triton.cdiv(rows, block_r), triton.cdiv(M, block_m))
     _csr_matmul_kernel[grid](crow, col, values, perm if perm is not None else col, bt,
                              bias if bias is not None else values, out, rows, M, stride_out_m, stride_out_r,
-                             HAS_PERM=perm is not None, HAS_BIAS=bias is not None, ACC=_acc(out.dtype),
+                             HAS_PERM=perm is not None, HAS_BIAS=bias is not None, ACC=accumulator(out.dtype),
                              BLOCK_R=block_r, BLOCK_M=block_m, BLOCK_NZ=block_nz)
 
 
@@ -166,5 +164,5 @@ def sparse_linear_bwd(dy: torch.Tensor, x: torch.Tensor, crow: torch.Tensor, col
     if need_dvalues:
         block_nz, block_m = 64, _block_m(M)
         _sddmm_kernel[(triton.cdiv(nnz, block_nz),)](row_of, col, dy_t, x.t().contiguous(), dvalues, nnz, M,
-                                                     ACC=_acc(values.dtype), BLOCK_NZ=block_nz, BLOCK_M=block_m)
+                                                     ACC=accumulator(values.dtype), BLOCK_NZ=block_nz, BLOCK_M=block_m)
     return dx, dvalues

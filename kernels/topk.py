@@ -161,7 +161,7 @@ def _write_kernel(scores_ptr, tile_segment_ptr, tile_first_ptr, offsets_ptr, thr
 
 def _digit_plan(bits: int, digit_bits: int) -> list[int]:
     """Widths of the radix digits, most significant first: as even as possible, none above digit_bits."""
-    if not 8 <= digit_bits <= 12:  # 256 to 4096 histogram bins: what a program's histogram handles well
+    if not 8 <= digit_bits <= 12:  # 256 to 4096 bins: fewer bins mean more passes, more bins more memory
         raise ValueError(f"digit_bits: expected 8 to 12, got {digit_bits}")
     rounds = -(-bits // digit_bits)
     return [bits // rounds + (r < bits % rounds) for r in range(rounds)]
