@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import INTERPRETED, accumulator
+from ._config import INTERPRETED, accumulator, on_device
 
 
 def _configs(group: int = 8) -> list[triton.Config]:
@@ -117,6 +117,7 @@ def _grid(M: int, N: int):
     return lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
 
+@on_device
 def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias for contiguous x (M, I), weight and bool mask (O, I)."""
@@ -128,6 +129,7 @@ def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     return y
 
 
+@on_device
 def masked_linear_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                       need_dx: bool, need_dw: bool, need_dscore: bool):
     """(dx, dW_eff * mask, dW_eff * weight), each None where not needed; dW_eff = dy^T x is not stored."""

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import accumulator, width
+from ._config import accumulator, on_device, width
 
 
 @triton.jit
@@ -99,6 +99,7 @@ def _combine_kernel(indices_ptr, weights_ptr, mean_ptr, inv_std_ptr, out_ptr, n,
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=inside_b[:, None] & inside_n[None, :])
 
 
+@on_device
 def saliency(indices: torch.Tensor, weights: torch.Tensor, *, block: int = width(1024, 16384),
              chunks: int = width(16, 1), merge: int = 1024, block_b: int = 4) -> torch.Tensor:
     """(B, N) combined scores of contiguous `indices` (K, N) and float64 `weights` (B, K).
@@ -136,6 +137,7 @@ def _product_kernel(weight_ptr, grad_ptr, out_ptr, n, COMPUTE: tl.constexpr, ABS
     tl.store(out_ptr + offs, product.to(out_ptr.dtype.element_ty), mask=inside)
 
 
+@on_device
 def product_score(weight: torch.Tensor, grad: torch.Tensor, absolute: bool, *,
                   block: int = width(4096, 16384)) -> torch.Tensor:
     """w * g, or |w * g|, of two contiguous tensors of one shape and dtype, in one pass."""

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import accumulator
+from ._config import accumulator, on_device
 
 
 @triton.jit
@@ -118,6 +118,7 @@ def _csr_matmul(crow, col, values, perm, bt, bias, out, stride_out_m, stride_out
                              BLOCK_R=block_r, BLOCK_M=block_m, BLOCK_NZ=block_nz)
 
 
+@on_device
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, block: int = 1024):
     """(crow, col, values) of the kept entries of a contiguous (out, in) weight and bool mask.
 
@@ -137,6 +138,7 @@ def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, block: int = 1024):
     return crow, col, values
 
 
+@on_device
 def sparse_linear_fwd(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:
     """y = x @ W^T + bias for contiguous x (M, in) and W given as CSR (crow, col, values)."""
@@ -147,6 +149,7 @@ def sparse_linear_fwd(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, va
     return y
 
 
+@on_device
 def sparse_linear_bwd(dy: torch.Tensor, x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor,
                       values: torch.Tensor, need_dx: bool, need_dvalues: bool):
     """(dx, dvalues) of y = x @ W^T: dx = dy @ W, dvalues = (dy^T x) at the kept entries; None where not needed."""

@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import width
+from ._config import on_device, width
 
 # torch dtype -> (key width, signed and unsigned Triton integer types of that width, torch state dtype)
 _KEYS = {
@@ -167,6 +167,7 @@ def _digit_plan(bits: int, digit_bits: int) -> list[int]:
     return [bits // rounds + (r < bits % rounds) for r in range(rounds)]
 
 
+@on_device
 def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor, *, digit_bits: int = 8,
               block: int = width(1024, 4096), chunks: int = width(4, 1)):
     """Segmented exact top-k mask of the contiguous 1-D `scores` and the number of NaN scores found.
