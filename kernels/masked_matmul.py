@@ -49,7 +49,7 @@ def _masked_matmul_kernel(a_ptr, w_ptr, mask_ptr, bias_ptr, out_ptr, M, N, K,
                           HAS_BIAS: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """out (M, N) = a (M, K) @ (W * mask), the (K, N) operand read through strides of W (and of the
-    equally laid out mask), + bias (N,)."""
+    equally laid out mask, bool or of W's dtype), + bias (N,)."""
     tile_m, tile_n = _tile_origin(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = tile_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tile_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -113,6 +113,15 @@ def _types(dtype: torch.dtype) -> dict:
     return dict(ACC=acc, DOT=dot, PRECISION="tf32" if tf32 else "ieee")
 
 
+def _mask_operand(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The mask as the masked matmul kernel reads it: bool, except float64 for float64 weights.
+
+    Triton's float64 MMA rejects a dot operand computed from 8-bit data ("fp64 don't support largeK
+    MMA", found by tests/test_triton_compile.py), so float64, a testing precision, pays one conversion.
+    """
+    return mask.to(dtype) if dtype == torch.float64 else mask
+
+
 def _grid(M: int, N: int):
     return lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
@@ -124,7 +133,8 @@ def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     (M, K), N = x.shape, weight.shape[0]
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)
     if y.numel():
-        _masked_matmul_kernel[_grid(M, N)](x, weight, mask, bias if bias is not None else x, y, M, N, K,
+        _masked_matmul_kernel[_grid(M, N)](x, weight, _mask_operand(mask, x.dtype), bias if bias is not None else x,
+                                           y, M, N, K,
                                            K, 1, 1, K, HAS_BIAS=bias is not None, **_types(x.dtype))
     return y
 
@@ -139,7 +149,7 @@ def masked_linear_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, m
     if need_dx:
         dx = torch.empty_like(x)
         if dx.numel():
-            _masked_matmul_kernel[_grid(M, I)](dy, weight, mask, dy, dx, M, I, O, O, 1, I, 1,
+            _masked_matmul_kernel[_grid(M, I)](dy, weight, _mask_operand(mask, x.dtype), dy, dx, M, I, O, O, 1, I, 1,
                                                HAS_BIAS=False, **types)
     if need_dw or need_dscore:
         dw = torch.empty_like(weight) if need_dw else None
