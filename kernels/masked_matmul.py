@@ -11,7 +11,7 @@ a second computes dW_eff with its epilogues. Accumulation is float32 (float64 fo
 float32 operands use TF32 only where torch allows it for its own matmuls
 (`torch.backends.cuda.matmul.allow_tf32`), so results agree with `x @ w.t()` at the same setting.
 No split-K: results are deterministic. Performance on a GPU is unmeasured (tested under the Triton
-interpreter only); the autotuning configurations are a starting point for bench/bench_gpu.py.
+interpreter, compiled for sm_90 ahead of time); the autotuning configurations are a starting point.
 """
 from __future__ import annotations
 
@@ -22,13 +22,29 @@ import triton.language as tl
 from ._config import INTERPRETED, accumulator, on_device
 
 
-def _configs(group: int = 8) -> list[triton.Config]:
+# (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). Chosen from register and spill counts of sm_90 builds
+# (cuobjdump of Triton's ahead-of-time compiles), not from timings: no GPU was available.
+_TENSOR_CORE = [(128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3),
+                (32, 64, 32, 4, 4), (16, 64, 32, 4, 4)]
+_CUDA_CORE = [(128, 64, 16, 8, 3), (64, 128, 16, 8, 3), (64, 64, 16, 4, 3), (32, 64, 16, 4, 3), (16, 64, 16, 4, 3)]
+
+
+def _config(m: int, n: int, k: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=warps, num_stages=stages)
+
+
+def _configs() -> list[triton.Config]:
     if INTERPRETED:  # the interpreter autotunes only a single configuration
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": group}, num_warps=4)]
-    shapes = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
-              (32, 64, 64, 4, 4), (16, 128, 64, 4, 4)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": group}, num_warps=w, num_stages=s)
-            for m, n, k, w, s in shapes]
+        return [_config(32, 32, 32, 4, 1)]
+    return [_config(*shape) for shape in _TENSOR_CORE + _CUDA_CORE]
+
+
+def _for_the_dot(configs, named_args, **kwargs) -> list[triton.Config]:
+    """Tensor-core tiles for tf32 / half dots, smaller CUDA-core tiles for exact float32 and float64."""
+    cuda_core = kwargs["PRECISION"] == "ieee" and kwargs["DOT"] in (tl.float32, tl.float64)
+    shapes = _CUDA_CORE if cuda_core else _TENSOR_CORE
+    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+                                   c.num_stages) in shapes]
 
 
 @triton.jit
@@ -42,7 +58,8 @@ def _tile_origin(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
     return first_m + (pid % per_group) % rows, (pid % per_group) // rows
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K"])
+@triton.autotune(configs=_configs(), key=["M", "N", "K", "PRECISION"],
+                 prune_configs_by={"early_config_prune": _for_the_dot})
 @triton.jit
 def _masked_matmul_kernel(a_ptr, w_ptr, mask_ptr, bias_ptr, out_ptr, M, N, K,
                           stride_am, stride_ak, stride_wk, stride_wn,
@@ -54,27 +71,26 @@ def _masked_matmul_kernel(a_ptr, w_ptr, mask_ptr, bias_ptr, out_ptr, M, N, K,
     offs_m = tile_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tile_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    # Pointers advance by BLOCK_K along K each step (64-bit pointer arithmetic, no index overflow).
-    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    # 64-bit offsets advanced by BLOCK_K along K each step; W and the mask share theirs.
+    a_offs = offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
     w_offs = offs_k[:, None] * stride_wk + offs_n[None, :] * stride_wn
-    w_ptrs, mask_ptrs = w_ptr + w_offs, mask_ptr + w_offs
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     for k0 in range(0, K, BLOCK_K):
-        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (k0 + offs_k[None, :] < K), other=0)
+        a = tl.load(a_ptr + a_offs, mask=(offs_m[:, None] < M) & (k0 + offs_k[None, :] < K), other=0)
         w_in = (k0 + offs_k[:, None] < K) & (offs_n[None, :] < N)
-        w = tl.load(w_ptrs, mask=w_in, other=0)
-        w = w * tl.load(mask_ptrs, mask=w_in, other=0).to(w.dtype)  # literally W * M (inf * 0 is nan there too)
+        w = tl.load(w_ptr + w_offs, mask=w_in, other=0)
+        w = w * tl.load(mask_ptr + w_offs, mask=w_in, other=0).to(w.dtype)  # literally W * M (inf * 0 is nan too)
         acc = tl.dot(a.to(DOT), w.to(DOT), acc, input_precision=PRECISION, out_dtype=ACC)
-        a_ptrs += BLOCK_K * stride_ak
-        w_ptrs += BLOCK_K * stride_wk
-        mask_ptrs += BLOCK_K * stride_wk
+        a_offs += BLOCK_K * stride_ak
+        w_offs += BLOCK_K * stride_wk
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0).to(ACC)[None, :]
     out_in = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_in)
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K"])
+@triton.autotune(configs=_configs(), key=["M", "N", "K", "PRECISION"],
+                 prune_configs_by={"early_config_prune": _for_the_dot})
 @triton.jit
 def _weight_grad_kernel(dy_ptr, x_ptr, w_ptr, mask_ptr, dw_ptr, dscore_ptr, M, N, K,
                         NEED_DW: tl.constexpr, NEED_DSCORE: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,

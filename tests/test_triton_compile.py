@@ -30,13 +30,12 @@ from panning.kernels import masked_matmul as mm, saliency as sal, sparse_matmul 
 TARGET = GPUTarget("cuda", int(sys.argv[1]), 32)
 
 
-def compile_(kernel, types, constants, num_warps=4):
+def compile_(kernel, types, constants, options):
     fn = kernel.fn if isinstance(kernel, triton.runtime.Autotuner) else kernel
     signature = {name: types.get(name, "constexpr") for name in fn.arg_names}
     missing = [name for name, kind in signature.items() if kind == "constexpr" and name not in constants]
     assert not missing, f"{fn.__name__}: no value for {missing}"
-    triton.compile(ASTSource(fn, signature, constexprs=constants), target=TARGET,
-                   options={"num_warps": num_warps})
+    triton.compile(ASTSource(fn, signature, constexprs=constants), target=TARGET, options=options)
 
 
 def tile_args(scores):
@@ -75,22 +74,26 @@ for ty, sint, uint, bits, state in (("fp32", tl.int32, tl.uint32, 32, "i32"), ("
     cases.append((topk._write_kernel, {**tile_args(f"*{ty}"), "threshold_ptr": f"*{state}", "remaining_ptr": "*i64",
                                        "ties_before_ptr": "*i64", "mask_ptr": "*i1"}, keys))
 # masked linear: the forward in every autotuning configuration, both kernels in every precision
-configs = [config.kwargs for config in mm._configs()]
-for ty, acc, dot, precision, tiles in (
-        [("fp32", tl.float32, tl.float32, "ieee", tiles) for tiles in configs]
-        + [("fp32", tl.float32, tl.float32, "tf32", configs[0]), ("bf16", tl.float32, tl.bfloat16, "ieee", configs[0]),
-           ("fp64", tl.float64, tl.float64, "ieee", configs[0])]):
-    types = {"ACC": acc, "DOT": dot, "PRECISION": precision, **tiles}
+def masked_cases(ty, acc, dot, precision, config, both):
+    types = {"ACC": acc, "DOT": dot, "PRECISION": precision, **config.kwargs}
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
     mask = "*fp64" if ty == "fp64" else "*i1"  # see masked_matmul._mask_operand
     cases.append((mm._masked_matmul_kernel, {"a_ptr": f"*{ty}", "w_ptr": f"*{ty}", "mask_ptr": mask,
                                              "bias_ptr": f"*{ty}", "out_ptr": f"*{ty}", "M": "i32", "N": "i32",
                                              "K": "i32", "stride_am": "i32", "stride_ak": "i32", "stride_wk": "i32",
-                                             "stride_wn": "i32"}, {"HAS_BIAS": True, **types}))
-    if tiles is configs[0]:
+                                             "stride_wn": "i32"}, {"HAS_BIAS": True, **types}, options))
+    if both:
         cases.append((mm._weight_grad_kernel, {"dy_ptr": f"*{ty}", "x_ptr": f"*{ty}", "w_ptr": f"*{ty}",
                                                "mask_ptr": "*i1", "dw_ptr": f"*{ty}", "dscore_ptr": f"*{ty}",
                                                "M": "i32", "N": "i32", "K": "i32"},
-                      {"NEED_DW": True, "NEED_DSCORE": True, **types}))
+                      {"NEED_DW": True, "NEED_DSCORE": True, **types}, options))
+
+
+for ty, acc, dot, precision in (("fp32", tl.float32, tl.float32, "ieee"), ("fp32", tl.float32, tl.float32, "tf32"),
+                                ("bf16", tl.float32, tl.bfloat16, "ieee"), ("fp64", tl.float64, tl.float64, "ieee")):
+    configs = mm._for_the_dot(mm._configs(), {}, PRECISION=precision, DOT=dot)
+    for config in configs if ty != "fp64" and precision != "tf32" else configs[:1]:
+        masked_cases(ty, acc, dot, precision, config, both=config is configs[0])
 # sparse linear
 for ty, acc in (("fp32", tl.float32), ("bf16", tl.float32), ("fp64", tl.float64)):
     cases.append((sp._csr_matmul_kernel, {"crow_ptr": "*i64", "col_ptr": "*i64", "values_ptr": f"*{ty}",
@@ -105,9 +108,9 @@ cases.append((sp._row_count_kernel, {"mask_ptr": "*i1", "counts_ptr": "*i64", "c
 cases.append((sp._compress_kernel, {"weight_ptr": "*fp32", "mask_ptr": "*i1", "crow_ptr": "*i64", "col_ptr": "*i64",
                                     "values_ptr": "*fp32", "cols": "i32"}, {"BLOCK": 1024}))
 
-for kernel, types, constants in cases:
+for kernel, types, constants, *options in cases:
     try:
-        compile_(kernel, types, constants)
+        compile_(kernel, types, constants, options[0] if options else {"num_warps": 4})
     except Exception as error:  # report every failing kernel, not just the first
         failures.append(f"{kernel.fn.__name__} {types} {constants}: "
                         f"{type(error).__name__}: {str(error)[:2000]}")
