@@ -11,8 +11,7 @@ import torch
 
 from .sparse_weight import SparseWeight
 
-try:
-    import triton  # noqa: F401
+try:  # triton itself is imported by the kernels
     from panning import kernels
     from panning.kernels import masked_matmul, saliency as _saliency, sparse_matmul, topk
     _WHY_NOT = ""
