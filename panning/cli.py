@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from panning import data, models
+from panning import data, demo, models
 from panning.commands import Command, Option, add_options, boolean, resolve
 from panning.jackpot import cli as jackpot_cli
 from panning.pbt import cli as prune_cli
@@ -113,7 +113,8 @@ COMMANDS: dict[str, Command] = {
     "jackpot": Command("search a lottery jackpot mask in a pre-trained network", jackpot_cli.run, jackpot_cli.OPTIONS,
                        jackpot_cli.DEFAULTS),
     "bench": Command("run the benchmarks (not implemented yet)", _pending("bench"), pending=True),
-    "demo": Command("the MNIST-1D demo (not implemented yet)", _pending("demo"), pending=True),
+    "demo": Command("prune MNIST-1D's CNN before training with several methods and compare", demo.run, demo.OPTIONS,
+                    demo.DEFAULTS),
 }
 
 
