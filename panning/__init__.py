@@ -1,4 +1,9 @@
 """panning: find sparse sub-networks fast (Neural Network Panning, Lottery Jackpots) on compiled kernels."""
 import torch  # noqa: F401  (loads libtorch before the compiled extensions)
 
+from . import jackpot, ops
+from .masks import Masks
+from .prune import prune
+
 __version__ = "0.1.0"
+__all__ = ["Masks", "jackpot", "ops", "prune"]

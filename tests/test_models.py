@@ -85,3 +85,19 @@ def test_errors_name_the_argument():
         models.build("mlp", (4,), 10, width=0)
     with pytest.raises(ValueError, match="num_classes"):
         models.build("mlp", (4,), 0)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = models.build("cnn2d", (1, 8, 8), 10, width=0.5)
+    path = tmp_path / "m.safetensors"
+    models.save(path, model, name="cnn2d", input_shape=(1, 8, 8), num_classes=10, width=0.5, data="digits")
+    loaded, spec = models.load(path)
+    assert spec == dict(name="cnn2d", input_shape=[1, 8, 8], num_classes=10, width=0.5, data="digits")
+    a, b = model.state_dict(), loaded.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="path .* is not a model saved by panning"):
+        models.load(tmp_path / "other.safetensors")

@@ -10,6 +10,8 @@ from torch.utils.data import Dataset, Sampler
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
     """The int64 labels of a dataset: the second tensor of a TensorDataset, else read item by item."""
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(f"dataset must be a Dataset of (x, y) items such as bundle.train, got {type(dataset).__name__}")
     tensors = getattr(dataset, "tensors", None)
     if tensors is not None and len(tensors) >= 2:
         return tensors[1].to(device="cpu", dtype=torch.int64)

@@ -2,7 +2,8 @@
 
 All prunable weights live in plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` modules (BatchNorm is
 ``nn.BatchNorm2d``), which is how the pruning code finds them. ``width`` scales every hidden layer / channel
-count, so tests can use narrow variants of the CIFAR networks (e.g. ``width=0.125``).
+count, so tests can use narrow variants of the CIFAR networks (e.g. ``width=0.125``). :func:`save` and
+:func:`load` store a model with its build arguments (safetensors).
 
 ========= ================================================================= =============
 name      model                                                             input_shape
@@ -22,6 +23,7 @@ from torch import nn
 
 from .cnn import CNN1d, CNN2d
 from .common import check_input_shape, kaiming_init
+from .io import load, save
 from .mlp import MLP
 from .resnet import ResNet
 from .vgg import VGG
@@ -60,4 +62,4 @@ def build(name: str, input_shape, num_classes: int, *, width: float = 1.0) -> nn
     return kaiming_init(make(shape, num_classes, width))
 
 
-__all__ = ["CNN1d", "CNN2d", "MLP", "ResNet", "VGG", "available", "build"]
+__all__ = ["CNN1d", "CNN2d", "MLP", "ResNet", "VGG", "available", "build", "load", "save"]

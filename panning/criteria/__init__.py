@@ -1,0 +1,26 @@
+"""Saliency criteria for pruning before training: one small function each, returning raw per-weight
+scores as one flat tensor in the arena's layout (`panning.arena.Arena`). A mask keeps the largest scores.
+
+=============== ============================================ ===============================================
+function        score                                        needs
+=============== ============================================ ===============================================
+magnitude       |w|                                          the arena
+random          uniform [0, 1)                               a generator
+snip            |w * dL/dw| (dense, or at w * mask)          a batch
+grasp           w * Hg, logits / 200 (keep the largest)      a batch
+synflow         |w| * dR/d|w| on the |w| * m network, ones   the input shape
+iterative_snip  snip at w * mask, pruned weights -inf        a batch and the current mask
+force           snip at w * mask, pruned weights scored      a batch and the current mask
+=============== ============================================ ===============================================
+
+Criteria never modify the model. Data-dependent ones take an (inputs, labels) batch, which the
+pruning drivers (panning.pbt) draw class-balanced with `panning.data.class_balanced_batch`. The
+iteration schedules, masks and layer-collapse checks live in panning.pbt.
+"""
+from ._functional import Batch
+from .basic import magnitude, random
+from .grasp import TEMPERATURE, grasp
+from .snip import force, iterative_snip, snip
+from .synflow import synflow
+
+__all__ = ["TEMPERATURE", "Batch", "force", "grasp", "iterative_snip", "magnitude", "random", "snip", "synflow"]

@@ -1,0 +1,67 @@
+"""Argument checks shared by the criteria: every error names the offending argument."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..arena import Arena
+
+
+def model_and_arena(model, arena) -> None:
+    """`model` is a module and `arena` lays out some of its parameters (same names and shapes)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(arena, Arena):
+        raise TypeError(f"arena: expected a panning.arena.Arena, got {type(arena).__name__}")
+    params = dict(model.named_parameters())
+    for name, shape in zip(arena.names, arena.shapes):
+        if name not in params or tuple(params[name].shape) != shape:
+            raise ValueError(f"arena: parameter {name!r} of shape {shape} is not in the model; build the arena "
+                             f"from this model")
+
+
+def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
+    """A non-empty (inputs, int64 labels) pair on the arena's device."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2 \
+            or not all(isinstance(t, torch.Tensor) for t in value):
+        raise TypeError("batch: expected a pair (inputs, labels) of tensors")
+    x, y = value
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"batch: inputs must be floating point, got {x.dtype}")
+    if y.dtype != torch.int64 or y.dim() != 1:
+        raise ValueError(f"batch: labels must be a 1-D int64 tensor, got {y.dtype} of shape {tuple(y.shape)}")
+    if x.shape[0] != y.shape[0] or y.numel() == 0:
+        raise ValueError(f"batch: expected the same positive number of inputs and labels, got "
+                         f"{x.shape[0]} and {y.shape[0]}")
+    if x.device != arena.device or y.device != arena.device:
+        raise ValueError(f"batch: tensors must be on the model's device {arena.device}, got {x.device}/{y.device}")
+    return x, y
+
+
+def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
+    """A flat bool mask in the arena's layout."""
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
+        got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TypeError(f"{name}: expected a bool tensor, got {got}")
+    if value.dim() != 1 or value.numel() != arena.numel:
+        raise ValueError(f"{name}: expected a flat mask of {arena.numel} elements, got shape {tuple(value.shape)}")
+    if value.device != arena.device:
+        raise ValueError(f"{name}: on {value.device}, but the arena is on {arena.device}")
+    return value
+
+
+def input_shape(value) -> tuple[int, ...]:
+    """A non-empty tuple of positive ints (one sample's shape, without the batch dimension)."""
+    try:
+        shape = tuple(int(d) for d in value)
+    except TypeError:
+        raise TypeError(f"input_shape: expected a sequence of ints, got {type(value).__name__}") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"input_shape: expected positive sizes, got {tuple(value)}")
+    return shape
+
+
+def positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)

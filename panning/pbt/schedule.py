@@ -1,0 +1,41 @@
+"""Pruning schedules: how many weights stay after each step of an iterative method."""
+from __future__ import annotations
+
+
+def check_sparsity(sparsity) -> float:
+    """`sparsity` as a float in [0, 1] (the fraction of weights to remove), else ValueError."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")
+    return float(sparsity)
+
+
+def check_steps(steps, name: str = "iterations") -> int:
+    """`steps` as a positive int, else ValueError naming `name`."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{name}: expected a positive int, got {steps!r}")
+    return steps
+
+
+def keep_count(numel: int, sparsity: float) -> int:
+    """Weights kept at `sparsity`: round(numel * (1 - sparsity)), the one count every method targets."""
+    return round(numel * (1.0 - check_sparsity(sparsity)))
+
+
+def exponential(sparsity: float, steps: int) -> list[float]:
+    """Kept fraction after each step e = 0 .. steps-1: (1 - sparsity) ** ((e + 1) / steps).
+
+    Every step removes the same fraction of the remaining weights, so early (dense) steps remove many
+    weights and late ones few; the last step reaches the target exactly.
+    """
+    density = 1.0 - check_sparsity(sparsity)
+    steps = check_steps(steps)
+    return [density ** ((e + 1) / steps) for e in range(steps)]
+
+
+def exponential_counts(numel: int, sparsity: float, steps: int) -> list[int]:
+    """The exponential schedule as kept counts over `numel` weights; the last is keep_count(numel, sparsity)."""
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ValueError(f"numel: expected a non-negative int, got {numel!r}")
+    counts = [round(numel * kept) for kept in exponential(sparsity, steps)]
+    counts[-1] = keep_count(numel, sparsity)
+    return counts

@@ -1,0 +1,341 @@
+"""Train (or fine-tune) a model on a :class:`~panning.data.DataBundle`, optionally under fixed pruning masks.
+
+- SGD with momentum (optionally Nesterov) or Adam, weight decay, a per-step cosine (or constant) learning rate.
+- Masks stay exact: masked weights are zeroed before training, their gradients are zeroed before every
+  optimizer step (so momentum / Adam moments stay zero there) and the mask is re-applied after every step.
+- Deterministic for a seed: each epoch's data order and augmentation come from a generator seeded by
+  (seed, epoch), and the global torch generator is seeded once at the start.
+- Checkpoints: at the end of every epoch the full state (model, optimizer, scheduler, RNG, history, masks) is
+  written atomically; a resumed run ends with the same weights, bit for bit, as an uninterrupted one (on CPU;
+  on GPU as far as the kernels are deterministic). Checkpoints load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from panning.data import DataBundle
+
+#: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
+#: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
+#: accuracy, under a minute each on 2 CPU cores); the CIFAR ones follow the pruning-at-init papers (SGD 0.1,
+#: momentum 0.9, weight decay 5e-4, batch 128, 160 epochs), with cosine instead of step decay.
+RECIPES: dict[str, dict] = {
+    "mlp": dict(epochs=60, batch_size=50, lr=1e-2, optimizer="adam", weight_decay=5e-4),
+    "cnn1d": dict(epochs=60, batch_size=50, lr=1e-2, optimizer="adam", weight_decay=5e-4),
+    "cnn2d": dict(epochs=30, batch_size=64, lr=0.05, optimizer="sgd", weight_decay=5e-4),
+    "vgg19_bn": dict(epochs=160, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4),
+    "resnet32": dict(epochs=160, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4),
+}
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one epoch did. Losses are per-sample means; accuracies are fractions in [0, 1]."""
+
+    epoch: int  # 1-based
+    lr: float  # learning rate at the end of the epoch (that of the next step)
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The per-epoch history of a run (including epochs restored from a checkpoint) and its final metrics."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    wall_time: float = 0.0  # seconds spent in this call (a resumed run does not count the earlier part)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def test_loss(self) -> float:
+        return self.history[-1].test_loss if self.history else math.nan
+
+    @property
+    def test_acc(self) -> float:
+        return self.history[-1].test_acc if self.history else math.nan
+
+
+def _tensors(dataset, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = getattr(dataset, "tensors", None)
+    if not isinstance(dataset, TensorDataset) or len(tensors) != 2:
+        raise TypeError(f"{argument} must be a TensorDataset of (inputs, labels), got {type(dataset).__name__}")
+    return tensors
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, device="cpu") -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset``, in eval mode.
+
+    The model's train/eval mode is restored afterwards. ``model`` must already be on ``device``.
+    """
+    x_all, y_all = _tensors(dataset, "dataset")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for start in range(0, len(y_all), batch_size):
+            x = x_all[start : start + batch_size].to(device, non_blocking=True)
+            y = y_all[start : start + batch_size].to(device, non_blocking=True)
+            logits = model(x)
+            loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+    finally:
+        model.train(was_training)
+    n = max(len(y_all), 1)
+    return loss.item() / n, correct.item() / n
+
+
+def _check_masks(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, pruned-positions) pairs on ``device``; ValueError naming ``masks`` on any mismatch."""
+    if masks is None:
+        return []
+    if not isinstance(masks, Mapping):
+        raise ValueError(f"masks must be a mapping from parameter name to bool tensor, got {type(masks).__name__}")
+    params = dict(model.named_parameters())
+    unknown = sorted(set(masks) - set(params))
+    if unknown:
+        raise ValueError(f"masks has names that are not parameters of the model: {unknown[:5]}")
+    pairs = []
+    for name, mask in masks.items():
+        p = params[name]
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"masks[{name!r}] must be a bool tensor, got {found}")
+        if mask.shape != p.shape:
+            raise ValueError(f"masks[{name!r}] has shape {tuple(mask.shape)}, parameter has {tuple(p.shape)}")
+        pairs.append((p, ~mask.to(device)))
+    return pairs
+
+
+@torch.no_grad()
+def _zero_masked_weights(pruned: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    for p, off in pruned:
+        p.masked_fill_(off, 0.0)
+
+
+def _zero_masked_grads(pruned: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    for p, off in pruned:
+        if p.grad is not None:
+            p.grad.masked_fill_(off, 0.0)
+
+
+def _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov) -> torch.optim.Optimizer:
+    if optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def _make_schedule(opt, schedule: str, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step factor of the base learning rate: cosine from 1 down to 0 over ``total_steps``, or constant."""
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch): a resumed run redraws exactly the same epoch."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomically(obj: dict, path: Path) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``: a crash leaves
+    either the old checkpoint or the new one, never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_arguments(epochs, batch_size, lr, momentum, weight_decay, optimizer, schedule, seed) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    nesterov: bool = False,
+    optimizer: str = "sgd",
+    schedule: str = "cosine",
+    masks: Optional[Mapping[str, torch.Tensor]] = None,
+    device="cpu",
+    seed: int = 0,
+    checkpoint=None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train`` for ``epochs``, evaluating on ``data.test`` after each epoch.
+
+    ``optimizer`` is "sgd" (uses ``momentum``, ``nesterov``) or "adam"; ``weight_decay`` is L2 added to the
+    gradient in both. ``schedule`` "cosine" decays the learning rate per step from ``lr`` to 0. ``masks`` maps
+    parameter names (as in ``model.named_parameters()``) to bool tensors of the parameter's shape; False
+    positions are held at exactly zero. ``checkpoint`` is a file path written at the end of every epoch; with
+    ``resume`` and an existing file the run continues from it (its settings, data and masks must match).
+    """
+    _check_arguments(epochs, batch_size, lr, momentum, weight_decay, optimizer, schedule, seed)
+    if not isinstance(data, DataBundle):
+        raise TypeError(f"data must be a DataBundle (see panning.data.load), got {type(data).__name__}")
+    started = time.perf_counter()
+    device = torch.device(device)
+    model.to(device)
+    pruned = _check_masks(model, masks, device)
+    x_train, y_train = (t.to(device) for t in _tensors(data.train, "data.train"))
+    n = len(y_train)
+    steps_per_epoch = math.ceil(n / batch_size)
+    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov)
+    sched = _make_schedule(opt, schedule, epochs * steps_per_epoch)
+    torch.manual_seed(seed)
+
+    # Everything that must agree for a checkpoint to continue this run rather than some other one.
+    config = dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        nesterov=nesterov, optimizer=optimizer, schedule=schedule, seed=seed, data=data.name, train_size=n,
+    )  # fmt: skip
+    mask_state = {p_name: m.detach().cpu() for p_name, m in (masks or {}).items()}
+    history: list[EpochStats] = []
+    path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
+    if path is not None and resume and path.exists():
+        history = _restore(path, model, opt, sched, config, mask_state)
+    _zero_masked_weights(pruned)
+
+    bar = tqdm(
+        total=epochs * steps_per_epoch, initial=len(history) * steps_per_epoch, disable=not progress,
+        desc=f"train {data.name}", unit="step", dynamic_ncols=True,
+    )  # fmt: skip
+    try:
+        for epoch in range(len(history), epochs):
+            epoch_start = time.perf_counter()
+            model.train()
+            generator = _epoch_generator(seed, epoch)
+            order = torch.randperm(n, generator=generator).to(device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                x, y = x_train[idx], y_train[idx]
+                if data.augment is not None:
+                    x = data.augment(x, generator)
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                _zero_masked_grads(pruned)
+                opt.step()
+                sched.step()
+                _zero_masked_weights(pruned)
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                bar.update()
+            test_loss, test_acc = evaluate(model, data.test, device=device)
+            stats = EpochStats(
+                epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum.item() / n,
+                train_acc=correct.item() / n, test_loss=test_loss, test_acc=test_acc,
+                seconds=time.perf_counter() - epoch_start,
+            )  # fmt: skip
+            history.append(stats)
+            bar.set_postfix(loss=f"{stats.train_loss:.3f}", test_acc=f"{test_acc:.2%}")
+            if path is not None:
+                _save_atomically(
+                    dict(
+                        format=CHECKPOINT_FORMAT, config=config, model=model.state_dict(), optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict(), rng=_rng_state(), masks=mask_state,
+                        history=[asdict(h) for h in history],
+                    ),
+                    path,
+                )  # fmt: skip
+    finally:
+        bar.close()
+    return TrainResult(history=history, wall_time=time.perf_counter() - started)
+
+
+def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict) -> list[EpochStats]:
+    """Load a checkpoint written by :func:`train` into model/optimizer/scheduler/RNG; return its history."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        raise ValueError(f"checkpoint {str(path)!r} could not be loaded: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {str(path)!r} is not a panning training checkpoint (format {CHECKPOINT_FORMAT})")
+    differ = sorted(k for k in config if state["config"].get(k) != config[k])
+    if differ:
+        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
+        raise ValueError(f"checkpoint {str(path)!r} belongs to another run: it has {was}, this run {now}")
+    saved = state["masks"]
+    if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
+        raise ValueError(f"checkpoint {str(path)!r} was written with different masks than this run's")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {str(path)!r} does not fit this model: {e}") from None
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return [EpochStats(**h) for h in state["history"]]

@@ -1,0 +1,182 @@
+"""Schedules, global masks, the iterative driver, Panning's steps and revival, collapse reports."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import panning.ops
+from panning import data, models
+from panning.arena import Arena
+from panning.masks import Masks
+from panning.pbt import (WEIGHTS_BY_SPARSITY, PanningIndices, exponential, exponential_counts, global_mask,
+                         index_weights, keep_count, pan, report, step_mask)
+from panning.pbt.iterative import iterate
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return data.load("synthetic", num_classes=3, input_shape=(8,), n_train=60, n_test=30)
+
+
+def small_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return models.build("mlp", (8,), 3, width=0.1)  # 8 -> 10 -> 10 -> 3: 210 weights
+
+
+# -- schedule and masks -------------------------------------------------------------------------------
+
+def test_exponential_schedule_follows_the_formula():
+    kept = exponential(0.99, 4)
+    assert kept == pytest.approx([0.01 ** 0.25, 0.01 ** 0.5, 0.01 ** 0.75, 0.01])
+    counts = exponential_counts(1000, 0.99, 4)
+    assert counts == [round(1000 * k) for k in kept] and counts[-1] == keep_count(1000, 0.99) == 10
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert exponential_counts(7, 0.5, 3)[-1] == keep_count(7, 0.5) == 4  # round half to even, one rule
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.9", True])
+def test_schedule_rejects_bad_sparsity(bad):
+    with pytest.raises(ValueError, match="sparsity"):
+        exponential(bad, 3)
+
+
+def test_schedule_rejects_bad_steps():
+    with pytest.raises(ValueError, match="iterations"):
+        exponential(0.5, 0)
+
+
+def test_global_mask_is_exact_and_respects_within():
+    scores = torch.tensor([5.0, 1.0, 4.0, 4.0, 3.0, 0.0])
+    assert global_mask(scores, 3).tolist() == [True, False, True, True, False, False]
+    within = torch.tensor([True, True, False, True, True, True])
+    assert global_mask(scores, 3, within=within).tolist() == [True, False, False, True, True, False]
+    with pytest.raises(ValueError, match="k"):
+        global_mask(scores, 6, within=within)
+
+
+def test_iterate_keep_pruned_gives_nested_masks_and_the_final_count():
+    scores = torch.randn(5, 100, generator=torch.Generator().manual_seed(0))
+    history = []
+    for keep_pruned in (True, False):
+        masks = []
+        final = iterate(lambda mask, step: scores[step], 100, torch.device("cpu"), 0.9, 5,
+                        keep_pruned=keep_pruned, on_step=lambda step, mask: masks.append(mask))
+        assert int(final.sum()) == 10 and [int(m.sum()) for m in masks] == exponential_counts(100, 0.9, 5)
+        history.append(masks)
+    nested, free = history
+    assert all(bool((b <= a).all()) for a, b in zip(nested, nested[1:]))
+    assert not all(bool((b <= a).all()) for a, b in zip(free, free[1:]))  # independent scores: revivals
+
+
+# -- Panning ------------------------------------------------------------------------------------------
+
+def test_index_weights_follow_the_table():
+    assert index_weights(0.0) == index_weights(0.8) == (0.2, 0.5, 0.3)
+    assert index_weights(0.85) == (0.2, 0.4, 0.4)
+    assert index_weights(0.95) == (0.2, 0.3, 0.5)
+    assert index_weights(0.985) == (0.4, 0.2, 0.4)
+    assert index_weights(0.995) == index_weights(1.0) == (0.5, 0.0, 0.5)
+    assert [w for _, w in WEIGHTS_BY_SPARSITY][-1] == (0.5, 0.0, 0.5)
+    with pytest.raises(ValueError, match="sparsity"):
+        index_weights(1.2)
+
+
+def test_step_mask_is_the_topk_of_the_weighted_abs_zscores():
+    g = torch.Generator().manual_seed(0)
+    indices = torch.randn(3, 50, generator=g, dtype=torch.float64)
+    weights = (0.2, 0.3, 0.5)
+    z = ((indices - indices.mean(1, keepdim=True)) / indices.std(1, correction=0, keepdim=True)).abs()
+    combined = (torch.tensor(weights, dtype=torch.float64)[:, None] * z).sum(0)
+    expected = torch.zeros(50, dtype=torch.bool)
+    expected[combined.topk(12).indices] = True
+    assert torch.equal(step_mask(indices, weights, 12), expected)
+
+
+def test_panning_calls_saliency_and_topk_once_per_step(bundle, monkeypatch):
+    calls = {"saliency": 0, "topk_mask": 0}
+    for name in calls:
+        original = getattr(panning.ops, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(panning.ops, name, counted)
+    model = small_mlp()
+    arena = Arena(model, share=False)
+    indices = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0))
+    mask = pan(indices, 0.9, iterations=6)
+    assert calls == {"saliency": 6, "topk_mask": 6}
+    assert int(mask.sum()) == keep_count(arena.numel, 0.9)
+
+
+def test_panning_revives_pruned_weights(bundle):
+    model = small_mlp()
+    arena = Arena(model, share=False)
+    indices = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0))
+    history: list[torch.Tensor] = []
+    final = pan(indices, 0.9, iterations=8, on_step=lambda step, mask: history.append(mask.clone()))
+    masks = torch.stack(history)
+    assert masks.sum(1).tolist() == exponential_counts(arena.numel, 0.9, 8)
+    revived = (~masks[:-1] & masks[1:]).sum(1)  # pruned after step e, kept after step e + 1
+    assert int(revived.sum()) > 0
+    assert torch.equal(final, masks[-1])
+
+
+def test_panning_uses_the_policy_and_the_step_sparsity(bundle):
+    model = small_mlp()
+    arena = Arena(model, share=False)
+    seen = []
+
+    def policy(step, sparsity):
+        seen.append((step, sparsity))
+        return (1.0, 0.0, 0.0)  # SynFlow only
+    indices = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0))
+    pan(indices, 0.75, iterations=3, policy=policy)
+    counts = exponential_counts(arena.numel, 0.75, 3)
+    assert seen == [(e, pytest.approx(1 - k / arena.numel)) for e, k in enumerate(counts)]
+
+
+def test_panning_indices_cache_batches_across_calls(bundle):
+    model = small_mlp()
+    arena = Arena(model, share=False)
+    fresh = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(fresh.dense(0), fresh.dense(0))  # a fresh batch per call by default
+    cached = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0),
+                            batches=2)
+    first = [cached.dense(step) for step in range(4)]
+    assert first[0] is first[2] and first[1] is first[3] and not torch.equal(first[0], first[1])
+    assert cached.batch(5) is cached.batch(1)
+    ones = torch.ones(arena.numel, dtype=torch.bool)
+    stack = cached(2, ones)
+    assert stack.shape == (3, arena.numel) and torch.equal(stack[1:], first[0])
+
+
+def test_panning_indices_check_arguments(bundle):
+    model = small_mlp()
+    arena = Arena(model, share=False)
+    with pytest.raises(ValueError, match="per_class"):
+        PanningIndices(model, arena, bundle.train, (8,), per_class=0)
+    with pytest.raises(ValueError, match="per_class"):
+        PanningIndices(model, arena, bundle.train, (8,), per_class=1000)
+    with pytest.raises(ValueError, match="batches"):
+        PanningIndices(model, arena, bundle.train, (8,), batches=0)
+    with pytest.raises(TypeError, match="indices"):
+        pan("not indices", 0.5)
+
+
+# -- collapse report ----------------------------------------------------------------------------------
+
+def test_report_detects_a_collapsed_layer():
+    model = small_mlp()
+    arena = Arena(model, share=False)
+    flat = torch.ones(arena.numel, dtype=torch.bool)
+    bounds = arena.offsets.tolist()
+    flat[bounds[1]:bounds[2]] = False  # the middle layer is gone: nothing connects
+    result = report(model, Masks.from_flat(arena, flat), (8,))
+    assert result.sparsity == pytest.approx(100 / 210)
+    assert result.effective_sparsity == 1.0 and result.collapsed_any
+    assert result.collapsed == arena.names
+    assert result.density["3.weight"] == 0.0 and result.effective_density["1.weight"] == 0.0
+    dense = report(model, Masks.ones(arena), (8,))
+    assert dense.effective_sparsity == 0.0 and not dense.collapsed
