@@ -1,9 +1,10 @@
 """panning: find sparse sub-networks fast (Neural Network Panning, Lottery Jackpots) on compiled kernels."""
 import torch  # noqa: F401  (loads libtorch before the compiled extensions)
 
-from . import jackpot, ops
+from . import jackpot, nn, ops
 from .masks import Masks
+from .nn import dense_state_dict, densify, global_prune, sparsify
 from .prune import prune
 
 __version__ = "0.1.0"
-__all__ = ["Masks", "jackpot", "ops", "prune"]
+__all__ = ["Masks", "dense_state_dict", "densify", "global_prune", "jackpot", "nn", "ops", "prune", "sparsify"]

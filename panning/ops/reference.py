@@ -61,18 +61,23 @@ def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor) -> t
 # masked linear: y = x @ (W * M)^T + b
 
 
+def _masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """W * M for a bool mask (a select: no float copy of the mask, and a pruned inf stays pruned)."""
+    return torch.where(mask, weight, 0)
+
+
 def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:
-    y = x @ (weight * mask).t()
+    y = x @ _masked(weight, mask).t()
     return y + bias if bias is not None else y
 
 
 def masked_linear_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                       need_dx: bool, need_dw: bool, need_dscore: bool):
     """Return (dx, dW_eff * M, dW_eff * W), each None where not needed; dW_eff = dy^T x."""
-    dx = dy @ (weight * mask) if need_dx else None
+    dx = dy @ _masked(weight, mask) if need_dx else None
     dw_eff = dy.t() @ x if (need_dw or need_dscore) else None
-    dw = dw_eff * mask if need_dw else None
+    dw = _masked(dw_eff, mask) if need_dw else None
     dscore = dw_eff * weight if need_dscore else None
     return dx, dw, dscore
 
