@@ -8,4 +8,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("product_score", &panning::product_score, "w * g, or |w * g| when absolute", pybind11::arg("weight"),
         pybind11::arg("grad"), pybind11::arg("absolute"));
   m.def("num_threads", [] { return at::get_num_threads(); }, "threads at::parallel_for uses");
+
+  // ---- saliency, masked linear, compressed sparse linear ----
+  {
+    namespace py = pybind11;
+    m.def("saliency", &panning::saliency, "normalize K indices over N and combine them with (B, K) weights",
+          py::arg("indices"), py::arg("weights"));
+    m.def("masked_linear_fwd", &panning::masked_linear_fwd, "x @ (W*M)^T + b", py::arg("x"), py::arg("weight"),
+          py::arg("mask"), py::arg("bias"));
+    m.def("masked_linear_bwd", &panning::masked_linear_bwd, "(dx, dW_eff*M, dW_eff*W), None where not needed",
+          py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("mask"), py::arg("need_dx"), py::arg("need_dw"),
+          py::arg("need_dscore"));
+    m.def("to_sparse", &panning::to_sparse, "(crow, col, values) of the masked-in entries, CSR order",
+          py::arg("weight"), py::arg("mask"));
+    m.def("sparse_linear_fwd", &panning::sparse_linear_fwd, "x @ W^T + b with W in CSR", py::arg("x"),
+          py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("in_features"), py::arg("bias"));
+    m.def("sparse_linear_bwd", &panning::sparse_linear_bwd, "(dy W, (dy^T x) at the kept entries)", py::arg("dy"),
+          py::arg("x"), py::arg("crow"), py::arg("col"), py::arg("values"), py::arg("in_features"),
+          py::arg("need_dx"), py::arg("need_dvalues"));
+  }
+  // ---- end saliency / masked linear / sparse linear ----
 }
