@@ -4,7 +4,7 @@
 // kept entry turns into a contiguous AXPY or dot product over M that the compiler vectorizes. Outputs are built
 // a block of features at a time in a small (block x M-tile) buffer and written back transposed.
 // Every output element is accumulated in a fixed order (increasing CSR position), so results do not depend on
-// the number of threads; dx walks the CSR rows with per-row cursors instead of needing a transposed structure.
+// the number of threads; dx regroups the CSR entries by column block on the fly, so no transposed structure is kept.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -31,12 +31,13 @@ void check_structure(const at::Tensor& crow, const at::Tensor& col, const at::Te
   TORCH_CHECK(col.numel() == values.numel(), "sparse_linear: col_indices and values differ in length");
 }
 
-// out (M, F) = transpose of the (F, M) buffer blocks: buf[f][i] for features [f0, f0+nf) and rows [m0, m0+nm).
+// out (M, F) = transpose of the buffer block buf[f * stride + i] for features [f0, f0+nf) and rows [m0, m0+nm).
 template <typename scalar_t, typename acc_t>
-void write_transposed(scalar_t* out, int64_t F, const acc_t* buf, int64_t f0, int64_t nf, int64_t m0, int64_t nm) {
+void write_transposed(scalar_t* out, int64_t F, const acc_t* buf, int64_t stride, int64_t f0, int64_t nf, int64_t m0,
+                      int64_t nm) {
   for (int64_t i = 0; i < nm; ++i) {
     scalar_t* o = out + (m0 + i) * F + f0;
-    for (int64_t f = 0; f < nf; ++f) o[f] = static_cast<scalar_t>(buf[f * kMTile + i]);
+    for (int64_t f = 0; f < nf; ++f) o[f] = static_cast<scalar_t>(buf[f * stride + i]);
   }
 }
 
@@ -47,7 +48,7 @@ inline void axpy(acc_t* acc, acc_t v, const scalar_t* x, int64_t n) {
 }
 
 // One panel of an output row held in registers: out[0..P) = init + sum_p vals[p] * xt[cols[p], m0 .. m0+P),
-// P = kPanelRegs vectors of 32 bytes. Keeping the accumulator in registers leaves one load per FMA.
+// P = kRegs vectors of 32 bytes. Keeping the accumulator in registers leaves one load per FMA.
 template <typename scalar_t>
 struct Panel {
   typedef scalar_t vec __attribute__((vector_size(32)));
@@ -72,6 +73,22 @@ struct Panel {
   }
 };
 
+// acc[0..nm) = init + sum_p vals[p] * src[idx[p], m0 .. m0+nm): register panels where possible (float, double),
+// the remainder (and half / bfloat16) through memory.
+template <typename scalar_t, typename acc_t>
+void gather_axpys(const int64_t* idx, const scalar_t* vals, int64_t n, const scalar_t* src, int64_t M, int64_t m0,
+                  int64_t nm, acc_t init, acc_t* acc) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    for (; i + Panel<scalar_t>::kWidth <= nm; i += Panel<scalar_t>::kWidth)
+      Panel<scalar_t>::run(idx, vals, n, src, M, m0 + i, init, acc + i);
+  }
+  if (i < nm) {
+    std::fill(acc + i, acc + nm, init);
+    for (int64_t p = 0; p < n; ++p) axpy(acc + i, static_cast<acc_t>(vals[p]), src + idx[p] * M + m0 + i, nm - i);
+  }
+}
+
 template <typename scalar_t>
 void fwd_impl(const at::Tensor& xt, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
               const at::Tensor& b, at::Tensor& y, int64_t O, int64_t M) {
@@ -90,27 +107,41 @@ void fwd_impl(const at::Tensor& xt, const at::Tensor& crow, const at::Tensor& co
       for (int64_t m0 = 0; m0 < M; m0 += kMTile) {
         const int64_t nm = std::min(kMTile, M - m0);
         for (int64_t rr = 0; rr < nr; ++rr) {
-          acc_t* acc = buf.data() + rr * kMTile;
-          const acc_t init = pb ? static_cast<acc_t>(pb[r0 + rr]) : acc_t(0);
-          const int64_t lo = pc[r0 + rr], n = pc[r0 + rr + 1] - lo;
-          int64_t i = 0;
-          if constexpr (std::is_same_v<scalar_t, acc_t>) {  // float, double: register panels
-            for (; i + Panel<scalar_t>::kWidth <= nm; i += Panel<scalar_t>::kWidth)
-              Panel<scalar_t>::run(pcol + lo, pv + lo, n, px, M, m0 + i, init, acc + i);
-          }
-          if (i < nm) {  // the remainder (and half / bfloat16) accumulate through memory
-            std::fill(acc + i, acc + nm, init);
-            for (int64_t p = lo; p < lo + n; ++p)
-              axpy(acc + i, static_cast<acc_t>(pv[p]), px + pcol[p] * M + m0 + i, nm - i);
-          }
+          const int64_t lo = pc[r0 + rr];
+          gather_axpys(pcol + lo, pv + lo, pc[r0 + rr + 1] - lo, px, M, m0, nm,
+                       pb ? static_cast<acc_t>(pb[r0 + rr]) : acc_t(0), buf.data() + rr * kMTile);
         }
-        write_transposed(py, O, buf.data(), r0, nr, m0, nm);
+        write_transposed(py, O, buf.data(), kMTile, r0, nr, m0, nm);
       }
     }
   });
 }
 
-// SDDMM: dvalues[p] = dot(dyt[r, :], xt[c, :]) for every kept (r, c).
+// G dot products of one row a with rows b[0..G) over n elements, in vector registers (float, double).
+template <typename scalar_t, int G>
+void dots(const scalar_t* a, const scalar_t* const* b, int64_t n, scalar_t* out) {
+  using P = Panel<scalar_t>;
+  typename P::vec s[G] = {};
+  int64_t i = 0;
+  for (; i + P::kLanes <= n; i += P::kLanes) {
+    typename P::vec va;
+    std::memcpy(&va, a + i, sizeof(va));
+    for (int g = 0; g < G; ++g) {
+      typename P::vec vb;
+      std::memcpy(&vb, b[g] + i, sizeof(vb));
+      s[g] += va * vb;
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    scalar_t t = 0;
+    for (int64_t l = 0; l < P::kLanes; ++l) t += s[g][l];
+    for (int64_t j = i; j < n; ++j) t += a[j] * b[g][j];
+    out[g] = t;
+  }
+}
+
+// SDDMM: dvalues[p] = dot(dyt[r, :], xt[c, :]) for every kept (r, c); four entries of a row share each load of
+// dyt[r, :] (float, double).
 template <typename scalar_t>
 void sddmm_impl(const at::Tensor& dyt, const at::Tensor& xt, const at::Tensor& crow, const at::Tensor& col,
                 at::Tensor& out, int64_t O, int64_t M) {
@@ -123,7 +154,15 @@ void sddmm_impl(const at::Tensor& dyt, const at::Tensor& xt, const at::Tensor& c
   at::parallel_for(0, O, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* a = pdy + r * M;
-      for (int64_t p = pc[r]; p < pc[r + 1]; ++p) {
+      int64_t p = pc[r];
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        for (; p + 4 <= pc[r + 1]; p += 4) {
+          const scalar_t* rows[4] = {px + pcol[p] * M, px + pcol[p + 1] * M, px + pcol[p + 2] * M,
+                                     px + pcol[p + 3] * M};
+          dots<scalar_t, 4>(a, rows, M, po + p);
+        }
+      }
+      for (; p < pc[r + 1]; ++p) {
         const scalar_t* bx = px + pcol[p] * M;
         acc_t s = 0;
 #pragma omp simd reduction(+ : s)
@@ -134,8 +173,10 @@ void sddmm_impl(const at::Tensor& dyt, const at::Tensor& xt, const at::Tensor& c
   });
 }
 
-// dx^T[c, :] = sum over kept (r, c), in increasing r, of values * dyt[r, :]; one block of columns at a time,
-// each CSR row consumed through a cursor that only moves forward (columns increase within a row).
+// dx^T[c, :] = sum over kept (r, c), in increasing r, of values * dyt[r, :], one block of kColBlock columns at a
+// time: the block's entries are collected by walking each CSR row with a cursor that only moves forward (columns
+// increase within a row), regrouped by column (a stable counting sort, so rows stay increasing), and then
+// accumulated like the forward pass.
 template <typename scalar_t>
 void dx_impl(const at::Tensor& dyt, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
              at::Tensor& out, int64_t O, int64_t M, int64_t I) {
@@ -148,23 +189,39 @@ void dx_impl(const at::Tensor& dyt, const at::Tensor& crow, const at::Tensor& co
   const int64_t blocks = (I + kColBlock - 1) / kColBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(kColBlock * kMTile);
-    std::vector<int64_t> cursor(O);
+    std::vector<int64_t> cursor(O), start(kColBlock + 1), fill(kColBlock), found, rows;
+    std::vector<scalar_t> vals;
     for (int64_t r = 0; r < O; ++r)
       cursor[r] = std::lower_bound(pcol + pc[r], pcol + pc[r + 1], begin * kColBlock) - pcol;
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t c0 = blk * kColBlock, nc = std::min(kColBlock, I - c0), c1 = c0 + nc;
+      found.clear();
+      std::fill(start.begin(), start.end(), 0);
+      for (int64_t r = 0; r < O; ++r) {
+        int64_t p = cursor[r];
+        for (const int64_t stop = pc[r + 1]; p < stop && pcol[p] < c1; ++p) {
+          found.push_back(p);
+          ++start[pcol[p] - c0 + 1];
+        }
+        cursor[r] = p;
+      }
+      for (int64_t cc = 0; cc < nc; ++cc) start[cc + 1] += start[cc];
+      rows.resize(found.size());
+      vals.resize(found.size());
+      std::copy(start.begin(), start.begin() + nc, fill.begin());
+      for (int64_t r = 0, e = 0; e < static_cast<int64_t>(found.size()); ++e) {  // found is in increasing row order
+        const int64_t p = found[e];
+        while (p >= pc[r + 1]) ++r;
+        const int64_t q = fill[pcol[p] - c0]++;
+        rows[q] = r;
+        vals[q] = pv[p];
+      }
       for (int64_t m0 = 0; m0 < M; m0 += kMTile) {
         const int64_t nm = std::min(kMTile, M - m0);
-        const bool last = m0 + kMTile >= M;
-        for (int64_t cc = 0; cc < nc; ++cc) std::fill_n(buf.data() + cc * kMTile, nm, acc_t(0));
-        for (int64_t r = 0; r < O; ++r) {
-          int64_t p = cursor[r];
-          const int64_t stop = pc[r + 1];
-          for (; p < stop && pcol[p] < c1; ++p)
-            axpy(buf.data() + (pcol[p] - c0) * kMTile, static_cast<acc_t>(pv[p]), pdy + r * M + m0, nm);
-          if (last) cursor[r] = p;
-        }
-        write_transposed(po, I, buf.data(), c0, nc, m0, nm);
+        for (int64_t cc = 0; cc < nc; ++cc)
+          gather_axpys(rows.data() + start[cc], vals.data() + start[cc], start[cc + 1] - start[cc], pdy, M, m0, nm,
+                       acc_t(0), buf.data() + cc * kMTile);
+        write_transposed(po, I, buf.data(), kMTile, c0, nc, m0, nm);
       }
     }
   });
