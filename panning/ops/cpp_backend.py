@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .sparse_weight import SparseWeight
+
 try:
     from panning import _C
     _WHY_NOT = ""
@@ -30,3 +32,31 @@ def product_score(weight: torch.Tensor, grad: torch.Tensor, absolute: bool) -> t
 
 def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return _C.topk_mask(scores, offsets, k)
+
+
+def saliency(indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return _C.saliency(indices, weights)
+
+
+def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+    return _C.masked_linear_fwd(x, weight, mask, bias)
+
+
+def masked_linear_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                      need_dx: bool, need_dw: bool, need_dscore: bool):
+    return _C.masked_linear_bwd(dy, x, weight, mask, need_dx, need_dw, need_dscore)
+
+
+def to_sparse(weight: torch.Tensor, mask: torch.Tensor) -> SparseWeight:
+    crow, col, values = _C.to_sparse(weight, mask)
+    return SparseWeight((weight.shape[0], weight.shape[1]), crow, col, values)
+
+
+def sparse_linear_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    return _C.sparse_linear_fwd(x, sw.crow_indices, sw.col_indices, sw.values, sw.shape[1], bias)
+
+
+def sparse_linear_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, need_dx: bool, need_dvalues: bool):
+    return _C.sparse_linear_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, sw.shape[1],
+                                need_dx, need_dvalues)

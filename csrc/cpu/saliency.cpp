@@ -1,0 +1,116 @@
+// Saliency combine: S[b, i] = sum_k w[b, k] * |x_k[i] - mean_k| / std_k, in two passes over the inputs.
+//
+// Pass 1 (statistics): the N elements are cut into fixed chunks; each chunk yields the float64 sums of
+// (x - p) and (x - p)^2, shifted by a pivot p (the index's first element) so that a large common offset
+// does not cancel away the variance. The chunk sums are added in chunk order, so the statistics do not
+// depend on how many threads ran the chunks. Pass 2 (combine): elementwise in float64, one chunk at a time.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include "ops.h"
+
+namespace panning {
+namespace {
+
+constexpr int64_t kStatChunk = 1 << 14;     // elements per statistics chunk (fixed: determinism)
+constexpr int64_t kCombineChunk = 1 << 11;  // elements per combine tile (its float64 rows stay in L1/L2)
+
+template <typename scalar_t>
+void chunk_sums(const scalar_t* x, int64_t n, double pivot, double* s1, double* s2) {
+  double a = 0.0, b = 0.0;
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - pivot;
+    a += d;
+    b += d * d;
+  }
+  *s1 = a;
+  *s2 = b;
+}
+
+template <typename scalar_t>
+void saliency_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
+  const int64_t K = x.size(0), N = x.size(1), B = w.size(0);
+  const scalar_t* px = x.const_data_ptr<scalar_t>();
+  scalar_t* po = out.mutable_data_ptr<scalar_t>();
+  const double* pw = w.const_data_ptr<double>();
+
+  // Pass 1: per-chunk shifted sums, then an ordered reduction per index.
+  const int64_t chunks = (N + kStatChunk - 1) / kStatChunk;
+  std::vector<double> pivot(K), part(2 * K * chunks);
+  for (int64_t k = 0; k < K; ++k) pivot[k] = static_cast<double>(px[k * N]);
+  at::parallel_for(0, K * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t k = t / chunks, c = t % chunks;
+      const int64_t lo = c * kStatChunk, n = std::min(kStatChunk, N - lo);
+      chunk_sums(px + k * N + lo, n, pivot[k], &part[2 * t], &part[2 * t + 1]);
+    }
+  });
+  std::vector<double> mean(K), coef(B * K);
+  for (int64_t k = 0; k < K; ++k) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      s1 += part[2 * (k * chunks + c)];
+      s2 += part[2 * (k * chunks + c) + 1];
+    }
+    const double shift = s1 / static_cast<double>(N);
+    const double var = std::max(s2 / static_cast<double>(N) - shift * shift, 0.0);
+    mean[k] = pivot[k] + shift;
+    const double inv = var > 0.0 ? 1.0 / std::sqrt(var) : 0.0;
+    for (int64_t b = 0; b < B; ++b) coef[b * K + k] = pw[b * K + k] * inv;
+  }
+
+  // Pass 2: z_k = |x_k - mean_k| for a tile of elements (float64), then every candidate's combination.
+  const int64_t tiles = (N + kCombineChunk - 1) / kCombineChunk;
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> z(K * kCombineChunk), acc(kCombineChunk);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t lo = t * kCombineChunk, n = std::min(kCombineChunk, N - lo);
+      for (int64_t k = 0; k < K; ++k) {
+        const scalar_t* xs = px + k * N + lo;
+        double* zk = z.data() + k * kCombineChunk;
+        const double m = mean[k];
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) zk[i] = std::abs(static_cast<double>(xs[i]) - m);
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        double* a = acc.data();
+        std::fill(a, a + n, 0.0);
+        for (int64_t k = 0; k < K; ++k) {
+          const double c = coef[b * K + k];
+          const double* zk = z.data() + k * kCombineChunk;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) a[i] += c * zk[i];
+        }
+        scalar_t* o = po + b * N + lo;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(a[i]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor saliency(const at::Tensor& indices, const at::Tensor& weights) {
+  TORCH_CHECK(indices.device().is_cpu() && weights.device().is_cpu(), "saliency: CPU tensors expected");
+  TORCH_CHECK(indices.dim() == 2 && weights.dim() == 2 && weights.size(1) == indices.size(0),
+              "saliency: expected indices (K, N) and weights (B, K)");
+  TORCH_CHECK(indices.is_floating_point(), "saliency: floating indices expected");
+  const auto x = indices.contiguous();
+  const auto w = weights.to(at::kDouble).contiguous();
+  const int64_t K = x.size(0), N = x.size(1), B = w.size(0);
+  auto out = at::empty({B, N}, x.options());
+  if (N == 0 || B == 0) return out;
+  if (K == 0) return out.zero_();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "saliency",
+                                  [&] { saliency_impl<scalar_t>(x, w, out); });
+  return out;
+}
+
+}  // namespace panning
