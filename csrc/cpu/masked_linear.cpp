@@ -18,17 +18,23 @@ void check_cpu(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.is_contiguous(), "masked_linear: ", what, " must be contiguous");
 }
 
+// A bool mask read as bytes 0/1, so that it converts to 0/1 weights without a branch.
+const uint8_t* mask_bytes(const at::Tensor& mask) {
+  return reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>());
+}
+
+// Branch-free multiply by the mask (as the reference does: NaN * 0 stays NaN), so the loop vectorizes.
 template <typename scalar_t>
-void mask_impl(const scalar_t* pw, const bool* pm, scalar_t* po, int64_t n) {
+void mask_impl(const scalar_t* pw, const uint8_t* pm, scalar_t* po, int64_t n) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) po[i] = pm[i] ? pw[i] : scalar_t(0);
+    for (int64_t i = begin; i < end; ++i) po[i] = pw[i] * static_cast<scalar_t>(pm[i]);
   });
 }
 
 // g <- g * M (when need_dw) and s <- g * W (when s is not null), in one pass over g.
 template <typename scalar_t>
-void epilogue_impl(scalar_t* g, const scalar_t* pw, const bool* pm, scalar_t* ps, bool need_dw, int64_t n) {
+void epilogue_impl(scalar_t* g, const scalar_t* pw, const uint8_t* pm, scalar_t* ps, bool need_dw, int64_t n) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     if (ps != nullptr) {
 #pragma omp simd
@@ -36,7 +42,7 @@ void epilogue_impl(scalar_t* g, const scalar_t* pw, const bool* pm, scalar_t* ps
     }
     if (need_dw) {
 #pragma omp simd
-      for (int64_t i = begin; i < end; ++i) g[i] = pm[i] ? g[i] : scalar_t(0);
+      for (int64_t i = begin; i < end; ++i) g[i] = g[i] * static_cast<scalar_t>(pm[i]);
     }
   });
 }
@@ -49,7 +55,7 @@ at::Tensor apply_mask(const at::Tensor& weight, const at::Tensor& mask) {
               "masked_linear: mask must be bool with the weight's shape");
   auto out = at::empty_like(weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "masked_linear_mask", [&] {
-    mask_impl(weight.const_data_ptr<scalar_t>(), mask.const_data_ptr<bool>(), out.mutable_data_ptr<scalar_t>(),
+    mask_impl(weight.const_data_ptr<scalar_t>(), mask_bytes(mask), out.mutable_data_ptr<scalar_t>(),
               weight.numel());
   });
   return out;
@@ -83,7 +89,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   // Epilogue: one pass writes dW_eff*M and/or dW_eff*W (the first reuses dW_eff's storage).
   at::Tensor score = need_dscore ? at::empty_like(dw_eff) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dw_eff.scalar_type(), "masked_linear_bwd", [&] {
-    epilogue_impl(dw_eff.mutable_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), mask.const_data_ptr<bool>(),
+    epilogue_impl(dw_eff.mutable_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), mask_bytes(mask),
                   need_dscore ? score.mutable_data_ptr<scalar_t>() : nullptr, need_dw, dw_eff.numel());
   });
   if (need_dw) dw = dw_eff;

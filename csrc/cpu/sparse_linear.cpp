@@ -55,12 +55,18 @@ struct Panel {
   static constexpr int64_t kLanes = 32 / sizeof(scalar_t);
   static constexpr int kRegs = 8;
   static constexpr int64_t kWidth = kLanes * kRegs;
+  static constexpr int64_t kAhead = 8;  // prefetch distance in entries
 
   static void run(const int64_t* cols, const scalar_t* vals, int64_t n, const scalar_t* xt, int64_t M, int64_t m0,
                   scalar_t init, scalar_t* out) {
     vec acc[kRegs];
     for (int r = 0; r < kRegs; ++r) acc[r] = vec{} + init;
     for (int64_t p = 0; p < n; ++p) {
+      if (p + kAhead < n) {  // the rows are scattered: fetch a later entry's panel while this one computes
+        const char* next = reinterpret_cast<const char*>(xt + cols[p + kAhead] * M + m0);
+        for (int64_t line = 0; line < kWidth * static_cast<int64_t>(sizeof(scalar_t)); line += 64)
+          __builtin_prefetch(next + line);
+      }
       const scalar_t* xs = xt + cols[p] * M + m0;
       const vec v = vec{} + vals[p];
       for (int r = 0; r < kRegs; ++r) {
