@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from panning import data, demo, models
+from panning import bench, data, demo, models
 from panning.commands import Command, Option, add_options, boolean, resolve
 from panning.jackpot import cli as jackpot_cli
 from panning.pbt import cli as prune_cli
@@ -99,20 +99,13 @@ def _print_table(title: str, row: dict) -> None:
 # ----------------------------------------------------------------------------------------------- commands
 
 
-def _pending(name: str) -> Callable[[dict], int]:
-    def run(options: dict) -> int:
-        print(f"panning {name}: not implemented yet", file=sys.stderr)
-        return 2
-
-    return run
-
-
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model on a data set", run_train, TRAIN_OPTIONS, TRAIN_DEFAULTS),
     "prune": Command("prune a network before training", prune_cli.run, prune_cli.OPTIONS, prune_cli.DEFAULTS),
     "jackpot": Command("search a lottery jackpot mask in a pre-trained network", jackpot_cli.run, jackpot_cli.OPTIONS,
                        jackpot_cli.DEFAULTS),
-    "bench": Command("run the benchmarks (not implemented yet)", _pending("bench"), pending=True),
+    "bench": Command("measure the CPU kernels against the torch baselines and the hardware floors", bench.run,
+                     bench.OPTIONS, bench.DEFAULTS),
     "demo": Command("prune MNIST-1D's CNN before training with several methods and compare", demo.run, demo.OPTIONS,
                     demo.DEFAULTS),
 }
@@ -123,17 +116,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     commands = COMMANDS
     parser = argparse.ArgumentParser(prog="panning", description="Find sparse sub-networks fast.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    parsers = {}
     for name, command in commands.items():
-        parsers[name] = sub.add_parser(name, help=command.help, description=command.help)
-        if not command.pending:
-            add_options(parsers[name], command.options)
-    args, extra = parser.parse_known_args(argv)
+        add_options(sub.add_parser(name, help=command.help, description=command.help), command.options)
+    args = parser.parse_args(argv)
     command = commands[args.command]
-    if command.pending:
-        return command.run({})
-    if extra:
-        parsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return command.run(resolve(command, args))
     except (ValueError, OSError) as e:

@@ -35,7 +35,6 @@ class Command:
     run: Callable[[dict], int]
     options: tuple[Option, ...] = ()
     defaults: dict = field(default_factory=dict)
-    pending: bool = False  # not implemented yet: accepts any arguments, reports so and exits with status 2
 
 
 def boolean(value) -> bool:
