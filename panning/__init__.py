@@ -7,4 +7,5 @@ from .nn import dense_state_dict, densify, global_prune, sparsify
 from .prune import prune
 
 __version__ = "0.1.0"
-__all__ = ["Masks", "dense_state_dict", "densify", "global_prune", "jackpot", "nn", "ops", "prune", "sparsify"]
+__all__ = ["Masks", "data", "dense_state_dict", "densify", "global_prune", "jackpot", "models", "nn", "ops", "prune",
+           "sparsify", "train"]

@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from panning.data import DataBundle
+from panning.io import derived_generator, save_atomically
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
 #: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
@@ -160,11 +160,6 @@ def _make_schedule(opt, schedule: str, total_steps: int) -> torch.optim.lr_sched
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator that depends only on (seed, epoch): a resumed run redraws exactly the same epoch."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
 
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
@@ -178,20 +173,6 @@ def _set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
-
-def _save_atomically(obj: dict, path: Path) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``: a crash leaves
-    either the old checkpoint or the new one, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_arguments(epochs, batch_size, lr, momentum, weight_decay, optimizer, schedule, seed) -> None:
@@ -274,7 +255,7 @@ def train(
         for epoch in range(len(history), epochs):
             epoch_start = time.perf_counter()
             model.train()
-            generator = _epoch_generator(seed, epoch)
+            generator = derived_generator(seed, epoch)
             order = torch.randperm(n, generator=generator).to(device)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -303,7 +284,7 @@ def train(
             history.append(stats)
             bar.set_postfix(loss=f"{stats.train_loss:.3f}", test_acc=f"{test_acc:.2%}")
             if path is not None:
-                _save_atomically(
+                save_atomically(
                     dict(
                         format=CHECKPOINT_FORMAT, config=config, model=model.state_dict(), optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(), rng=_rng_state(), masks=mask_state,

@@ -27,7 +27,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
@@ -41,6 +40,7 @@ from .. import ops
 from ..arena import except_last, prunable
 from ..data import DataBundle
 from ..masks import Masks
+from ..io import derived_generator, save_atomically
 from ..train import evaluate
 from .budget import BUDGETS, INITS, initial_scores, layer_budgets
 from .layers import JackpotNet
@@ -202,22 +202,6 @@ class Searcher:
 # the search loop
 
 
-def _generator(*seed: int) -> torch.Generator:
-    state = np.random.SeedSequence(list(seed)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def _save_atomically(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _datasets(data, test) -> tuple[TensorDataset, TensorDataset | None, object, str]:
@@ -277,7 +261,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int = 10, init: s
     net = JackpotNet(model, include=prunable if include_classifier else except_last(model))
     try:  # until the search starts, a failure leaves the model as it was given
         k = layer_budgets(net.arena, sparsity, budget=budget)
-        net.set_scores(initial_scores(net.arena, k, init, generator=_generator(seed, 1)))
+        net.set_scores(initial_scores(net.arena, k, init, generator=derived_generator(seed, 1)))
         net.set_mask(ops.topk_mask(net.scores.detach(), k, offsets=net.arena.offsets))
         sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
         local_batch = batch_size // world
@@ -322,7 +306,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int = 10, init: s
     def save() -> None:
         if path is None or rank != 0:
             return
-        _save_atomically(dict(
+        save_atomically(dict(
             format=CHECKPOINT_FORMAT, config=config, fingerprint=fingerprint, scores=net.scores.detach().cpu(),
             mask=(net.mask != 0).cpu(), buffers={n: b.cpu() for n, b in net.model.named_buffers()},
             searcher=searcher.state_dict(), accum=accum.cpu(), epoch_seconds=epoch_seconds,
@@ -344,7 +328,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int = 10, init: s
             idx = order[batch * local_batch:(batch + 1) * local_batch]
             x, y = x_train[idx], y_train[idx]
             if augment is not None:
-                x = augment(x, _generator(seed, 2, searcher.t, rank))
+                x = augment(x, derived_generator(seed, 2, searcher.t, rank))
             loss, logits = searcher.step(x, y)
             accum[0] += loss.double() * len(y)
             accum[1] += (logits.argmax(1) == y).sum()
