@@ -31,9 +31,10 @@ from panning.ops import dispatch
 
 MODES = ("auto", "masked", "compressed")
 
-# "auto" takes the compressed path at or below this density when a compiled sparse kernel runs the op. The
-# design targets (DESIGN.md section 7) have the compressed kernels beating dense matmul from 90% sparsity on.
-AUTO_MAX_DENSITY = 0.1
+# "auto" takes the compressed path at or below this density when a compiled sparse kernel runs the op.
+# Measured (bench/bench_layers.py, 4096-wide MLP training step, cpp kernels, 1 thread): the compressed step
+# costs about 120 + 2720 * density ms against 590 ms dense, so it wins up to a density of about 0.17.
+AUTO_MAX_DENSITY = 0.15
 
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
