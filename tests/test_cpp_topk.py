@@ -1,0 +1,70 @@
+"""The C++ radix-select top-k against the reference at sizes where its parallel paths run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from panning import ops
+
+pytestmark = pytest.mark.skipif(not ops.backends()["cpp"]["available"], reason="panning._C is not built")
+
+
+def both(scores, k, offsets=None):
+    ours = ops.topk_mask(scores, k, offsets=offsets, backend="cpp")
+    want = ops.topk_mask(scores, k, offsets=offsets, backend="reference")
+    return ours, want
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])  # none, many and very many ties
+def test_large_global_matches_reference(decimals):
+    g = torch.Generator().manual_seed(11)
+    scores = torch.randn(1_000_003, generator=g) * 100
+    if decimals is not None:
+        scores = scores.round(decimals=decimals)
+    for k in (0, 1, 123_457, 999_999, 1_000_003):
+        ours, want = both(scores, k)
+        assert torch.equal(ours, want), k
+
+
+def test_special_values_at_scale():
+    g = torch.Generator().manual_seed(12)
+    pool = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0])
+    scores = pool[torch.randint(0, pool.numel(), (300_001,), generator=g)]
+    for k in (5, 150_000, 299_999):
+        ours, want = both(scores, k)
+        assert torch.equal(ours, want), k
+
+
+def test_many_segments_and_batched_rows():
+    g = torch.Generator().manual_seed(13)
+    sizes = torch.randint(0, 500, (2_000,), generator=g)
+    sizes[::7] = 0
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
+    scores = torch.randint(-50, 50, (int(offsets[-1]),), generator=g).float()
+    k = (torch.rand(sizes.shape, generator=g) * (sizes + 1)).long().clamp(max=sizes)
+    ours, want = both(scores, k, offsets)
+    assert torch.equal(ours, want)
+    rows = torch.randn(16, 40_000, generator=g).round(decimals=1)
+    ours, want = both(rows, 4_000)
+    assert torch.equal(ours, want)
+
+
+def test_independent_of_thread_count():
+    g = torch.Generator().manual_seed(14)
+    scores = torch.randn(2_000_000, generator=g).round(decimals=2)
+    before = torch.get_num_threads()
+    try:
+        masks = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            masks.append(ops.topk_mask(scores, 700_001, backend="cpp"))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(masks[0], masks[1])
+
+
+def test_nan_raises_from_the_kernel_anywhere():
+    scores = torch.randn(500_000)
+    scores[345_678] = float("nan")
+    with pytest.raises(ValueError, match="scores: contains NaN"):
+        ops.topk_mask(scores, 10, backend="cpp")
