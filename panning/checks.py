@@ -1,0 +1,79 @@
+"""The argument checks of the public entry points, one function per kind, each naming the argument it checks.
+
+Checks run once, at the boundary a user calls (ops, `prune`, `jackpot.search`, layers, the command line);
+internal calls trust their arguments. Every error reads ``"<name>: expected <what>, got <value>"``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def integer(name: str, value, *, minimum: int | None = None) -> int:
+    """`value` as an int (bools are not ints here), at least `minimum` if given."""
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def positive_int(name: str, value) -> int:
+    """`value` as an int >= 1 (a count of steps, epochs, samples, threads ...)."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def non_negative_int(name: str, value) -> int:
+    """`value` as an int >= 0."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    return value
+
+
+def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
+           high_open: bool = False) -> float:
+    """`value` as a finite float within [low, high]; `low_open` / `high_open` exclude the bound."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def positive(name: str, value) -> float:
+    """`value` as a finite float > 0 (a learning rate, a temperature ...)."""
+    return number(name, value, low=0.0, low_open=True)
+
+
+def non_negative(name: str, value) -> float:
+    """`value` as a finite float >= 0 (a weight decay, a momentum ...)."""
+    return number(name, value, low=0.0)
+
+
+def sparsity(value, name: str = "sparsity") -> float:
+    """The fraction of weights to remove, in [0, 1). Sparsity 1 would remove every weight and is refused
+    everywhere (prune, search, the command line) with the same message."""
+    if not _is_number(value) or not 0.0 <= value < 1.0:
+        hint = " (sparsity 1 removes every weight)" if _is_number(value) and value == 1 else ""
+        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}{hint}")
+    return float(value)
+
+
+def choice(name: str, value, choices: Collection):
+    """`value`, one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
