@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from panning.arena import Arena
+from panning.io import write_text
 from panning.masks import Masks
 from panning.nn import global_prune, sparsify
 from panning.ops import dispatch
@@ -162,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, args.out)
+        write_text(args.out, json.dumps(result, indent=1))
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import copy
 import datetime
 import json
-import os
 import platform
 import statistics
 import time
@@ -32,6 +31,7 @@ from torch import nn
 from panning import data as datasets
 from panning import models, ops
 from panning import train as training
+from panning.io import atomic_path, write_text
 from panning.jackpot import magnitude_masks, search
 
 PAIRS = (("mnist1d", "cnn1d"), ("digits", "cnn2d"))
@@ -56,9 +56,7 @@ class Cells:
             value = compute()
             value["seconds"] = time.perf_counter() - started
             self.cells[key] = value
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(self.cells, indent=1))
-            os.replace(tmp, self.path)
+            write_text(self.path, json.dumps(self.cells, indent=1))
             print(f"  {key}: {json.dumps({k: v for k, v in value.items() if k != 'history'})}", flush=True)
         return self.cells[key]
 
@@ -243,10 +241,9 @@ def plot(table: dict, path: Path) -> None:
                   f"{ABLATION_SPARSITY:.0%}")
         start.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -267,9 +264,7 @@ def main() -> None:
         f" --ablation-epochs {args.ablation_epochs}" if args.ablation_epochs != 30 else "")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     plot(table, OUT.with_suffix(".png"))
-    tmp = OUT.with_name(f".{OUT.name}.md.tmp")
-    tmp.write_text(markdown(table, args.seeds, args.ablation_epochs, seconds, command))
-    os.replace(tmp, OUT.with_suffix(".md"))
+    write_text(OUT.with_suffix(".md"), markdown(table, args.seeds, args.ablation_epochs, seconds, command))
     print(f"wrote {OUT}.md and .png")
 
 

@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -26,7 +25,9 @@ import torch
 
 from panning import data as datasets
 from panning import models
-from panning.pbt import METHODS, report
+from panning.connectivity import collapse_report
+from panning.io import write_text
+from panning.pbt import METHODS
 from panning.prune import prune
 from panning.train import train
 
@@ -79,7 +80,7 @@ def run_cell(bundle, data: str, label: str, sparsity: float, seed: int) -> dict:
         options = {key: cell[key] for key in ("iterations", "per_class") if cell[key] is not None}
         masks = prune(model, cell["method"], sparsity, bundle, seed=seed, **options)
     prune_seconds = time.perf_counter() - started
-    measured = report(model, masks, bundle.input_shape) if masks is not None else None
+    measured = collapse_report(model, masks, bundle.input_shape) if masks is not None else None
     trained = train(model, bundle, masks=masks, seed=seed, progress=False, **cell["recipe"])
     return dict(
         data=data, method=label, sparsity=sparsity, seed=seed, settings=cell, test_acc=trained.test_acc,
@@ -101,11 +102,6 @@ def load_cache(path: Path, fresh: bool) -> dict:
         print(f"{len(cells) - len(current)} cached cells were run with other settings: rerunning them", file=sys.stderr)
     return {"cells": current}
 
-
-def save_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def grid(datas: list[str]) -> list[tuple[str, str, float, int]]:
@@ -230,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         for i, (data, method, sparsity, seed) in enumerate(todo, 1):
             result = run_cell(bundles[data], data, method, sparsity, seed)
             cache["cells"][cell_key(data, method, sparsity, seed)] = result
-            save_atomically(cache_path, json.dumps(cache, indent=1))
+            write_text(cache_path, json.dumps(cache, indent=1))
             print(f"[{i}/{len(todo)}] {data} {method} {sparsity} seed {seed}: acc {100 * result['test_acc']:.1f}% "
                   f"eff {100 * result['effective_sparsity']:.2f}% prune {result['prune_seconds']:.1f}s "
                   f"train {result['train_seconds']:.1f}s", flush=True)
     ran = None if args.report_only else (len(todo), time.perf_counter() - started)
-    save_atomically(args.out_dir / f"{STEM}.md", markdown(cache, args.data, ran))
+    write_text(args.out_dir / f"{STEM}.md", markdown(cache, args.data, ran))
     plot(cache, args.data, args.out_dir / f"{STEM}.png")
     print(f"wrote {args.out_dir / STEM}.md and .png", file=sys.stderr)
     return 0

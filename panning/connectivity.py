@@ -1,7 +1,9 @@
-"""Effective sparsity: which kept weights still connect the input to the output.
+"""Effective sparsity and layer collapse: which kept weights still connect the input to the output.
 
-At extreme sparsity whole layers can die, and a kept weight with no path from input to output is as
-good as pruned. A weight lies on such a path iff it receives a nonzero gradient when the network
+At extreme sparsity a method can prune a whole layer, or leave kept weights that no path from the input to
+the output uses; the network then computes a constant, whatever its nominal sparsity says. A kept weight with
+no path from input to output is as good as pruned, so every method's result is reported with its effective
+sparsity (pruned or disconnected weights) and the layers with no effective weight left (:func:`collapse_report`). A weight lies on such a path iff it receives a nonzero gradient when the network
 computes the number of input-output paths: weights replaced by their 0/1 masks (float64, so path
 counts of deep networks do not overflow), biases zeroed, BatchNorm made the identity, max-pooling
 replaced by average pooling (so no path is hidden behind another), and an all-ones input.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -65,7 +68,30 @@ def effective_sparsity(model: nn.Module, masks: Mapping[str, torch.Tensor], inpu
     return effective_masks(model, masks, input_shape).sparsity
 
 
-def collapsed_layers(model: nn.Module, masks: Mapping[str, torch.Tensor], input_shape: tuple[int, ...]) -> list[str]:
-    """Parameters whose every weight is pruned or disconnected: the network computes a constant."""
-    effective = effective_masks(model, masks, input_shape)
-    return [name for name, mask in effective.items() if not bool(mask.any())]
+@dataclass(frozen=True)
+class CollapseReport:
+    """Nominal and effective sparsity of a mask, per-layer densities, and the collapsed layers (every weight
+    pruned or disconnected)."""
+
+    sparsity: float
+    effective_sparsity: float
+    density: dict[str, float]
+    effective_density: dict[str, float]
+    collapsed: list[str]
+
+    @property
+    def collapsed_any(self) -> bool:
+        return bool(self.collapsed)
+
+
+def collapse_report(model: nn.Module, masks: Mapping[str, torch.Tensor], input_shape) -> CollapseReport:
+    """Measure `masks` on `model` for inputs of `input_shape` (one sample, no batch dimension)."""
+    masks = masks if isinstance(masks, Masks) else Masks(masks)
+    effective = effective_masks(model, masks, tuple(input_shape))
+    return CollapseReport(
+        sparsity=masks.sparsity,
+        effective_sparsity=effective.sparsity,
+        density=masks.density(),
+        effective_density=effective.density(),
+        collapsed=[name for name, mask in effective.items() if not bool(mask.any())],
+    )

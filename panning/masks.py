@@ -1,25 +1,21 @@
 """Masks: the result of every pruning method, a first-class object.
 
 A `Masks` maps parameter names (as in `model.named_parameters()`) to bool tensors of the parameter's
-shape: True keeps the weight. It can be measured (global, per-layer and effective sparsity), compared
+shape: True keeps the weight. It can be measured (global and per-layer sparsity; effective sparsity in panning.connectivity), compared
 (overlap), applied to a model, saved or loaded without executing code (safetensors, or torch.save files
 read with weights_only), and exported (baked dense weights; compressed CSR weights).
 """
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterator, Mapping
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import ops
 from .arena import Arena
-
-TORCH_SUFFIXES = (".pt", ".pth")
+from .io import load_tensors, save_tensors
 
 
 def mask_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
@@ -135,15 +131,6 @@ class Masks(Mapping):
         """Pruned fraction of every parameter."""
         return {name: 1.0 - kept if self._masks[name].numel() else 0.0 for name, kept in self.density().items()}
 
-    def effective(self, model: nn.Module, input_shape: tuple[int, ...]) -> "Masks":
-        """The kept weights that still lie on an input-output path (see panning.connectivity)."""
-        from .connectivity import effective_masks  # connectivity builds on Masks
-        return effective_masks(model, self, input_shape)
-
-    def effective_sparsity(self, model: nn.Module, input_shape: tuple[int, ...]) -> float:
-        """Fraction of the masked parameters that are pruned or disconnected."""
-        return self.effective(model, input_shape).sparsity
-
     def overlap(self, other: Mapping[str, torch.Tensor]) -> float:
         """Intersection over union of the kept weights of two masks over the same parameters."""
         if set(other) != set(self._masks):
@@ -208,26 +195,12 @@ class Masks(Mapping):
     def save(self, path: str | os.PathLike) -> None:
         """Write the masks atomically (a crash never leaves half a file): a torch.save file when the name ends
         in .pt or .pth (loadable with weights_only=True), safetensors otherwise."""
-        path = os.fspath(path)
-        tensors = {name: m.contiguous().cpu() for name, m in self._masks.items()}
-        tmp = f"{path}.tmp"
-        if path.endswith(TORCH_SUFFIXES):
-            torch.save(tensors, tmp)
-        else:
-            save_file(tensors, tmp)
-        os.replace(tmp, path)
+        save_tensors({name: m.contiguous().cpu() for name, m in self._masks.items()}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Masks":
         """Read masks written by `save` (either format, recognized by content); never executes code."""
-        path = os.fspath(path)
-        with open(path, "rb") as file:
-            is_zip = file.read(4) == b"PK\x03\x04"  # torch.save's zip container
-        try:
-            tensors = (torch.load(path, map_location=device, weights_only=True) if is_zip
-                       else load_file(path, device=str(device)))
-        except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise ValueError(f"path: {path} is not a masks file ({error})") from error
+        tensors = load_tensors(path, device=device, name="path")
         if not isinstance(tensors, Mapping):
             raise ValueError(f"path: {path} holds a {type(tensors).__name__}, not a mapping of masks")
         return cls(tensors)

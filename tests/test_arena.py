@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from panning.arena import Arena, except_last
-from panning.connectivity import collapsed_layers, effective_masks, effective_sparsity
+from panning.connectivity import collapse_report, effective_masks, effective_sparsity
 from panning.masks import Masks
 
 
@@ -87,4 +87,4 @@ def test_effective_sparsity_finds_disconnected_weights():
     assert effective["0.weight"].all()
     killed = dict(cut)
     killed["5.weight"] = torch.zeros_like(dense["5.weight"])
-    assert set(collapsed_layers(model, killed, (1, 8, 8))) == {"0.weight", "5.weight", "7.weight"}
+    assert set(collapse_report(model, killed, (1, 8, 8)).collapsed) == {"0.weight", "5.weight", "7.weight"}

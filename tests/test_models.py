@@ -99,5 +99,5 @@ def test_save_and_load_round_trip(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="path .* is not a model saved by panning"):
+    with pytest.raises(ValueError, match="path: .* is not a model saved by panning"):
         models.load(tmp_path / "other.safetensors")

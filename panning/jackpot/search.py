@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -40,7 +39,7 @@ from .. import ops
 from ..arena import except_last, prunable
 from ..data import DataBundle
 from ..masks import Masks
-from ..io import derived_generator, save_atomically
+from ..io import derived_generator, save_atomically, save_tensors
 from ..train import evaluate
 from .budget import BUDGETS, INITS, initial_scores, layer_budgets
 from .layers import JackpotNet
@@ -93,9 +92,8 @@ class SearchResult:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.masks.save(directory / "masks.safetensors")
-        tmp = directory / ".scores.safetensors.tmp"
-        save_file({name: s.contiguous().cpu() for name, s in self.scores().items()}, str(tmp))
-        os.replace(tmp, directory / "scores.safetensors")
+        save_tensors({name: s.contiguous().cpu() for name, s in self.scores().items()},
+                     directory / "scores.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from torch import nn
 
 from .cnn import CNN1d, CNN2d
 from .common import check_input_shape, kaiming_init
-from .io import load, save
+from .io import load, load_weights, read_spec, save
 from .mlp import MLP
 from .resnet import ResNet
 from .vgg import VGG
@@ -62,4 +62,4 @@ def build(name: str, input_shape, num_classes: int, *, width: float = 1.0) -> nn
     return kaiming_init(make(shape, num_classes, width))
 
 
-__all__ = ["CNN1d", "CNN2d", "MLP", "ResNet", "VGG", "available", "build", "load", "save"]
+__all__ = ["CNN1d", "CNN2d", "MLP", "ResNet", "VGG", "available", "build", "load", "load_weights", "read_spec", "save"]

@@ -1,33 +1,62 @@
 """Save a built model with what is needed to rebuild it, and load it back, as safetensors (no code runs on
-load). This is how a trained network travels from ``panning train --save`` to pruning or jackpot search."""
+load). This is how a trained network travels from ``panning train --save`` to pruning, jackpot search or
+``panning evaluate``. :func:`load_weights` reads pre-trained weights into a model that is already built."""
 from __future__ import annotations
 
 import json
 import os
 
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
+
+from ..io import atomic_path, load_tensors
 
 
 def save(path, model: nn.Module, *, name: str, input_shape, num_classes: int, width: float = 1.0, **info) -> None:
-    """Write ``model``'s state dict to ``path`` with the arguments of :func:`panning.models.build` (and any JSON-
-    serializable ``info``, e.g. the data set and test accuracy) in the file's metadata."""
+    """Write ``model``'s state dict to ``path`` (atomically) with the arguments of :func:`panning.models.build`
+    (and any JSON-serializable ``info``, e.g. the data set, seed and test accuracy) in the file's metadata."""
     spec = dict(name=name, input_shape=list(input_shape), num_classes=num_classes, width=width, **info)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, os.fspath(path), metadata={"panning.model": json.dumps(spec)})
+    with atomic_path(path) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata={"panning.model": json.dumps(spec)})
 
 
-def load(path, device="cpu") -> tuple[nn.Module, dict]:
+def read_spec(path, name: str = "path") -> dict:
+    """The build arguments and saved ``info`` of a model file written by :func:`save`, without loading it."""
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("panning.model")
+    except (SafetensorError, OSError):
+        raw = None
+    if raw is None:
+        raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save "
+                         "(panning train --save)")
+    return json.loads(raw)
+
+
+def load(path, device="cpu", name: str = "path") -> tuple[nn.Module, dict]:
     """Rebuild the model saved by :func:`save` at ``path``; returns ``(model, spec)`` where ``spec`` holds
     the build arguments and the saved ``info``."""
     from . import build  # the registry lives in the package's __init__, which imports this module
 
-    with safe_open(os.fspath(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("panning.model")
-    if raw is None:
-        raise ValueError(f"path {os.fspath(path)!r} is not a model saved by panning.models.save")
-    spec = json.loads(raw)
+    spec = read_spec(path, name)
     model = build(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], width=spec["width"])
-    model.load_state_dict(load_file(os.fspath(path), device="cpu"))
-    return model.to(device), spec
+    return load_weights(model, path, name=name).to(device), spec
+
+
+def load_weights(model: nn.Module, path, name: str = "checkpoint") -> nn.Module:
+    """Load pre-trained weights into ``model``: a state dict (torch file or safetensors) or a panning training
+    checkpoint (a dict with a "model" state dict). Never executes code from the file; every unreadable or
+    misfitting file raises a ValueError starting with ``name``."""
+    state = load_tensors(path, name=name)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{name}: {os.fspath(path)!r} holds no state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model: {detail[:400]}") from None
+    return model

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from stable_baselines3 import DDPG, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise
 
+from ..io import save_tensors, write_text
 from .env import PanningEnv
 
 ALGORITHMS = {"td3": TD3, "ddpg": DDPG, "ppo": PPO}
@@ -89,8 +90,8 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike) -> None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
     base = Path(os.fspath(path))
     weights = {name: t.detach().cpu().contiguous() for name, t in agent.policy.state_dict().items()}
-    _atomic(base.with_suffix(".safetensors"), lambda tmp: save_file(weights, tmp))
-    _atomic(base.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1)))
+    save_tensors(weights, base.with_suffix(".safetensors"))
+    write_text(base.with_suffix(".json"), json.dumps(settings, indent=1))
 
 
 def load_agent(path: str | os.PathLike, env: PanningEnv) -> BaseAlgorithm:
@@ -101,9 +102,3 @@ def load_agent(path: str | os.PathLike, env: PanningEnv) -> BaseAlgorithm:
     agent.policy.load_state_dict(load_file(str(base.with_suffix(".safetensors"))))
     agent.policy.set_training_mode(False)
     return agent
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
