@@ -1,7 +1,5 @@
 """CPU benchmark of panning's compiled (cpp) kernels: top-k masks, saliency, masked and sparse linear
-(DESIGN section 7). `panning bench` runs it; so does bench/bench_cpu_kernels.py.
-
-    panning bench [--quick] [--repeats 5] [--output FILE.md]
+(docs/benchmarks.md). `panning bench` (panning.cli.bench) prints it; so does bench/bench_cpu_kernels.py.
 
 Everything is measured side by side in one run on this machine: the floors (memory bandwidth from a large
 copy, dense fp32 matmul GFLOP/s), then each op against what a user would otherwise write in plain torch
@@ -11,19 +9,15 @@ average is printed with the table. `rows(quick)` returns the table for `panning 
 """
 from __future__ import annotations
 
-import argparse
-import os
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from panning import ops
-from panning.commands import Option, boolean
 from panning.ops import reference
 
 SPARSITIES = (0.90, 0.95, 0.99)
@@ -195,31 +189,3 @@ def markdown(table: list[dict]) -> str:
         lines.append(f"| {r['op']} | {r['shape']} | {r['ours_ms']:.2f} | {r['baseline']} | {r['baseline_ms']:.2f} | "
                      f"{r['ratio']:.2f}x | {floor} | {vs} | {r['target']} | {met} |")
     return "\n".join(lines)
-
-
-DEFAULTS = dict(quick=False)
-OPTIONS = (
-    Option("quick", boolean, "small sizes (seconds, for smoke tests)"),
-    Option("repeats", int, "timed rounds per op; the minimum is kept (default 5, 3 with --quick)"),
-    Option("output", Path, "also write the markdown table to this file"),
-)
-
-
-def run(options: dict) -> int:
-    """Measure and print the table (with the load average: the numbers are only as quiet as the machine)."""
-    args = argparse.Namespace(**({option.dest: None for option in OPTIONS} | options))
-    if not ops.backends()["cpp"]["available"]:
-        raise SystemExit(f"panning bench: {ops.backends()['cpp']['reason']}")
-    before = os.getloadavg()
-    table = rows(args.quick, args.repeats)
-    after = os.getloadavg()
-    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-              f"load average before {before[0]:.2f}, after {after[0]:.2f} (1 min)")
-    text = header + "\n\n" + markdown(table)
-    print(text)
-    if args.output:
-        tmp = f"{args.output}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.output)
-    return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,44 +18,17 @@ from rich.table import Table
 
 from . import data as datasets
 from . import models
-from .commands import Option, boolean
 from .connectivity import effective_sparsity
+from .io import atomic_path, write_text
 from .pbt import METHODS
 from .prune import prune
 from .train import RECIPES, train
 
-DEFAULTS = dict(data="mnist1d", model="cnn1d", sparsity=0.9, methods="random,snip,synflow,panning",
-                iterations=20, seed=0, out=Path("runs/demo"), progress=True)
-OPTIONS = (
-    Option("data", str, "data set (default mnist1d)", datasets.available()),
-    Option("model", str, "model (default cnn1d)", models.available()),
-    Option("sparsity", float, "fraction of prunable weights removed (default 0.9)"),
-    Option("methods", str, f"comma-separated pruning methods (default {DEFAULTS['methods']}; "
-           f"choices: {', '.join(m for m in METHODS if m != 'rl_panning')})"),
-    Option("iterations", int, "steps of the iterative methods (default 20)"),
-    Option("epochs", int, "training epochs of every network (default: the model's recipe)"),
-    Option("seed", int, "seed of the initialization, the batches and the training (default 0)"),
-    Option("out", Path, "folder for the masks, results.json and the plot (default runs/demo)"),
-    Option("threads", int, "CPU threads for torch (default: torch's choice)"),
-    Option("progress", boolean, "progress bars (default on)"),
-)
 
-
-def _methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS or m == "rl_panning"]
-    if not names or unknown:
-        raise ValueError(f"methods: unknown or empty {unknown or text!r}; choose from "
-                         f"{', '.join(m for m in METHODS if m != 'rl_panning')}")
-    return names
-
-
-def run(options: dict) -> int:
-    """Train dense, prune with each method at the same initialization, train each, print the comparison."""
-    opts = {option.dest: None for option in OPTIONS} | options
-    methods = _methods(opts["methods"])
-    if opts["threads"] is not None:
-        torch.set_num_threads(opts["threads"])
+def run(opts: dict) -> int:
+    """Train dense, prune with each method at the same initialization, train each, print the comparison.
+    `opts` are the checked options of `panning demo` (panning.cli.demo); `methods` is a list of names."""
+    methods = opts["methods"]
     bundle = datasets.load(opts["data"], seed=opts["seed"])
     recipe = dict(RECIPES[opts["model"]])
     if opts["epochs"] is not None:
@@ -84,9 +56,8 @@ def run(options: dict) -> int:
                          prune_s=pruned_in, train_s=result.wall_time))
 
     _print(rows, opts, recipe["epochs"])
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(dict(options={k: str(v) for k, v in opts.items()}, rows=rows), indent=1))
-    os.replace(tmp, out / "results.json")
+    write_text(out / "results.json", json.dumps(dict(options={k: str(v) for k, v in opts.items()}, rows=rows),
+                                                indent=1))
     _plot(out / "demo.png", rows, opts)
     print(f"wrote {out}/ (masks-*.safetensors, results.json, demo.png)")
     return 0
@@ -114,5 +85,6 @@ def _plot(path: Path, rows: list[dict], opts: dict) -> None:
            color=["gray"] + ["tab:blue"] * (len(rows) - 1))
     ax.set(ylabel="test accuracy (%)", title=f"{opts['model']} on {opts['data']}, {opts['sparsity']:.0%} sparse")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)

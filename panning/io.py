@@ -74,6 +74,8 @@ def load_tensors(path: str | os.PathLike, *, device: torch.device | str = "cpu",
     try:
         with open(path, "rb") as f:
             head = f.read(4)
+    except FileNotFoundError:
+        raise ValueError(f"{name}: no file at {shown}") from None
     except IsADirectoryError:
         raise ValueError(f"{name}: {shown} is a folder, not a file") from None
     except OSError as error:

@@ -10,7 +10,6 @@ from safetensors.torch import save_file
 from panning import data as datasets
 from panning import models
 from panning.cli import main
-from panning.jackpot import cli
 from panning.masks import Masks
 
 
@@ -46,11 +45,11 @@ def test_cli_searches_a_checkpoint_and_reports(tmp_path, capsys):
 def test_load_weights_reads_state_dicts_and_refuses_misfits(tmp_path):
     model, path = pretrained(tmp_path)
     other = models.build("cnn1d", (1, 16), 4)
-    cli.load_weights(other, path)
+    models.load_weights(other, path)
     assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    cli.load_weights(models.build("cnn1d", (1, 16), 4), tmp_path / "w.safetensors")
+    models.load_weights(models.build("cnn1d", (1, 16), 4), tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="does not fit"):
-        cli.load_weights(models.build("cnn1d", (1, 16), 3), path)
+        models.load_weights(models.build("cnn1d", (1, 16), 3), path)
     with pytest.raises(ValueError, match="no file"):
-        cli.load_weights(other, tmp_path / "missing.pt")
+        models.load_weights(other, tmp_path / "missing.pt")

@@ -21,7 +21,7 @@ from .digits import load_digits
 from .mnist1d import load_mnist1d
 from .synthetic import load_synthetic
 
-NAMES = ("mnist1d", "digits", "cifar10", "cifar100", "synthetic")
+from ..catalog import DATASETS as NAMES
 
 
 def available() -> tuple[str, ...]:

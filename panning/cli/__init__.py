@@ -1,0 +1,95 @@
+"""The ``panning`` command line: ``panning <command> [options]`` (see docs/cli.md).
+
+Each command is a module of this package with ``HELP`` (one line), ``OPTIONS`` (its :class:`~.options.Option`
+table, which carries every default) and ``run(options) -> exit status``; a module may add ``resume_hint(options)``,
+the line printed when the run is stopped. :func:`main` is the same for every command: parse, resolve the options
+(defaults < ``--config`` < flags, all checked), check the environment, run. Any bad option or input file ends
+the command with one line ``panning <command>: error: ...`` and exit status 2, before any work starts; Ctrl-C or
+SIGTERM end it with one line (and how to resume, where the command can) and exit status 130.
+
+Building the parser imports no torch (the command modules load their implementation inside ``run``), so
+``panning --help`` answers at once.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import ModuleType
+from typing import Optional, Sequence
+
+from . import bench, demo, evaluate, jackpot, prune, train
+from .options import Parser, UsageError, add_options, resolve
+
+COMMANDS: dict[str, ModuleType] = {"train": train, "prune": prune, "jackpot": jackpot, "evaluate": evaluate,
+                                   "bench": bench, "demo": demo}
+
+#: Exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
+def parser() -> Parser:
+    """The parser of every command, built from the option tables alone."""
+    top = Parser(prog="panning", description="Find sparse sub-networks fast: Neural Network Panning and Lottery "
+                 "Jackpots on compiled kernels. Options of each command: panning <command> --help.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="command", parser_class=Parser)
+    for name, command in COMMANDS.items():
+        add_options(sub.add_parser(name, help=command.HELP, description=command.HELP), command.OPTIONS)
+    return top
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status."""
+    args = parser().parse_args(argv)
+    command = COMMANDS[args.command]
+    options: dict = {}
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        options = resolve(command.OPTIONS, args)
+        _prepare(options)
+        return command.run(options)
+    except (ValueError, OSError) as error:  # UsageError, and the library's own argument errors
+        print(f"panning {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = getattr(command, "resume_hint", lambda _: None)(options) if options else None
+        print(f"panning {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare(options: dict) -> None:
+    """What every command needs before its work: the thread count, and a usable PANNING_BACKEND."""
+    if options.get("threads") is not None:
+        import torch
+
+        torch.set_num_threads(options["threads"])
+    backend = os.environ.get("PANNING_BACKEND")
+    if backend:
+        from .. import ops
+
+        known = ops.backends()
+        if backend not in known:
+            raise UsageError(f"PANNING_BACKEND={backend}: unknown backend; choose one of {', '.join(known)}")
+        if not known[backend]["available"]:
+            raise UsageError(f"PANNING_BACKEND={backend}: not available here ({known[backend]['reason']})")
+        device = str(options.get("device") or "cpu").split(":")[0]
+        if device not in known[backend]["devices"]:
+            raise UsageError(f"PANNING_BACKEND={backend}: does not run on {device} "
+                             f"(runs on {', '.join(known[backend]['devices'])})")
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

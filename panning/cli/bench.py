@@ -1,0 +1,44 @@
+"""`panning bench`: measure the CPU kernels against the torch baselines and the hardware floors (panning.bench).
+
+    panning bench [--quick] [--repeats 5] [--output FILE.md]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import checks
+from . import options as o
+from .options import Option, UsageError, boolean
+
+HELP = "measure the CPU kernels against the torch baselines and the hardware floors"
+OPTIONS = (
+    Option("quick", boolean, "small sizes (seconds, for smoke tests)", False),
+    Option("repeats", int, "timed rounds per op, the minimum is kept; default 5, 3 with --quick",
+           check=checks.positive_int),
+    Option("output", Path, "also write the markdown table to this file", check=o.output_file),
+    o.THREADS,
+)
+
+
+def run(opts: dict) -> int:
+    """Measure and print the table (with the load average: the numbers are only as quiet as the machine)."""
+    import os
+
+    import torch
+
+    from .. import bench, ops
+    from ..io import write_text
+
+    cpp = ops.backends()["cpp"]
+    if not cpp["available"]:
+        raise UsageError(f"the C++ backend is not available: {cpp['reason']}")
+    before = os.getloadavg()
+    table = bench.rows(opts["quick"], opts["repeats"])
+    after = os.getloadavg()
+    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+              f"load average before {before[0]:.2f}, after {after[0]:.2f} (1 min)")
+    text = header + "\n\n" + bench.markdown(table)
+    print(text)
+    if opts["output"] is not None:
+        write_text(opts["output"], text + "\n")
+    return 0

@@ -1,0 +1,228 @@
+"""`panning jackpot`: search a lottery jackpot in a pre-trained model and report it.
+
+    panning jackpot --data mnist1d --sparsity 0.9 --epochs 10 [--checkpoint dense.pt]
+
+Without --checkpoint the dense model is trained first with panning.train (the model's recipe) and cached in --out.
+Prints a table (dense, magnitude-pruned, jackpot and optionally fine-tuned accuracy; per-layer density) and writes
+masks, scores, a summary JSON and a plot into a run folder under --out. The search checkpoints every epoch and
+resumes unless --no-resume. The search options left unset take panning.jackpot.search's defaults. Several
+processes:
+
+    torchrun --nproc_per_node=2 --no-python panning jackpot --data mnist1d --checkpoint dense.pt
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import checks
+from . import options as o
+from .options import Option, boolean
+
+HELP = "search a lottery jackpot mask in a pre-trained network (weights unchanged)"
+_SEARCH = "; default: panning.jackpot.search's"
+OPTIONS = (
+    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
+    Option("checkpoint", Path, "pre-trained weights: a state dict (torch or .safetensors), a panning training "
+           "checkpoint or a model file of panning train --save; without it the dense model is trained first",
+           check=o.input_file),
+    o.SPARSITY,
+    o.EPOCHS.but(help="search epochs" + _SEARCH),
+    Option("init", str, "starting scores: magnitude, abs or random" + _SEARCH,
+           check=o.one_of("panning.jackpot.budget", "INITS")),
+    Option("restriction", str, "short restriction or none" + _SEARCH,
+           check=o.one_of("panning.jackpot.search", "RESTRICTIONS")),
+    Option("budget", str, "per-layer budgets: global (one magnitude threshold) or uniform" + _SEARCH,
+           check=o.one_of("panning.jackpot.budget", "BUDGETS")),
+    Option("include-classifier", boolean, "search the last layer too" + _SEARCH),
+    o.BATCH_SIZE.but(help="global batch size" + _SEARCH),
+    o.LR.but(help="score learning rate" + _SEARCH),
+    o.MOMENTUM.but(help="score SGD momentum" + _SEARCH),
+    o.WEIGHT_DECAY.but(help="score weight decay" + _SEARCH),
+    Option("monitor", boolean, "count loss rises after mask updates (one more forward per step)" + _SEARCH),
+    Option("finetune-epochs", int, "then train the kept weights with the mask fixed (0: no fine-tune)", 0,
+           check=checks.non_negative_int),
+    Option("finetune-lr", float, "fine-tune learning rate; default: panning.jackpot.finetune's",
+           check=checks.positive),
+    o.SEED,
+    o.DEVICE.but(default=None, help="torch device: cpu, cuda, cuda:<i>; default: cuda if available"),
+    Option("out", Path, "folder for the cached dense model and the runs", Path("runs/jackpot"),
+           check=o.output_folder),
+    Option("resume", boolean, "continue an interrupted search from its checkpoint", True),
+    o.PROGRESS, o.THREADS,
+)
+_SEARCH_KEYS = ("epochs", "init", "restriction", "budget", "include_classifier", "batch_size", "lr", "momentum",
+                "weight_decay", "monitor")
+
+
+def resume_hint(opts: dict) -> str:
+    how = "run the same command again" if opts.get("resume", True) else "run it again without --no-resume"
+    return f"{how} to resume the search from its checkpoint under {opts.get('out')}"
+
+
+def run(opts: dict) -> int:
+    """Search, print the table, write the run folder."""
+    import torch.distributed as dist
+
+    from .. import data, models
+    from ..jackpot.search import search
+
+    opts = o.defaults_of(search, opts, _SEARCH_KEYS)
+    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    opts["model"] = o.model_for(opts)
+    model = _built(opts, bundle)
+    if opts["checkpoint"] is not None:
+        models.load_weights(model, opts["checkpoint"], name="--checkpoint")
+    rank, device, joined = _distributed(opts["device"])
+    try:
+        if opts["checkpoint"] is None:
+            _train_dense(model, opts, bundle, device, rank)
+        return _search(model.to(device), opts, bundle, device, rank)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _built(opts: dict, bundle):
+    import torch
+
+    from .. import models
+
+    torch.manual_seed(opts["seed"])
+    return models.build(opts["model"], bundle.input_shape, bundle.num_classes, width=opts["width"])
+
+
+def _distributed(device: str | None):
+    """Join the process group when launched by torchrun: (rank, this process's device, whether we joined)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return rank, torch.device(device if device and ":" in device else f"cuda:{local}"), joined
+    return rank, torch.device("cpu"), joined
+
+
+def _train_dense(model, opts: dict, bundle, device, rank: int) -> None:
+    """Train the dense model with its recipe (cached in --out, resumable), on rank 0; load it everywhere."""
+    import torch.distributed as dist
+
+    from .. import models
+    from ..train import RECIPES, train
+
+    cache = Path(opts["out"]) / (f"dense-{opts['data']}-{opts['model']}-w{opts['width']:g}-seed{opts['seed']}"
+                                 ".pt")
+    if rank == 0:
+        train(model, bundle, **RECIPES[opts["model"]], device=device, seed=opts["seed"], checkpoint=cache,
+              progress=opts["progress"])
+    if dist.is_initialized():
+        dist.barrier()
+    models.load_weights(model, cache)
+
+
+def _run_name(opts: dict) -> str:
+    classifier = "-withfc" if opts["include_classifier"] else ""
+    return (f"{opts['data']}-{opts['model']}-w{opts['width']:g}-s{opts['sparsity']:g}-e{opts['epochs']}-"
+            f"{opts['init']}-{opts['restriction']}-{opts['budget']}{classifier}-seed{opts['seed']}")
+
+
+def _search(model, opts: dict, bundle, device, rank: int) -> int:
+    import copy
+
+    from ..io import write_text
+    from ..jackpot.budget import magnitude_masks
+    from ..jackpot.finetune import finetune
+    from ..jackpot.search import search
+    from ..train import evaluate
+
+    dense_acc = evaluate(model, bundle.test, device=device)[1]
+    magnitude = magnitude_masks(model, opts["sparsity"], budget=opts["budget"],
+                                include_classifier=opts["include_classifier"])
+    magnitude_acc = evaluate(magnitude.apply(copy.deepcopy(model)), bundle.test, device=device)[1]
+    run_dir = Path(opts["out"]) / _run_name(opts)
+    result = search(model, bundle, sparsity=opts["sparsity"], **{k: opts[k] for k in _SEARCH_KEYS},
+                    seed=opts["seed"], checkpoint=run_dir / "search.pt", resume=opts["resume"],
+                    progress=opts["progress"])
+    summary = dict(data=opts["data"], model=opts["model"], sparsity=opts["sparsity"], epochs=opts["epochs"],
+                   init=opts["init"], restriction=opts["restriction"], budget=opts["budget"],
+                   include_classifier=opts["include_classifier"], seed=opts["seed"], dense_acc=dense_acc,
+                   magnitude_acc=magnitude_acc, jackpot_acc=result.history[-1].test_acc,
+                   overlap_with_magnitude=result.masks.overlap(magnitude), counters=result.counters(),
+                   budgets=result.budgets, history=[asdict(r) for r in result.history])
+    if opts["finetune_epochs"] and rank == 0:  # panning.train is single-process: one rank fine-tunes
+        tuning = {"lr": opts["finetune_lr"]} if opts["finetune_lr"] is not None else {}
+        plain, outcome = finetune(result, bundle, epochs=opts["finetune_epochs"], momentum=opts["momentum"],
+                                  batch_size=opts["batch_size"], seed=opts["seed"],
+                                  checkpoint=run_dir / "finetune.pt", resume=opts["resume"],
+                                  progress=opts["progress"], **tuning)
+        summary["finetuned_acc"] = outcome.test_acc
+    else:
+        plain = result.model.unwrap()
+    if rank == 0:
+        result.save(run_dir)
+        write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+        _plot(run_dir / "search.png", opts, summary, result)
+        print(_table(opts, summary, result, plain))
+        print(f"wrote {run_dir}/ (masks.safetensors, scores.safetensors, summary.json, search.png)")
+    return 0
+
+
+def _table(opts: dict, summary: dict, result, model) -> str:
+    rows = [f"jackpot: {opts['data']} {opts['model']}, sparsity {opts['sparsity']:.1%} ({opts['budget']} budget, "
+            f"{opts['init']} start, {opts['restriction']} restriction), {result.steps} steps in "
+            f"{len(result.history)} epochs",
+            f"  dense accuracy             {summary['dense_acc']:.2%}",
+            f"  magnitude-pruned accuracy  {summary['magnitude_acc']:.2%}",
+            f"  jackpot accuracy           {summary['jackpot_acc']:.2%}   (mask IoU with magnitude "
+            f"{summary['overlap_with_magnitude']:.3f})"]
+    if "finetuned_acc" in summary:
+        rows.append(f"  fine-tuned accuracy        {summary['finetuned_acc']:.2%}")
+    c = summary["counters"]
+    rises = (f"loss rose after {c['rises']} of {c['updates']} mask updates" if opts["monitor"]
+             else "losses not monitored (--monitor counts them)")
+    rows.append(f"  mask changes: {c['proposed']} pairs proposed, {c['admitted']} admitted; {rises}")
+    rows.append(f"  {'layer':<28} {'weights':>9} {'kept':>9} {'density':>8}")
+    searched = result.masks
+    for name, p in model.named_parameters():
+        if name in searched:
+            kept = int(searched[name].sum())
+            rows.append(f"  {name:<28} {p.numel():>9} {kept:>9} {kept / p.numel():>8.3f}")
+        elif p.dim() > 1:
+            rows.append(f"  {name:<28} {p.numel():>9} {p.numel():>9} {1:>8.3f}  (dense)")
+    rows.append(f"  {'searched total':<28} {searched.numel:>9} {searched.kept:>9} {1 - searched.sparsity:>8.3f}")
+    return "\n".join(rows)
+
+
+def _plot(path: Path, opts: dict, summary: dict, result) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    fig, (acc, density) = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = [0] + [r.epoch for r in result.history]
+    acc.plot(epochs, [100 * result.initial_test_acc] + [100 * r.test_acc for r in result.history], "o-",
+             label="jackpot search")
+    acc.axhline(100 * summary["dense_acc"], color="k", ls="--", label="dense")
+    acc.axhline(100 * summary["magnitude_acc"], color="gray", ls=":", label="magnitude pruning")
+    acc.set(xlabel="search epoch", ylabel="test accuracy (%)",
+            title=f"{opts['data']} {opts['model']}, {opts['sparsity']:.0%} sparse")
+    acc.legend()
+    names = list(result.masks)
+    density.bar(range(len(names)), [float(result.masks[n].float().mean()) for n in names])
+    density.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    density.set(ylabel="kept fraction", title="per-layer density")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,278 @@
+"""The option table of the ``panning`` commands: each option carries its type, help, default and check once.
+
+An :class:`Option` builds its argparse flag (``--flag``, help ending in its default) and the key a ``--config``
+YAML file may set (``flag`` or ``flag_with_underscores``). :func:`resolve` is the one step from parsed flags to the
+options a command runs with: the command's defaults, overridden by the config file, overridden by the flags, then
+every option's check. A failed check raises :class:`UsageError` naming the option; ``panning.cli.main`` turns it
+into one line ``panning <command>: error: ...`` and exit status 2, before any work starts.
+
+The options several commands share (``--data``, ``--model``, ``--threads``, ``--device`` ...) are defined here once;
+a command adjusts one with :meth:`Option.but` (e.g. another default). Nothing here imports torch: ``panning --help``
+builds every command's parser from these tables alone.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from .. import catalog, checks
+
+
+class UsageError(ValueError):
+    """Bad options or input files, found before any work started."""
+
+
+def boolean(value) -> bool:
+    """The type of on/off options (``--x`` / ``--no-x`` on the command line, true/false in YAML)."""
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command option: ``--flag`` on the command line, ``flag`` (or ``flag_with_underscores``) in YAML.
+
+    ``default`` is the value when neither the flag nor the config sets it (None: the command decides, as the help
+    says); ``check(name, value)`` validates a set value, given the option's name ``--flag`` for its message."""
+
+    flag: str
+    type: Callable[[Any], Any]
+    help: str
+    default: Any = None
+    choices: Optional[Sequence[str]] = None
+    check: Optional[Callable[[str, Any], Any]] = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+    @property
+    def name(self) -> str:
+        return f"--{self.flag}"
+
+    def but(self, **changes) -> "Option":
+        """This option with some fields changed (another default, help or check for one command)."""
+        return dataclasses.replace(self, **changes)
+
+    def help_text(self) -> str:
+        if self.default is None:
+            return self.help
+        shown = ("on" if self.default else "off") if self.type is boolean else self.default
+        return f"{self.help} (default: {shown})"
+
+
+# -- checks of option values: check(name, value) -> value (the scalar ones are panning.checks) -------------------
+
+
+def sparsity(name: str, value) -> float:
+    """panning.checks.sparsity with the option's name: one meaning of sparsity everywhere."""
+    return checks.sparsity(value, name)
+
+
+def one_of(module: str, attribute: str) -> Callable[[str, Any], Any]:
+    """A check that the value is one of the names a module lists (e.g. the pruning methods), importing that module
+    only when a command runs."""
+    def check(name: str, value):
+        import importlib
+
+        return checks.choice(name, value, getattr(importlib.import_module(module), attribute))
+    return check
+
+
+def input_file(name: str, path: Path) -> Path:
+    """An existing, readable file."""
+    if not path.exists():
+        raise UsageError(f"{name}: no file at {str(path)!r}")
+    if not path.is_file():
+        raise UsageError(f"{name}: {str(path)!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{name}: {str(path)!r} is not readable")
+    return path
+
+
+def input_folder(name: str, path: Path) -> Path:
+    if not path.is_dir():
+        raise UsageError(f"{name}: no folder at {str(path)!r}")
+    return path
+
+
+def output_file(name: str, path: Path) -> Path:
+    """A file that can be written: not a folder, in a folder that exists and is writable."""
+    if path.is_dir():
+        raise UsageError(f"{name}: {str(path)!r} is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"{name}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{name}: the folder {str(folder)!r} is not writable")
+    return path
+
+
+def output_folder(name: str, path: Path) -> Path:
+    """A folder that exists, or can be created under the nearest existing folder above it."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{name}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"{name}: {str(existing)!r} is not writable")
+    return path
+
+
+def device(name: str, value: str) -> str:
+    """A torch device that exists on this machine (cpu, cuda, cuda:<i>, mps)."""
+    import torch  # only once a command runs: --help stays free of torch
+
+    try:
+        parsed = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{name}: {value!r} is not a torch device (cpu, cuda, cuda:<i>)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{name}: {value!r} asked for, but CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"{name}: {value!r} asked for, but this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"{name}: {value!r} asked for, but MPS is not available on this machine")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"{name}: {value!r}: panning runs on cpu, cuda or mps")
+    return value
+
+
+def model_for(opts: dict) -> str:
+    """The model a command builds: --model, else the data set's default (panning.catalog.DEFAULT_MODEL)."""
+    return opts["model"] or catalog.DEFAULT_MODEL[opts["data"]]
+
+
+def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
+    """`opts` with each of `keys` that no flag or config set taken from `function`'s signature, so that a
+    library default is written once, in the library."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    return opts | {key: parameters[key].default for key in keys if opts[key] is None}
+
+
+def load_masks(name: str, path: Path):
+    """The masks file given as option `name`, read safely (panning.masks.Masks.load)."""
+    from ..masks import Masks
+
+    try:
+        return Masks.load(path)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"{name}: {str(error).removeprefix('path: ')}") from None
+
+
+def masks_fit(name: str, masks, model) -> None:
+    """Masks (panning.masks.Masks) that cover parameters of `model` with their shapes."""
+    try:
+        masks.check(model)
+    except ValueError as error:
+        raise UsageError(f"{name}: {str(error).removeprefix('masks: ')}") from None
+
+
+# -- the options several commands share ------------------------------------------------------------------------
+
+DATA = Option("data", str, "data set", "mnist1d", catalog.DATASETS)
+DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)",
+                  check=input_folder)
+MODEL = Option("model", str, "model; default: the data set's own ("
+               + ", ".join(f"{m} for {d}" for d, m in catalog.DEFAULT_MODEL.items()) + ")", None, catalog.MODELS)
+WIDTH = Option("width", float, "width multiplier of the model's hidden layers / channels", 1.0,
+               check=checks.positive)
+SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
+              check=checks.non_negative_int)
+SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=sparsity)
+EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)",
+                check=checks.positive_int)
+BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe", check=checks.positive_int)
+LR = Option("lr", float, "peak learning rate; default: the model's recipe", check=checks.positive)
+MOMENTUM = Option("momentum", float, "SGD momentum; default: the model's recipe", check=checks.non_negative)
+WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe",
+                      check=checks.non_negative)
+DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)
+THREADS = Option("threads", int, "CPU threads for torch; default: torch's choice (1 is as fast for the small "
+                 "models and far faster on a busy machine)", check=checks.positive_int)
+PROGRESS = Option("progress", boolean, "progress bars", True)
+MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed", check=input_file)
+CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it", check=input_file)
+
+
+# -- parser, config, resolve ------------------------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, ``panning <command>: error: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """One flag per option (``--x`` / ``--no-x`` for on/off options), and ``--config``."""
+    for opt in (*options, CONFIG):
+        if opt.type is boolean:
+            parser.add_argument(opt.name, dest=opt.dest, action=argparse.BooleanOptionalAction,
+                                help=opt.help_text())
+        else:
+            parser.add_argument(opt.name, dest=opt.dest, type=opt.type, choices=opt.choices, help=opt.help_text(),
+                                metavar=None if opt.choices else opt.flag.split("-")[-1].upper())
+
+
+def read_config(path: Path, options: Sequence[Option]) -> dict:
+    """The options set by a YAML config file, converted like their flags (not yet checked)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"--config: {str(path)!r} could not be read: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config: {str(path)!r} must be a mapping of option: value")
+    by_dest = {opt.dest: opt for opt in options}
+    values = {}
+    for key, value in raw.items():
+        opt = by_dest.get(str(key).replace("-", "_"))
+        if opt is None:
+            known = ", ".join(o.flag for o in options)
+            raise UsageError(f"--config: {str(path)!r}: unknown option {key!r}; known: {known}")
+        try:
+            value = None if value is None else _convert(opt, value)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--config: {str(path)!r}: option {key!r}: {e}") from None
+        if opt.choices is not None and value not in opt.choices:
+            raise UsageError(f"--config: {str(path)!r}: option {key!r} must be one of {', '.join(opt.choices)}; "
+                             f"got {value!r}")
+        values[opt.dest] = value
+    return values
+
+
+def _convert(opt: Option, value):
+    """A YAML value through the option's type; numbers must be numbers (no bools, no silently truncated floats).
+    Strings are accepted for floats because YAML 1.1 reads ``1e-3`` (no dot) as a string."""
+    if opt.type in (int, float) and isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if opt.type is int and not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return opt.type(value)
+
+
+def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
+    """The options a command runs with (dest -> value): defaults < config file < flags, every set value checked."""
+    given = {opt.dest: getattr(args, opt.dest) for opt in options if getattr(args, opt.dest, None) is not None}
+    config = read_config(CONFIG.check(CONFIG.name, args.config), options) if args.config is not None else {}
+    values = {opt.dest: opt.default for opt in options} | config | given
+    for opt in options:
+        if opt.check is not None and values[opt.dest] is not None:
+            try:
+                values[opt.dest] = opt.check(opt.name, values[opt.dest])
+            except (TypeError, ValueError) as error:
+                raise UsageError(str(error)) from None
+    return values

@@ -1,0 +1,88 @@
+"""`panning prune`: prune a freshly initialized model before training, report, save the masks, optionally train.
+
+    panning prune --data mnist1d --method panning --sparsity 0.98 --out masks.safetensors --train
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import checks
+from . import options as o
+from .options import Option, UsageError, boolean
+
+HELP = "prune a network before training (Panning, SNIP, GraSP, SynFlow, ...) and save the masks"
+OPTIONS = (
+    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
+    Option("method", str, "pruning method (panning.pbt.METHODS)", "panning",
+           check=o.one_of("panning.pbt.methods", "METHODS")),
+    o.SPARSITY, o.SEED,
+    Option("iterations", int, "steps of the iterative methods; default: the method's", check=checks.positive_int),
+    Option("per-class", int, "samples per class in each pruning batch; default: the method's",
+           check=checks.positive_int),
+    Option("agent", Path, "rl_panning: a trained agent (panning.pbt.agent.save_agent)", check=o.input_file),
+    Option("keep-classifier", boolean, "leave the last layer dense", False),
+    Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
+           check=o.output_file),
+    Option("train", boolean, "then train the pruned network and print its test accuracy", False),
+    o.EPOCHS, o.DEVICE, o.THREADS,
+)
+_METHOD_OPTIONS = ("iterations", "per_class", "agent")
+
+
+def run(opts: dict) -> int:
+    """Prune, print per-layer density and effective sparsity, save the masks; with --train, train and test."""
+    import time
+
+    import torch
+
+    from .. import data, models
+    from ..arena import except_last, prunable
+    from ..connectivity import collapse_report
+    from ..pbt.methods import METHODS
+    from ..prune import prune
+
+    method = METHODS[opts["method"]]
+    extra = {key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None}
+    for key in extra:
+        if key not in method.defaults:
+            raise UsageError(f"--{key.replace('_', '-')}: method {opts['method']!r} does not accept it "
+                             f"(accepts: {', '.join(method.defaults) or 'no options'})")
+    if "agent" in method.defaults and opts["agent"] is None:
+        raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent")
+    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    model_name = o.model_for(opts)
+    torch.manual_seed(opts["seed"])
+    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"]).to(opts["device"])
+    include = except_last(model) if opts["keep_classifier"] else prunable
+    started = time.perf_counter()
+    masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
+                  progress=sys.stderr.isatty(), **extra)
+    seconds = time.perf_counter() - started
+    print(f"{opts['method']} on {model_name} / {bundle.name}, seed {opts['seed']}: pruned in {seconds:.2f} s")
+    print(format_report(collapse_report(model, masks, bundle.input_shape),
+                        {name: m.numel() for name, m in masks.items()}))
+    masks.save(opts["out"])
+    print(f"masks saved to {opts['out']}")
+    if opts["train"]:
+        from ..train import RECIPES, train
+
+        recipe = {**RECIPES[model_name], **({"epochs": opts["epochs"]} if opts["epochs"] is not None else {})}
+        trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
+                        progress=sys.stderr.isatty(), **recipe)
+        print(f"test accuracy after {trained.epochs} epochs: {trained.test_acc:.2%} "
+              f"(trained in {trained.wall_time:.1f} s)")
+    return 0
+
+
+def format_report(result, sizes: dict[str, int]) -> str:
+    """A per-layer table (weights, density, effective density) and the totals of a
+    panning.connectivity.CollapseReport."""
+    width = max(len("layer"), *(len(name) for name in sizes))
+    lines = [f"{'layer':<{width}}  {'weights':>9}  {'density':>8}  {'effective':>9}"]
+    for name, size in sizes.items():
+        density, effective = result.density[name], result.effective_density[name]
+        lines.append(f"{name:<{width}}  {size:>9}  {density:>8.4f}  {effective:>9.4f}")
+    lines.append(f"sparsity {result.sparsity:.4f}, effective sparsity {result.effective_sparsity:.4f}, "
+                 f"collapsed layers: {', '.join(result.collapsed) or 'none'}")
+    return "\n".join(lines)

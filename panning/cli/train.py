@@ -1,0 +1,69 @@
+"""`panning train`: train a model on a data set with its recipe, optionally under a fixed mask; print a table.
+
+    panning train --data digits --epochs 5 --save digits.safetensors
+    panning train --data mnist1d --masks masks.safetensors --checkpoint run.pt
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import options as o
+from .options import Option
+
+HELP = "train a model on a data set (optionally with a fixed mask from --masks)"
+OPTIONS = (
+    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH, o.EPOCHS, o.BATCH_SIZE, o.LR, o.MOMENTUM, o.WEIGHT_DECAY,
+    Option("optimizer", str, "sgd or adam; default: the model's recipe", check=o.one_of("panning.train", "OPTIMIZERS")),
+    o.SEED,
+    o.MASKS.but(help="train under this fixed mask (a masks file from panning prune or panning jackpot)"),
+    Option("checkpoint", Path, "checkpoint file, written every epoch; an existing one is resumed",
+           check=o.output_file),
+    Option("save", Path, "write the trained model here (safetensors, for panning.models.load and panning evaluate)",
+           check=o.output_file),
+    o.DEVICE, o.THREADS, o.PROGRESS,
+)
+_RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer")
+
+
+def resume_hint(opts: dict) -> str | None:
+    if opts.get("checkpoint") is None:
+        return "no --checkpoint was given, so nothing is kept; give one to make a run resumable"
+    return f"run the same command again to resume from {opts['checkpoint']}"
+
+
+def run(opts: dict) -> int:
+    """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
+    import torch
+
+    from .. import data, models
+    from ..io import load_tensors
+    from ..train import RECIPES, train
+    from .tables import print_row
+
+    masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
+    if opts["checkpoint"] is not None and opts["checkpoint"].exists():
+        load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
+    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    model_name = o.model_for(opts)
+    torch.manual_seed(opts["seed"])
+    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+    if masks is not None:
+        o.masks_fit("--masks", masks, model)
+    recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}
+    result = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], device=opts["device"],
+                   checkpoint=opts["checkpoint"], progress=opts["progress"])
+    if opts["save"] is not None:
+        models.save(opts["save"], model, name=model_name, input_shape=bundle.input_shape,
+                    num_classes=bundle.num_classes, width=opts["width"], data=bundle.name, seed=opts["seed"],
+                    test_acc=result.test_acc)
+    print_row("panning train", {
+        "data": bundle.name,
+        "model": model_name + ("" if opts["width"] == 1.0 else f" x{opts['width']:g}"),
+        "params": f"{sum(p.numel() for p in model.parameters()):,}",
+        "sparsity": f"{masks.sparsity:.2%}" if masks is not None else "dense",
+        "epochs": str(result.epochs),
+        "test loss": f"{result.test_loss:.4f}",
+        "test acc": f"{100 * result.test_acc:.2f}%",
+        "time": f"{result.wall_time:.1f} s",
+    })
+    return 0
