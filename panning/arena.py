@@ -100,11 +100,6 @@ class Arena:
         parts = [tensors[name].reshape(-1) for name in self.names]
         return torch.cat(parts) if out is None else torch.cat(parts, out=out)
 
-    def grads(self, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The current .grad of every arena weight as one flat buffer (zeros where a grad is missing)."""
-        grads = {name: p.grad if p.grad is not None else torch.zeros_like(p) for name, p in self}
-        return self.flatten(grads, out=out)
-
     def _check_flat(self, name: str, flat: torch.Tensor) -> None:
         if not isinstance(flat, torch.Tensor) or flat.dim() != 1 or flat.numel() != self.numel:
             got = tuple(flat.shape) if isinstance(flat, torch.Tensor) else type(flat).__name__

@@ -8,12 +8,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import checks
 from .arena import Arena, prunable
 from .criteria import _checks
 from .data import DataBundle
 from .masks import Masks
 from .pbt.methods import METHODS, Problem
-from .pbt.schedule import check_sparsity
 
 
 def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data: DataBundle | Dataset | None = None,
@@ -35,12 +35,9 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
 
     The model is not modified: criteria evaluate it at weights held in a separate arena buffer.
     """
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
-    spec = METHODS[method]
-    sparsity = check_sparsity(sparsity)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    spec = METHODS[checks.choice("method", method, METHODS)]
+    sparsity = checks.sparsity(sparsity)
+    checks.integer("seed", seed)
     unknown = sorted(set(options) - set(spec.defaults))
     if unknown:
         accepted = ", ".join(spec.defaults) or "none"

@@ -30,14 +30,12 @@ def test_arena_views_share_storage_with_the_model():
     assert not arena.weights[:36].any()
 
 
-def test_arena_flatten_split_round_trip_and_grads():
+def test_arena_flatten_split_round_trip():
     model = small_cnn()
     arena = Arena(model, include=except_last(model))
     assert arena.names == ["0.weight", "5.weight"]
     flat = torch.arange(arena.numel, dtype=torch.float32)
     assert torch.equal(arena.flatten(arena.split(flat)), flat)
-    model(torch.randn(2, 1, 8, 8)).sum().backward()
-    assert torch.equal(arena.grads(), torch.cat([model[0].weight.grad.reshape(-1), model[5].weight.grad.reshape(-1)]))
     with pytest.raises(ValueError, match="flat"):
         arena.split(torch.zeros(3))
     with pytest.raises(ValueError, match="tensors"):

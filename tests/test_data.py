@@ -158,15 +158,6 @@ def test_class_balanced_on_a_generic_dataset():
     assert torch.bincount(y).tolist() == [3, 3, 3] and sorted(x[:, 0].tolist()) == list(map(float, range(9)))
 
 
-def test_class_balanced_sampler_with_dataloader():
-    bundle = data.load("synthetic", num_classes=4, n_train=40)
-    loader = torch.utils.data.DataLoader(bundle.train, batch_sampler=data.ClassBalancedSampler(bundle.train, 2, 3))
-    batches = [y for _, y in loader]
-    assert len(batches) == 3 and all(torch.bincount(y).tolist() == [2] * 4 for y in batches)
-    with pytest.raises(ValueError, match="per_class"):
-        data.ClassBalancedSampler(bundle.train, 11, 1)
-
-
 def test_crop_flip_matches_per_image_reference():
     x = torch.randn(6, 3, 5, 7)
     out = crop_flip(x, torch.Generator().manual_seed(0), padding=2)

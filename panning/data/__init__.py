@@ -14,7 +14,7 @@ synthetic   Gaussian class clusters; size set by keyword options         (1, 16)
 """
 from __future__ import annotations
 
-from .balanced import ClassBalancedSampler, class_balanced_batch, class_balanced_indices
+from .balanced import class_balanced_batch, class_balanced_indices
 from .bundle import DataBundle
 from .cifar import load_cifar
 from .digits import load_digits
@@ -50,7 +50,6 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
 
 
 __all__ = [
-    "ClassBalancedSampler",
     "DataBundle",
     "available",
     "class_balanced_batch",

@@ -2,10 +2,10 @@
 (SNIP, GraSP, Panning's per-step batches) expect."""
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
@@ -57,25 +57,3 @@ def class_balanced_batch(
         return tensors[0][index], tensors[1][index]
     items = [dataset[i] for i in index.tolist()]
     return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
-
-
-class ClassBalancedSampler(Sampler[list[int]]):
-    """A batch sampler for ``DataLoader(dataset, batch_sampler=...)``: ``num_batches`` class-balanced batches,
-    each drawn independently with :func:`class_balanced_indices` from one seeded generator."""
-
-    def __init__(self, dataset: Dataset, per_class: int, num_batches: int, *, seed: int = 0) -> None:
-        if num_batches < 1:
-            raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-        self.labels = labels_of(dataset)
-        self.per_class = per_class
-        self.num_batches = num_batches
-        self.seed = seed
-        class_balanced_indices(self.labels, per_class)  # fail now, not at the first batch
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.num_batches):
-            yield class_balanced_indices(self.labels, self.per_class, generator=generator).tolist()

@@ -67,9 +67,13 @@ def global_prune(model: nn.Module, amount: float | int, *, score: Score = "l1",
                  include: Filter = prunable) -> Masks:
     """Masks pruning `amount` of the prunable weights of `model` globally; the model is not changed.
 
+    amount, as in torch.nn.utils.prune: a float is a FRACTION of the weights not yet pruned (0.9 prunes 90%,
+    rounded as torch rounds); an int is a COUNT of weights: `global_prune(model, 1)` prunes one weight, and
+    `global_prune(model, 1.0)` prunes them all. (`panning.prune` and the command line take a sparsity instead,
+    always a fraction in [0, 1); see docs/cli.md.)
+
     The semantics of torch.nn.utils.prune.global_unstructured over the weights `include` selects (by default
-    every Linear, Conv1d and Conv2d weight): amount is a fraction of the weights not yet pruned (rounded as torch
-    rounds) or a count; the lowest scores are pruned; weights already pruned (masks of sparse layers) stay
+    every Linear, Conv1d and Conv2d weight): the lowest scores are pruned; weights already pruned (masks of sparse layers) stay
     pruned. score: "l1" (|weight|), a function (name, weight) -> scores of the weight's shape, or a mapping
     name -> scores (like torch's importance_scores, but ranked as given: torch's L1Unstructured ranks their
     absolute values). Unlike torch, ties are broken deterministically (the lower
