@@ -1,0 +1,216 @@
+"""Bad input as a user meets it on the command line: one line naming the option, exit status 2, before any work
+(no dense training, no run folder, no stray files)."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from panning import data, models
+from panning.cli import main
+from panning.masks import Masks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def error_line(capsys, command: str) -> str:
+    """The one line a failed command printed on stderr."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"panning {command}: error: ")
+    assert "Traceback" not in err
+    return err
+
+
+class Evil:
+    """A pickle that would run a shell command when unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > /dev/null",))
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """A checkpoint broken in every way a user meets: truncated, empty, garbage (torch and safetensors), and a
+    pickle that wants to run code."""
+    bundle = data.load("synthetic")
+    model = models.build("cnn1d", bundle.input_shape, bundle.num_classes)
+    good_pt, good_st = folder / "good.pt", folder / "good.safetensors"
+    torch.save(model.state_dict(), good_pt)
+    save_file(model.state_dict(), str(good_st))
+    files = {
+        "truncated.pt": good_pt.read_bytes()[: good_pt.stat().st_size // 2],
+        "truncated.safetensors": good_st.read_bytes()[:100],
+        "empty.pt": b"",
+        "empty.safetensors": b"",
+        "garbage.pt": bytes(range(256)) * 4,
+        "garbage.safetensors": b"\x00" * 64 + b"not a tensor file",
+        "malicious.pt": pickle.dumps(Evil()),
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in files}
+
+
+EXPECTED = {
+    "truncated.pt": "is truncated or damaged",
+    "truncated.safetensors": "is neither a torch file nor a readable safetensors file",
+    "empty.pt": "is empty",
+    "empty.safetensors": "is empty",
+    "garbage.pt": "is neither a torch file nor a readable safetensors file",
+    "garbage.safetensors": "is neither a torch file nor a readable safetensors file",
+    "malicious.pt": "is not a safe checkpoint",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_jackpot_refuses_a_broken_checkpoint_before_any_work(name, tmp_path, capsys):
+    path = bad_files(tmp_path)[name]
+    out = tmp_path / "runs"
+    assert main(["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--epochs", "1",
+                 "--out", str(out), "--no-progress"]) == 2
+    err = error_line(capsys, "jackpot")
+    assert f"--checkpoint: '{path}' {EXPECTED[name]}" in err
+    assert "weights_only" not in err  # never relays torch's advice to unpickle anyway
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["truncated.safetensors", "garbage.pt", "malicious.pt", "empty.pt"])
+def test_train_refuses_a_broken_checkpoint(name, tmp_path, capsys):
+    path = bad_files(tmp_path)[name]
+    before = path.read_bytes()
+    assert main(["train", "--data", "synthetic", "--model", "mlp", "--epochs", "1", "--checkpoint", str(path),
+                 "--no-progress"]) == 2
+    assert f"--checkpoint: '{path}' {EXPECTED[name]}" in error_line(capsys, "train")
+    assert path.read_bytes() == before  # not overwritten by a fresh run
+
+
+def test_jackpot_refuses_a_checkpoint_of_another_network(tmp_path, capsys):
+    bundle = data.load("synthetic")
+    path = tmp_path / "mlp.pt"
+    torch.save(models.build("mlp", bundle.input_shape, bundle.num_classes).state_dict(), path)
+    assert main(["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path),
+                 "--out", str(tmp_path / "runs")]) == 2
+    assert "--checkpoint: " in (err := error_line(capsys, "jackpot")) and "does not fit the model" in err
+
+
+@pytest.mark.parametrize("command", [
+    ["jackpot", "--data", "synthetic", "--model", "cnn1d"],
+    ["prune", "--data", "synthetic", "--method", "magnitude"],
+    ["demo", "--data", "synthetic", "--epochs", "1"],
+])
+@pytest.mark.parametrize("sparsity", ["1", "1.0", "1.5", "-0.1", "nan"])
+def test_every_command_refuses_sparsity_outside_0_1_the_same_way(command, sparsity, tmp_path, capsys):
+    out = tmp_path / "out"
+    target = out if command[0] != "prune" else tmp_path / "masks.safetensors"
+    assert main([*command, "--sparsity", sparsity, "--out", str(target)]) == 2
+    err = error_line(capsys, command[0])
+    assert f"--sparsity: expected a number in [0, 1), got {float(sparsity)!r}" in err
+    assert ("(sparsity 1 removes every weight)" in err) == (float(sparsity) == 1.0)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--epochs", "0", "--epochs: expected a positive int, got 0"),
+    ("--batch-size", "0", "--batch-size: expected a positive int, got 0"),
+    ("--lr", "-1", "--lr: expected a number in (0, inf], got -1.0"),
+    ("--threads", "0", "--threads: expected a positive int, got 0"),
+    ("--width", "0", "--width: expected a number in (0, inf], got 0.0"),
+    ("--init", "psychic", "--init: expected one of magnitude, abs, random, got 'psychic'"),
+])
+def test_jackpot_checks_every_option_before_training(option, value, message, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["jackpot", "--data", "synthetic", option, value, "--out", str(out)]) == 2
+    assert message in error_line(capsys, "jackpot")
+    assert not out.exists()
+
+
+def test_demo_threads_0_fails_at_once_without_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--threads", "0", "--out", str(out)]) == 2
+    assert "--threads: expected a positive int, got 0" in error_line(capsys, "demo")
+    assert not out.exists()
+
+
+def test_device_that_is_not_there(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--data", "synthetic", "--device", "cuda"]) == 2
+    assert "--device: 'cuda' asked for, but CUDA is not available on this machine" in error_line(capsys, "train")
+    assert main(["train", "--data", "synthetic", "--device", "tpu:7"]) == 2
+    assert "--device: 'tpu:7'" in error_line(capsys, "train")
+
+
+def test_unavailable_backend_is_one_line_without_traceback(tmp_path):
+    env = {**os.environ, "PANNING_BACKEND": "cuda"}  # the compiled CUDA backend: absent on a CPU-only build
+    if torch.cuda.is_available():
+        env["PANNING_BACKEND"] = "cpp"  # runs on cpu only; with --device cuda it cannot serve
+    command = [sys.executable, "-m", "panning.cli", "prune", "--data", "synthetic", "--method", "magnitude",
+               "--out", str(tmp_path / "m.safetensors")]
+    if torch.cuda.is_available():
+        command += ["--device", "cuda"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"panning prune: error: PANNING_BACKEND={env['PANNING_BACKEND']}: ")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.safetensors").exists()
+
+
+def test_unknown_backend(monkeypatch, capsys):
+    monkeypatch.setenv("PANNING_BACKEND", "fortran")
+    assert main(["prune", "--data", "synthetic"]) == 2
+    assert "PANNING_BACKEND=fortran: unknown backend; choose one of reference, cpp" in error_line(capsys, "prune")
+
+
+def test_prune_out_into_a_missing_folder(tmp_path, capsys):
+    out = tmp_path / "missing" / "m.safetensors"
+    assert main(["prune", "--data", "synthetic", "--method", "magnitude", "--out", str(out)]) == 2
+    assert f"--out: the folder '{out.parent}' does not exist" in error_line(capsys, "prune")
+
+
+def test_prune_out_pointing_at_a_folder_leaves_nothing_behind(tmp_path, capsys):
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    assert main(["prune", "--data", "synthetic", "--method", "magnitude", "--out", str(folder)]) == 2
+    assert f"--out: '{folder}' is a folder; give a file name" in error_line(capsys, "prune")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks"] and not any(folder.iterdir())
+
+
+def test_masks_save_onto_a_folder_fails_and_leaves_no_temporary_file(tmp_path):
+    """The library path under the command: the atomic writer removes its temporary file on failure."""
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    with pytest.raises(OSError):
+        Masks({"w": torch.ones(3, dtype=torch.bool)}).save(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks"]
+
+
+def test_train_masks_file_that_does_not_fit(tmp_path, capsys):
+    bundle = data.load("synthetic")
+    first = next(name for name, _ in models.build("mlp", bundle.input_shape, bundle.num_classes).named_parameters())
+    path = tmp_path / "m.safetensors"
+    Masks({first: torch.ones(2, 2, dtype=torch.bool)}).save(path)
+    assert main(["train", "--data", "synthetic", "--model", "mlp", "--masks", str(path)]) == 2
+    assert f"panning train: error: --masks: {first} has shape (2, 2), parameter has" in error_line(capsys, "train")
+    assert main(["train", "--data", "synthetic", "--masks", str(tmp_path / "nope.safetensors")]) == 2
+    assert f"--masks: no file at '{tmp_path / 'nope.safetensors'}'" in error_line(capsys, "train")
+
+
+def test_method_options_are_checked_against_the_method(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    assert main(["prune", "--data", "synthetic", "--method", "snip", "--iterations", "3", "--out", str(out)]) == 2
+    assert "--iterations: method 'snip' does not accept it" in error_line(capsys, "prune")
+    assert main(["prune", "--data", "synthetic", "--method", "rl_panning", "--out", str(out)]) == 2
+    assert "--agent: method 'rl_panning' needs a trained agent" in error_line(capsys, "prune")
+    assert not out.exists()
+
+
+def test_usage_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["prune", "--data", "imagenet"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("panning prune: error: argument --data: invalid choice: 'imagenet'")
