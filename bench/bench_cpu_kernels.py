@@ -1,4 +1,4 @@
-"""CPU kernel benchmark table (DESIGN section 7); the same as `panning bench`.
+"""CPU kernel benchmark table (docs/benchmarks.md); the same as `panning bench`.
 
     python bench/bench_cpu_kernels.py [--quick] [--repeats 5] [--output bench/results/cpu-kernels-DATE.md]
 """

@@ -1,4 +1,4 @@
-"""GPU benchmark of panning's kernels against what a user would otherwise use (DESIGN section 7).
+"""GPU benchmark of panning's kernels against what a user would otherwise use (docs/benchmarks.md).
 
     python bench/bench_gpu.py [--numel 20000000] [--output-dir bench/results]   (after pip install -e .)
 

@@ -6,7 +6,7 @@ For each network, on the same batch:
           backward into the flat scores, SGD on the scores, ONE segmented ops.topk_mask over all layers;
   plain   the same algorithm written the straightforward way: a score tensor per layer, W * M materialized
           for every layer (Linear too), and a full sort per layer per step to rebuild the mask.
-Design target (DESIGN.md section 7): search <= 1.3x dense.
+Design target (docs/benchmarks.md): search <= 1.3x dense.
 
     PYTHONPATH=. python bench/bench_jackpot.py [--repeats 20] [--networks cnn1d cnn2d vgg19_bn]
 """

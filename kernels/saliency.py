@@ -3,7 +3,7 @@
 Contract (see `panning.ops.reference.saliency`): `out[b] = sum_k weights[b, k] * |x_k - mean_k| / std_k`
 with population statistics in float64, and 0 for an index whose std is 0.
 
-Two passes over the indices, as DESIGN section 3 asks:
+Two passes over the indices, as the op contract asks (docs/ops.md):
 1. statistics: every program reduces one tile of one index to (sum, sum of squared deviations
    from the tile mean) in float64, merging its blocks with the exact parallel-variance rule
    M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / (n_a + n_b); a small kernel merges the tiles

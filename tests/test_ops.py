@@ -1,4 +1,4 @@
-"""The op contract (DESIGN section 3), checked on every backend that can run here against the reference."""
+"""The op contract (docs/ops.md), checked on every backend that can run here against the reference."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""RL panning: the environment passes gymnasium's checker and follows DESIGN section 4; a tiny TD3 run,
+"""RL panning: the environment passes gymnasium's checker and follows docs/agent.md; a tiny TD3 run,
 deterministic rollout, save/load and panning.prune(method="rl_panning")."""
 from __future__ import annotations
 

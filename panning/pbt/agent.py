@@ -1,6 +1,6 @@
 """The panning agent: TD3 (or DDPG / PPO) from stable-baselines3 on PanningEnv, saved without pickles.
 
-Defaults follow the authors' released implementation (DESIGN section 4): 5e4 steps, 2e3 random warm-up
+Defaults follow the authors' released implementation (docs/agent.md): 5e4 steps, 2e3 random warm-up
 steps, Gaussian exploration noise 0.1, batch 256, gamma 0.99, tau 0.01, target policy noise 0.2 (clip
 0.5), policy delay 2, learning rate 2e-4, 256-256 actor and critic networks.
 

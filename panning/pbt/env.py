@@ -1,5 +1,5 @@
 """The panning environment (gymnasium): one episode is one n-step Panning run on the network at initialization,
-with the three index weights chosen by an agent at every step (RL panning, DESIGN section 4).
+with the three index weights chosen by an agent at every step (RL panning, docs/agent.md).
 
 - action: 3 numbers in [-1, 1]; the index weights (SynFlow, SNIP, GraSP) are action + 1.
 - observation (7, all in [0, 1]): dense loss and dense squared gradient norm (each min-max normalized

@@ -120,3 +120,14 @@ def test_help_builds_without_importing_torch():
     shown = subprocess.run([sys.executable, "-m", "panning.cli", "jackpot", "--help"], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0 and "--sparsity" in shown.stdout and "(default: 0.9)" in shown.stdout
+
+
+def test_docs_list_every_option_of_every_command_as_the_tables_define_it():
+    """docs/cli.md's option tables are generated from the option tables; regenerate them when an option changes."""
+    from panning.cli import COMMANDS
+
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    for name, command in COMMANDS.items():
+        section = doc.split(f"### `panning {name}`")[1].split("### ")[0]
+        for option in command.OPTIONS:
+            assert f"| `--{option.flag}` | {option.help_text()}" in section, (name, option.flag)
