@@ -17,7 +17,7 @@ from .. import data as datasets
 from .. import models
 from ..arena import except_last, prunable
 from ..commands import Option, boolean
-from ..prune import prune
+from .prune import prune
 from .collapse import CollapseReport, report
 from .methods import METHODS
 
