@@ -10,9 +10,15 @@ from panning import data, models
 from panning.arena import Arena
 from panning.connectivity import collapse_report
 from panning.masks import Masks
-from panning.pbt import (WEIGHTS_BY_SPARSITY, PanningIndices, exponential, exponential_counts, global_mask,
-                         index_weights, keep_count, pan, step_mask)
-from panning.pbt.iterative import iterate
+from panning.pbt import (WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, exponential, exponential_counts,
+                         global_mask, index_weights, keep_count, prune_loop, step_mask)
+
+
+def pan(indices, sparsity, *, iterations, policy=None, on_step=None):
+    """Hand-scheduled Panning through the pruning loop, as panning.prune runs it."""
+    counts = exponential_counts(indices.arena.numel, sparsity, iterations)
+    return prune_loop(PanningScorer(indices, sparsity, iterations, policy), counts, indices.arena.numel,
+                      indices.arena.device, keep_pruned=False, on_step=on_step)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +67,8 @@ def test_iterate_keep_pruned_gives_nested_masks_and_the_final_count():
     history = []
     for keep_pruned in (True, False):
         masks = []
-        final = iterate(lambda mask, step: scores[step], 100, torch.device("cpu"), 0.9, 5,
-                        keep_pruned=keep_pruned, on_step=lambda step, mask: masks.append(mask))
+        final = prune_loop(lambda step, mask: scores[step], exponential_counts(100, 0.9, 5), 100, torch.device("cpu"),
+                           keep_pruned=keep_pruned, on_step=lambda step, mask: masks.append(mask))
         assert int(final.sum()) == 10 and [int(m.sum()) for m in masks] == exponential_counts(100, 0.9, 5)
         history.append(masks)
     nested, free = history
@@ -134,15 +140,15 @@ def test_panning_uses_the_policy_and_the_step_sparsity(bundle):
         return (1.0, 0.0, 0.0)  # SynFlow only
     indices = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0))
     pan(indices, 0.75, iterations=3, policy=policy)
-    counts = exponential_counts(arena.numel, 0.75, 3)
-    assert seen == [(e, pytest.approx(1 - k / arena.numel)) for e, k in enumerate(counts)]
+    assert seen == [(e, 1 - 0.25 ** ((e + 1) / 3)) for e in range(3)]  # the scheduled sparsity, not 1 - k / N
 
 
 def test_panning_indices_cache_batches_across_calls(bundle):
     model = small_mlp()
     arena = Arena(model, share=False)
     fresh = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0))
-    assert not torch.equal(fresh.dense(0), fresh.dense(0))  # a fresh batch per call by default
+    assert fresh.dense(0) is fresh.dense(0)  # one batch per step: every index of a step sees it
+    assert not torch.equal(fresh.dense(0), fresh.dense(1))  # and a fresh batch at the next step
     cached = PanningIndices(model, arena, bundle.train, (8,), per_class=4, generator=torch.Generator().manual_seed(0),
                             batches=2)
     first = [cached.dense(step) for step in range(4)]
@@ -162,8 +168,8 @@ def test_panning_indices_check_arguments(bundle):
         PanningIndices(model, arena, bundle.train, (8,), per_class=1000)
     with pytest.raises(ValueError, match="batches"):
         PanningIndices(model, arena, bundle.train, (8,), batches=0)
-    with pytest.raises(TypeError, match="indices"):
-        pan("not indices", 0.5)
+    with pytest.raises(ValueError, match="variant"):
+        PanningIndices(model, arena, bundle.train, (8,), variant="absolute")
 
 
 # -- collapse report ----------------------------------------------------------------------------------

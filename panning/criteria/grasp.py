@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from ..arena import Arena
-from ..ops import product_score
 from . import _checks
-from ._functional import Batch, loss
+from ._functional import Batch
+from .passes import gradient_indices
 
 TEMPERATURE = 200.0
 
@@ -27,10 +27,4 @@ def grasp(model: nn.Module, arena: Arena, batch: Batch, *, temperature: float = 
     _checks.model_and_arena(model, arena)
     batch = _checks.batch(batch, arena)
     temperature = _checks.positive("temperature", temperature)
-    weights = arena.weights.detach()
-    leaf = weights.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss(model, arena, leaf, batch, temperature=temperature), leaf,
-                                  create_graph=True)
-    # Hg = d/dw (g(w) . g_stop): one Hessian-vector product with the gradient held fixed.
-    (hg,) = torch.autograd.grad(grad @ grad.detach(), leaf)
-    return product_score(weights, hg, absolute=False)
+    return gradient_indices(model, arena, batch, temperature)[1]

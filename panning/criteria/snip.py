@@ -16,7 +16,8 @@ from torch import nn
 from ..arena import Arena
 from ..ops import product_score
 from . import _checks
-from ._functional import Batch, loss_grad
+from ._functional import Batch
+from .passes import masked_gradient
 
 
 def snip(model: nn.Module, arena: Arena, batch: Batch, *, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -27,10 +28,9 @@ def snip(model: nn.Module, arena: Arena, batch: Batch, *, mask: torch.Tensor | N
     """
     _checks.model_and_arena(model, arena)
     batch = _checks.batch(batch, arena)
-    weights = arena.weights.detach()
-    at = weights if mask is None else weights * _checks.mask(mask, arena)
-    _, grad = loss_grad(model, arena, at, batch)
-    return product_score(weights, grad)
+    if mask is not None:
+        _checks.mask(mask, arena)
+    return product_score(arena.weights.detach(), masked_gradient(model, arena, batch, mask))
 
 
 def force(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Every pruning-before-training method as a function of one `Problem`, returning a flat bool mask.
 
 A method is a criterion (panning.criteria) plus a way of applying it: one shot (magnitude, random,
-SNIP, GraSP), iterated along the exponential schedule (SynFlow, iterative SNIP, FORCE), or Panning.
-The options each method accepts, with their defaults, are listed in METHODS.
+SNIP, GraSP), or as a scorer of the pruning loop along the exponential schedule (SynFlow, iterative
+SNIP, FORCE, Panning). The options each method accepts, with their defaults, are listed in METHODS;
+`check_options` checks them once, at the public entry point (panning.prune).
 """
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import criteria
+from .. import checks, criteria
 from ..arena import Arena
-from ..data import class_balanced_batch
-from .iterative import StepHook, iterate
+from ..criteria import passes
+from ..ops import product_score
+from .batches import Batches
+from .iterative import Scorer, StepHook, prune_loop
 from .masking import global_mask
-from .panning import PanningIndices, pan
-from .schedule import check_steps, keep_count
+from .panning import VARIANTS, PanningIndices, PanningScorer
+from .schedule import ROUNDINGS, exponential_counts, keep_count
 
 
 @dataclass
@@ -36,26 +39,17 @@ class Problem:
     generator: torch.Generator
     on_step: StepHook | None = None
 
-    def batch(self, per_class: int) -> criteria.Batch:
-        """A fresh class-balanced batch on the model's device."""
-        x, y = class_balanced_batch(self.dataset, per_class, generator=self.generator)
-        return x.to(self.arena.device), y.to(self.arena.device)
+    def batches(self, per_class: int) -> Batches:
+        """The run's batch source: a fresh class-balanced batch per step, on the model's device."""
+        return Batches(self.dataset, per_class, self.generator, self.arena.device)
 
     def one_shot(self, scores: torch.Tensor) -> torch.Tensor:
-        mask = global_mask(scores, keep_count(self.arena.numel, self.sparsity))
-        if self.on_step is not None:
-            self.on_step(0, mask)
-        return mask
+        return self.loop(lambda step, mask: scores, 1, keep_pruned=True)
 
-    def iterate(self, score, iterations: int, *, keep_pruned: bool) -> torch.Tensor:
-        return iterate(score, self.arena.numel, self.arena.device, self.sparsity, check_steps(iterations),
-                       keep_pruned=keep_pruned, on_step=self.on_step)
-
-
-def _check_per_class(per_class) -> int:
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class: expected a positive int, got {per_class!r}")
-    return per_class
+    def loop(self, score: Scorer, iterations: int, *, keep_pruned: bool, rounding: str = "round") -> torch.Tensor:
+        counts = exponential_counts(self.arena.numel, self.sparsity, iterations, rounding)
+        return prune_loop(score, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
+                          on_step=self.on_step)
 
 
 def magnitude(p: Problem) -> torch.Tensor:
@@ -67,35 +61,39 @@ def random(p: Problem) -> torch.Tensor:
 
 
 def snip(p: Problem, per_class: int) -> torch.Tensor:
-    return p.one_shot(criteria.snip(p.model, p.arena, p.batch(_check_per_class(per_class))))
+    return p.one_shot(criteria.snip(p.model, p.arena, p.batches(per_class)(0)))
 
 
 def grasp(p: Problem, per_class: int, temperature: float) -> torch.Tensor:
-    batch = p.batch(_check_per_class(per_class))
-    return p.one_shot(criteria.grasp(p.model, p.arena, batch, temperature=temperature))
+    return p.one_shot(criteria.grasp(p.model, p.arena, p.batches(per_class)(0), temperature=temperature))
 
 
 def synflow(p: Problem, iterations: int) -> torch.Tensor:
-    return p.iterate(lambda mask, step: criteria.synflow(p.model, p.arena, p.input_shape, mask=mask),
-                     iterations, keep_pruned=True)
+    dtype = p.arena.weights.dtype
+    return p.loop(lambda step, mask: passes.flow(p.model, p.arena, p.input_shape, mask).scores(dtype),
+                  iterations, keep_pruned=True)
+
+
+def _masked_snip(p: Problem, per_class: int) -> Scorer:
+    """|w * dL/dw_eff| at w_eff = w * mask on the step's batch: iterative SNIP's and FORCE's score."""
+    batches = p.batches(per_class)
+    weights = p.arena.weights.detach()
+    return lambda step, mask: product_score(weights, passes.masked_gradient(p.model, p.arena, batches(step), mask))
 
 
 def iterative_snip(p: Problem, iterations: int, per_class: int) -> torch.Tensor:
-    _check_per_class(per_class)
-    return p.iterate(lambda mask, step: criteria.iterative_snip(p.model, p.arena, p.batch(per_class), mask),
-                     iterations, keep_pruned=True)
+    return p.loop(_masked_snip(p, per_class), iterations, keep_pruned=True)
 
 
 def force(p: Problem, iterations: int, per_class: int) -> torch.Tensor:
-    _check_per_class(per_class)
-    return p.iterate(lambda mask, step: criteria.force(p.model, p.arena, p.batch(per_class), mask),
-                     iterations, keep_pruned=False)
+    return p.loop(_masked_snip(p, per_class), iterations, keep_pruned=False)
 
 
-def panning(p: Problem, iterations: int, per_class: int, temperature: float) -> torch.Tensor:
-    indices = PanningIndices(p.model, p.arena, p.dataset, p.input_shape, per_class=per_class,
-                             temperature=temperature, generator=p.generator)
-    return pan(indices, p.sparsity, iterations=iterations, on_step=p.on_step)
+def panning(p: Problem, iterations: int, per_class: int, temperature: float, indices: str,
+            rounding: str) -> torch.Tensor:
+    source = PanningIndices(p.model, p.arena, p.dataset, p.input_shape, per_class=per_class,
+                            temperature=temperature, generator=p.generator, variant=indices)
+    return p.loop(PanningScorer(source, p.sparsity, iterations), iterations, keep_pruned=False, rounding=rounding)
 
 
 def rl_panning(p: Problem, agent, iterations: int, per_class: int, temperature: float) -> torch.Tensor:
@@ -137,7 +135,28 @@ METHODS: dict[str, Method] = {
     "synflow": Method(synflow, False, dict(_ITERATIONS)),
     "iterative_snip": Method(iterative_snip, True, {**_ITERATIONS, **_BATCH}),
     "force": Method(force, True, {**_ITERATIONS, **_BATCH}),
-    "panning": Method(panning, True, {**_ITERATIONS, **_BATCH, "temperature": criteria.TEMPERATURE}),
+    "panning": Method(panning, True, {**_ITERATIONS, **_BATCH, "temperature": criteria.TEMPERATURE,
+                                      "indices": "authors", "rounding": "round"}),
     "rl_panning": Method(rl_panning, True, {"agent": None, **_ITERATIONS, **_BATCH,
                                             "temperature": criteria.TEMPERATURE}),
 }
+
+#: The check of every option any method accepts (agent: checked where it is loaded).
+_OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "iterations": checks.positive_int,
+    "per_class": checks.positive_int,
+    "temperature": checks.positive,
+    "indices": lambda name, value: checks.choice(name, value, VARIANTS),
+    "rounding": lambda name, value: checks.choice(name, value, ROUNDINGS),
+    "agent": lambda name, value: value,
+}
+
+
+def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`method`'s defaults updated with `options`, each checked; unknown options are a TypeError."""
+    spec = METHODS[checks.choice("method", method, METHODS)]
+    unknown = sorted(set(options) - set(spec.defaults))
+    if unknown:
+        accepted = ", ".join(spec.defaults) or "none"
+        raise TypeError(f"options: {method!r} does not accept {unknown} (accepts: {accepted})")
+    return {name: _OPTION_CHECKS[name](name, value) for name, value in {**spec.defaults, **options}.items()}

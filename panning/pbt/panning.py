@@ -1,11 +1,17 @@
-"""Neural Network Panning (Kang, Li, Yao & Li, ACCV 2022): multi-index, multi-process pruning before training.
+"""Neural Network Panning (Kang, Li, Yao & Li, ACCV 2022) as its authors compute it: multi-index,
+multi-process pruning before training. See docs/pbt.md for the sources and every departure.
 
-Each of n steps scores every weight with three indices — SynFlow on the currently masked network, SNIP
-and GraSP on the dense network with a fresh class-balanced batch — normalizes each to |z| over the arena,
-combines them with weights chosen by the sparsity of the step, and keeps the global top-k, where k
-follows the exponential schedule. Weights pruned at one step compete again at the next (the dense
-indices still score them), so they may come back. Per step: exactly one `panning.ops.saliency` call and
-one `panning.ops.topk_mask` call over the arena.
+At each step e of n, with w the weights at initialization (never changed) and the step's batch:
+- SNIP index w * g and GraSP index w * Hg, SIGNED, from one forward of the dense network in train mode
+  with logits / 200 and one double backward (g = dL/dw, Hg from d|g|^2/dw);
+- SynFlow index w * dR/dw_eff, SIGNED, on the |w| * m network of the current mask (eval mode, all-ones
+  input), so pruned weights keep a score and may come back;
+- each index normalized to |x - mean| / std over all prunable weights at once, combined with weights
+  (a_SynFlow, a_SNIP, a_GraSP) chosen by the step's SCHEDULED sparsity 1 - (1 - s)^((e + 1) / n) with the
+  authors' stage rule (HandPolicy), and the global top-k over all weights kept.
+
+`PanningIndices` computes the raw indices; `PanningScorer` turns them into one step's scores for the
+pruning loop (panning.pbt.iterative), which owns the schedule and the masking, as for every method.
 """
 from __future__ import annotations
 
@@ -16,15 +22,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import criteria, ops
-from ..criteria import _checks
-from ..data import class_balanced_batch
-from .iterative import StepHook
-from .schedule import check_steps, exponential_counts
+from ..criteria import _checks, passes
+from .batches import Batches
+from .masking import global_mask
+from .schedule import check_steps, scheduled_sparsities
 
 #: The order of the indices in every (3, N) index stack and every weight vector.
 INDICES = ("synflow", "snip", "grasp")
 
-#: (upper bound of the step's sparsity, (a_SynFlow, a_SNIP, a_GraSP)), from the paper.
+#: (upper bound of the step's sparsity, (a_SynFlow, a_SNIP, a_GraSP)): the authors' stages.
 WEIGHTS_BY_SPARSITY = (
     (0.80, (0.2, 0.5, 0.3)),
     (0.90, (0.2, 0.4, 0.4)),
@@ -33,94 +39,125 @@ WEIGHTS_BY_SPARSITY = (
     (1.00, (0.5, 0.0, 0.5)),
 )
 
-#: policy(step, sparsity of the step) -> the three index weights of that step.
+#: Index definitions: "authors" (signed, as above, the default) or "nonnegative" (the ablation: the
+#: library's first version, |w * g| at T = 1, w * Hg at T = 200, |w| * m * dR/dw_eff; see docs/pbt.md).
+VARIANTS = ("authors", "nonnegative")
+
+#: policy(step, scheduled sparsity of the step) -> the three index weights of that step.
 Policy = Callable[[int, float], tuple[float, float, float]]
 
 
 def index_weights(sparsity: float) -> tuple[float, float, float]:
-    """The hand-set weights (a_SynFlow, a_SNIP, a_GraSP) for a step that prunes to `sparsity`."""
+    """The weights of the first stage whose upper bound `sparsity` does not exceed (a table lookup; the
+    hand schedule moves through this table at most one stage per step, see HandPolicy)."""
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")
     return next(weights for bound, weights in WEIGHTS_BY_SPARSITY if sparsity <= bound)
 
 
-def hand_policy(step: int, sparsity: float) -> tuple[float, float, float]:
-    """The paper's hand-scheduled Panning: weights by the step's sparsity only."""
-    return index_weights(sparsity)
+class HandPolicy:
+    """The authors' hand schedule of index weights: a stage counter starts at 0 and, at each step, moves one
+    stage up if the step's scheduled sparsity exceeds the current stage's upper bound (strictly: a sparsity
+    equal to a bound stays in that stage). It never moves more than one stage per step, so a schedule that
+    jumps over two bounds at once lags behind `index_weights`. Call it in step order; step 0 restarts it.
+    """
+
+    def __init__(self) -> None:
+        self.stage = 0
+
+    def __call__(self, step: int, sparsity: float) -> tuple[float, float, float]:
+        if step == 0:
+            self.stage = 0
+        if self.stage < len(WEIGHTS_BY_SPARSITY) - 1 and WEIGHTS_BY_SPARSITY[self.stage][0] < sparsity:
+            self.stage += 1
+        return WEIGHTS_BY_SPARSITY[self.stage][1]
+
+
+#: The paper's hand-scheduled policy (a shared HandPolicy: one run at a time; the loop makes its own).
+hand_policy = HandPolicy()
 
 
 class PanningIndices:
     """The raw indices of Panning for a model: `indices(step, mask)` is the (3, N) stack (SynFlow, SNIP, GraSP).
 
-    SNIP and GraSP are computed on the dense network with a class-balanced batch of `per_class` samples
-    per class drawn from `dataset` with `generator`. By default every call draws a fresh batch. With
-    `batches=B` only B batches are ever drawn (step e uses batch e mod B) and their SNIP/GraSP scores are
-    cached, as the RL agent's episodes do: the dense indices do not depend on the mask.
+    SNIP and GraSP are computed on the dense network with the step's class-balanced batch of `per_class`
+    samples per class drawn from `dataset` with `generator` (panning.pbt.batches.Batches: fresh per step,
+    or with `batches=B` only B batches, step e using batch e mod B, and their indices cached, as the RL
+    agent's episodes do: the dense indices do not depend on the mask). `variant` picks the index
+    definitions (VARIANTS). The model, arena and input shape are checked here, once.
     """
 
     def __init__(self, model: nn.Module, arena, dataset: Dataset, input_shape, *, per_class: int = 10,
                  temperature: float = criteria.TEMPERATURE, generator: torch.Generator | None = None,
-                 batches: int | None = None):
+                 batches: int | None = None, variant: str = "authors"):
         _checks.model_and_arena(model, arena)
         if batches is not None:
             check_steps(batches, "batches")
         if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
             raise ValueError(f"per_class: expected a positive int, got {per_class!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
         self.model, self.arena, self.dataset = model, arena, dataset
         self.input_shape = _checks.input_shape(input_shape)
         self.per_class = per_class
         self.temperature = _checks.positive("temperature", temperature)
         self.generator = generator
         self.batches = batches
-        self._cache: dict[int, tuple[criteria.Batch, torch.Tensor]] = {}
-        class_balanced_batch(dataset, per_class, generator=torch.Generator())  # fail now on a bad per_class
+        self.variant = variant
+        self._source = Batches(dataset, per_class, generator, arena.device, cached=batches)
+        self._dense: dict[int, torch.Tensor] = {}
 
     def batch(self, step: int) -> criteria.Batch:
-        """The class-balanced batch of `step` (fresh per call unless batches are cached)."""
-        return self._dense(step)[0]
+        """The class-balanced batch of `step`."""
+        return self._source(step)
 
     def dense(self, step: int) -> torch.Tensor:
-        """(2, N): SNIP and GraSP of the dense network on the batch of `step`."""
-        return self._dense(step)[1]
+        """(2, N): the SNIP and GraSP indices of the dense network on the batch of `step`."""
+        key = self._source.key(step)
+        if key not in self._dense:
+            if not self.batches:
+                self._dense.clear()
+            self._dense[key] = self._compute_dense(self.batch(step))
+        return self._dense[key]
+
+    def flow(self, mask: torch.Tensor) -> passes.Flow:
+        """The SynFlow pass on the |w| * mask network (its gradient, and the effective mask it implies)."""
+        return passes.flow(self.model, self.arena, self.input_shape, mask)
 
     def __call__(self, step: int, mask: torch.Tensor) -> torch.Tensor:
-        synflow = criteria.synflow(self.model, self.arena, self.input_shape, mask=mask)
+        flow = self.flow(mask)
+        weights = self.arena.weights.detach()
+        synflow = flow.signed(weights) if self.variant == "authors" else flow.scores(weights.dtype)
         return torch.cat([synflow.unsqueeze(0), self.dense(step)])
 
-    def _dense(self, step: int) -> tuple[criteria.Batch, torch.Tensor]:
-        key = step % self.batches if self.batches else None
-        if key is not None and key in self._cache:
-            return self._cache[key]
-        x, y = class_balanced_batch(self.dataset, self.per_class, generator=self.generator)
-        batch = (x.to(self.arena.device), y.to(self.arena.device))
-        dense = torch.stack([criteria.snip(self.model, self.arena, batch),
-                             criteria.grasp(self.model, self.arena, batch, temperature=self.temperature)])
-        if key is not None:
-            self._cache[key] = (batch, dense)
-        return batch, dense
+    def _compute_dense(self, batch: criteria.Batch) -> torch.Tensor:
+        snip, grasp = passes.gradient_indices(self.model, self.arena, batch, self.temperature)
+        if self.variant == "nonnegative":
+            snip = ops.product_score(self.arena.weights.detach(), passes.masked_gradient(self.model, self.arena, batch))
+        return torch.stack([snip, grasp])
+
+
+def combine(indices: torch.Tensor, weights) -> torch.Tensor:
+    """The combined score of one step: each of the (3, N) raw indices normalized to |x - mean| / std over
+    the arena, weighted by `weights` and summed (one panning.ops.saliency call)."""
+    weights = torch.as_tensor(weights, dtype=torch.float64, device=indices.device)
+    return ops.saliency(indices, weights)
 
 
 def step_mask(indices: torch.Tensor, weights, k: int) -> torch.Tensor:
-    """One Panning step: combine the (3, N) raw indices, each normalized to |z| over the arena, with the
-    three `weights`, and keep the global top-k. One saliency call, one top-k call."""
-    weights = torch.as_tensor(weights, dtype=torch.float64, device=indices.device)
-    return ops.topk_mask(ops.saliency(indices, weights), k)
+    """One Panning step outside the loop (the RL environment's): combine the (3, N) raw indices with the
+    three `weights` and keep the global top-k. One saliency call, one top-k call."""
+    return global_mask(combine(indices, weights), k)
 
 
-def pan(indices: PanningIndices, sparsity: float, *, iterations: int = 100, policy: Policy = hand_policy,
-        on_step: StepHook | None = None) -> torch.Tensor:
-    """Run Panning to `sparsity` in `iterations` steps; returns the flat bool mask (exact sparsity).
+class PanningScorer:
+    """Panning as a scorer of the pruning loop: step e's combined score, with the weights `policy` gives for
+    the step's scheduled sparsity (default: a fresh HandPolicy, the paper's hand schedule)."""
 
-    At step e (0-based) the kept count is round(N * (1 - sparsity) ** ((e + 1) / iterations)) and the index
-    weights are policy(e, that step's sparsity) — by default the paper's table (index_weights).
-    """
-    if not isinstance(indices, PanningIndices):
-        raise TypeError(f"indices: expected PanningIndices, got {type(indices).__name__}")
-    numel = indices.arena.numel
-    counts = exponential_counts(numel, sparsity, check_steps(iterations))
-    mask = torch.ones(numel, dtype=torch.bool, device=indices.arena.device)
-    for step, k in enumerate(counts):
-        mask = step_mask(indices(step, mask), policy(step, 1.0 - k / numel), k)
-        if on_step is not None:
-            on_step(step, mask)
-    return mask
+    def __init__(self, indices: PanningIndices, sparsity: float, steps: int, policy: Policy | None = None):
+        self.indices = indices
+        self.scheduled = scheduled_sparsities(sparsity, steps)
+        self.policy = HandPolicy() if policy is None else policy
+
+    def __call__(self, step: int, mask: torch.Tensor) -> torch.Tensor:
+        return combine(self.indices(step, mask), self.policy(step, self.scheduled[step]))

@@ -1,6 +1,13 @@
 """Pruning schedules: how many weights stay after each step of an iterative method."""
 from __future__ import annotations
 
+import math
+
+#: How a kept fraction becomes a count: "round" (this library's default: the last step keeps exactly
+#: keep_count(N, s), the count every method targets) or "floor" (int(N * kept), as the Panning and
+#: SynFlow authors' code does, float error included; see docs/pbt.md).
+ROUNDINGS = ("round", "floor")
+
 
 def check_sparsity(sparsity) -> float:
     """`sparsity` as a float in [0, 1] (the fraction of weights to remove), else ValueError."""
@@ -32,10 +39,25 @@ def exponential(sparsity: float, steps: int) -> list[float]:
     return [density ** ((e + 1) / steps) for e in range(steps)]
 
 
-def exponential_counts(numel: int, sparsity: float, steps: int) -> list[int]:
-    """The exponential schedule as kept counts over `numel` weights; the last is keep_count(numel, sparsity)."""
+def scheduled_sparsities(sparsity: float, steps: int) -> list[float]:
+    """The sparsity each step of the exponential schedule prunes to: 1 - (1 - sparsity) ** ((e + 1) / steps),
+    computed as the float the authors' code compares with its stage bounds (1 - kept fraction)."""
+    return [1.0 - kept for kept in exponential(sparsity, steps)]
+
+
+def exponential_counts(numel: int, sparsity: float, steps: int, rounding: str = "round") -> list[int]:
+    """The exponential schedule as kept counts over `numel` weights.
+
+    rounding "round": round(numel * kept), the last count exactly keep_count(numel, sparsity);
+    rounding "floor": int(numel * kept) at every step, the last included (the authors' counts).
+    """
     if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
         raise ValueError(f"numel: expected a non-negative int, got {numel!r}")
-    counts = [round(numel * kept) for kept in exponential(sparsity, steps)]
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding: expected one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    kept = exponential(sparsity, steps)
+    if rounding == "floor":
+        return [math.floor(numel * k) for k in kept]
+    counts = [round(numel * k) for k in kept]
     counts[-1] = keep_count(numel, sparsity)
     return counts

@@ -1,0 +1,267 @@
+"""Pruning before training on MNIST-1D and digits: every method on the Panning paper's sparsity grid.
+
+For each run (data set, row, sparsity, seed) a freshly initialized network (torch.manual_seed(seed)) is
+pruned with `panning.prune(..., seed=seed)`, measured (effective sparsity, collapsed layers, pruning time)
+and trained with the data set's recipe (masks held at zero); its final test accuracy is recorded. Each
+run is one JSON file under --runs (written atomically); a run whose file exists with the same settings is
+skipped, so an interrupted invocation resumes where it stopped. Runs go seed by seed (both data sets),
+main grid first, then the ablations, so a cut-short invocation leaves whole seeds.
+At the end the script writes bench/results/pbt-mnist1d-digits.{md,png,json} from every run file present.
+
+    OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py            # the full protocol
+    python experiments/pbt_results.py --seeds 1 --ablation-seeds 1            # what fits a smaller budget
+    python experiments/pbt_results.py --report-only                           # table and plot from the runs
+See docs/pbt.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from panning import data as datasets
+from panning import models
+from panning.connectivity import collapse_report
+from panning.prune import prune
+from panning.io import write_text
+from panning.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+STEM = "pbt-mnist1d-digits"
+
+#: data set -> model, width and training recipe. Widths give ~65K prunable weights (DESIGN: wide enough for
+#: the grid to separate the methods); the recipes are at the dense plateau (cnn1d: 15 vs 30 epochs 91.5 vs
+#: 91.8% at seed 0; cnn2d: 99.4% after 6 epochs), shortened from panning.train.RECIPES to fit one core.
+SETUPS = {
+    "mnist1d": dict(model="cnn1d", width=4.0,
+                    recipe=dict(epochs=15, batch_size=100, lr=1e-2, optimizer="adam", weight_decay=5e-4)),
+    "digits": dict(model="cnn2d", width=1.0,
+                   recipe=dict(epochs=8, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4)),
+}
+SPARSITIES = (0.9, 0.95, 0.98, 0.99, 0.995)
+#: Rows: label -> (method, options). Every iterative method takes 100 steps, as in the SynFlow and Panning
+#: papers; data-dependent methods draw 10 samples per class per batch (the default).
+ROWS = {
+    "panning": ("panning", {"iterations": 100}),
+    "synflow": ("synflow", {"iterations": 100}),
+    "snip": ("snip", {}),
+    "grasp": ("grasp", {}),
+    "iterative_snip": ("iterative_snip", {"iterations": 100}),
+    "force": ("force", {"iterations": 100}),
+    "magnitude": ("magnitude", {}),
+    "random": ("random", {}),
+}
+#: The ablation: the index fix (the first version's non-negative indices) and 20 vs 100 steps.
+ABLATION = {
+    "panning, nonnegative indices": ("panning", {"iterations": 100, "indices": "nonnegative"}),
+    "panning, 20 steps": ("panning", {"iterations": 20}),
+}
+
+
+def settings(data: str, label: str) -> dict:
+    """Everything a run's result depends on besides its key; a run file is reused only if these match."""
+    method, options = {**ROWS, **ABLATION}.get(label, ("dense", {}))
+    setup = SETUPS[data]
+    return dict(model=setup["model"], width=setup["width"], recipe=setup["recipe"], method=method, options=options)
+
+
+def run(bundle, data: str, label: str, sparsity: float, seed: int) -> dict:
+    """Prune, measure, train and test one run; label "dense" (sparsity 0) trains the dense network."""
+    cell = settings(data, label)
+    torch.manual_seed(seed)
+    model = models.build(cell["model"], bundle.input_shape, bundle.num_classes, width=cell["width"])
+    masks, measured, prune_seconds = None, None, 0.0
+    if label != "dense":
+        started = time.perf_counter()
+        masks = prune(model, cell["method"], sparsity, bundle, seed=seed, **cell["options"])
+        prune_seconds = time.perf_counter() - started
+        measured = collapse_report(model, masks, bundle.input_shape)
+    trained = train(model, bundle, masks=masks, seed=seed, progress=False, **cell["recipe"])
+    return dict(data=data, label=label, sparsity=sparsity, seed=seed, settings=cell, test_acc=trained.test_acc,
+                effective_sparsity=measured.effective_sparsity if measured else 0.0,
+                collapsed=measured.collapsed if measured else [], prune_seconds=prune_seconds,
+                train_seconds=trained.wall_time)
+
+
+def run_path(runs: Path, data: str, label: str, sparsity: float, seed: int) -> Path:
+    return runs / data / label.replace(", ", "-").replace(" ", "_") / f"s{sparsity}-seed{seed}.json"
+
+
+def load_runs(runs: Path) -> list[dict]:
+    """Every run file whose settings are the current ones."""
+    found = [json.loads(p.read_text()) for p in sorted(runs.rglob("*.json"))]
+    return [r for r in found if r["data"] in SETUPS and r["settings"] == json.loads(json.dumps(settings(r["data"], r["label"])))]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, text)
+
+
+def plan(datas: list[str], seeds: int, ablation_seeds: int) -> list[tuple[str, str, float, int]]:
+    """Every run, in the order they are done: the main grids seed by seed, then the ablations seed by seed."""
+    todo = []
+    for seed in range(seeds):
+        for data in datas:
+            todo.append((data, "dense", 0.0, seed))
+            todo += [(data, label, s, seed) for s in SPARSITIES for label in ROWS]
+    for seed in range(ablation_seeds):
+        for data in datas:
+            todo += [(data, label, s, seed) for s in SPARSITIES for label in ABLATION]
+    return todo
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+def summarize(runs: list[dict], data: str, label: str, sparsity: float) -> dict | None:
+    found = [r for r in runs if r["data"] == data and r["label"] == label and r["sparsity"] == sparsity]
+    if not found:
+        return None
+    accs = [100 * r["test_acc"] for r in found]
+    return dict(n=len(found), mean=statistics.fmean(accs), std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                effective=100 * statistics.fmean(r["effective_sparsity"] for r in found),
+                collapsed=sum(bool(r["collapsed"]) for r in found),
+                seconds=statistics.fmean(r["prune_seconds"] for r in found))
+
+
+def table(runs: list[dict], data: str, labels: list[str]) -> list[str]:
+    lines = ["| method | " + " | ".join(f"{100 * s:g}%" for s in SPARSITIES) + " |",
+             "|---|" + "---:|" * len(SPARSITIES)]
+    stats = {(m, s): summarize(runs, data, m, s) for m in labels for s in SPARSITIES}
+    best = {s: max((st["mean"] for m in labels if (st := stats[m, s])), default=None) for s in SPARSITIES}
+    for label in labels:
+        row = []
+        for s in SPARSITIES:
+            st = stats[label, s]
+            if st is None:
+                row.append("not run")
+                continue
+            acc = f"{st['mean']:.1f} ± {st['std']:.1f}"
+            acc = f"**{acc}**" if math.isclose(st["mean"], best[s]) else acc
+            extra = f", {st['collapsed']} collapsed" if st["collapsed"] else ""
+            row.append(f"{acc} (n={st['n']})<br>eff {st['effective']:.2f}{extra}<br>{st['seconds']:.2f} s")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return lines
+
+
+def verdicts(runs: list[dict], data: str) -> list[str]:
+    """Per sparsity: Panning's mean against the best other row, and whether the gap exceeds the std's."""
+    lines = []
+    for s in SPARSITIES:
+        ours = summarize(runs, data, "panning", s)
+        others = {m: st for m in ROWS if m != "panning" and (st := summarize(runs, data, m, s))}
+        if not ours or not others:
+            continue
+        name, best = max(others.items(), key=lambda item: item[1]["mean"])
+        gap = ours["mean"] - best["mean"]
+        noise = max(ours["std"], best["std"])
+        word = "ties with" if abs(gap) <= noise else ("beats" if gap > 0 else "loses to")
+        lines.append(f"- {100 * s:g}%: Panning {ours['mean']:.1f} {word} the best other row, {name} "
+                     f"{best['mean']:.1f} ({gap:+.1f} points; larger std {noise:.1f}; n={ours['n']}/{best['n']} seeds).")
+    return lines
+
+
+def markdown(runs: list[dict], datas: list[str], command: str, planned: int) -> str:
+    done = [r for r in runs if r["data"] in datas]
+    lines = [f"# Pruning before training: MNIST-1D and digits ({datetime.date.today().isoformat()})", "",
+             "Test accuracy (%) after training, mean ± sample std over the seeds that ran (n), the mean effective "
+             "sparsity (% of weights pruned or disconnected from input or output) and the mean pruning time "
+             "(1 thread, shared machine: indicative). Best mean per column in bold. 'not run': the run did not fit "
+             "the compute budget of this invocation (the script runs it given time).", "",
+             "Setup: " + "; ".join(f"{d}: {s['model']} width {s['width']:g}, {s['recipe']['optimizer']} lr "
+                                    f"{s['recipe']['lr']}, batch {s['recipe']['batch_size']}, {s['recipe']['epochs']} "
+                                    "epochs, cosine" for d, s in SETUPS.items() if d in datas)
+             + ". Iterative methods (Panning, SynFlow, iterative SNIP, FORCE) take 100 steps of the exponential "
+               "schedule; batches of 10 samples per class. Panning: the authors' signed indices and stage rule, "
+               "kept counts rounded (docs/pbt.md).", ""]
+    for data in datas:
+        setup = SETUPS[data]
+        dense = summarize(runs, data, "dense", 0.0)
+        lines += [f"## {data} ({setup['model']} width {setup['width']:g})", ""]
+        if dense:
+            lines += [f"Dense: {dense['mean']:.1f} ± {dense['std']:.1f} % (n={dense['n']}).", ""]
+        lines += table(runs, data, list(ROWS)) + ["", "Panning against the best other row:", ""]
+        lines += verdicts(runs, data) or ["- no complete column yet."]
+        lines += ["", f"### Ablation on {data}: the index fix and the number of steps", ""]
+        lines += table(runs, data, ["panning", *ABLATION]) + [""]
+    total = sum(r["prune_seconds"] + r["train_seconds"] for r in done)
+    lines += [f"{len(done)} of {planned} planned runs present; pruning + training time summed over them "
+              f"{total / 60:.1f} min. Machine: {platform.machine()}, torch {torch.__version__}, 1 thread, shared "
+              "with other jobs.", "", f"Reproduce: `{command}` (resumable: one file per run under runs/pbt/).", ""]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], datas: list[str], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datas), figsize=(6.5 * len(datas), 4.8), squeeze=False)
+    for ax, data in zip(axes[0], datas):
+        for label in [*ROWS, *ABLATION]:
+            points = [(s, st) for s in SPARSITIES if (st := summarize(runs, data, label, s))]
+            if not points:
+                continue
+            ax.errorbar([100 * (1 - s) for s, _ in points], [st["mean"] for _, st in points],
+                        yerr=[st["std"] for _, st in points], marker="o", capsize=3, label=label,
+                        linewidth=2.5 if label == "panning" else 1.2,
+                        linestyle=":" if label in ABLATION else "-")
+        dense = summarize(runs, data, "dense", 0.0)
+        if dense:
+            ax.axhline(dense["mean"], color="black", linestyle="--", linewidth=1, label="dense")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xticks([100 * (1 - s) for s in SPARSITIES], [f"{100 * s:g}%" for s in SPARSITIES])
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{data} ({SETUPS[data]['model']} width {SETUPS[data]['width']:g})")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the main grid (default 3)")
+    parser.add_argument("--ablation-seeds", type=int, default=3, help="seeds of the ablation (default 3)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "pbt", help="one JSON file per run")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite table and plot from the runs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    todo = plan(args.data, args.seeds, args.ablation_seeds)
+    if not args.report_only:
+        done = {(r["data"], r["label"], r["sparsity"], r["seed"]) for r in load_runs(args.runs)}
+        remaining = [key for key in todo if key not in done]
+        bundles = {data: datasets.load(data) for data in args.data}
+        with tqdm(remaining, desc="pbt runs", file=sys.stderr) as bar:
+            for data, label, sparsity, seed in bar:
+                bar.set_postfix_str(f"{data} {label} {sparsity} seed {seed}")
+                result = run(bundles[data], data, label, sparsity, seed)
+                write_atomically(run_path(args.runs, data, label, sparsity, seed), json.dumps(result, indent=1))
+    runs = load_runs(args.runs)
+    command = "OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py " + " ".join(argv or sys.argv[1:])
+    write_atomically(args.out_dir / f"{STEM}.md", markdown(runs, args.data, command.strip(), len(todo)))
+    write_atomically(args.out_dir / f"{STEM}.json", json.dumps({"runs": runs}, indent=1))
+    plot(runs, args.data, args.out_dir / f"{STEM}.png")
+    print(f"wrote {args.out_dir / STEM}.md, .json and .png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The autograd passes behind the criteria, shared with the pruning loop of panning.pbt.
+
+These functions trust their arguments: the public criteria (snip, grasp, synflow, ...) check the model,
+arena, batch and mask once and then call them, and the pruning loop checks once before its first step,
+so nothing is re-validated inside a loop of a hundred steps.
+
+- `gradient_indices`: w * g and w * Hg from ONE forward and ONE double backward (SNIP and GraSP of a batch).
+- `masked_gradient`: the loss gradient at w * mask (SNIP, FORCE, iterative SNIP).
+- `flow`: the SynFlow gradient dR/dw_eff on the |w| * mask network, in float32 where that is exact enough.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..arena import Arena
+from ..ops import product_score
+from ._functional import Batch, forward, loss, loss_grad, mode
+
+#: Layer outputs of the SynFlow network are kept within [2^-r, 2^r] by exact power-of-two rescaling, with
+#: r by the compute dtype: room for one layer's sums (and the backward through it) beyond the bound.
+RANGE = {torch.float32: 32, torch.float64: 64}
+
+
+def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w * g, w * Hg), both signed, at the dense weights w (or `weights`), from one forward in train mode
+    with logits / `temperature` and one double backward of the same graph.
+
+    g = dL/dw; Hg = (1/2) d|g|^2/dw, the Hessian-gradient product (the halving is exact, so the ranking
+    and the |z| normalization are those of the authors' d|g|^2/dw).
+    """
+    w = arena.weights.detach() if weights is None else weights
+    leaf = w.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(model, arena, leaf, batch, temperature=temperature), leaf,
+                                  create_graph=True)
+    (double,) = torch.autograd.grad(grad @ grad, leaf)
+    return (product_score(w, grad.detach(), absolute=False),
+            product_score(w, double.mul_(0.5), absolute=False))
+
+
+def masked_gradient(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor | None = None,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """dL/dw_eff at w_eff = w * mask (the dense weights when `mask` is None), flat."""
+    weights = arena.weights.detach()
+    at = weights if mask is None else weights * mask
+    return loss_grad(model, arena, at, batch, temperature=temperature)[1]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The SynFlow network at w_eff = |w| * mask: `weights` (= w_eff) and `grad` = dR/dw_eff * 2^-exponent,
+    both in the compute dtype (float32, or float64 where float32 overflows, or the arena's float64)."""
+
+    weights: torch.Tensor
+    grad: torch.Tensor
+    exponent: int
+
+    def scores(self, dtype: torch.dtype) -> torch.Tensor:
+        """SynFlow's scores w_eff * dR/dw_eff (0 where pruned), unscaled where they fit `dtype`."""
+        return _to_dtype(product_score(self.weights, self.grad), self.exponent, dtype)
+
+    def signed(self, weights: torch.Tensor) -> torch.Tensor:
+        """w * dR/dw_eff for the signed dense `weights` (Panning's index: pruned weights keep a score)."""
+        return _to_dtype(product_score(weights.to(self.grad.dtype), self.grad, absolute=False),
+                         self.exponent, weights.dtype)
+
+    def effective(self) -> torch.Tensor:
+        """Kept weights that carry flow (w_eff * dR/dw_eff != 0), the authors' effective mask, read off
+        the work already done. Differs from panning.connectivity where biases feed a unit whose inputs
+        are all pruned (SynFlow's |bias| carries flow; connectivity counts input-output paths only)."""
+        return (self.weights * self.grad) != 0
+
+
+def flow(model: nn.Module, arena: Arena, input_shape: tuple[int, ...], mask: torch.Tensor | None = None) -> Flow:
+    """R = sum(f(1)) of the network with every parameter and buffer replaced by its absolute value (arena
+    weights also masked), in eval mode on one all-ones input, and its gradient in the arena weights.
+
+    Computed in float32 (float64 for a float64 arena). Out-of-range layer outputs are rescaled by powers of
+    two (exact when biases are zero, and the bias is negligible wherever a rescale fires); float64 is used
+    only where float32 still overflows (a non-finite gradient), e.g. very deep networks with large weights.
+    """
+    dtype = torch.float64 if arena.weights.dtype == torch.float64 else torch.float32
+    result = _flow(model, arena, input_shape, mask, dtype)
+    if dtype != torch.float64 and not bool(torch.isfinite(result.grad).all()):
+        result = _flow(model, arena, input_shape, mask, torch.float64)
+    return result
+
+
+def _flow(model, arena, input_shape, mask, dtype) -> Flow:
+    weights = arena.weights.detach().to(dtype).abs()
+    if mask is not None:
+        weights = weights * mask
+    leaf = weights.requires_grad_(True)
+    names = set(arena.names)
+    others = {name: p.detach().to(dtype).abs() for name, p in model.named_parameters() if name not in names}
+    buffers = {name: b.detach().to(dtype).abs() if b.is_floating_point() else b.clone()
+               for name, b in model.named_buffers()}
+    ones = torch.ones((1, *input_shape), dtype=dtype, device=arena.device)
+    exponents: list[int] = []
+    with mode(model, False), _rescaled_outputs(model, arena, exponents, RANGE[dtype]):
+        total = forward(model, arena, leaf, ones, others, buffers=buffers).sum()
+    (grad,) = torch.autograd.grad(total, leaf)
+    return Flow(leaf.detach(), grad, sum(exponents))
+
+
+@contextlib.contextmanager
+def _rescaled_outputs(model: nn.Module, arena: Arena, exponents: list[int], bound: int) -> Iterator[None]:
+    """Forward hooks on the arena's layers that divide an out-of-range output by 2^e and record e."""
+    def hook(module, inputs, output):
+        peak = output.detach().abs().amax()
+        if peak > 0 and not 2.0 ** -bound <= peak <= 2.0 ** bound:
+            exponent = int(torch.frexp(peak).exponent)
+            exponents.append(exponent)
+            return torch.ldexp(output, torch.tensor(-exponent, dtype=output.dtype, device=output.device))
+        return None
+
+    modules = {name.rpartition(".")[0] for name in arena.names}
+    handles = [model.get_submodule(name).register_forward_hook(hook) for name in sorted(modules)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _to_dtype(scores: torch.Tensor, exponent: int, dtype: torch.dtype) -> torch.Tensor:
+    """Scores computed at scale 2^-exponent, in `dtype`: unscaled where they fit, else as large as fits."""
+    peak = scores.abs().amax() if scores.numel() else scores.new_zeros(())
+    if peak > 0:
+        top = int(torch.frexp(peak).exponent)          # peak < 2^top
+        limit = math.frexp(torch.finfo(dtype).max)[1] - 8  # headroom: sums of many scores stay finite
+        exponent = max(min(exponent, limit - top), -limit - top)
+    if exponent:
+        scores = torch.ldexp(scores, torch.tensor(exponent, dtype=scores.dtype, device=scores.device))
+    return scores.to(dtype)

@@ -1,0 +1,72 @@
+"""`panning.prune`: pruning before training with any method of panning.pbt, returning Masks."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .. import checks
+from ..arena import Arena, prunable
+from ..criteria import _checks
+from ..data import DataBundle
+from ..masks import Masks
+from .methods import METHODS, Problem, check_options
+
+
+def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data: DataBundle | Dataset | None = None,
+          *, seed: int = 0, include: Callable[[str, nn.Module], bool] = prunable, input_shape=None,
+          progress: bool = False, **options) -> Masks:
+    """Masks that keep round(N * (1 - sparsity)) of the N prunable weights of `model`, chosen by `method`.
+
+    method: one of panning.pbt.METHODS — "random", "magnitude", "snip", "grasp", "synflow",
+        "iterative_snip", "force", "panning", "rl_panning" (needs agent=, see panning.pbt.agent).
+    sparsity: the fraction of weights to remove, in [0, 1).
+    data: a DataBundle (its training split is used) or a dataset of (input, label) pairs; required by the
+        data-dependent methods, which draw class-balanced batches from it.
+    seed: seeds every random draw (random scores, batches), so a seed gives the same masks.
+    include: the Arena filter of prunable layers (default every Linear/Conv weight; see
+        panning.arena.except_last to keep the classifier dense).
+    input_shape: one sample's shape, needed by SynFlow without data (else taken from the data).
+    options: per method (see METHODS[method].defaults): iterations (iterative methods, default 100),
+        per_class (samples per class of each batch, default 10), temperature (GraSP, Panning: default 200),
+        indices (Panning: "authors", default, or the "nonnegative" ablation), rounding (Panning's kept
+        counts: "round", default, or the authors' "floor"; see docs/pbt.md), agent (rl_panning: the path
+        of an agent saved by panning.pbt.agent.save_agent).
+
+    The model is not modified: criteria evaluate it at weights held in a separate arena buffer.
+    """
+    values = check_options(method, options)
+    spec = METHODS[method]
+    sparsity = checks.sparsity(sparsity)
+    checks.integer("seed", seed)
+    dataset, input_shape = _resolve_data(data, input_shape, method, spec.needs_data)
+    arena = Arena(model, include=include, share=False)
+    with tqdm(total=spec.steps(values), desc=method, disable=not progress, leave=False) as bar:
+        problem = Problem(model, arena, dataset, input_shape, sparsity, torch.Generator().manual_seed(seed),
+                          on_step=lambda step, mask: bar.update(step + 1 - bar.n))
+        mask = spec.run(problem, **values)
+    return Masks.from_flat(arena, mask)
+
+
+def _resolve_data(data, input_shape, method: str, needs_data: bool) -> tuple[Dataset | None, tuple[int, ...]]:
+    """(training dataset or None, one sample's shape) from the `data` and `input_shape` arguments."""
+    if isinstance(data, DataBundle):
+        dataset, shape = data.train, data.input_shape
+    elif data is None:
+        if needs_data:
+            raise ValueError(f"data: method {method!r} needs data (a DataBundle or a dataset)")
+        dataset, shape = None, None
+    elif isinstance(data, Dataset):
+        if len(data) == 0:
+            raise ValueError("data: the dataset is empty")
+        dataset, shape = data, tuple(data[0][0].shape)
+    else:
+        raise TypeError(f"data: expected a DataBundle, a torch Dataset or None, got {type(data).__name__}")
+    if input_shape is not None:
+        shape = _checks.input_shape(input_shape)
+    if shape is None and method == "synflow":
+        raise ValueError("input_shape: SynFlow without data needs the input shape (one sample, no batch)")
+    return dataset, shape
