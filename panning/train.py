@@ -15,7 +15,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -109,6 +109,91 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, d
         model.train(was_training)
     n = max(len(y_all), 1)
     return loss.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, dataset: TensorDataset, batch_size: int = 256, device="cpu") -> int:
+    """Re-estimate the running statistics of every BatchNorm layer of ``model`` for its current weights (and
+    masks): reset them, run one pass over ``dataset`` in order in train mode, averaging over all batches (not
+    an exponential average), and restore each layer's momentum and the model's mode. No parameter changes.
+    Returns the number of BatchNorm layers (0: nothing to do, no pass run)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    x_all, _ = _tensors(dataset, "dataset")
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the mean over the batches of the pass
+    model.train()
+    try:
+        for start in range(0, len(x_all), batch_size):
+            model(x_all[start : start + batch_size].to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)
+
+
+def cosine(total_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
+    """The factor of the base learning rate at step t: 0.5 (1 + cos(pi t / T)) over ``total_steps`` T, per step;
+    or, with ``steps_per_epoch``, constant within an epoch: 0.5 (1 + cos(pi e / E)) for epoch e of E (a
+    per-epoch cosine annealing, as torch's CosineAnnealingLR stepped once per epoch, in closed form)."""
+    if steps_per_epoch is None:
+        return lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * (t // steps_per_epoch) / epochs))
+
+
+class Loop:
+    """The step/epoch driver shared by :func:`train` and the jackpot search.
+
+    It runs steps ``position .. stop - 1`` of a run of ``total`` steps, ``steps_per_epoch`` to an epoch (the last
+    epoch may be short): ``batch(t)`` gives the batch of step t, ``step(x, y)`` trains on it and returns the
+    (detached) mean loss and logits. It keeps the epoch's running loss sum, correct count and sample count in
+    ``tally`` (a float64 tensor on the device: no host sync per step) and the epoch's seconds, calls
+    ``end_epoch(epoch, tally, seconds)`` (0-based epoch) when an epoch ends (also when the run's last step
+    ends it early), and ``save()`` every ``save_every`` steps and after the last step run. ``tally`` and
+    ``seconds`` belong in a checkpoint taken mid-epoch.
+    """
+
+    def __init__(self, *, total: int, steps_per_epoch: int, device, position: int = 0,
+                 tally: torch.Tensor | None = None, seconds: float = 0.0):
+        self.total, self.steps_per_epoch, self.position = total, steps_per_epoch, position
+        self.tally = torch.zeros(3, dtype=torch.float64, device=device) if tally is None else tally.to(device)
+        self.seconds = seconds
+
+    def run(self, *, stop: int, batch, step, end_epoch, save=None, save_every: int | None = None,
+            bar=None) -> None:
+        while self.position < stop:
+            started = time.perf_counter()
+            x, y = batch(self.position)
+            loss, logits = step(x, y)
+            self.tally += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double(),
+                                       torch.tensor(float(len(y)), dtype=torch.float64, device=self.tally.device)])
+            self.position += 1
+            self.seconds += time.perf_counter() - started
+            if bar is not None:
+                bar.update()
+            if self.position % self.steps_per_epoch == 0 or self.position == self.total:
+                end_epoch((self.position - 1) // self.steps_per_epoch, self.tally.clone(), self.seconds)
+                self.tally.zero_()
+                self.seconds = 0.0
+            if save is not None and (self.position == stop or (save_every and self.position % save_every == 0)):
+                save()
+
+
+def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
+    """Refuse a checkpoint at ``path`` written by another kind of run or with other settings (ValueError
+    naming ``checkpoint`` and the settings that differ)."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("kind", kind) != kind:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a {kind} checkpoint (format {CHECKPOINT_FORMAT})")
+    differ = sorted(k for k in config if state["config"].get(k) != config[k])
+    if differ:
+        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
 
 
 def _check_masks(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:

@@ -1,6 +1,8 @@
 """`panning jackpot`: search a lottery jackpot in a pre-trained model and report it.
 
     panning jackpot --data mnist1d --model cnn1d --sparsity 0.9 --epochs 10 [--checkpoint dense.pt]
+    panning jackpot ... --preset authors          # the authors' settings, step for step (docs/jackpot.md)
+    panning jackpot ... --steps 500               # the budget in optimizer steps instead of epochs
 
 Without --checkpoint the dense model is trained first with panning.train (the model's recipe) and cached
 in --out. Prints a table (dense, magnitude-pruned, jackpot and optionally fine-tuned accuracy; per-layer
@@ -26,17 +28,16 @@ from torch import nn
 from .. import data as datasets
 from .. import models
 from ..masks import Masks
+from ..commands import Option, boolean
+from ..train import RECIPES, evaluate, reestimate_batchnorm, train
 from .budget import BUDGETS, INITS, magnitude_masks
 from .finetune import finetune
-from ..commands import Option, boolean
-from ..train import RECIPES, evaluate, train
-from .search import RESTRICTIONS, SearchResult, search
+from .searching import PRESETS, RESTRICTIONS, SearchResult, resolve_settings, search
 
-
-DEFAULTS = dict(data="mnist1d", model="cnn1d", width=1.0, sparsity=0.9, epochs=10, init="magnitude",
-                restriction="short", budget="global", include_classifier=False, batch_size=256, lr=0.1,
-                momentum=0.9, weight_decay=5e-4, monitor=True, finetune_epochs=0, finetune_lr=0.01, seed=0,
-                out=Path("runs/jackpot"), resume=True, progress=True)
+# init, lr, restriction and bn_reestimation: None = from the preset.
+DEFAULTS = dict(data="mnist1d", model="cnn1d", width=1.0, sparsity=0.9, preset="safe", budget="global",
+                include_classifier=False, batch_size=256, momentum=0.9, weight_decay=5e-4, monitor=True,
+                finetune_epochs=0, finetune_lr=0.01, seed=0, out=Path("runs/jackpot"), resume=True, progress=True)
 OPTIONS = (
     Option("data", str, "data set (default mnist1d)", datasets.available()),
     Option("data-dir", Path, "folder of the CIFAR python pickles"),
@@ -45,13 +46,17 @@ OPTIONS = (
     Option("checkpoint", Path, "pre-trained weights: a state dict (torch or .safetensors) or a panning training "
            "checkpoint; without it the dense model is trained first"),
     Option("sparsity", float, "fraction of searched weights removed (default 0.9)"),
-    Option("epochs", int, "search epochs (default 10)"),
-    Option("init", str, "starting scores (default magnitude)", INITS),
-    Option("restriction", str, "short restriction or none (default short)", RESTRICTIONS),
+    Option("epochs", int, "search epochs (default 10 unless --steps)"),
+    Option("steps", int, "search budget in optimizer steps instead of epochs"),
+    Option("preset", str, "safe (default) or authors: their settings step for step", tuple(PRESETS)),
+    Option("init", str, "starting scores (default: the preset's; safe: magnitude, authors: flat)", INITS),
+    Option("restriction", str, "short restriction or none (default: the preset's)", RESTRICTIONS),
+    Option("bn-reestimation", boolean, "re-estimate BatchNorm statistics for the start mask (default: the "
+           "preset's)"),
     Option("budget", str, "per-layer budgets: one global magnitude threshold, or uniform", BUDGETS),
     Option("include-classifier", boolean, "search the last layer too"),
     Option("batch-size", int, "global batch size (default 256)"),
-    Option("lr", float, "score learning rate (default 0.1)"),
+    Option("lr", float, "score learning rate (default: the preset's, 0.1)"),
     Option("momentum", float, "score SGD momentum (default 0.9)"),
     Option("weight-decay", float, "score weight decay (default 5e-4)"),
     Option("monitor", boolean, "count loss rises after mask updates (one more forward per step; default on)"),
@@ -114,23 +119,37 @@ def _pretrained(args, bundle, device: torch.device, rank: int) -> nn.Module:
     return load_weights(model, cache).to(device)
 
 
-def _run_name(args) -> str:
+def _run_name(args, settings: dict) -> str:
+    """The run folder's name: every setting that changes the search (two runs differing in any of them must
+    not share a checkpoint)."""
     classifier = "-withfc" if args.include_classifier else ""
-    return (f"{args.data}-{args.model}-w{args.width:g}-s{args.sparsity:g}-e{args.epochs}-{args.init}-"
-            f"{args.restriction}-{args.budget}{classifier}-seed{args.seed}")
+    budget = f"steps{args.steps}" if args.steps is not None else f"e{args.epochs or 10}"
+    bn = "bn" if settings["bn_reestimation"] else "nobn"
+    return (f"{args.data}-{args.model}-w{args.width:g}-s{args.sparsity:g}-{budget}-{args.preset}-"
+            f"{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-m{args.momentum:g}-"
+            f"wd{args.weight_decay:g}-b{args.batch_size}-{args.budget}{classifier}-seed{args.seed}")
 
 
-def _magnitude_pruned(model: nn.Module, args, bundle, device) -> tuple[float, Masks]:
-    """Test accuracy and masks of plain magnitude pruning under the search's per-layer budgets."""
-    masks = magnitude_masks(model, args.sparsity, budget=args.budget, include_classifier=args.include_classifier)
-    return evaluate(masks.apply(copy.deepcopy(model)), bundle.test, device=device)[1], masks
+def _magnitude_pruned(model: nn.Module, args, bundle, device, rounding: str) -> tuple[float, float, Masks]:
+    """Test accuracy of plain magnitude pruning under the search's per-layer budgets, without and with the
+    BatchNorm statistics re-estimated for the pruned network (the baseline the search must beat), and its masks."""
+    masks = magnitude_masks(model, args.sparsity, budget=args.budget, rounding=rounding,
+                            include_classifier=args.include_classifier)
+    pruned = masks.apply(copy.deepcopy(model))
+    plain = evaluate(pruned, bundle.test, device=device)[1]
+    if not reestimate_batchnorm(pruned, bundle.train, args.batch_size, device):
+        return plain, plain, masks
+    return plain, evaluate(pruned, bundle.test, device=device)[1], masks
 
 
 def _table(args, summary: dict, result: SearchResult, model: nn.Module) -> str:
-    rows = [f"jackpot: {args.data} {args.model}, sparsity {args.sparsity:.1%} ({args.budget} budget, {args.init} "
-            f"start, {args.restriction} restriction), {result.steps} steps in {len(result.history)} epochs",
+    settings = result.settings
+    rows = [f"jackpot: {args.data} {args.model}, sparsity {args.sparsity:.1%} ({args.preset} preset: {args.budget} "
+            f"budget, {settings['init']} start, {settings['restriction']} restriction, lr {settings['lr']:g}), "
+            f"{result.steps} steps in {len(result.history)} epochs",
             f"  dense accuracy             {summary['dense_acc']:.2%}",
             f"  magnitude-pruned accuracy  {summary['magnitude_acc']:.2%}",
+            f"  magnitude + BN statistics  {summary['magnitude_bn_acc']:.2%}",
             f"  jackpot accuracy           {summary['jackpot_acc']:.2%}   (mask IoU with magnitude "
             f"{summary['overlap_with_magnitude']:.3f})"]
     if "finetuned_acc" in summary:
@@ -141,6 +160,8 @@ def _table(args, summary: dict, result: SearchResult, model: nn.Module) -> str:
     rows.append(f"  {'layer':<28} {'weights':>9} {'kept':>9} {'density':>8}")
     searched = result.masks
     for name, p in model.named_parameters():
+        if name.endswith("scores"):
+            continue
         if name in searched:
             kept = int(searched[name].sum())
             rows.append(f"  {name:<28} {p.numel():>9} {kept:>9} {kept / p.numel():>8.3f}")
@@ -191,16 +212,20 @@ def _run(args: argparse.Namespace, rank: int, device: torch.device) -> int:
     bundle = datasets.load(args.data, seed=args.seed, data_dir=args.data_dir)
     model = _pretrained(args, bundle, device, rank)
     dense_acc = evaluate(model, bundle.test, device=device)[1]
-    magnitude_acc, magnitude = _magnitude_pruned(model, args, bundle, device)
-    run_dir = Path(args.out) / _run_name(args)
-    result = search(model, bundle, sparsity=args.sparsity, epochs=args.epochs, init=args.init,
-                    restriction=args.restriction, budget=args.budget, include_classifier=args.include_classifier,
-                    batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+    given = dict(init=args.init, lr=args.lr, restriction=args.restriction, bn_reestimation=args.bn_reestimation)
+    settings = resolve_settings(args.preset, **given)
+    magnitude_acc, magnitude_bn_acc, magnitude = _magnitude_pruned(model, args, bundle, device, settings["rounding"])
+    run_dir = Path(args.out) / _run_name(args, settings)
+    result = search(model, bundle, sparsity=args.sparsity, epochs=args.epochs, steps=args.steps, preset=args.preset,
+                    **given, budget=args.budget, include_classifier=args.include_classifier,
+                    batch_size=args.batch_size, momentum=args.momentum, weight_decay=args.weight_decay,
                     monitor=args.monitor, seed=args.seed, checkpoint=run_dir / "search.pt", resume=args.resume,
                     progress=args.progress)
-    summary = dict(data=args.data, model=args.model, sparsity=args.sparsity, epochs=args.epochs, init=args.init,
-                   restriction=args.restriction, budget=args.budget, include_classifier=args.include_classifier,
-                   seed=args.seed, dense_acc=dense_acc, magnitude_acc=magnitude_acc,
+    summary = dict(data=args.data, model=args.model, sparsity=args.sparsity, epochs=args.epochs, steps=result.steps,
+                   preset=args.preset, **result.settings, budget=args.budget,
+                   include_classifier=args.include_classifier, batch_size=args.batch_size, momentum=args.momentum,
+                   weight_decay=args.weight_decay, seed=args.seed, dense_acc=dense_acc, magnitude_acc=magnitude_acc,
+                   magnitude_bn_acc=magnitude_bn_acc,
                    jackpot_acc=result.history[-1].test_acc,
                    overlap_with_magnitude=result.masks.overlap(magnitude), counters=result.counters(),
                    budgets=result.budgets, history=[asdict(r) for r in result.history])
@@ -211,7 +236,7 @@ def _run(args: argparse.Namespace, rank: int, device: torch.device) -> int:
                                   progress=args.progress)
         summary["finetuned_acc"] = outcome.test_acc
     else:
-        plain = result.model.unwrap()
+        plain = result.model
     if rank == 0:
         result.save(run_dir)
         tmp = run_dir / ".summary.json.tmp"

@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from .. import ops
+
 
 def rate(step: int, total: int) -> float:
     """r_t = (1 - t / T)^4: the fraction of a layer's candidate pairs that step t may still admit."""
@@ -72,3 +74,22 @@ def short_restriction(old: torch.Tensor, proposed: torch.Tensor, scores: torch.T
     new[a[admit]] = True
     new[b[admit]] = False
     return new, pairs.sum(), admit.sum()
+
+
+def top_k_refresh(old: torch.Tensor, scores: torch.Tensor, k: torch.Tensor, offsets: torch.Tensor,
+                  segment: torch.Tensor) -> torch.Tensor:
+    """The plain refresh: every layer keeps its k[s] highest scores, except that a layer whose k-th and
+    (k+1)-th highest scores tie keeps its old mask (the authors' code then finds unequal numbers of revivals
+    and removals and leaves the layer alone). One segmented top-k and two segmented reductions, no host sync.
+
+    old: the current flat bool mask; k, offsets: host int64; segment: (N,) layer index of every weight.
+    """
+    proposed = ops.topk_mask(scores, k, offsets=offsets)
+    layers = offsets.numel() - 1
+    inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
+    lowest_kept = torch.full((layers,), float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, segment, torch.where(proposed, scores, inf), "amin")
+    highest_pruned = torch.full((layers,), -float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, segment, torch.where(proposed, -inf, scores), "amax")
+    tied = highest_pruned >= lowest_kept
+    return torch.where(tied[segment], old, proposed)
