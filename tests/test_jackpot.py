@@ -268,8 +268,10 @@ def test_search_resumes_mid_epoch_with_the_same_final_masks(tmp_path):
     assert torch.equal(second.model[1].running_var, whole.model[1].running_var)
     strip = [dict(vars(r), seconds=0) for r in whole.history]
     assert [dict(vars(r), seconds=0) for r in second.history] == strip
+    model = small_net()
     with pytest.raises(ValueError, match="another run"):
-        search(small_net(), data, checkpoint=path, **{**settings, "sparsity": 0.8})
+        search(model, data, checkpoint=path, **{**settings, "sparsity": 0.8})
+    assert type(model[0]) is nn.Conv2d and all(p.requires_grad for p in model.parameters())  # given back plain
 
 
 def test_search_validates_its_arguments_and_leaves_the_model_plain():
@@ -295,6 +297,10 @@ def test_search_validates_its_arguments_and_leaves_the_model_plain():
         search(model, data, sparsity=0.5, bn_reestimation="yes")
     with pytest.raises(ValueError, match="max_steps"):
         search(model, data, sparsity=0.5, max_steps=-1)
+    with pytest.raises(TypeError, match="test"):
+        search(model, data.train, sparsity=0.5, test=[1])
+    with pytest.raises(TypeError, match="checkpoint"):
+        search(model, data, sparsity=0.5, checkpoint=3)
     assert type(model[0]) is nn.Conv2d and all(p.requires_grad for p in model.parameters())
 
 
@@ -329,3 +335,12 @@ def test_search_on_a_conv1d_model_from_a_tensor_dataset():
                     progress=False)
     assert math.isnan(result.history[0].test_acc) and list(result.masks) == ["0.weight", "3.weight"]
     assert result.masks.kept == round(0.5 * result.masks.numel)
+
+
+def test_the_search_module_is_importable_as_a_module():
+    import importlib
+
+    import panning.jackpot
+
+    module = importlib.import_module("panning.jackpot.searching")
+    assert module.search is panning.jackpot.search and callable(panning.jackpot.search)

@@ -241,6 +241,10 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     in total; a later call with the same checkpoint goes on. All arguments are checked before any work.
     """
     train, test, augment, data_name = _datasets(data, test)
+    if test is not None and not (isinstance(test, TensorDataset) and len(test.tensors) == 2):
+        raise TypeError(f"test: expected a TensorDataset of (inputs, labels), got {type(test).__name__}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
@@ -302,10 +306,14 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
     path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     if path is not None and resume and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        check_run(state, path, config, CHECKPOINT_KIND)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"checkpoint: {str(path)!r} was written for other pre-trained weights")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            check_run(state, path, config, CHECKPOINT_KIND)
+            if state["fingerprint"] != fingerprint:
+                raise ValueError(f"checkpoint: {str(path)!r} was written for other pre-trained weights")
+        except BaseException:
+            space.undo()  # nothing has run: the model goes back as it was given
+            raise
         space.set_scores(state["scores"].to(device))
         space.set_mask(state["mask"].to(device))
         with torch.no_grad():

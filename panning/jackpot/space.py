@@ -19,7 +19,7 @@ from torch import nn
 
 from ..arena import Arena, Filter
 from ..masks import Masks
-from ..nn import SparseLayer, sparsify
+from ..nn import SparseLayer, densify, sparsify
 
 
 class SearchSpace:
@@ -79,6 +79,15 @@ class SearchSpace:
     def score_dict(self) -> dict[str, torch.Tensor]:
         """The scores per searched weight (copies)."""
         return {name: s.detach().clone() for name, s in self.arena.split(self.scores).items()}
+
+    def undo(self) -> nn.Module:
+        """Put plain layers back (sharing the same, unchanged weights) and the original requires_grad flags:
+        the model as it was given, for a search that fails before it starts. Returns the model."""
+        self.mask.fill_(True)  # densify zeroes nothing behind an all-kept mask
+        for layer in self.layers:
+            layer.scores = None
+        self.release()
+        return densify(self.model)
 
     def release(self) -> None:
         """Give every model parameter its requires_grad from before the search (the scores keep theirs)."""
