@@ -7,7 +7,9 @@ panning.train and the model's recipe, splits digits, and orders the search's bat
     run with its own cosine schedule), no weight update;
   - start ablation: safe preset, magnitude vs random start, ABLATION_EPOCHS epochs: first epoch within 1 point
     of dense;
-  - restriction ablation: safe preset, short vs none, 10 epochs, loss-rise monitor on.
+  - restriction ablation: safe preset, short vs none, 10 epochs, loss-rise monitor on;
+  - why the safe start (seed 0 of the first two configurations, search seed 100, 3 epochs): starts |w| and
+    flat at lr 0.1 and 0.01, and how far one lr-0.1 step moves the scores against the flat start's margin.
 Every finished cell is cached in --cache/cells.json (atomically), so an interrupted run continues where it
 stopped. Writes bench/results/jackpot-mnist1d-digits.md, .png and .json.
 
@@ -26,12 +28,14 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from panning import data as datasets
 from panning import models
 from panning import train as training
-from panning.jackpot import magnitude_masks, search
+from panning.arena import except_last
+from panning.jackpot import SearchSpace, layer_budgets, magnitude_mask, magnitude_masks, search
 
 # (data, model, width, sparsity): MNIST-1D at widths where the sparsity is not trivial, digits at 90%; in the
 # order they run (the done-when configurations first, the costly wide ones last).
@@ -40,6 +44,10 @@ PROTOCOL = (("mnist1d", "cnn1d", 2.0, 0.9), ("digits", "cnn2d", 1.0, 0.9), ("mni
 EPOCHS = (1, 3, 5, 10)
 PRESETS = ("safe", "authors")
 ABLATION_EPOCHS = 30
+# The start / lr probe behind the safe preset (docs/jackpot.md): label -> search settings (3 epochs, seed 100).
+PROBES = {"|w|, lr 0.1 (safe)": dict(), "|w|, lr 0.01": dict(lr=0.01), "flat, lr 0.1": dict(init="flat"),
+          "flat, lr 0.01": dict(init="flat", lr=0.01), "authors' preset": dict(preset="authors")}
+PROBED = PROTOCOL[:2]
 OUT = Path("bench/results/jackpot-mnist1d-digits")
 
 
@@ -90,6 +98,24 @@ def search_cell(model, bundle, **settings) -> dict:
                 history=[r.test_acc for r in result.history], counters=result.counters())
 
 
+def margin_cell(model, bundle, sparsity: float) -> dict:
+    """How far one lr-0.1 step moves the scores at the start (magnitude mask, BatchNorm re-estimated, the first
+    256 training samples): quantiles of |0.1 g w|, the share above the flat start's 0.01 margin, and the move
+    relative to |w| (the |w| start's scale)."""
+    model = copy.deepcopy(model)
+    space = SearchSpace(model, except_last(model))
+    space.set_mask(magnitude_mask(space.arena, layer_budgets(space.arena, sparsity)))
+    training.reestimate_batchnorm(model, bundle.train)
+    model.train()
+    x, y = bundle.train.tensors
+    F.cross_entropy(model(x[:256]), y[:256]).backward()
+    move = 0.1 * space.score_grad().abs().double()
+    relative = move / space.arena.weights.abs().double().clamp_min(1e-12)
+    return dict(move_median=move.quantile(0.5).item(), move_p99=move.quantile(0.99).item(),
+                above_margin=(move > 0.01).double().mean().item(), relative_median=relative.quantile(0.5).item(),
+                relative_p99=relative.quantile(0.99).item())
+
+
 def plan(seeds: int) -> list[tuple[str, tuple, dict | None]]:
     """Every cell: (key, (data, arch, width, sparsity, seed), search settings or None for a baseline)."""
     cells = []
@@ -104,6 +130,11 @@ def plan(seeds: int) -> list[tuple[str, tuple, dict | None]]:
             cells += [(f"{base}/start/{init}", where, dict(init=init, epochs=ABLATION_EPOCHS))
                       for init in ("magnitude", "random")]
             cells.append((f"{base}/restriction/none", where, dict(restriction="none", epochs=10, monitor=True)))
+        if (data, arch, width, sparsity) in PROBED:
+            base = f"{config_name(data, arch, width, sparsity)}/seed0"
+            cells.append((f"{base}/margins", (data, arch, width, sparsity, 0), None))
+            cells += [(f"{base}/probe/{label}", (data, arch, width, sparsity, 0),
+                       dict(epochs=3, seed=100, **settings)) for label, settings in PROBES.items()]
     return cells
 
 
@@ -120,12 +151,14 @@ def collect(cells: Cells, cache: Path, seeds: int) -> None:
             loaded[data, arch, width, seed] = pretrained(data, arch, width, seed, cache)
         bundle, model, train_seconds = loaded[data, arch, width, seed]
         name = key.rsplit("/", 1)[-1]
-        if name == "dense":
+        if settings is not None:
+            cells.get(key, lambda: search_cell(model, bundle, sparsity=sparsity, **{"seed": seed, **settings}))
+        elif name == "dense":
             cells.get(key, lambda: dict(acc=training.evaluate(model, bundle.test)[1], train_seconds=train_seconds))
         elif name in ("magnitude", "magnitude+bn"):
             cells.get(key, lambda: magnitude_cell(model, bundle, sparsity, reestimate=name == "magnitude+bn"))
         else:
-            cells.get(key, lambda: search_cell(model, bundle, sparsity=sparsity, seed=seed, **settings))
+            cells.get(key, lambda: margin_cell(model, bundle, sparsity))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,8 +183,10 @@ def summarize(cells: dict, seeds: int) -> dict:
     for data, arch, width, sparsity in PROTOCOL:
         config = config_name(data, arch, width, sparsity)
         cell = lambda seed, name: cells.get(f"{config}/seed{seed}/{name}")  # noqa: E731
-        if any(cell(seed, "dense") is None for seed in range(seeds)):
-            continue
+        needed = [key for key, (d, a, w, s, _), _ in plan(seeds) if config_name(d, a, w, s) == config
+                  and "/probe/" not in key and not key.endswith("/margins")]
+        if any(key not in cells for key in needed):
+            continue  # not finished: left out of the table (the header says so)
         row = {"data": data, "model": arch, "width": width, "sparsity": sparsity, "seeds": seeds}
         row["dense"] = [cell(s, "dense")["acc"] for s in range(seeds)]
         for name in ("magnitude", "magnitude+bn"):
@@ -174,7 +209,7 @@ def summarize(cells: dict, seeds: int) -> dict:
     return table
 
 
-def markdown(table: dict, seeds: int, seconds: float, command: str, missing: int) -> str:
+def markdown(table: dict, seeds: int, seconds: float, command: str, missing: int, cells: dict) -> str:
     cols = " | ".join(f"{p} {e} ep" for p in PRESETS for e in EPOCHS)
     ran = (f"all {len(PROTOCOL)} protocol configurations" if len(table) == len(PROTOCOL)
            else f"{len(table)} of {len(PROTOCOL)} protocol configurations ({missing} cells not run)")
@@ -240,8 +275,35 @@ def markdown(table: dict, seeds: int, seconds: float, command: str, missing: int
             lines.append(f"| {row['data']} / {row['model']} w{row['width']:g} | {row['sparsity']:.0%} | "
                          f"{restriction} | {pct(r['acc'])} | {r['proposed']} | {r['admitted']} | {r['updates']} | "
                          f"{r['rises']} | {share} |")
+    lines += probe_section(cells)
     lines += ["", f"![jackpot results]({OUT.name}.png)", ""]
     return "\n".join(lines)
+
+
+def probe_section(cells: dict) -> list[str]:
+    """The start / lr probe behind the safe preset, where it ran."""
+    configs = [(config_name(d, a, w, s), f"{d} / {a} w{w:g}") for d, a, w, s in PROBED]
+    configs = [(c, label) for c, label in configs if f"{c}/seed0/margins" in cells
+               and all(f"{c}/seed0/probe/{p}" in cells for p in PROBES)]
+    if not configs:
+        return []
+    lines = ["", "## Why the safe start (dense seed 0, search seed 100, 90%, 3 epochs, one run each)", "",
+             "One lr-0.1 step at the start (magnitude mask, BatchNorm re-estimated, first 256 training samples): "
+             "how far it moves the scores, and the share of weights it moves by more than the flat start's "
+             "0.01 margin; relative: the move divided by |w| (the scale of the |w| start).", "",
+             "| data / model | move median | move p99 | share above 0.01 | relative median | relative p99 |",
+             "|---|---|---|---|---|---|"]
+    for config, label in configs:
+        m = cells[f"{config}/seed0/margins"]
+        lines.append(f"| {label} | {m['move_median']:.1e} | {m['move_p99']:.1e} | {m['above_margin']:.3f} | "
+                     f"{m['relative_median']:.1e} | {m['relative_p99']:.1e} |")
+    lines += ["", "Test accuracy after 3 epochs (BatchNorm re-estimated in all but the authors' preset):", "",
+              "| start, lr | " + " | ".join(label for _, label in configs) + " |",
+              "|---|" + "---|" * len(configs)]
+    for probe in PROBES:
+        lines.append(f"| {probe} | " + " | ".join(f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}"
+                                                  for c, _ in configs) + " |")
+    return lines
 
 
 def plot(table: dict, path: Path) -> None:
@@ -304,8 +366,9 @@ def main() -> None:
         f" --seeds {args.seeds}" if args.seeds != 3 else "")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     plot(table, OUT.with_suffix(".png"))
-    write(OUT.with_suffix(".json"), json.dumps(table, indent=1))
-    write(OUT.with_suffix(".md"), markdown(table, args.seeds, seconds, command, missing))
+    probes = {key: value for key, value in cells.cells.items() if "/probe/" in key or key.endswith("/margins")}
+    write(OUT.with_suffix(".json"), json.dumps({"configurations": table, "start_probe": probes}, indent=1))
+    write(OUT.with_suffix(".md"), markdown(table, args.seeds, seconds, command, missing, cells.cells))
     print(f"wrote {OUT}.md, .json and .png")
 
 
