@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from panning import data as datasets
 from panning import ops
 from panning.arena import Arena, except_last, prunable
-from panning.jackpot import (SearchSpace, Searcher, initial_scores, layer_budgets, magnitude_mask, magnitude_masks,
+from panning.jackpot import (SearchSpace, Searcher, finetune, initial_scores, layer_budgets, magnitude_mask, magnitude_masks,
                              rate, search, short_restriction, top_k_refresh)
 from panning.nn import SparseLayer
 
@@ -344,3 +344,17 @@ def test_the_search_module_is_importable_as_a_module():
 
     module = importlib.import_module("panning.jackpot.searching")
     assert module.search is panning.jackpot.search and callable(panning.jackpot.search)
+
+
+def test_finetune_trains_the_kept_weights_under_the_searched_mask():
+    data = bundle_2d()
+    model = small_net()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = search(model, data, sparsity=0.8, steps=3, batch_size=64, progress=False)
+    tuned, outcome = finetune(result, data, epochs=1, batch_size=64, progress=False)
+    assert tuned is model and outcome.epochs == 1
+    assert all(layer.scores is None for layer in model.modules() if isinstance(layer, SparseLayer))
+    for name, mask in result.masks.items():
+        weight = dict(model.named_parameters())[name]
+        assert bool((weight[~mask] == 0).all()), name  # pruned weights zeroed and held there
+        assert not torch.equal(weight[mask], before[name][mask]), name  # kept weights trained
