@@ -1,4 +1,9 @@
-"""The short restriction: admit only mask changes that the first-order loss model says do not hurt.
+"""The mask refresh after a search step: the plain per-layer top-k, and the short restriction on top of it.
+
+Plain refresh (`top_k_refresh`): every layer keeps its k[s] highest scores; a layer whose k-th and (k+1)-th
+scores tie keeps its old mask, as the authors' code does.
+
+The short restriction: admit only mask changes that the first-order loss model says do not hurt.
 
 After an optimizer step the per-layer top-k of the new scores proposes, in every layer s, revivals A_s
 (pruned now, above the layer's threshold) and removals B_s (kept now, below it); |A_s| = |B_s| because
