@@ -2,8 +2,8 @@
 
 For each network, on the same batch:
   dense   one ordinary training step: forward, backward, SGD (momentum, weight decay) on all parameters;
-  search  one panning.jackpot.Searcher step (restriction none, then short): straight-through forward,
-          backward into the flat scores, SGD on the scores, ONE segmented ops.topk_mask over all layers;
+  search  one panning.jackpot.Searcher step (restriction none, then short): straight-through forward through
+          the panning.nn sparse layers with scores, backward into the scores, SGD on the scores, ONE segmented ops.topk_mask over all layers;
   plain   the same algorithm written the straightforward way: a score tensor per layer, W * M materialized
           for every layer (Linear too), and a full sort per layer per step to rebuild the mask.
 Design target (docs/benchmarks.md): search <= 1.3x dense.
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from panning import ops
 from panning.arena import Arena, except_last
-from panning.jackpot import JackpotNet, Searcher, initial_scores, layer_budgets
+from panning.jackpot import SearchSpace, Searcher, initial_scores, layer_budgets
 from panning.models import build
 
 # name -> (model, input shape, classes, width, batch)
@@ -64,14 +64,14 @@ def dense_step(model: nn.Module, x, y):
 
 
 def search_step(model: nn.Module, x, y, restriction: str, total: int):
-    """(one search step, the step's segmented top-k alone) over a fresh JackpotNet around `model`."""
-    net = JackpotNet(model)
-    k = layer_budgets(net.arena, SPARSITY)
-    net.set_scores(initial_scores(net.arena, k, "abs"))
-    net.set_mask(ops.topk_mask(net.scores.detach(), k, offsets=net.arena.offsets))
-    searcher = Searcher(net, k, total_steps=total, restriction=restriction)
-    net.train()
-    return (lambda: searcher.step(x, y)), (lambda: ops.topk_mask(net.scores.detach(), k, offsets=net.arena.offsets))
+    """(one search step, the step's segmented top-k alone) over a fresh SearchSpace of `model`."""
+    space = SearchSpace(model, except_last(model))
+    k = layer_budgets(space.arena, SPARSITY)
+    space.set_scores(initial_scores(space.arena, k, "magnitude"))
+    space.set_mask(ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
+    searcher = Searcher(space, k, total_steps=total, restriction=restriction)
+    model.train()
+    return (lambda: searcher.step(x, y)), (lambda: ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
 
 
 def plain_step(model: nn.Module, x, y):

@@ -15,7 +15,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,6 +43,7 @@ RECIPES: dict[str, dict] = {
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_KIND = "training"
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,91 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, d
     return loss.item() / n, correct.item() / n
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, dataset: TensorDataset, batch_size: int = 256, device="cpu") -> int:
+    """Re-estimate the running statistics of every BatchNorm layer of ``model`` for its current weights (and
+    masks): reset them, run one pass over ``dataset`` in order in train mode, averaging over all batches (not
+    an exponential average), and restore each layer's momentum and the model's mode. No parameter changes.
+    Returns the number of BatchNorm layers (0: nothing to do, no pass run)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    x_all, _ = _tensors(dataset, "dataset")
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the mean over the batches of the pass
+    model.train()
+    try:
+        for start in range(0, len(x_all), batch_size):
+            model(x_all[start : start + batch_size].to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)
+
+
+def cosine(total_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
+    """The factor of the base learning rate at step t: 0.5 (1 + cos(pi t / T)) over ``total_steps`` T, per step;
+    or, with ``steps_per_epoch``, constant within an epoch: 0.5 (1 + cos(pi e / E)) for epoch e of E (a
+    per-epoch cosine annealing, as torch's CosineAnnealingLR stepped once per epoch, in closed form)."""
+    if steps_per_epoch is None:
+        return lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total_steps))
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * (t // steps_per_epoch) / epochs))
+
+
+class Loop:
+    """The step/epoch driver shared by :func:`train` and the jackpot search.
+
+    It runs steps ``position .. stop - 1`` of a run of ``total`` steps, ``steps_per_epoch`` to an epoch (the last
+    epoch may be short): ``batch(t)`` gives the batch of step t, ``step(x, y)`` trains on it and returns the
+    (detached) mean loss and logits. It keeps the epoch's running loss sum, correct count and sample count in
+    ``tally`` (a float64 tensor on the device: no host sync per step) and the epoch's seconds, calls
+    ``end_epoch(epoch, tally, seconds)`` (0-based epoch) when an epoch ends (also when the run's last step
+    ends it early), and ``save()`` every ``save_every`` steps and after the last step run. ``tally`` and
+    ``seconds`` belong in a checkpoint taken mid-epoch.
+    """
+
+    def __init__(self, *, total: int, steps_per_epoch: int, device, position: int = 0,
+                 tally: torch.Tensor | None = None, seconds: float = 0.0):
+        self.total, self.steps_per_epoch, self.position = total, steps_per_epoch, position
+        self.tally = torch.zeros(3, dtype=torch.float64, device=device) if tally is None else tally.to(device)
+        self.seconds = seconds
+
+    def run(self, *, stop: int, batch, step, end_epoch, save=None, save_every: int | None = None,
+            bar=None) -> None:
+        while self.position < stop:
+            started = time.perf_counter()
+            x, y = batch(self.position)
+            loss, logits = step(x, y)
+            self.tally += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double(),
+                                       torch.tensor(float(len(y)), dtype=torch.float64, device=self.tally.device)])
+            self.position += 1
+            self.seconds += time.perf_counter() - started
+            if bar is not None:
+                bar.update()
+            if self.position % self.steps_per_epoch == 0 or self.position == self.total:
+                end_epoch((self.position - 1) // self.steps_per_epoch, self.tally.clone(), self.seconds)
+                self.tally.zero_()
+                self.seconds = 0.0
+            if save is not None and (self.position == stop or (save_every and self.position % save_every == 0)):
+                save()
+
+
+def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
+    """Refuse a checkpoint at ``path`` written by another kind of run or with other settings (ValueError
+    naming ``checkpoint`` and the settings that differ)."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("kind", kind) != kind:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a {kind} checkpoint (format {CHECKPOINT_FORMAT})")
+    differ = sorted(k for k in config if state["config"].get(k) != config[k])
+    if differ:
+        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
+
+
 def _check_masks(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """(parameter, pruned-positions) pairs on ``device``; ValueError naming ``masks`` on any mismatch."""
     if masks is None:
@@ -151,14 +237,6 @@ def _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov) -> t
             model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
         )
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-
-
-def _make_schedule(opt, schedule: str, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step factor of the base learning rate: cosine from 1 down to 0 over ``total_steps``, or constant."""
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-
 
 
 def _rng_state() -> dict:
@@ -231,8 +309,9 @@ def train(
     x_train, y_train = (t.to(device) for t in _tensors(data.train, "data.train"))
     n = len(y_train)
     steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov)
-    sched = _make_schedule(opt, schedule, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(total) if schedule == "cosine" else lambda step: 1.0)
     torch.manual_seed(seed)
 
     # Everything that must agree for a checkpoint to continue this run rather than some other one.
@@ -247,51 +326,58 @@ def train(
         history = _restore(path, model, opt, sched, config, mask_state)
     _zero_masked_weights(pruned)
 
-    bar = tqdm(
-        total=epochs * steps_per_epoch, initial=len(history) * steps_per_epoch, disable=not progress,
-        desc=f"train {data.name}", unit="step", dynamic_ncols=True,
-    )  # fmt: skip
-    try:
-        for epoch in range(len(history), epochs):
-            epoch_start = time.perf_counter()
-            model.train()
+    epoch_data: dict[int, tuple[torch.Tensor, torch.Generator]] = {}
+
+    def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(t, steps_per_epoch)
+        if epoch not in epoch_data:  # the epoch's order and augmentation come from one generator
+            epoch_data.clear()
             generator = derived_generator(seed, epoch)
-            order = torch.randperm(n, generator=generator).to(device)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                x, y = x_train[idx], y_train[idx]
-                if data.augment is not None:
-                    x = data.augment(x, generator)
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                _zero_masked_grads(pruned)
-                opt.step()
-                sched.step()
-                _zero_masked_weights(pruned)
-                loss_sum += loss.detach().double() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                bar.update()
-            test_loss, test_acc = evaluate(model, data.test, device=device)
-            stats = EpochStats(
-                epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum.item() / n,
-                train_acc=correct.item() / n, test_loss=test_loss, test_acc=test_acc,
-                seconds=time.perf_counter() - epoch_start,
-            )  # fmt: skip
-            history.append(stats)
-            bar.set_postfix(loss=f"{stats.train_loss:.3f}", test_acc=f"{test_acc:.2%}")
-            if path is not None:
-                save_atomically(
-                    dict(
-                        format=CHECKPOINT_FORMAT, config=config, model=model.state_dict(), optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict(), rng=_rng_state(), masks=mask_state,
-                        history=[asdict(h) for h in history],
-                    ),
-                    path,
-                )  # fmt: skip
+            epoch_data[epoch] = (torch.randperm(n, generator=generator).to(device), generator)
+        order, generator = epoch_data[epoch]
+        idx = order[index * batch_size : (index + 1) * batch_size]
+        x, y = x_train[idx], y_train[idx]
+        return (data.augment(x, generator) if data.augment is not None else x), y
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _zero_masked_grads(pruned)
+        opt.step()
+        sched.step()
+        _zero_masked_weights(pruned)
+        return loss.detach(), logits.detach()
+
+    def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
+        test_loss, test_acc = evaluate(model, data.test, device=device)
+        loss_sum, correct, count = tally.tolist()
+        history.append(EpochStats(
+            epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum / count, train_acc=correct / count,
+            test_loss=test_loss, test_acc=test_acc, seconds=seconds,
+        ))  # fmt: skip
+        bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{test_acc:.2%}")
+
+    def save() -> None:
+        save_atomically(
+            dict(
+                format=CHECKPOINT_FORMAT, kind=CHECKPOINT_KIND, config=config, model=model.state_dict(),
+                optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(), masks=mask_state,
+                history=[asdict(h) for h in history],
+            ),
+            path,
+        )  # fmt: skip
+
+    loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=len(history) * steps_per_epoch)
+    bar = tqdm(
+        total=total, initial=loop.position, disable=not progress, desc=f"train {data.name}", unit="step",
+        dynamic_ncols=True,
+    )  # fmt: skip
+    model.train()  # evaluate() puts the mode back after every epoch
+    try:
+        loop.run(stop=total, batch=batch, step=step, end_epoch=end_epoch, save=save if path is not None else None,
+                 save_every=steps_per_epoch, bar=bar)
     finally:
         bar.close()
     return TrainResult(history=history, wall_time=time.perf_counter() - started)
@@ -303,12 +389,7 @@ def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict) -> l
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
         raise ValueError(f"checkpoint {str(path)!r} could not be loaded: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r} is not a panning training checkpoint (format {CHECKPOINT_FORMAT})")
-    differ = sorted(k for k in config if state["config"].get(k) != config[k])
-    if differ:
-        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
-        raise ValueError(f"checkpoint {str(path)!r} belongs to another run: it has {was}, this run {now}")
+    check_run(state, path, config, CHECKPOINT_KIND)
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
         raise ValueError(f"checkpoint {str(path)!r} was written with different masks than this run's")

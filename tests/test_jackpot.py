@@ -1,6 +1,8 @@
-"""Lottery-jackpot search: frozen weights, exact budgets, straight-through gradients, restriction, resume."""
+"""Lottery-jackpot search: frozen weights, exact budgets, straight-through gradients, restriction, resume,
+BatchNorm re-estimation, argument checks."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -11,8 +13,9 @@ from torch.nn import functional as F
 from panning import data as datasets
 from panning import ops
 from panning.arena import Arena, except_last, prunable
-from panning.jackpot import (JackpotNet, Searcher, initial_scores, layer_budgets, magnitude_mask, magnitude_masks,
-                             rate, search, short_restriction)
+from panning.jackpot import (SearchSpace, Searcher, finetune, initial_scores, layer_budgets, magnitude_mask,
+                             magnitude_masks, rate, search, short_restriction, top_k_refresh)
+from panning.nn import SparseLayer
 
 
 def small_net() -> nn.Module:
@@ -54,12 +57,27 @@ def test_global_budget_is_one_magnitude_threshold_and_uniform_is_per_layer():
     uniform = layer_budgets(arena, 0.8, budget="uniform")
     assert uniform.tolist() == [round(0.2 * n) for n in arena.sizes.tolist()]
     with pytest.raises(ValueError, match="sparsity"):
-        layer_budgets(arena, 1.0)
+        magnitude_masks(model, 1.0)
     with pytest.raises(ValueError, match="budget"):
-        layer_budgets(arena, 0.5, budget="per-channel")
+        magnitude_masks(model, 0.5, budget="per-channel")
 
 
-@pytest.mark.parametrize("init", ["magnitude", "abs"])
+def test_floor_rounding_counts_budgets_as_the_authors_code():
+    model = small_net()
+    arena = Arena(model, include=except_last(model))
+    magnitudes = arena.weights.abs()
+    kept = int(arena.numel * (1 - 0.9))  # truncated, as int() does
+    threshold = sorted(magnitudes.tolist(), reverse=True)[kept - 1]
+    expected = []
+    for a, b in zip(arena.offsets[:-1].tolist(), arena.offsets[1:].tolist()):
+        n, below = b - a, sum(v < threshold for v in magnitudes[a:b].tolist())
+        expected.append(n - int(n * (below / n)))
+    assert layer_budgets(arena, 0.9, rounding="floor").tolist() == expected
+    assert layer_budgets(arena, 0.9, budget="uniform", rounding="floor").tolist() == \
+        [n - int(n * 0.9) for n in arena.sizes.tolist()]
+
+
+@pytest.mark.parametrize("init", ["magnitude", "flat"])
 def test_initial_scores_select_the_magnitude_mask(init):
     model = small_net()
     arena = Arena(model, include=prunable)
@@ -74,73 +92,91 @@ def test_random_scores_follow_the_generator():
     one = initial_scores(arena, k, "random", generator=torch.Generator().manual_seed(3))
     two = initial_scores(arena, k, "random", generator=torch.Generator().manual_seed(3))
     assert torch.equal(one, two) and not torch.equal(one, initial_scores(arena, k, "magnitude"))
+    assert torch.equal(initial_scores(arena, k, "magnitude"), arena.weights.abs())  # margins scale with |w|
+    flat = initial_scores(arena, k, "flat")
+    keep = magnitude_mask(arena, k)
+    assert bool((flat[keep] == 1).all()) and bool((flat[~keep] == 0.99).all())
     with pytest.raises(ValueError, match="init"):
         initial_scores(arena, k, "kaiming")
 
 
-# -- the score layers -------------------------------------------------------------------------------
+# -- the search space: sparse layers with scores -----------------------------------------------------
 
 
 @pytest.mark.parametrize("make, shape", [(small_net, (1, 8, 8)), (small_net_1d, (1, 16))])
 def test_straight_through_gradient_is_grad_of_effective_weight_times_weight(make, shape):
     model = make().double()
+    plain = copy.deepcopy(model)
     x = torch.randn(5, *shape, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3, 1])
-    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    net = JackpotNet(model, include=prunable)  # classifier searched too: Linear with and without bias
-    k = layer_budgets(net.arena, 0.6)
-    net.set_scores(torch.randn(net.arena.numel, dtype=torch.float64))
-    net.set_mask(ops.topk_mask(net.scores.detach(), k, offsets=net.arena.offsets))
-    masks = net.masks()
-    net.eval()  # BatchNorm on running statistics: the same function in both computations
-    F.cross_entropy(net(x), y).backward()
-    got = net.arena.split(net.scores.grad)
+    space = SearchSpace(model, prunable)  # classifier searched too: Linear with and without bias
+    k = layer_budgets(space.arena, 0.6)
+    space.set_scores(torch.randn(space.arena.numel, dtype=torch.float64))
+    space.set_mask(ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
+    masks = space.masks()
+    model.eval()  # BatchNorm on running statistics: the same function in both computations
+    F.cross_entropy(model(x), y).backward()
+    got = space.arena.split(space.score_grad())
 
     # Oracle: the plain network with W_eff = W * M as leaves; dL/dW_eff * W is the expected score gradient.
-    plain = net.unwrap()
-    effective = {n: (weights[n] * masks[n]).requires_grad_() for n in masks}
+    weights = dict(plain.named_parameters())
+    effective = {n: (weights[n].detach() * masks[n]).requires_grad_() for n in masks}
     params = {**{n: p.detach() for n, p in plain.named_parameters()}, **effective}
-    buffers = dict(plain.named_buffers())
-    loss = F.cross_entropy(torch.func.functional_call(plain, {**params, **buffers}, (x,)), y)
+    plain.eval()
+    loss = F.cross_entropy(torch.func.functional_call(plain, {**params, **dict(plain.named_buffers())}, (x,)), y)
     loss.backward()
     assert set(got) == set(masks) and len(got) == 3
     for name in masks:
-        expected = effective[name].grad * weights[name]
+        expected = effective[name].grad * weights[name].detach()
         assert torch.allclose(got[name], expected, rtol=1e-10, atol=1e-12), name
         assert bool((got[name][~masks[name]] != 0).any()), f"{name}: pruned weights must get gradients too"
 
 
-def test_wrapping_freezes_everything_and_unwrap_restores_the_model():
+def test_search_space_uses_the_sparse_layers_freezes_the_model_and_release_restores_flags():
     model = small_net()
-    model[1].weight.requires_grad_(False)  # a user's own frozen parameter stays frozen after unwrap
-    names = [n for n, _ in model.named_parameters()]
-    net = JackpotNet(model)
-    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["scores"]
-    assert net.names == ["0.weight", "5.weight"]  # classifier dense by default
-    with pytest.raises(ValueError, match="already wrapped"):
-        JackpotNet(model)
-    with pytest.raises(RuntimeError, match="cannot be moved"):
-        net.double()
-    plain = net.unwrap()
-    assert plain is model and [n for n, _ in plain.named_parameters()] == names
-    assert [n for n, p in plain.named_parameters() if not p.requires_grad] == ["1.weight"]
+    model[1].weight.requires_grad_(False)  # a user's own frozen parameter stays frozen after release
+    space = SearchSpace(model, except_last(model))
+    assert isinstance(model[0], SparseLayer) and isinstance(model[5], SparseLayer)
+    assert type(model[7]) is nn.Linear  # classifier dense by default
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["0.scores", "5.scores"]
+    assert space.names == ["0.weight", "5.weight"]
+    # One flat buffer each: a write to the flat mask or scores is what every layer sees.
+    space.set_mask(torch.zeros(space.arena.numel, dtype=torch.bool))
+    assert not model[0].mask.any() and not model[5].mask.any()
+    with pytest.raises(ValueError, match="already holds sparse layers"):
+        SearchSpace(model, prunable)
+    space.release()
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == ["1.weight"]
 
 
-def test_wrapped_model_wears_the_mask_outside_the_search():
+def test_search_space_wears_the_mask_and_keeps_the_weights():
     model = small_net()
+    plain = copy.deepcopy(model)
     x = torch.randn(4, 1, 8, 8)
-    net = JackpotNet(model)
-    k = layer_budgets(net.arena, 0.7)
-    net.set_mask(magnitude_mask(net.arena, k))
-    masks = net.masks()
-    net.eval()
+    space = SearchSpace(model, except_last(model))
+    k = layer_budgets(space.arena, 0.7)
+    space.set_mask(magnitude_mask(space.arena, k))
+    masks = space.masks()
+    model.eval()
     with torch.no_grad():
-        worn = model(x)  # the user's own module object, now wrapped
-    plain = net.unwrap()
+        worn = model(x)  # the user's own module object, its layers now sparse
+    for name, p in plain.named_parameters():
+        assert torch.equal(dict(model.named_parameters())[name], p), name  # nothing baked in
     masks.apply(plain)
     plain.eval()
     with torch.no_grad():
         assert torch.allclose(plain(x), worn, atol=1e-6)
+
+
+def test_top_k_refresh_keeps_a_layer_whose_boundary_is_tied():
+    offsets = torch.tensor([0, 4, 8])
+    segment = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    old = torch.tensor([1, 1, 0, 0, 1, 0, 1, 0], dtype=torch.bool)
+    k = torch.tensor([2, 2])
+    # Layer 0: clear top-2 {2, 3}; layer 1: its 2nd and 3rd highest scores tie (0.5), so it stays as it was.
+    scores = torch.tensor([0.1, 0.2, 0.9, 0.8, 0.9, 0.5, 0.1, 0.5])
+    new = top_k_refresh(old, scores, k, offsets, segment)
+    assert new.tolist() == [False, False, True, True, True, False, True, False]
 
 
 # -- the search step --------------------------------------------------------------------------------
@@ -150,9 +186,9 @@ def test_wrapped_model_wears_the_mask_outside_the_search():
 @pytest.mark.parametrize("budget", ["global", "uniform"])
 def test_exact_per_layer_k_after_every_step(restriction, budget):
     data = bundle_2d()
-    net = JackpotNet(small_net(), include=prunable)
+    net = SearchSpace(small_net(), prunable)
     k = layer_budgets(net.arena, 0.85, budget=budget)
-    net.set_scores(initial_scores(net.arena, k, "abs"))
+    net.set_scores(initial_scores(net.arena, k, "magnitude"))
     net.set_mask(magnitude_mask(net.arena, k))
     searcher = Searcher(net, k, total_steps=8, restriction=restriction, lr=0.5, monitor=True)
     x, y = data.train.tensors
@@ -161,10 +197,9 @@ def test_exact_per_layer_k_after_every_step(restriction, budget):
         before = net.mask.clone()
         searcher.step(x[32 * step:32 * step + 32], y[32 * step:32 * step + 32])
         assert segment_counts(net.mask, net.arena.offsets) == k.tolist()
-        assert set(net.mask.unique().tolist()) <= {0.0, 1.0}
         changed |= not torch.equal(before, net.mask)
-        if restriction == "none":
-            assert torch.equal(net.mask != 0, ops.topk_mask(net.scores.detach(), k, offsets=net.arena.offsets))
+        if restriction == "none":  # random-ish scores: no ties at the boundary, so the plain top-k
+            assert torch.equal(net.mask, ops.topk_mask(net.scores, k, offsets=net.arena.offsets))
     assert changed, "the search never changed the mask: the test does not exercise it"
     proposed, admitted, updates, rises = searcher.counters.tolist()
     assert admitted <= proposed and updates <= 8 and rises <= updates
@@ -204,14 +239,15 @@ def test_search_keeps_pretrained_weights_bitwise_and_updates_batchnorm_statistic
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     running = model[1].running_mean.clone()
     result = search(model, data, sparsity=0.8, epochs=2, batch_size=64, monitor=True, progress=False)
-    net = result.model
+    assert result.model is model and isinstance(model[0], SparseLayer)
     assert result.masks.sparsity == pytest.approx(0.8, abs=1 / result.masks.numel)
     assert result.steps == 8 and result.completed and len(result.history) == 2
     assert result.counters()["admitted"] > 0, "the search never changed the mask"
     assert not torch.equal(model[1].running_mean, running)  # BatchNorm statistics do follow the masked net
-    plain = net.unwrap()
-    for name, p in plain.named_parameters():
-        assert torch.equal(p, params[name]), name  # BatchNorm affine included
+    for name, p in model.named_parameters():
+        if name in params:
+            assert torch.equal(p, params[name]), name  # BatchNorm affine included
+            assert p.requires_grad  # the flags the model came with
     assert math.isfinite(result.initial_test_acc) and all(0 <= r.test_acc <= 1 for r in result.history)
 
 
@@ -227,12 +263,15 @@ def test_search_resumes_mid_epoch_with_the_same_final_masks(tmp_path):
     assert second.steps == whole.steps == 12 and second.completed
     for name in whole.masks:
         assert torch.equal(second.masks[name], whole.masks[name]), name
-    assert torch.equal(second.model.scores, whole.model.scores)
-    assert torch.equal(second.model.model[1].running_var.data, whole.model.model[1].running_var.data)
+    for name in whole.scores:
+        assert torch.equal(second.scores[name], whole.scores[name]), name
+    assert torch.equal(second.model[1].running_var, whole.model[1].running_var)
     strip = [dict(vars(r), seconds=0) for r in whole.history]
     assert [dict(vars(r), seconds=0) for r in second.history] == strip
-    with pytest.raises(ValueError, match="another search"):
-        search(small_net(), data, checkpoint=path, **{**settings, "sparsity": 0.8})
+    model = small_net()
+    with pytest.raises(ValueError, match="another run"):
+        search(model, data, checkpoint=path, **{**settings, "sparsity": 0.8})
+    assert type(model[0]) is nn.Conv2d and all(p.requires_grad for p in model.parameters())  # given back plain
 
 
 def test_search_validates_its_arguments_and_leaves_the_model_plain():
@@ -246,7 +285,48 @@ def test_search_validates_its_arguments_and_leaves_the_model_plain():
         search(model, [1, 2], sparsity=0.5)
     with pytest.raises(ValueError, match="epochs"):
         search(model, data, sparsity=0.5, epochs=0)
-    assert isinstance(model[0], nn.Conv2d) and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="preset"):
+        search(model, data, sparsity=0.5, preset="paper")
+    with pytest.raises(ValueError, match="lr"):
+        search(model, data, sparsity=0.5, lr=-1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        search(model, data, sparsity=0.5, momentum=1.0)
+    with pytest.raises(ValueError, match="steps"):
+        search(model, data, sparsity=0.5, steps=0)
+    with pytest.raises(ValueError, match="bn_reestimation"):
+        search(model, data, sparsity=0.5, bn_reestimation="yes")
+    with pytest.raises(ValueError, match="max_steps"):
+        search(model, data, sparsity=0.5, max_steps=-1)
+    with pytest.raises(TypeError, match="test"):
+        search(model, data.train, sparsity=0.5, test=[1])
+    with pytest.raises(TypeError, match="checkpoint"):
+        search(model, data, sparsity=0.5, checkpoint=3)
+    assert type(model[0]) is nn.Conv2d and all(p.requires_grad for p in model.parameters())
+
+
+def test_batchnorm_statistics_are_reestimated_for_the_start_mask_before_the_first_step():
+    data = bundle_2d(n_train=200)  # batches of 64, 64, 64, 8
+    model = small_net()
+    plain = copy.deepcopy(model)
+    result = search(model, data, sparsity=0.8, batch_size=64, max_steps=0, progress=False)
+    assert result.steps == 0
+    # Oracle: the start mask's convolution output, batch by batch in data order; the pass averages the batch
+    # means and the unbiased batch variances over the batches.
+    mask = result.masks["0.weight"]
+    x = data.train.tensors[0]
+    means, variances = [], []
+    with torch.no_grad():
+        for start in range(0, len(x), 64):
+            h = F.conv2d(x[start:start + 64], plain[0].weight * mask, plain[0].bias, padding=1)
+            means.append(h.mean(dim=(0, 2, 3)))
+            variances.append(h.var(dim=(0, 2, 3), unbiased=True))
+    assert torch.allclose(model[1].running_mean, torch.stack(means).mean(0), atol=1e-6)
+    assert torch.allclose(model[1].running_var, torch.stack(variances).mean(0), atol=1e-5)
+    assert model[1].momentum == plain[1].momentum
+    # The authors' preset makes no such pass: the statistics stay the pre-trained ones.
+    untouched = copy.deepcopy(plain)
+    search(untouched, data, sparsity=0.8, batch_size=64, max_steps=0, preset="authors", progress=False)
+    assert torch.equal(untouched[1].running_mean, plain[1].running_mean)
 
 
 def test_search_on_a_conv1d_model_from_a_tensor_dataset():
@@ -255,3 +335,26 @@ def test_search_on_a_conv1d_model_from_a_tensor_dataset():
                     progress=False)
     assert math.isnan(result.history[0].test_acc) and list(result.masks) == ["0.weight", "3.weight"]
     assert result.masks.kept == round(0.5 * result.masks.numel)
+
+
+def test_the_search_module_is_importable_as_a_module():
+    import importlib
+
+    import panning.jackpot
+
+    module = importlib.import_module("panning.jackpot.searching")
+    assert module.search is panning.jackpot.search and callable(panning.jackpot.search)
+
+
+def test_finetune_trains_the_kept_weights_under_the_searched_mask():
+    data = bundle_2d()
+    model = small_net()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = search(model, data, sparsity=0.8, steps=3, batch_size=64, progress=False)
+    tuned, outcome = finetune(result, data, epochs=1, batch_size=64, progress=False)
+    assert tuned is model and outcome.epochs == 1
+    assert all(layer.scores is None for layer in model.modules() if isinstance(layer, SparseLayer))
+    for name, mask in result.masks.items():
+        weight = dict(model.named_parameters())[name]
+        assert bool((weight[~mask] == 0).all()), name  # pruned weights zeroed and held there
+        assert not torch.equal(weight[mask], before[name][mask]), name  # kept weights trained

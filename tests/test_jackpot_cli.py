@@ -53,3 +53,18 @@ def test_load_weights_reads_state_dicts_and_refuses_misfits(tmp_path):
         models.load_weights(models.build("cnn1d", (1, 16), 3), path)
     with pytest.raises(ValueError, match="no file"):
         models.load_weights(other, tmp_path / "missing.pt")
+
+
+def test_runs_differing_in_lr_weight_decay_or_batch_size_get_their_own_folders(tmp_path):
+    _, path = pretrained(tmp_path)
+    base = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--sparsity", "0.7",
+            "--steps", "3", "--batch-size", "64", "--out", str(tmp_path / "runs"), "--no-progress", "--no-monitor"]
+    variants = [[], ["--lr", "0.05"], ["--weight-decay", "0"], ["--batch-size", "32"], ["--preset", "authors"]]
+    for extra in variants:
+        assert main(base + extra) == 0  # each would have refused the first run's checkpoint if they collided
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert len(folders) == len(variants)
+    authors = json.loads(next(p for p in (tmp_path / "runs").iterdir() if "-authors-" in p.name)
+                         .joinpath("summary.json").read_text())
+    assert (authors["init"], authors["restriction"], authors["bn_reestimation"], authors["steps"]) == \
+        ("flat", "none", False, 3)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -287,10 +286,15 @@ def test_auto_mode_takes_the_compressed_path_only_with_a_fast_kernel(monkeypatch
     sparse_mask = torch.zeros(10, 100, dtype=torch.bool)
     sparse_mask[:, :5] = True  # density 0.05
     layer.set_mask(sparse_mask)
-    backend = SimpleNamespace(resolve=lambda op, device: "reference")  # whose sparse kernel is a dense matmul
-    monkeypatch.setattr(layers, "dispatch", backend)
+    # What the ops report: only the reference backend (whose sparse kernel is a dense matmul), then cpp too.
+    reference = {"available": True, "devices": ("cpu", "cuda"), "ops": ("sparse_linear_fwd",)}
+    report = {"reference": reference, "cpp": dict(reference, available=False)}
+    monkeypatch.setattr(layers.ops, "backends", lambda: report)
+    monkeypatch.setattr(layers, "compiled_sparse_kernel", layers.compiled_sparse_kernel.__wrapped__)
     assert layer.mode == "auto" and layer.path == "masked"
-    backend.resolve = lambda op, device: "cpp"
+    report["cpp"] = dict(reference, devices=("cuda",))  # compiled, but not for this device
+    assert layer.path == "masked"
+    report["cpp"] = reference
     assert layer.path == "compressed"
     layer.set_mask(torch.ones(10, 100, dtype=torch.bool))
     assert layer.path == "masked"

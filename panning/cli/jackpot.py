@@ -1,6 +1,8 @@
 """`panning jackpot`: search a lottery jackpot in a pre-trained model and report it.
 
     panning jackpot --data mnist1d --sparsity 0.9 --epochs 10 [--checkpoint dense.pt]
+    panning jackpot ... --preset authors          # the authors' settings, step for step (docs/jackpot.md)
+    panning jackpot ... --steps 500               # the budget in optimizer steps instead of epochs
 
 Without --checkpoint the dense model is trained first with panning.train (the model's recipe) and cached in --out.
 Prints a table (dense, magnitude-pruned, jackpot and optionally fine-tuned accuracy; per-layer density) and writes
@@ -29,16 +31,20 @@ OPTIONS = (
            "checkpoint or a model file of panning train --save; without it the dense model is trained first",
            check=o.input_file),
     o.SPARSITY,
-    o.EPOCHS.but(help="search epochs" + _SEARCH),
-    Option("init", str, "starting scores: magnitude, abs or random" + _SEARCH,
+    o.EPOCHS.but(help="search epochs (10 unless --steps)" + _SEARCH),
+    Option("steps", int, "search budget in optimizer steps instead of epochs", check=checks.positive_int),
+    Option("preset", str, "safe or authors (their settings step for step; docs/jackpot.md)" + _SEARCH,
+           check=o.one_of("panning.jackpot.searching", "PRESETS")),
+    Option("init", str, "starting scores: magnitude, flat or random; default: the preset's",
            check=o.one_of("panning.jackpot.budget", "INITS")),
-    Option("restriction", str, "short restriction or none" + _SEARCH,
-           check=o.one_of("panning.jackpot.search", "RESTRICTIONS")),
+    Option("restriction", str, "short restriction or none; default: the preset's",
+           check=o.one_of("panning.jackpot.searching", "RESTRICTIONS")),
+    Option("bn-reestimation", boolean, "re-estimate BatchNorm statistics for the start mask; default: the preset's"),
     Option("budget", str, "per-layer budgets: global (one magnitude threshold) or uniform" + _SEARCH,
            check=o.one_of("panning.jackpot.budget", "BUDGETS")),
     Option("include-classifier", boolean, "search the last layer too" + _SEARCH),
     o.BATCH_SIZE.but(help="global batch size" + _SEARCH),
-    o.LR.but(help="score learning rate" + _SEARCH),
+    o.LR.but(help="score learning rate; default: the preset's"),
     o.MOMENTUM.but(help="score SGD momentum" + _SEARCH),
     o.WEIGHT_DECAY.but(help="score weight decay" + _SEARCH),
     Option("monitor", boolean, "count loss rises after mask updates (one more forward per step)" + _SEARCH),
@@ -53,8 +59,8 @@ OPTIONS = (
     Option("resume", boolean, "continue an interrupted search from its checkpoint", True),
     o.PROGRESS, o.THREADS,
 )
-_SEARCH_KEYS = ("epochs", "init", "restriction", "budget", "include_classifier", "batch_size", "lr", "momentum",
-                "weight_decay", "monitor")
+_SEARCH_KEYS = ("epochs", "steps", "preset", "init", "restriction", "bn_reestimation", "budget", "include_classifier",
+                "batch_size", "lr", "momentum", "weight_decay", "monitor")
 
 
 def resume_hint(opts: dict) -> str:
@@ -67,7 +73,7 @@ def run(opts: dict) -> int:
     import torch.distributed as dist
 
     from .. import data, models
-    from ..jackpot.search import search
+    from ..jackpot.searching import search
 
     opts = o.defaults_of(search, opts, _SEARCH_KEYS)
     bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
@@ -128,10 +134,15 @@ def _train_dense(model, opts: dict, bundle, device, rank: int) -> None:
     models.load_weights(model, cache)
 
 
-def _run_name(opts: dict) -> str:
+def _run_name(opts: dict, settings: dict) -> str:
+    """The run folder's name: every setting that changes the search (two runs differing in any of them must
+    not share a checkpoint)."""
     classifier = "-withfc" if opts["include_classifier"] else ""
-    return (f"{opts['data']}-{opts['model']}-w{opts['width']:g}-s{opts['sparsity']:g}-e{opts['epochs']}-"
-            f"{opts['init']}-{opts['restriction']}-{opts['budget']}{classifier}-seed{opts['seed']}")
+    budget = f"steps{opts['steps']}" if opts["steps"] is not None else f"e{opts['epochs'] or 10}"
+    bn = "bn" if settings["bn_reestimation"] else "nobn"
+    return (f"{opts['data']}-{opts['model']}-w{opts['width']:g}-s{opts['sparsity']:g}-{budget}-{opts['preset']}-"
+            f"{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-m{opts['momentum']:g}-"
+            f"wd{opts['weight_decay']:g}-b{opts['batch_size']}-{opts['budget']}{classifier}-seed{opts['seed']}")
 
 
 def _search(model, opts: dict, bundle, device, rank: int) -> int:
@@ -140,21 +151,27 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
     from ..io import write_text
     from ..jackpot.budget import magnitude_masks
     from ..jackpot.finetune import finetune
-    from ..jackpot.search import search
-    from ..train import evaluate
+    from ..jackpot.searching import resolve_settings, search
+    from ..train import evaluate, reestimate_batchnorm
 
     dense_acc = evaluate(model, bundle.test, device=device)[1]
-    magnitude = magnitude_masks(model, opts["sparsity"], budget=opts["budget"],
+    settings = resolve_settings(opts["preset"], init=opts["init"], lr=opts["lr"], restriction=opts["restriction"],
+                                bn_reestimation=opts["bn_reestimation"])
+    magnitude = magnitude_masks(model, opts["sparsity"], budget=opts["budget"], rounding=settings["rounding"],
                                 include_classifier=opts["include_classifier"])
-    magnitude_acc = evaluate(magnitude.apply(copy.deepcopy(model)), bundle.test, device=device)[1]
-    run_dir = Path(opts["out"]) / _run_name(opts)
+    pruned = magnitude.apply(copy.deepcopy(model))
+    magnitude_acc = evaluate(pruned, bundle.test, device=device)[1]
+    magnitude_bn_acc = (evaluate(pruned, bundle.test, device=device)[1]
+                        if reestimate_batchnorm(pruned, bundle.train, opts["batch_size"], device) else magnitude_acc)
+    run_dir = Path(opts["out"]) / _run_name(opts, settings)
     result = search(model, bundle, sparsity=opts["sparsity"], **{k: opts[k] for k in _SEARCH_KEYS},
                     seed=opts["seed"], checkpoint=run_dir / "search.pt", resume=opts["resume"],
                     progress=opts["progress"])
     summary = dict(data=opts["data"], model=opts["model"], sparsity=opts["sparsity"], epochs=opts["epochs"],
-                   init=opts["init"], restriction=opts["restriction"], budget=opts["budget"],
-                   include_classifier=opts["include_classifier"], seed=opts["seed"], dense_acc=dense_acc,
-                   magnitude_acc=magnitude_acc, jackpot_acc=result.history[-1].test_acc,
+                   steps=result.steps, preset=opts["preset"], **result.settings, budget=opts["budget"],
+                   include_classifier=opts["include_classifier"], batch_size=opts["batch_size"],
+                   momentum=opts["momentum"], weight_decay=opts["weight_decay"], seed=opts["seed"],
+                   dense_acc=dense_acc, magnitude_acc=magnitude_acc, magnitude_bn_acc=magnitude_bn_acc, jackpot_acc=result.history[-1].test_acc,
                    overlap_with_magnitude=result.masks.overlap(magnitude), counters=result.counters(),
                    budgets=result.budgets, history=[asdict(r) for r in result.history])
     if opts["finetune_epochs"] and rank == 0:  # panning.train is single-process: one rank fine-tunes
@@ -165,7 +182,7 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
                                   progress=opts["progress"], **tuning)
         summary["finetuned_acc"] = outcome.test_acc
     else:
-        plain = result.model.unwrap()
+        plain = result.model
     if rank == 0:
         result.save(run_dir)
         write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
@@ -176,11 +193,13 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
 
 
 def _table(opts: dict, summary: dict, result, model) -> str:
-    rows = [f"jackpot: {opts['data']} {opts['model']}, sparsity {opts['sparsity']:.1%} ({opts['budget']} budget, "
-            f"{opts['init']} start, {opts['restriction']} restriction), {result.steps} steps in "
-            f"{len(result.history)} epochs",
+    settings = result.settings
+    rows = [f"jackpot: {opts['data']} {opts['model']}, sparsity {opts['sparsity']:.1%} ({opts['preset']} preset: "
+            f"{opts['budget']} budget, {settings['init']} start, {settings['restriction']} restriction, "
+            f"lr {settings['lr']:g}), {result.steps} steps in {len(result.history)} epochs",
             f"  dense accuracy             {summary['dense_acc']:.2%}",
             f"  magnitude-pruned accuracy  {summary['magnitude_acc']:.2%}",
+            f"  magnitude + BN statistics  {summary['magnitude_bn_acc']:.2%}",
             f"  jackpot accuracy           {summary['jackpot_acc']:.2%}   (mask IoU with magnitude "
             f"{summary['overlap_with_magnitude']:.3f})"]
     if "finetuned_acc" in summary:
@@ -192,6 +211,8 @@ def _table(opts: dict, summary: dict, result, model) -> str:
     rows.append(f"  {'layer':<28} {'weights':>9} {'kept':>9} {'density':>8}")
     searched = result.masks
     for name, p in model.named_parameters():
+        if name.endswith("scores"):
+            continue
         if name in searched:
             kept = int(searched[name].sum())
             rows.append(f"  {name:<28} {p.numel():>9} {kept:>9} {kept / p.numel():>8.3f}")

@@ -1,32 +1,34 @@
 """Per-layer budgets and the starting scores of a lottery-jackpot search.
 
 The search keeps exactly k[s] weights in every layer s of the arena. The budgets come from one global
-magnitude threshold over all prunable weights (as magnitude pruning would place them), or uniformly
-(the same kept fraction in every layer). The scores start so that their per-layer top-k is the
-magnitude mask (default), as |w|, or at random (the ablation of the paper's magnitude start).
+magnitude threshold over all prunable weights (as magnitude pruning would place them), or uniformly (the
+same kept fraction in every layer). `rounding="floor"` counts them as the authors' code does (kept weights
+int((1 - s) * N) before the threshold, then int(size * pruned fraction) pruned per layer); the default
+rounds to the nearest count.
+
+Starting scores (docs/jackpot.md, "Starts"):
+- "magnitude" (default): scores = |w|. Their per-layer top-k is the magnitude mask, and the margin between
+  a kept and a pruned weight scales with the layer's weights, as does the score gradient dL/dW_eff * w: a
+  swap needs a gradient signal comparable to the weights themselves, at any model size.
+- "flat": the authors' start, 1 on the magnitude mask and 1 - FLAT_MARGIN elsewhere. The same mask, but a
+  fixed 0.01 margin that one lr-0.1 step crosses easily on small networks.
+- "random": uniform in [0, 1), a random start mask (the paper's start ablation).
 """
 from __future__ import annotations
 
 import torch
-
 from torch import nn
 
-from .. import ops
+from .. import checks, ops
 from ..arena import Arena, except_last, prunable
 from ..masks import Masks
 
 BUDGETS = ("global", "uniform")
-INITS = ("magnitude", "abs", "random")
+INITS = ("magnitude", "flat", "random")
+ROUNDINGS = ("nearest", "floor")
 
-#: Score gap of the "magnitude" start: kept weights score 1, pruned ones 1 - MARGIN, so a pruned weight
-#: must gain MARGIN over a kept one before they swap. Small enough that the search moves from step one.
-MARGIN = 0.01
-
-
-def _check_sparsity(sparsity) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity: expected a number in [0, 1), got {sparsity!r}")
-    return float(sparsity)
+#: Score gap of the authors' flat start: kept weights score 1, pruned ones 1 - FLAT_MARGIN.
+FLAT_MARGIN = 0.01
 
 
 def _segment_counts(arena: Arena, flat: torch.Tensor) -> torch.Tensor:
@@ -35,22 +37,32 @@ def _segment_counts(arena: Arena, flat: torch.Tensor) -> torch.Tensor:
     return ends[arena.offsets[1:]] - ends[arena.offsets[:-1]]
 
 
-def layer_budgets(arena: Arena, sparsity: float, *, budget: str = "global") -> torch.Tensor:
-    """Kept weights per layer, an (S,) int64 tensor on the host, summing to round((1 - sparsity) * N).
+def layer_budgets(arena: Arena, sparsity: float, *, budget: str = "global", rounding: str = "nearest") -> torch.Tensor:
+    """Kept weights per layer, an (S,) int64 tensor on the host.
 
-    "global": k[s] is the number of layer-s weights among the round((1 - sparsity) * N) largest |w| of the
-    whole arena (ties to the lower flat index), i.e. one magnitude threshold for all layers.
-    "uniform": k[s] = round((1 - sparsity) * size[s]) in every layer.
+    "global": one magnitude threshold for all layers. nearest: k[s] is the number of layer-s weights among
+    the round((1 - sparsity) * N) largest |w| of the arena (ties to the lower flat index), so sum(k) is that
+    count. floor (the authors' count): the threshold is the int((1 - sparsity) * N)-th largest |w|, layer s
+    prunes int(size[s] * f[s]) weights where f[s] is the fraction of its |w| strictly below the threshold.
+    "uniform": k[s] = round((1 - sparsity) * size[s]) (nearest) or size[s] - int(size[s] * sparsity) (floor).
+    `sparsity` is checked by the caller (`search`, `magnitude_masks`).
     """
-    if not isinstance(arena, Arena):
-        raise TypeError(f"arena: expected a panning.arena.Arena, got {type(arena).__name__}")
-    keep = 1.0 - _check_sparsity(sparsity)
-    if budget == "global":
-        kept = round(keep * arena.numel)
-        return _segment_counts(arena, ops.topk_mask(arena.weights.detach().abs(), kept))
+    checks.choice("budget", budget, BUDGETS)
+    checks.choice("rounding", rounding, ROUNDINGS)
+    sizes = arena.sizes
     if budget == "uniform":
-        return torch.round(keep * arena.sizes.double()).to(torch.int64)
-    raise ValueError(f"budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")
+        if rounding == "nearest":
+            return torch.round((1.0 - sparsity) * sizes.double()).to(torch.int64)
+        return torch.tensor([n - int(n * sparsity) for n in sizes.tolist()], dtype=torch.int64)
+    magnitudes = arena.weights.detach().abs()
+    if rounding == "nearest":
+        return _segment_counts(arena, ops.topk_mask(magnitudes, round((1.0 - sparsity) * arena.numel)))
+    kept = int(arena.numel * (1.0 - sparsity))
+    if kept == 0:
+        return torch.zeros(len(arena), dtype=torch.int64)
+    threshold = torch.topk(magnitudes, kept).values[-1]
+    below = _segment_counts(arena, magnitudes < threshold).tolist()
+    return torch.tensor([n - int(n * (b / n)) for n, b in zip(sizes.tolist(), below)], dtype=torch.int64)
 
 
 def magnitude_mask(arena: Arena, k: torch.Tensor) -> torch.Tensor:
@@ -60,28 +72,26 @@ def magnitude_mask(arena: Arena, k: torch.Tensor) -> torch.Tensor:
 
 def initial_scores(arena: Arena, k: torch.Tensor, init: str = "magnitude", *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """A new flat score buffer (the weights' dtype and device) for the start `init`.
-
-    "magnitude": 1 on the magnitude mask of budget k, 1 - MARGIN elsewhere (per-layer top-k = that mask);
-    "abs": |w| (same top-k, but the scores carry each layer's weight scale);
-    "random": uniform in [0, 1) from `generator` (CPU), a random start mask.
-    """
+    """A new flat score buffer (the weights' dtype and device) for the start `init` (see the module doc);
+    "random" draws from `generator` (CPU)."""
     if init == "magnitude":
-        keep = magnitude_mask(arena, k)
-        return torch.full_like(arena.weights, 1.0 - MARGIN).masked_fill_(keep, 1.0)
-    if init == "abs":
         return arena.weights.detach().abs().clone()
+    if init == "flat":
+        keep = magnitude_mask(arena, k)
+        return torch.full_like(arena.weights, 1.0 - FLAT_MARGIN).masked_fill_(keep, 1.0)
     if init == "random":
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError(f"generator: expected a CPU generator, got one on {generator.device}")
         draw = torch.rand(arena.numel, generator=generator, dtype=arena.weights.dtype)
         return draw.to(arena.device)
     raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
 
 
-def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global",
+def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global", rounding: str = "nearest",
                     include_classifier: bool = False) -> Masks:
     """What plain magnitude pruning keeps under the budgets a search of `model` would use (the baseline the
-    search starts from with init="magnitude"). `model` is only read."""
+    search starts from with init="magnitude" or "flat"). `model` is only read."""
+    sparsity = checks.sparsity(sparsity)
+    checks.choice("budget", budget, BUDGETS)
+    checks.choice("rounding", rounding, ROUNDINGS)
     arena = Arena(model, include=prunable if include_classifier else except_last(model), share=False)
-    return Masks.from_flat(arena, magnitude_mask(arena, layer_budgets(arena, sparsity, budget=budget)))
+    k = layer_budgets(arena, sparsity, budget=budget, rounding=rounding)
+    return Masks.from_flat(arena, magnitude_mask(arena, k))

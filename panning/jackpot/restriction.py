@@ -1,4 +1,9 @@
-"""The short restriction: admit only mask changes that the first-order loss model says do not hurt.
+"""The mask refresh after a search step: the plain per-layer top-k, and the short restriction on top of it.
+
+Plain refresh (`top_k_refresh`): every layer keeps its k[s] highest scores; a layer whose k-th and (k+1)-th
+scores tie keeps its old mask, as the authors' code does.
+
+The short restriction: admit only mask changes that the first-order loss model says do not hurt.
 
 After an optimizer step the per-layer top-k of the new scores proposes, in every layer s, revivals A_s
 (pruned now, above the layer's threshold) and removals B_s (kept now, below it); |A_s| = |B_s| because
@@ -20,6 +25,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .. import ops
 
 
 def rate(step: int, total: int) -> float:
@@ -72,3 +79,22 @@ def short_restriction(old: torch.Tensor, proposed: torch.Tensor, scores: torch.T
     new[a[admit]] = True
     new[b[admit]] = False
     return new, pairs.sum(), admit.sum()
+
+
+def top_k_refresh(old: torch.Tensor, scores: torch.Tensor, k: torch.Tensor, offsets: torch.Tensor,
+                  segment: torch.Tensor) -> torch.Tensor:
+    """The plain refresh: every layer keeps its k[s] highest scores, except that a layer whose k-th and
+    (k+1)-th highest scores tie keeps its old mask (the authors' code then finds unequal numbers of revivals
+    and removals and leaves the layer alone). One segmented top-k and two segmented reductions, no host sync.
+
+    old: the current flat bool mask; k, offsets: host int64; segment: (N,) layer index of every weight.
+    """
+    proposed = ops.topk_mask(scores, k, offsets=offsets)
+    layers = offsets.numel() - 1
+    inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
+    lowest_kept = torch.full((layers,), float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, segment, torch.where(proposed, scores, inf), "amin")
+    highest_pruned = torch.full((layers,), -float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, segment, torch.where(proposed, -inf, scores), "amax")
+    tied = highest_pruned >= lowest_kept
+    return torch.where(tied[segment], old, proposed)

@@ -21,13 +21,13 @@ model pruned by the sparse model's masks.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from panning import ops
-from panning.ops import dispatch
 
 MODES = ("auto", "masked", "compressed")
 
@@ -35,6 +35,14 @@ MODES = ("auto", "masked", "compressed")
 # Measured (bench/bench_layers.py, 4096-wide MLP training step, cpp kernels, 1 thread): the compressed step
 # costs about 120 + 2720 * density ms against 590 ms dense, so it wins up to a density of about 0.17.
 AUTO_MAX_DENSITY = 0.15
+
+
+@lru_cache(maxsize=None)
+def compiled_sparse_kernel(device_type: str) -> bool:
+    """Whether a compiled backend (not the plain-torch reference, whose sparse kernel is a dense matmul) can
+    run `sparse_linear` on this device type, as `panning.ops.backends()` reports it. Fixed for a process."""
+    return any(name != "reference" and info["available"] and device_type in info["devices"]
+               and "sparse_linear_fwd" in info["ops"] for name, info in ops.backends().items())
 
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
@@ -224,7 +232,7 @@ class SparseLinear(SparseLayer, nn.Linear):
         """(crow, col, flat) when the compressed path runs, else None."""
         if self.mode == "masked" or self.scores is not None:
             return None
-        if self.mode == "auto" and dispatch.resolve("sparse_linear_fwd", self.weight.device) == "reference":
+        if self.mode == "auto" and not compiled_sparse_kernel(self.weight.device.type):
             return None
         return self._layout(auto=self.mode == "auto")
 

@@ -1,0 +1,385 @@
+"""Lottery-jackpot search: learn per-weight scores over frozen pre-trained weights; the mask is their top-k.
+
+`search(model, data, sparsity=0.9)` swaps the searched layers of `model` for panning.nn sparse layers with
+scores (in place, see `space.SearchSpace`), sets per-layer budgets from one global magnitude threshold,
+starts the scores at the magnitude mask, re-estimates the BatchNorm statistics for it, and runs SGD on the
+scores. After every optimizer step the mask is one segmented `panning.ops.topk_mask` over the whole arena
+(offsets and budgets live on the host: no Python loop over layers, no device synchronization), optionally
+filtered by the short restriction. Two presets (docs/jackpot.md):
+
+- "safe" (default): scores start at |w| (margins scale with the weights), BatchNorm running statistics are
+  re-estimated for the start mask (one pass, no weight update), lr 0.1 with a per-step cosine, short
+  restriction, budgets rounded to the nearest count.
+- "authors": the released code of Zhang, Lin et al. step for step: the flat start (1 kept, 0.99 pruned),
+  lr 0.1 with a cosine stepped per epoch, no extra BatchNorm pass, the plain per-layer top-k refresh (their
+  code's restriction rate is ceil((1 - e/E)^4) = 1, so every proposed swap is taken), and their floor
+  rounding of the budgets.
+Both use SGD momentum 0.9, weight decay 5e-4, batch 256. Arguments given explicitly override the preset.
+
+Loss-rise monitor (`monitor=True`): after each mask update the same batch is run again (train mode, BatchNorm
+running statistics left alone) and compared with the loss of the step's own forward, which saw the old
+mask; a *rise* is a step whose mask changed and whose loss on that batch went up. It costs one more forward.
+
+Under `torch.distributed` (e.g. `torchrun --nproc_per_node=2`, gloo on CPU) the scores are trained with
+DistributedDataParallel and a DistributedSampler: `batch_size` is the global batch, split evenly over the
+ranks; the all-reduced score gradient is identical on every rank, so the masks are too. BatchNorm uses
+per-rank batch statistics (standard DDP), so with BatchNorm the result differs from a single process.
+
+Checkpoints (atomic, `weights_only` loading) hold the scores, mask, optimizer, schedule, RNG, BatchNorm
+buffers, counters and position; a resumed search ends with the same masks as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DistributedSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from .. import checks, ops
+from ..arena import except_last, prunable
+from ..data import DataBundle
+from ..io import derived_generator, save_atomically, save_tensors
+from ..masks import Masks
+from ..train import Loop, check_run, cosine, evaluate, reestimate_batchnorm
+from .budget import BUDGETS, INITS, initial_scores, layer_budgets, magnitude_mask
+from .restriction import rate, short_restriction, top_k_refresh
+from .space import SearchSpace
+
+RESTRICTIONS = ("short", "none")
+SCHEDULES = ("step", "epoch")  # cosine per step, or per epoch
+#: The settings each preset gives the arguments left at None (docs/jackpot.md, "Presets").
+PRESETS = {
+    "safe": dict(init="magnitude", lr=0.1, restriction="short", bn_reestimation=True, schedule="step",
+                 rounding="nearest"),
+    "authors": dict(init="flat", lr=0.1, restriction="none", bn_reestimation=False, schedule="epoch",
+                    rounding="floor"),
+}
+CHECKPOINT_KIND = "jackpot search"
+COUNTERS = ("proposed", "admitted", "updates", "rises")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One search epoch. Losses are per-sample means, accuracies fractions; counters are this epoch's."""
+
+    epoch: int  # 1-based
+    lr: float  # learning rate of the next step
+    train_loss: float
+    train_acc: float
+    test_loss: float  # NaN without test data
+    test_acc: float
+    proposed: int  # candidate pairs (revival, removal) proposed by the top-k of the new scores
+    admitted: int  # pairs that swapped (= proposed without restriction)
+    updates: int  # steps that changed the mask
+    rises: int  # of those, steps whose loss on the same batch went up (monitor=True; else 0)
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    """What `search` found. `model` is the searched model, its layers swapped for panning.nn sparse layers
+    with scores that wear `masks` (weights untouched; `panning.densify(model)` gives a plain model with the
+    pruned weights zeroed, `finetune` trains the kept ones)."""
+
+    masks: Masks
+    model: nn.Module
+    scores: dict[str, torch.Tensor]
+    budgets: dict[str, int]
+    settings: dict  # the resolved settings (preset applied)
+    initial_test_loss: float  # the start mask (after the BatchNorm re-estimation, if any) on the test set
+    initial_test_acc: float
+    history: list[EpochRecord] = field(default_factory=list)
+    steps: int = 0
+    completed: bool = True  # False when stopped early by max_steps
+
+    def counters(self) -> dict[str, int]:
+        return {name: sum(getattr(r, name) for r in self.history) for name in COUNTERS}
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write masks.safetensors and scores.safetensors into `directory` (atomically each)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.masks.save(directory / "masks.safetensors")
+        save_tensors({name: s.contiguous().cpu() for name, s in self.scores.items()},
+                     directory / "scores.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# one step
+
+
+@contextlib.contextmanager
+def _batchnorm_statistics_frozen(modules: list[_BatchNorm]):
+    """Train-mode BatchNorm on batch statistics without touching the running statistics."""
+    saved = [m.track_running_stats for m in modules]
+    for m in modules:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, saved):
+            m.track_running_stats = flag
+
+
+class Searcher:
+    """The per-step machinery of a search over a `SearchSpace`: SGD and its cosine schedule on the scores,
+    the mask refresh (plain top-k or the short restriction), and device-side counters.
+
+    k: (S,) host int64 budgets; total_steps: T of the schedule and of r_t; steps_per_epoch: given, the cosine
+    is stepped per epoch (the authors' schedule), else per step. `forward` is the module the step runs (the
+    model, or a DistributedDataParallel around it). Arguments are checked by `search`.
+    """
+
+    def __init__(self, space: SearchSpace, k: torch.Tensor, *, total_steps: int, restriction: str = "short",
+                 lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
+                 steps_per_epoch: int | None = None, forward: nn.Module | None = None):
+        self.space = space
+        self.forward = forward if forward is not None else space.model
+        self.k = k.to("cpu", torch.int64)
+        self.offsets = space.arena.offsets
+        self.total_steps = total_steps
+        self.restriction = restriction
+        self.monitor = monitor
+        self.t = 0
+        # Nesterov off: the SGD step then leaves .grad as it is, which the restriction reads afterwards.
+        self.optimizer = torch.optim.SGD(space.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine(total_steps, steps_per_epoch))
+        self.counters = torch.zeros(len(COUNTERS), dtype=torch.int64, device=space.arena.device)
+        self._batchnorms = [m for m in space.model.modules() if isinstance(m, _BatchNorm)]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One search step on a batch: (detached mean loss, logits) of the forward under the old mask."""
+        if self.t >= self.total_steps:
+            raise RuntimeError(f"step: the schedule of {self.total_steps} steps is over")
+        space = self.space
+        logits = self.forward(x)
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        with torch.no_grad():
+            old = space.mask.clone()
+            if self.restriction == "short":
+                proposed = top_k_refresh(old, space.scores, self.k, self.offsets, space.segment)
+                new, pairs, admitted = short_restriction(old, proposed, space.scores, space.score_grad(),
+                                                         self.offsets, rate(self.t, self.total_steps))
+            else:
+                new = top_k_refresh(old, space.scores, self.k, self.offsets, space.segment)
+                pairs = admitted = (new & ~old).sum()
+            space.set_mask(new)
+            changed = admitted > 0
+            self.counters[0] += pairs
+            self.counters[1] += admitted
+            self.counters[2] += changed
+            if self.monitor:
+                with _batchnorm_statistics_frozen(self._batchnorms):
+                    after = F.cross_entropy(space.model(x), y)
+                pair = torch.stack([loss.detach(), after])
+                if dist.is_initialized() and dist.get_world_size() > 1:
+                    dist.all_reduce(pair)
+                self.counters[3] += changed & (pair[1] > pair[0])
+        self.t += 1
+        return loss.detach(), logits.detach()
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "counters": self.counters.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.counters.copy_(state["counters"])
+        self.t = int(state["t"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the search
+
+
+def _datasets(data, test) -> tuple[TensorDataset, TensorDataset | None, object, str]:
+    if isinstance(data, DataBundle):
+        return data.train, test if test is not None else data.test, data.augment, data.name
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        return data, test, None, "tensors"
+    raise TypeError(f"data: expected a DataBundle or a TensorDataset of (inputs, labels), got {type(data).__name__}")
+
+
+def resolve_settings(preset: str = "safe", **given) -> dict:
+    """The preset's settings with the explicitly given (not None) ones on top."""
+    checks.choice("preset", preset, PRESETS)
+    return {**PRESETS[preset], **{name: value for name, value in given.items() if value is not None}}
+
+
+def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None, steps: int | None = None,
+           preset: str = "safe", init: str | None = None, lr: float | None = None, restriction: str | None = None,
+           bn_reestimation: bool | None = None, budget: str = "global", include_classifier: bool = False,
+           batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
+           test: TensorDataset | None = None, seed: int = 0, checkpoint=None, resume: bool = True,
+           checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True) -> SearchResult:
+    """Search a lottery jackpot of `sparsity` in the pre-trained `model` (its layers swapped in place for
+    sparse layers with scores; the weights untouched).
+
+    data: a DataBundle (searched on .train, evaluated on .test after every epoch) or a TensorDataset (then
+    `test` optional). Budget of the search: `epochs` (default 10) or `steps` (optimizer steps; the last epoch
+    may be partial), not both. preset: "safe" | "authors" (module doc); init ("magnitude" | "flat" |
+    "random"), lr, restriction ("short" | "none") and bn_reestimation override it. budget: "global" (one
+    magnitude threshold) | "uniform"; include_classifier: search the last layer too. The model runs where
+    its parameters are. checkpoint: file written every `checkpoint_every` steps (default: every epoch) and at
+    the end; with `resume` an existing one is continued. max_steps: stop (checkpointed) after this many steps
+    in total; a later call with the same checkpoint goes on. All arguments are checked before any work.
+    """
+    train, test, augment, data_name = _datasets(data, test)
+    if test is not None and not (isinstance(test, TensorDataset) and len(test.tensors) == 2):
+        raise TypeError(f"test: expected a TensorDataset of (inputs, labels), got {type(test).__name__}")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
+    sparsity = checks.sparsity(sparsity)
+    checks.choice("init", settings["init"], INITS)
+    checks.positive("lr", settings["lr"])
+    checks.choice("restriction", settings["restriction"], RESTRICTIONS)
+    checks.choice("bn_reestimation", settings["bn_reestimation"], (True, False))
+    checks.choice("budget", budget, BUDGETS)
+    for name, flag in (("include_classifier", include_classifier), ("monitor", monitor), ("resume", resume),
+                       ("progress", progress)):
+        checks.choice(name, flag, (True, False))
+    if epochs is not None and steps is not None:
+        raise ValueError(f"steps: give the budget as epochs or as steps, not both (got epochs={epochs!r}, "
+                         f"steps={steps!r})")
+    if steps is None:
+        epochs = checks.positive_int("epochs", 10 if epochs is None else epochs)
+    else:
+        checks.positive_int("steps", steps)
+    checks.positive_int("batch_size", batch_size)
+    checks.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    checks.non_negative("weight_decay", weight_decay)
+    checks.non_negative_int("seed", seed)
+    if checkpoint_every is not None:
+        checks.positive_int("checkpoint_every", checkpoint_every)
+    if max_steps is not None:
+        checks.non_negative_int("max_steps", max_steps)
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+    if batch_size % world:
+        raise ValueError(f"batch_size: {batch_size} does not split evenly over {world} processes")
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("model: has no parameters")
+    device = params[0].device
+
+    space = SearchSpace(model, prunable if include_classifier else except_last(model))
+    k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
+    space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
+    space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
+                   else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
+    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    local_batch = batch_size // world
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
+    total = steps if steps is not None else epochs * steps_per_epoch
+    forward = space.model
+    if world > 1:
+        forward = nn.parallel.DistributedDataParallel(
+            space.model, device_ids=[device.index] if device.type == "cuda" else None)
+    searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
+                        momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
+                        steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
+    config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
+                  include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
+                  weight_decay=weight_decay, monitor=monitor, seed=seed, world=world, data=data_name,
+                  train_size=len(train), names=list(space.names), k=k.tolist())
+    fingerprint = space.arena.weights.detach().double().abs().sum().item()
+    x_train, y_train = (t.to(device) for t in train.tensors)
+    history: list[EpochRecord] = []
+    loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
+    path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
+    if path is not None and resume and path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            check_run(state, path, config, CHECKPOINT_KIND)
+            if state["fingerprint"] != fingerprint:
+                raise ValueError(f"checkpoint: {str(path)!r} was written for other pre-trained weights")
+        except BaseException:
+            space.undo()  # nothing has run: the model goes back as it was given
+            raise
+        space.set_scores(state["scores"].to(device))
+        space.set_mask(state["mask"].to(device))
+        with torch.no_grad():
+            for name, buffer in space.model.named_buffers():
+                buffer.copy_(state["buffers"][name])
+        searcher.load_state_dict(state["searcher"])
+        loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=searcher.t,
+                    tally=state["tally"], seconds=state["epoch_seconds"])
+        history = [EpochRecord(**h) for h in state["history"]]
+        initial = tuple(state["initial"])
+        torch.set_rng_state(state["rng"])
+    else:
+        if settings["bn_reestimation"]:
+            reestimate_batchnorm(space.model, train, batch_size, device)
+        initial = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+
+    def save() -> None:
+        if path is None or rank != 0:
+            return
+        save_atomically(dict(
+            format=1, kind=CHECKPOINT_KIND, config=config, fingerprint=fingerprint,
+            scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
+            buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
+            tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
+            initial=list(initial), rng=torch.get_rng_state()), path)
+
+    orders: dict[int, torch.Tensor] = {}
+
+    def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(t, steps_per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            sampler.set_epoch(epoch)
+            orders[epoch] = torch.tensor(list(sampler), dtype=torch.int64).to(device)
+        idx = orders[epoch][index * local_batch:(index + 1) * local_batch]
+        x, y = x_train[idx], y_train[idx]
+        if augment is not None:
+            x = augment(x, derived_generator(seed, 2, t, rank))
+        return x, y
+
+    def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
+        history.append(_epoch_record(space, searcher, test, device, epoch, tally, history, seconds))
+        bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
+
+    stop = total if max_steps is None else min(total, max_steps)
+    bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
+               desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
+    space.model.train()
+    try:
+        loop.run(stop=stop, batch=batch, step=searcher.step, end_epoch=end_epoch, save=save,
+                 save_every=checkpoint_every or steps_per_epoch, bar=bar)
+    finally:
+        bar.close()
+        space.release()
+    return SearchResult(masks=space.masks(), model=space.model, scores=space.score_dict(),
+                        budgets=dict(zip(space.names, k.tolist())), settings=settings,
+                        initial_test_loss=initial[0], initial_test_acc=initial[1], history=history,
+                        steps=searcher.t, completed=searcher.t == total)
+
+
+def _epoch_record(space, searcher, test, device, epoch, tally, history, seconds) -> EpochRecord:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tally)
+    loss_sum, correct, n = tally.tolist()
+    test_loss, test_acc = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+    counters = searcher.counters.tolist()
+    before = [sum(getattr(h, c) for h in history) for c in COUNTERS]
+    this_epoch = {c: total - prev for c, total, prev in zip(COUNTERS, counters, before)}
+    return EpochRecord(epoch=epoch + 1, lr=searcher.optimizer.param_groups[0]["lr"], train_loss=loss_sum / n,
+                       train_acc=correct / n, test_loss=test_loss, test_acc=test_acc, seconds=seconds,
+                       **this_epoch)
