@@ -19,6 +19,7 @@ from rich.table import Table
 from panning import bench, data, demo, models
 from panning.commands import Command, Option, add_options, boolean, resolve
 from panning.jackpot import cli as jackpot_cli
+from panning.pbt import agent_cli
 from panning.pbt import cli as prune_cli
 from panning.train import OPTIMIZERS, RECIPES, train
 
@@ -104,6 +105,7 @@ COMMANDS: dict[str, Command] = {
     "prune": Command("prune a network before training", prune_cli.run, prune_cli.OPTIONS, prune_cli.DEFAULTS),
     "jackpot": Command("search a lottery jackpot mask in a pre-trained network", jackpot_cli.run, jackpot_cli.OPTIONS,
                        jackpot_cli.DEFAULTS),
+    "agent": Command("train the panning agent (RL panning) for a network", agent_cli.run, agent_cli.OPTIONS, agent_cli.DEFAULTS),
     "bench": Command("measure the CPU kernels against the torch baselines and the hardware floors", bench.run,
                      bench.OPTIONS, bench.DEFAULTS),
     "demo": Command("prune MNIST-1D's CNN before training with several methods and compare", demo.run, demo.OPTIONS,
