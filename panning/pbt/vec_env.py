@@ -51,7 +51,7 @@ class PanningVecEnv(VecEnv):
         self.returns += rewards
         self.lengths += 1
         for b in np.flatnonzero(dones):
-            infos[b]["terminal_observation"] = observations[b]
+            infos[b]["terminal_observation"] = observations[b].copy()
             infos[b]["TimeLimit.truncated"] = False
             infos[b]["episode"] = {"r": float(self.returns[b]), "l": int(self.lengths[b]),
                                    "target": float(self.core.sparsity[b])}
