@@ -46,6 +46,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "ppo": dict(learning_rate=2e-4, batch_size=256, gamma=0.99, n_steps=2048),
 }
 NET_ARCH = [256, 256]
+#: Agents shipped with the package (package data): AGENTS / "cnn1d-w4-mnist1d" is cnn1d width 4 on MNIST-1D.
+AGENTS = Path(__file__).with_name("agents")
 AgentEnv = PanningEnv | PanningVecEnv
 
 
