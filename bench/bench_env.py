@@ -182,6 +182,37 @@ def test_env_step_straightforward(benchmark, bundle):
     benchmark.pedantic(lambda: plain.step(rng.uniform(-1, 1, 3)), rounds=10, iterations=1)
 
 
+def test_env_step_ratios(benchmark, bundle):
+    """The three step variants interleaved round by round (the machine is shared: consecutive benchmarks see
+    different loads); extra_info has the straightforward step's median time over ours, warm and afresh."""
+    core = lanes(bundle, 1)
+    warm = stepper(core)
+    fresh = PanningIndices(core.model, core.arena, bundle.train, bundle.input_shape, temperature=T,
+                           generator=torch.Generator().manual_seed(1))
+
+    def afresh():
+        fresh.dense(0)
+        loss_grad(core.model, core.arena, core.arena.weights, fresh.batch(0), temperature=T)
+        warm()
+
+    plain = Straightforward(network(bundle), bundle.train, bundle.input_shape)
+    rng = np.random.default_rng(0)
+    variants = {"warm": warm, "afresh": afresh, "straightforward": lambda: plain.step(rng.uniform(-1, 1, 3))}
+    times = {name: [] for name in variants}
+
+    def one_round():
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+
+    benchmark.pedantic(one_round, rounds=10, iterations=1, warmup_rounds=1)
+    median = {name: float(np.median(t[1:])) for name, t in times.items()}
+    benchmark.extra_info.update({f"{name}_ms": 1e3 * m for name, m in median.items()})
+    benchmark.extra_info["speedup_warm"] = median["straightforward"] / median["warm"]
+    benchmark.extra_info["speedup_afresh"] = median["straightforward"] / median["afresh"]
+
+
 def gemm_rate() -> float:
     """FLOP/s of a 256 x 256 by 256 x 256 float32 matmul on one thread (best of 20)."""
     a, b = torch.randn(256, 256), torch.randn(256, 256)
