@@ -85,6 +85,24 @@ def test_transitions_per_second(benchmark, bundle, count):
     benchmark.extra_info["transitions_per_second"] = count / benchmark.stats.stats.mean
 
 
+def test_transitions_interleaved(benchmark, bundle):
+    """B = 1, 4, 8, 16 stepped round-robin (same load for all); extra_info: median transitions/s and the ratio
+    of each B to B = 1."""
+    steppers = {count: stepper(lanes(bundle, count)) for count in (1, 4, 8, 16)}
+    times = {count: [] for count in steppers}
+
+    def one_round():
+        for count, step in steppers.items():
+            start = time.perf_counter()
+            step()
+            times[count].append((time.perf_counter() - start) / count)
+
+    benchmark.pedantic(one_round, rounds=8, iterations=1, warmup_rounds=1)
+    rate = {count: 1.0 / float(np.median(t[1:])) for count, t in times.items()}
+    benchmark.extra_info.update({f"B{count}_per_s": r for count, r in rate.items()})
+    benchmark.extra_info.update({f"B{count}_vs_B1": r / rate[1] for count, r in rate.items()})
+
+
 def test_env_step_warm(benchmark, bundle):
     step = stepper(lanes(bundle, 1))
     step()
