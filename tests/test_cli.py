@@ -109,6 +109,6 @@ def test_example_configs_are_valid(path):
 
 
 def test_every_command_is_implemented():
-    assert set(cli.COMMANDS) == {"train", "prune", "jackpot", "bench", "demo"}
+    assert set(cli.COMMANDS) == {"train", "prune", "jackpot", "bench", "demo", "agent"}
     for name, command in cli.COMMANDS.items():
         assert command.options, name
