@@ -109,6 +109,6 @@ def test_example_configs_are_valid(path):
 
 
 def test_every_command_is_implemented():
-    assert set(cli.COMMANDS) == {"train", "prune", "jackpot", "evaluate", "bench", "demo"}
+    assert set(cli.COMMANDS) == {"train", "prune", "jackpot", "evaluate", "agent", "bench", "demo"}
     for name, command in cli.COMMANDS.items():
         assert command.OPTIONS and command.HELP and callable(command.run), name

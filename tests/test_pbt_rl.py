@@ -1,5 +1,5 @@
-"""RL panning: the environment passes gymnasium's checker and follows docs/agent.md; a tiny TD3 run,
-deterministic rollout, save/load and panning.prune(method="rl_panning")."""
+"""RL panning: the environment passes gymnasium's checker and follows the authors' environment (docs/agent.md);
+a tiny TD3 run, deterministic rollout, save/load and panning.prune(method="rl_panning")."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,8 @@ from gymnasium.utils.env_checker import check_env
 import panning.criteria
 from panning import data, models
 from panning.pbt.agent import load_agent, make_agent, rollout, save_agent, train_agent
-from panning.pbt.env import PanningEnv
+from panning.pbt.env import Curriculum, PanningEnv
+from panning.pbt.vec_env import PanningVecEnv
 from panning.pbt.schedule import exponential_counts
 from panning.pbt.schedule import keep_count
 from panning.prune import prune
@@ -29,10 +30,10 @@ def bundle():
     return data.load("synthetic", num_classes=3, input_shape=(8,), n_train=60, n_test=30)
 
 
-def make_env(bundle, **options) -> PanningEnv:
+def make_env(bundle, env=PanningEnv, **options):
     torch.manual_seed(0)
     model = models.build("mlp", (8,), 3, width=0.1)
-    return PanningEnv(model, bundle.train, (8,), **{"iterations": 5, "per_class": 4, "batches": 2, **options})
+    return env(model, bundle.train, (8,), **{"iterations": 5, "per_class": 4, "batches": 2, **options})
 
 
 def test_env_passes_the_gymnasium_checker(bundle):
@@ -43,16 +44,18 @@ def test_env_follows_the_specification(bundle):
     env = make_env(bundle)
     observation, info = env.reset(seed=3, options={"sparsity": 0.9})
     assert observation.shape == (7,) and observation.dtype == np.float32
-    assert observation[4] == 0.0 and observation[6] == 0.0  # dense: nothing pruned, step 0
+    assert (observation[2:] == 0).all()  # dense: no difference, nothing pruned, step 0 (the authors' first state)
     counts = exponential_counts(env.arena.numel, 0.9, 5)
-    assert observation[5] == pytest.approx(1 - counts[0] / env.arena.numel)
     for e in range(5):
         observation, reward, terminated, truncated, info = env.step(np.array([0.5, -1.0, 0.0]))
         assert int(env.mask.sum()) == counts[e] and info["sparsity"] == pytest.approx(1 - counts[e] / env.arena.numel)
         expected = -100 * abs(info["sparsity"] - info["effective_sparsity"]) - info["d_loss"] - info["d_gradnorm"]
         assert reward == pytest.approx(expected) and not truncated
+        assert observation[2] == pytest.approx(info["d_loss"]) and observation[3] == pytest.approx(info["d_gradnorm"])
+        assert info["d_gradnorm"] <= 0.2 + 1e-9  # the authors divide the normalized gtg difference by 5
         assert observation[4] == pytest.approx(info["effective_sparsity"])
-        assert observation[6] == pytest.approx((e + 1) / 5)
+        assert observation[5] == pytest.approx(info["sparsity"])
+        assert observation[6] == pytest.approx(e / 5)
         assert terminated == (e == 4)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(3))
@@ -63,14 +66,15 @@ def test_env_ends_with_a_penalty_when_the_network_dies(bundle):
     env.reset(seed=0, options={"sparsity": 1.0})
     _, reward, terminated, _, info = env.step(np.zeros(3))
     assert info["dead"] and terminated and info["effective_sparsity"] == 1.0
-    assert reward == pytest.approx(-100.0 - info["d_loss"] - info["d_gradnorm"])
+    # scheduled sparsity of step 0 is 1 - 0^(1/5) = 1: no sparsity penalty; death costs (1 - 0/5) * 5 as the authors'
+    assert reward == pytest.approx(-5.0 - info["d_loss"] - info["d_gradnorm"])
 
 
 def test_env_draws_target_sparsity_per_episode_and_caches_dense_indices(bundle, monkeypatch):
     calls = []
     original = panning.criteria.passes.gradient_indices
     monkeypatch.setattr(panning.criteria.passes, "gradient_indices", lambda *a, **k: calls.append(1) or original(*a, **k))
-    env = make_env(bundle, sparsity_range=(0.9, 0.99))
+    env = make_env(bundle, curriculum=Curriculum.fixed(0.9, 0.99))
     targets = []
     for episode in range(3):
         _, info = env.reset(seed=episode if episode == 0 else None)
@@ -79,12 +83,12 @@ def test_env_draws_target_sparsity_per_episode_and_caches_dense_indices(bundle, 
         while not terminated:
             _, _, terminated, _, _ = env.step(env.action_space.sample())
     assert all(0.9 <= t <= 0.99 for t in targets) and len(set(targets)) == 3
-    assert len(calls) == 2  # 2 batches, scored once each over 3 episodes of 5 steps
+    assert len(calls) == 2  # 2 batches, scored once each (when the environment is made) over 3 episodes of 5 steps
 
 
 def test_tiny_td3_run_rollout_save_and_load(bundle, tmp_path):
     env = make_env(bundle)
-    agent = train_agent(env, 200, learning_starts=50, batch_size=32)
+    agent = train_agent(make_env(bundle, PanningVecEnv, lanes=1), 200, learning_starts=50, batch_size=32)
     assert agent.num_timesteps == 200
     mask = rollout(agent, env, 0.9)
     assert int(mask.sum()) == keep_count(env.arena.numel, 0.9)
@@ -103,9 +107,9 @@ def test_agent_and_env_check_arguments(bundle):
         make_agent(env, "sac")
     with pytest.raises(TypeError, match="settings"):
         make_agent(env, "ppo", tau=0.1)
-    with pytest.raises(ValueError, match="sparsity_range"):
-        make_env(bundle, sparsity_range=(0.9, 0.8))
+    with pytest.raises(ValueError, match="curriculum.early"):
+        make_env(bundle, curriculum=Curriculum.fixed(0.9, 0.8))
     with pytest.raises(ValueError, match="options"):
         env.reset(options={"target": 0.5})
-    with pytest.raises(ValueError, match="agent"):
+    with pytest.raises(ValueError, match="agent: .*panning agent"):
         prune(env.model, "rl_panning", 0.5, bundle)

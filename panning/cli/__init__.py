@@ -18,11 +18,11 @@ import sys
 from types import ModuleType
 from typing import Optional, Sequence
 
-from . import bench, demo, evaluate, jackpot, prune, train
+from . import agent, bench, demo, evaluate, jackpot, prune, train
 from .options import Parser, UsageError, add_options, resolve
 
 COMMANDS: dict[str, ModuleType] = {"train": train, "prune": prune, "jackpot": jackpot, "evaluate": evaluate,
-                                   "bench": bench, "demo": demo}
+                                   "agent": agent, "bench": bench, "demo": demo}
 
 #: Exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED = 130

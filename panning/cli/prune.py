@@ -20,7 +20,8 @@ OPTIONS = (
     Option("iterations", int, "steps of the iterative methods; default: the method's", check=checks.positive_int),
     Option("per-class", int, "samples per class in each pruning batch; default: the method's",
            check=checks.positive_int),
-    Option("agent", Path, "rl_panning: a trained agent (panning.pbt.agent.save_agent)", check=o.input_file),
+    Option("agent", Path, "rl_panning: a trained agent, its path without suffix (panning agent --out)",
+           check=lambda name, path: o.input_file(name, path.with_suffix(".json")) and path),
     Option("keep-classifier", boolean, "leave the last layer dense", False),
     Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
            check=o.output_file),
@@ -49,7 +50,8 @@ def run(opts: dict) -> int:
             raise UsageError(f"--{key.replace('_', '-')}: method {opts['method']!r} does not accept it "
                              f"(accepts: {', '.join(method.defaults) or 'no options'})")
     if "agent" in method.defaults and opts["agent"] is None:
-        raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent")
+        raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with "
+                         f"`panning agent --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
     bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     model_name = o.model_for(opts)
     torch.manual_seed(opts["seed"])

@@ -1,14 +1,18 @@
-"""The panning agent: TD3 (or DDPG / PPO) from stable-baselines3 on PanningEnv, saved without pickles.
+"""The panning agent: TD3 (or DDPG / PPO) from stable-baselines3 on the panning environment, trained with
+checkpoints, resumed bit for bit, saved and loaded without pickles (docs/agent.md).
 
-Defaults follow the authors' released implementation (docs/agent.md): 5e4 steps, 2e3 random warm-up
-steps, Gaussian exploration noise 0.1, batch 256, gamma 0.99, tau 0.01, target policy noise 0.2 (clip
-0.5), policy delay 2, learning rate 2e-4, 256-256 actor and critic networks.
+Defaults follow the authors' released implementation (kangxiatao/RLPanning): 5e4 steps, 2e3 random warm-up
+steps, Gaussian exploration noise 0.1, batch 256, gamma 0.99, tau 0.01, target policy noise 0.2 (clip 0.5),
+policy delay 2, learning rate 2e-4, 256-256 actor and critic networks, one gradient step per transition, and
+the target-sparsity curriculum of panning.pbt.env.Curriculum.
 
-An agent is saved as safetensors (the policy's weights) plus a JSON file (algorithm and settings); loading
-rebuilds the agent and loads the weights, so no code is ever unpickled.
+An agent is `PATH.safetensors` (policy weights) + `PATH.json` (algorithm, settings and the network it was
+trained for); training also writes `PATH.episodes.csv` and `PATH.curve.png`. A checkpoint is a folder of
+safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.checkpoint).
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -16,13 +20,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from stable_baselines3 import DDPG, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
+from tqdm import tqdm
 
-from ..io import save_tensors, write_text
+from .. import checks
+from ..io import atomic_path, save_tensors, write_text
+from . import checkpoint as checkpoints
 from .env import PanningEnv
+from .vec_env import PanningVecEnv
 
 ALGORITHMS = {"td3": TD3, "ddpg": DDPG, "ppo": PPO}
 TIMESTEPS = 50_000
@@ -30,20 +40,32 @@ EXPLORATION_NOISE = 0.1
 #: Settings per algorithm (keyword arguments of the stable-baselines3 class, JSON-serializable).
 SETTINGS: dict[str, dict[str, Any]] = {
     "td3": dict(learning_rate=2e-4, learning_starts=2000, batch_size=256, gamma=0.99, tau=0.01, policy_delay=2,
-                target_policy_noise=0.2, target_noise_clip=0.5, buffer_size=TIMESTEPS),
+                target_policy_noise=0.2, target_noise_clip=0.5, buffer_size=TIMESTEPS, train_freq=1,
+                gradient_steps=-1),
     "ddpg": dict(learning_rate=2e-4, learning_starts=2000, batch_size=256, gamma=0.99, tau=0.01,
-                 buffer_size=TIMESTEPS),
+                 buffer_size=TIMESTEPS, train_freq=1, gradient_steps=-1),
     "ppo": dict(learning_rate=2e-4, batch_size=256, gamma=0.99, n_steps=2048),
 }
 NET_ARCH = [256, 256]
+#: Agents shipped with the package (package data): AGENTS / "cnn1d-w4-mnist1d" is cnn1d width 4 on MNIST-1D.
+AGENTS = Path(__file__).with_name("agents")
+AgentEnv = PanningEnv | PanningVecEnv
 
 
-def make_agent(env: PanningEnv, algorithm: str = "td3", *, seed: int = 0, **settings) -> BaseAlgorithm:
+def network_of(env: AgentEnv, **named) -> dict[str, Any]:
+    """What an agent is bound to: the arena's layout (parameter name -> size), plus any names given (model,
+    width, data). An agent refuses an environment whose network differs."""
+    arena = env.core.arena if isinstance(env, PanningVecEnv) else env.arena
+    layout = {name: int(size) for name, size in zip(arena.names, arena.sizes.tolist())}
+    return {**{k: v for k, v in named.items() if v is not None}, "arena": layout}
+
+
+def make_agent(env: AgentEnv, algorithm: str = "td3", *, seed: int = 0, network: dict | None = None,
+               **settings) -> BaseAlgorithm:
     """A fresh agent for `env`; `settings` override SETTINGS[algorithm] (e.g. learning_starts=100)."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    if not isinstance(env, PanningEnv):
-        raise TypeError(f"env: expected a PanningEnv, got {type(env).__name__}")
+    checks.choice("algorithm", algorithm, ALGORITHMS)
+    if not isinstance(env, (PanningEnv, PanningVecEnv)):
+        raise TypeError(f"env: expected a PanningEnv or PanningVecEnv, got {type(env).__name__}")
     unknown = sorted(set(settings) - set(SETTINGS[algorithm]))
     if unknown:
         raise TypeError(f"settings: {algorithm} does not accept {unknown} (accepts {sorted(SETTINGS[algorithm])})")
@@ -53,17 +75,89 @@ def make_agent(env: PanningEnv, algorithm: str = "td3", *, seed: int = 0, **sett
         extra["action_noise"] = NormalActionNoise(np.zeros(3), np.full(3, EXPLORATION_NOISE))
     agent = ALGORITHMS[algorithm]("MlpPolicy", env, policy_kwargs=dict(net_arch=list(NET_ARCH)), seed=seed,
                                   device="cpu", verbose=0, **values, **extra)
-    agent.panning_settings = {"algorithm": algorithm, "seed": seed, "settings": values}
+    agent.panning_settings = {"algorithm": algorithm, "seed": seed, "settings": values,
+                              "network": network if network is not None else network_of(env)}
     return agent
 
 
-def train_agent(env: PanningEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "td3", seed: int = 0,
-                progress: bool = False, **settings) -> BaseAlgorithm:
-    """Make an agent and train it for `timesteps` environment steps (each a Panning step)."""
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
-        raise ValueError(f"timesteps: expected a positive int, got {timesteps!r}")
-    agent = make_agent(env, algorithm, seed=seed, **settings)
-    agent.learn(total_timesteps=timesteps, progress_bar=progress)
+class _Progress(BaseCallback):
+    """Counts transitions on a tqdm bar showing the running episode reward, and logs every finished episode."""
+
+    def __init__(self, episodes: list[dict], bar: tqdm | None):
+        super().__init__()
+        self.episodes, self.bar = episodes, bar
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "episode" in info:
+                e = info["episode"]
+                self.episodes.append({"timestep": self.num_timesteps, "reward": e["r"], "length": e["l"],
+                                      "target": e["target"]})
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
+            if self.episodes:
+                recent = [row["reward"] for row in self.episodes[-20:]]
+                self.bar.set_postfix(episodes=len(self.episodes), reward=f"{np.mean(recent):.2f}", refresh=False)
+        return True
+
+
+def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "td3", seed: int = 0,
+                progress: bool = False, checkpoint: str | os.PathLike | None = None,
+                checkpoint_every: int = 5000, network: dict | None = None, episodes: list | None = None,
+                **settings) -> BaseAlgorithm:
+    """Make an agent and train it for `timesteps` environment steps (each a Panning step).
+
+    With `checkpoint` (a folder), the run is saved every `checkpoint_every` steps and at the end, and an
+    existing checkpoint there is resumed: the result is the same agent, bit for bit on CPU, as an uninterrupted
+    run. Learning always proceeds in chunks of `checkpoint_every` steps (rounded to whole vectorized steps),
+    checkpointed or not, so both runs take the same path. `episodes`, if given, receives one dict per finished
+    episode (timestep, reward, length, target).
+    """
+    checks.positive_int("timesteps", timesteps)
+    checks.positive_int("checkpoint_every", checkpoint_every)
+    if isinstance(env, PanningEnv):
+        raise TypeError("env: training needs a PanningVecEnv (lanes=1 is the authors' single environment)")
+    episodes = [] if episodes is None else episodes
+    folder = Path(os.fspath(checkpoint)) if checkpoint is not None else None
+    network = network if network is not None else network_of(env)
+    if folder is not None and checkpoints.exists(folder):
+        agent = resume(folder, env, network, episodes)
+    else:
+        agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
+    chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
+    bar = tqdm(total=timesteps, initial=min(agent.num_timesteps, timesteps), unit="step", dynamic_ncols=True,
+               desc="panning agent") if progress else None
+    callback = _Progress(episodes, bar)
+    try:
+        while agent.num_timesteps < timesteps:
+            agent.learn(total_timesteps=min(chunk, timesteps - agent.num_timesteps), reset_num_timesteps=False,
+                        callback=callback)
+            if folder is not None:
+                save_checkpoint(folder, agent, env, episodes)
+    finally:
+        if bar is not None:
+            bar.close()
+    return agent
+
+
+def save_checkpoint(folder: Path, agent: BaseAlgorithm, env: PanningVecEnv, episodes: list[dict]) -> Path:
+    """Snapshot the training (agent, environment, episode log) into `folder` (panning.pbt.checkpoint)."""
+    values, tensors, arrays = checkpoints.capture(agent)
+    env_values, env_tensors = env.state()
+    values.update(agent=agent.panning_settings, env=env_values, episodes=episodes)
+    return checkpoints.save(folder, values, {**tensors, **env_tensors}, arrays)
+
+
+def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]) -> BaseAlgorithm:
+    """The agent of the checkpoint in `folder`, with `env` and `episodes` put back where it stopped."""
+    values, tensors, arrays = checkpoints.load(folder)
+    spec = values["agent"]
+    check_network(spec["network"], network, folder)
+    agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
+    checkpoints.restore(agent, values, tensors, arrays)
+    env.load_state(values["env"], tensors)
+    env._reset_seeds()  # the constructor's seed is for a fresh start; this run continues
+    episodes[:] = values["episodes"]
     return agent
 
 
@@ -83,22 +177,91 @@ def rollout(agent: BaseAlgorithm, env: PanningEnv, sparsity: float) -> torch.Ten
     return env.mask.clone()
 
 
-def save_agent(agent: BaseAlgorithm, path: str | os.PathLike) -> None:
-    """Write `path`.safetensors (policy weights) and `path`.json (algorithm, seed, settings), atomically."""
+def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
+    """Write `path`.safetensors (policy weights) and `path`.json (algorithm, seed, settings, network), each
+    atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png."""
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
     base = Path(os.fspath(path))
+    base.parent.mkdir(parents=True, exist_ok=True)
     weights = {name: t.detach().cpu().contiguous() for name, t in agent.policy.state_dict().items()}
     save_tensors(weights, base.with_suffix(".safetensors"))
-    write_text(base.with_suffix(".json"), json.dumps(settings, indent=1))
+    text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
+    write_text(base.with_suffix(".json"), text)
+    if episodes is not None:
+        write_episodes(base.with_suffix(".episodes.csv"), episodes)
+        plot_curve(base.with_suffix(".curve.png"), episodes)
 
 
-def load_agent(path: str | os.PathLike, env: PanningEnv) -> BaseAlgorithm:
-    """Rebuild an agent saved by save_agent for `env` (same observation and action spaces)."""
+def read_agent_file(path: str | os.PathLike) -> dict:
+    """The JSON half of a saved agent, checked; a clear error naming the path if it is not one."""
+    file = Path(os.fspath(path)).with_suffix(".json")
+    try:
+        spec = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"agent {str(file)!r}: not a saved panning agent ({error})") from None
+    if not isinstance(spec, dict) or spec.get("algorithm") not in ALGORITHMS or "settings" not in spec:
+        raise ValueError(f"agent {str(file)!r}: not a saved panning agent (no algorithm and settings)")
+    return spec
+
+
+def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = None) -> BaseAlgorithm:
+    """Rebuild an agent saved by save_agent for `env`. It must have been trained for the same network: the
+    arena layout always, and the model, width and data set named in `network` when given."""
     base = Path(os.fspath(path))
-    settings = json.loads(base.with_suffix(".json").read_text())
-    agent = make_agent(env, settings["algorithm"], seed=settings["seed"], **settings["settings"])
-    agent.policy.load_state_dict(load_file(str(base.with_suffix(".safetensors"))))
+    spec = read_agent_file(base)
+    check_network(spec.get("network", {}), network_of(env, **(network or {})), base.with_suffix(".json"))
+    agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec.get("network"), **spec["settings"])
+    file = base.with_suffix(".safetensors")
+    try:
+        weights = load_file(str(file))
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"agent {str(file)!r}: not a safetensors file of agent weights ({error})") from None
+    try:
+        agent.policy.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"agent {str(file)!r}: weights do not fit a {spec['algorithm']} policy ({error})") from None
     agent.policy.set_training_mode(False)
     return agent
+
+
+def check_network(saved: dict, wanted: dict, path: Path) -> None:
+    """Refuse an agent trained for another network, naming what differs."""
+    differences = [f"{key} {saved.get(key)!r} (here {wanted[key]!r})" for key in wanted
+                   if key in saved and saved[key] != wanted[key] and key != "arena"]
+    if saved.get("arena") is not None and saved["arena"] != wanted["arena"]:
+        differences.append(f"arena of {sum(saved['arena'].values())} weights in {len(saved['arena'])} layers "
+                           f"(here {sum(wanted['arena'].values())} in {len(wanted['arena'])})")
+    if differences:
+        raise ValueError(f"agent {str(path)!r}: trained for another network: " + "; ".join(differences))
+
+
+def write_episodes(path: Path, episodes: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["timestep", "reward", "length", "target"])
+        writer.writeheader()
+        writer.writerows(episodes)
+
+
+def plot_curve(path: Path, episodes: list[dict]) -> None:
+    """Episode reward against transitions, with a moving average over 20 episodes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if episodes:
+        x = np.array([row["timestep"] for row in episodes])
+        y = np.array([row["reward"] for row in episodes])
+        ax.plot(x, y, ".", alpha=0.3, label="episode")
+        window = min(20, len(y))
+        ax.plot(x[window - 1:], np.convolve(y, np.ones(window) / window, mode="valid"), label=f"mean of {window}")
+        ax.legend()
+    ax.set_xlabel("transitions")
+    ax.set_ylabel("episode reward")
+    ax.set_title("panning agent: learning curve")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

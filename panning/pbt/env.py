@@ -1,24 +1,31 @@
-"""The panning environment (gymnasium): one episode is one n-step Panning run on the network at initialization,
-with the three index weights chosen by an agent at every step (RL panning, docs/agent.md).
+"""The panning environment: one episode is one n-step Panning run on the network at initialization, with the
+three index weights chosen by an agent at every step (RL panning; see docs/agent.md).
 
+As in the authors' released environment (kangxiatao/RLPanning, pruner/panning.py `PruningEnv`):
 - action: 3 numbers in [-1, 1]; the index weights (SynFlow, SNIP, GraSP) are action + 1.
-- observation (7, all in [0, 1]): dense loss and dense squared gradient norm (each min-max normalized
-  over everything this environment has seen), |loss(masked) - loss(dense)| and |gradnorm^2(masked) -
-  gradnorm^2(dense)| (normalized the same way), the effective sparsity of the current mask, the sparsity
-  the next step prunes to, and e / n.
-- reward of a step: -100 * |scheduled sparsity - effective sparsity| - d_loss - d_gradnorm (normalized);
-  if the network dies (effective sparsity 1) the episode ends with an extra -(1 - e / n) * 100.
-- the target sparsity is drawn per episode from `sparsity_range`, or fixed by reset(options={"sparsity": s}).
+- observation (7, in [0, 1]) after step e: the dense loss and dense squared gradient norm of the step's batch,
+  each min-max normalized by a running range; |loss(masked) - loss(dense)| and |gtg(masked) - gtg(dense)| / 5
+  divided by the same ranges' spans; the effective sparsity of the new mask; the step's scheduled sparsity;
+  e / n. Losses are cross-entropies of logits / T (T = 200), gtg the squared norm of their gradient over every
+  prunable weight. The ranges start from the dense values of the first 10 batches and grow with every dense
+  and masked value seen.
+- reward: -100 * |scheduled sparsity - effective sparsity| - (the two normalized differences); if the
+  network dies (effective sparsity 1) the episode ends with an extra -(1 - e / n) * n.
+- the target sparsity is drawn per episode by a `Curriculum` (the authors': U(0.8, 1) for the first 10,000
+  steps, then U(0.9, 1) or U(0.98, 1) with equal odds), or fixed with reset(options={"sparsity": s}).
+- effective sparsity is read off the SynFlow index of the new mask, which the next step needs anyway (a kept
+  weight with a zero SynFlow gradient lies on no input-output path), as the authors do.
 
-`arena` selects the prunable weights (default: every Linear/Conv weight of `model`, as a separate copy);
-the model itself is never modified.
+Departures (docs/agent.md): `batches` class-balanced batches are drawn once and reused across episodes (the
+authors draw a fresh one every step), so SNIP, GraSP and the dense loss are computed once per batch.
 
-Losses and gradients are those of the step's class-balanced batch (mean cross-entropy, train mode); the
-masked network's squared gradient norm counts its remaining weights only. SNIP, GraSP and the dense loss do
-not depend on the mask, so they are computed once per batch and reused across episodes (`batches` distinct
-batches, drawn once from `seed`); SynFlow and the masked loss are recomputed every step.
+`PanningLanes` steps B episodes that share one network at once (one saliency call and one top-k call per
+step for all of them); `PanningEnv` is its gymnasium face for B = 1 and
+panning.pbt.vec_env.PanningVecEnv the stable-baselines3 one for any B.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -26,121 +33,272 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import criteria
+from .. import checks, criteria, ops
 from ..arena import Arena
-from ..connectivity import effective_sparsity
 from ..criteria._functional import loss_grad
-from ..masks import Masks
-from .panning import PanningIndices, step_mask
-from .schedule import check_sparsity, check_steps, exponential_counts
+from .panning import PanningIndices
+from .schedule import exponential_counts
 
-DEATH_PENALTY = 100.0
 SPARSITY_PENALTY = 100.0
+GRADNORM_DIVISOR = 5.0
+#: Dense batches whose loss and gtg start the running ranges (the authors' 10).
+RANGE_WARMUP = 10
+OBSERVATION_SIZE = 7
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """The target sparsity of each episode: U(early) before `switch` environment steps, afterwards U(one of
+    `late`, equal odds). switch=None keeps U(early) for ever."""
+
+    early: tuple[float, float] = (0.8, 1.0)
+    switch: int | None = 10_000
+    late: tuple[tuple[float, float], ...] = ((0.9, 1.0), (0.98, 1.0))
+
+    def __post_init__(self):
+        for name, (low, high) in [("early", self.early), *(("late", r) for r in self.late)]:
+            checks.number(f"curriculum.{name}", low, low=0.0, high=1.0)
+            checks.number(f"curriculum.{name}", high, low=low, high=1.0)
+        if self.switch is not None:
+            checks.non_negative_int("curriculum.switch", self.switch)
+
+    @classmethod
+    def fixed(cls, low: float, high: float) -> Curriculum:
+        return cls(early=(low, high), switch=None, late=())
+
+    def draw(self, rng: np.random.Generator, steps_so_far: int) -> float:
+        if self.switch is None or steps_so_far < self.switch or not self.late:
+            low, high = self.early
+        else:
+            low, high = self.late[int(rng.integers(len(self.late)))]
+        return float(rng.uniform(low, high))
+
+    def to_json(self) -> dict:
+        return {"early": list(self.early), "switch": self.switch, "late": [list(r) for r in self.late]}
+
+    @classmethod
+    def from_json(cls, value: dict) -> Curriculum:
+        return cls(tuple(value["early"]), value["switch"], tuple(tuple(r) for r in value["late"]))
 
 
 class RunningRange:
-    """Min-max normalization over every value seen so far: (v - min) / (max - min), 0 while max == min."""
+    """The smallest and largest value seen; normalizes by them (0 while they are equal)."""
 
-    def __init__(self) -> None:
-        self.low, self.high = float("inf"), float("-inf")
+    def __init__(self, low: float = float("inf"), high: float = float("-inf")) -> None:
+        self.low, self.high = low, high
 
-    def __call__(self, value: float) -> float:
+    def add(self, value: float) -> None:
         self.low, self.high = min(self.low, value), max(self.high, value)
-        span = self.high - self.low
-        return (value - self.low) / span if span > 0 else 0.0
+
+    @property
+    def span(self) -> float:
+        return self.high - self.low
+
+    def position(self, value: float) -> float:
+        return (value - self.low) / self.span if self.span > 0 else 0.0
+
+    def distance(self, a: float, b: float) -> float:
+        return abs(a - b) / self.span if self.span > 0 else 0.0
+
+
+class PanningLanes:
+    """B Panning episodes ("lanes") on one network, stepped together.
+
+    Per step: one `ops.saliency` call (the lanes' SynFlow rows and the distinct SNIP/GraSP rows stacked, one
+    weight row per lane), one `ops.topk_mask` call (B masks, each its own k), then per lane its SynFlow
+    (through PanningIndices, so the environment always uses Panning's own indices) and its masked loss.
+    """
+
+    def __init__(self, model: nn.Module, dataset: Dataset, input_shape, lanes: int = 1, *, iterations: int = 100,
+                 per_class: int = 10, temperature: float = criteria.TEMPERATURE, batches: int | None = None,
+                 seed: int = 0, arena: Arena | None = None, curriculum: Curriculum | None = None):
+        self.lanes = checks.positive_int("lanes", lanes)
+        self.iterations = checks.positive_int("iterations", iterations)
+        self.temperature = checks.positive("temperature", temperature)
+        self.batches = checks.positive_int("batches", batches if batches is not None else iterations)
+        self.curriculum = curriculum if curriculum is not None else Curriculum()
+        if not isinstance(self.curriculum, Curriculum):
+            raise TypeError(f"curriculum: expected a Curriculum, got {type(curriculum).__name__}")
+        self.model = model
+        self.arena = Arena(model, share=False) if arena is None else arena
+        self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
+                                      temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
+                                      batches=self.batches)
+        self.numel = self.arena.numel
+        # Every batch drawn now, in order: batch k is the same whichever step first asks for it (resumable).
+        self._dense = [self._dense_loss_gtg(k) for k in range(self.batches)]
+        self._start_ranges = self._initial_ranges()
+        self._first = self.indices(0, torch.ones(self.numel, dtype=torch.bool, device=self.arena.device))
+        self.restart(seed)
+
+    # -- state ------------------------------------------------------------------------------------
+    def restart(self, seed: int | None) -> None:
+        """Back to the state of a fresh environment: ranges, curriculum position, random stream, lanes."""
+        self.rng = np.random.default_rng(seed)
+        self.loss_range, self.gtg_range = (RunningRange(r.low, r.high) for r in self._start_ranges)
+        self.total_steps = 0
+        self.sparsity = np.zeros(self.lanes)
+        self.counts = torch.zeros((self.lanes, self.iterations), dtype=torch.int64)
+        self.step_index = np.zeros(self.lanes, dtype=np.int64)
+        self.masks = torch.ones((self.lanes, self.numel), dtype=torch.bool, device=self.arena.device)
+        self.stacks = [self._first] * self.lanes
+        self.started = np.zeros(self.lanes, dtype=bool)
+
+    def reset_lane(self, lane: int, sparsity: float | None = None) -> tuple[np.ndarray, float]:
+        """Start lane `lane` at the dense network with `sparsity` (else the curriculum's draw)."""
+        if sparsity is None:
+            sparsity = self.curriculum.draw(self.rng, self.total_steps)
+        self.sparsity[lane] = sparsity
+        self.counts[lane] = torch.tensor(exponential_counts(self.numel, float(sparsity), self.iterations))
+        self.step_index[lane] = 0
+        self.masks[lane] = True
+        self.stacks[lane] = self._first
+        self.started[lane] = True
+        loss, gtg = self._dense[0]
+        observation = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
+        observation[:2] = self.loss_range.position(loss), self.gtg_range.position(gtg)
+        return np.clip(observation, 0.0, 1.0), float(sparsity)
+
+    # -- the batched step -------------------------------------------------------------------------
+    def step(self, actions: np.ndarray):
+        """Advance every lane by one Panning step with its action; returns (observations (B, 7), rewards (B,),
+        terminated (B,), infos). Every lane must be mid-episode."""
+        if not self.started.all() or (self.step_index >= self.iterations).any():
+            raise RuntimeError("step: call reset() first; the episode has ended")
+        actions = np.clip(np.asarray(actions, dtype=np.float64).reshape(self.lanes, 3), -1.0, 1.0)
+        steps = self.step_index.copy()
+        k = self.counts[torch.arange(self.lanes), torch.as_tensor(steps)]
+        self.masks = self._masks(actions + 1.0, steps, k)
+        n = self.iterations
+        self.stacks = [self.indices(min(int(e) + 1, n - 1), mask) for e, mask in zip(steps, self.masks)]
+        alive = (self.masks & (torch.stack([s[0] for s in self.stacks]) != 0)).sum(1)
+        effective = (1.0 - alive.double() / self.numel).tolist()
+        sub_loss, sub_gtg = self._masked_loss_gtg(steps)
+        observations = np.zeros((self.lanes, OBSERVATION_SIZE), dtype=np.float32)
+        rewards, terminated, infos = np.zeros(self.lanes), np.zeros(self.lanes, dtype=bool), []
+        for b, e in enumerate(steps.tolist()):
+            loss, gtg = self._dense[e % self.batches]
+            for value_range, values in ((self.loss_range, (loss, sub_loss[b])), (self.gtg_range, (gtg, sub_gtg[b]))):
+                for value in values:
+                    value_range.add(value)
+            d_loss = self.loss_range.distance(sub_loss[b], loss)
+            d_gtg = self.gtg_range.distance(sub_gtg[b], gtg) / GRADNORM_DIVISOR
+            scheduled = 1.0 - int(k[b]) / self.numel
+            reward = -SPARSITY_PENALTY * abs(scheduled - effective[b]) - d_loss - d_gtg
+            dead = effective[b] >= 1.0
+            if dead:
+                reward -= (1.0 - e / n) * n
+            observations[b] = (self.loss_range.position(loss), self.gtg_range.position(gtg), d_loss, d_gtg,
+                               effective[b], scheduled, e / n)
+            rewards[b], terminated[b] = reward, dead or e + 1 == n
+            infos.append({"sparsity": scheduled, "effective_sparsity": effective[b], "dead": dead, "d_loss": d_loss,
+                          "d_gradnorm": d_gtg, "target": float(self.sparsity[b])})
+        self.step_index = steps + 1
+        self.total_steps += self.lanes
+        return np.clip(observations, 0.0, 1.0), rewards, terminated, infos
+
+    def _masks(self, weights: np.ndarray, steps: np.ndarray, k: torch.Tensor) -> torch.Tensor:
+        """The lanes' new masks: one saliency call over [lane SynFlow rows; distinct SNIP/GraSP rows], one top-k."""
+        keys = sorted({int(e) % self.batches for e in steps})
+        first_lane = {key: next(b for b, e in enumerate(steps) if int(e) % self.batches == key) for key in keys}
+        rows = [s[0] for s in self.stacks] + [r for key in keys for r in self.stacks[first_lane[key]][1:]]
+        combine = torch.zeros((self.lanes, len(rows)), dtype=torch.float64)
+        for b, e in enumerate(steps):
+            j = self.lanes + 2 * keys.index(int(e) % self.batches)
+            combine[b, b], combine[b, j], combine[b, j + 1] = (float(w) for w in weights[b])
+        scores = ops.saliency(torch.stack(rows), combine.to(self.arena.device))
+        return ops.topk_mask(scores, k.view(-1, 1), offsets=[0, self.numel])
+
+    def _dense_loss_gtg(self, key: int) -> tuple[float, float]:
+        loss, grad = loss_grad(self.model, self.arena, self.arena.weights, self.indices.batch(key),
+                               temperature=self.temperature)
+        return float(loss), float(grad.double().square().sum())
+
+    def _initial_ranges(self) -> tuple[RunningRange, RunningRange]:
+        ranges = RunningRange(), RunningRange()
+        for loss, gtg in self._dense[:RANGE_WARMUP]:
+            ranges[0].add(loss)
+            ranges[1].add(gtg)
+        return ranges
+
+    def _masked_loss_gtg(self, steps: np.ndarray) -> tuple[list[float], list[float]]:
+        """Loss and squared gradient norm (over every prunable weight, as the authors count it) of each lane's
+        masked network on the batch of its step, through torch.func.functional_call: no copy of the model.
+
+        One call per lane: measured on cnn1d (width 4, 8 lanes, 1 thread) torch.func.vmap over the lanes took
+        1.5x the loop (conv1d's batching rule over per-lane weights is slower than the plain convolutions)."""
+        flat = self.arena.weights.detach() * self.masks
+        losses, gtgs = [], []
+        for weights, e in zip(flat, steps):
+            loss, grad = loss_grad(self.model, self.arena, weights, self.indices.batch(int(e)),
+                                   temperature=self.temperature)
+            losses.append(float(loss))
+            gtgs.append(float(grad.double().square().sum()))
+        return losses, gtgs
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON-able values, tensors) that restore the environment exactly with load_state."""
+        values = {"rng": self.rng.bit_generator.state, "loss_range": [self.loss_range.low, self.loss_range.high],
+                  "gtg_range": [self.gtg_range.low, self.gtg_range.high], "total_steps": self.total_steps,
+                  "sparsity": self.sparsity.tolist(), "step_index": self.step_index.tolist(),
+                  "started": self.started.tolist()}
+        return values, {"env.masks": self.masks.cpu(), "env.counts": self.counts}
+
+    def load_state(self, values: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.rng.bit_generator.state = values["rng"]
+        self.loss_range, self.gtg_range = RunningRange(*values["loss_range"]), RunningRange(*values["gtg_range"])
+        self.total_steps = int(values["total_steps"])
+        self.sparsity = np.asarray(values["sparsity"], dtype=np.float64)
+        self.step_index = np.asarray(values["step_index"], dtype=np.int64)
+        self.started = np.asarray(values["started"], dtype=bool)
+        self.masks = tensors["env.masks"].to(self.arena.device)
+        self.counts = tensors["env.counts"].clone()
+        self.stacks = [self._first if e == 0 else self.indices(int(e), mask) for e, mask in
+                       zip(self.step_index, self.masks)]
 
 
 class PanningEnv(gym.Env):
-    """Panning with agent-chosen index weights; `mask` holds the flat mask after the last step."""
+    """Panning with agent-chosen index weights (gymnasium, one episode at a time). `mask` is the flat mask after
+    the last step. A seeded reset restarts everything (ranges, curriculum), so equal seeds give equal episodes."""
 
     metadata = {"render_modes": []}
 
     def __init__(self, model: nn.Module, dataset: Dataset, input_shape, *, iterations: int = 100,
-                 per_class: int = 10, temperature: float = criteria.TEMPERATURE,
-                 sparsity_range: tuple[float, float] = (0.8, 1.0), batches: int | None = None, seed: int = 0,
-                 arena: Arena | None = None):
+                 per_class: int = 10, temperature: float = criteria.TEMPERATURE, batches: int | None = None,
+                 seed: int = 0, arena: Arena | None = None, curriculum: Curriculum | None = None):
         super().__init__()
-        low, high = (check_sparsity(s) for s in sparsity_range)
-        if low > high:
-            raise ValueError(f"sparsity_range: expected low <= high, got {sparsity_range}")
-        self.iterations = check_steps(iterations)
-        self.sparsity_range = (low, high)
-        self.model = model
-        self.arena = Arena(model, share=False) if arena is None else arena
-        self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
-                                      temperature=temperature, generator=torch.Generator().manual_seed(seed),
-                                      batches=check_steps(batches or iterations, "batches"))
+        self.core = PanningLanes(model, dataset, input_shape, 1, iterations=iterations, per_class=per_class,
+                                 temperature=temperature, batches=batches, seed=seed, arena=arena,
+                                 curriculum=curriculum)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(7,), dtype=np.float32)
-        self._dense: dict[int, tuple[float, float]] = {}
-        self._fresh_statistics()
-        self.sparsity = high
-        self.counts: list[int] = []
-        self.step_index = 0
-        self.mask = torch.ones(self.arena.numel, dtype=torch.bool, device=self.arena.device)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(OBSERVATION_SIZE,), dtype=np.float32)
 
-    # -- gymnasium API ---------------------------------------------------------------------------
+    model = property(lambda self: self.core.model)
+    arena = property(lambda self: self.core.arena)
+    iterations = property(lambda self: self.core.iterations)
+    mask = property(lambda self: self.core.masks[0])
+    step_index = property(lambda self: int(self.core.step_index[0]))
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Start an episode at the dense network. A seed also restarts the running normalization, so equal
-        seeds give equal episodes. options={"sparsity": s} fixes the target sparsity."""
+        """Start an episode at the dense network; options={"sparsity": s} fixes the target sparsity."""
         super().reset(seed=seed)
         if seed is not None:
-            self._fresh_statistics()
-        options = options or {}
-        unknown = set(options) - {"sparsity"}
-        if unknown:
-            raise ValueError(f"options: unknown keys {sorted(unknown)} (accepted: sparsity)")
-        if "sparsity" in options:
-            self.sparsity = check_sparsity(options["sparsity"])
-        else:
-            self.sparsity = float(self.np_random.uniform(*self.sparsity_range))
-        self.counts = exponential_counts(self.arena.numel, self.sparsity, self.iterations)
-        self.step_index = 0
-        self.mask = torch.ones(self.arena.numel, dtype=torch.bool, device=self.arena.device)
-        observation, _ = self._observe(0, effective=0.0)
-        return observation, {"sparsity": self.sparsity}
+            self.core.restart(seed)
+        sparsity = _sparsity_option(options)
+        observation, sparsity = self.core.reset_lane(0, sparsity)
+        return observation, {"sparsity": sparsity}
 
     def step(self, action):
-        if not self.counts or self.step_index >= self.iterations:
-            raise RuntimeError("step: call reset() first; the episode has ended")
-        e, n = self.step_index, self.iterations
-        weights = np.clip(np.asarray(action, dtype=np.float64).reshape(3), -1.0, 1.0) + 1.0
-        self.mask = step_mask(self.indices(e, self.mask), weights, self.counts[e])
-        scheduled = 1.0 - self.counts[e] / self.arena.numel
-        effective = effective_sparsity(self.model, Masks.from_flat(self.arena, self.mask), self.indices.input_shape)
-        self.step_index = e + 1
-        observation, (d_loss, d_grad) = self._observe(min(e + 1, n - 1), effective, at_step=e)
-        reward = -SPARSITY_PENALTY * abs(scheduled - effective) - d_loss - d_grad
-        dead = effective >= 1.0
-        if dead:
-            reward -= (1.0 - e / n) * DEATH_PENALTY
-        terminated = dead or self.step_index == n
-        info = {"sparsity": scheduled, "effective_sparsity": effective, "dead": dead, "d_loss": d_loss,
-                "d_gradnorm": d_grad}
-        return observation, float(reward), terminated, False, info
+        observations, rewards, terminated, infos = self.core.step(np.asarray(action).reshape(1, 3))
+        return observations[0], float(rewards[0]), bool(terminated[0]), False, infos[0]
 
-    # -- internals -------------------------------------------------------------------------------
-    def _fresh_statistics(self) -> None:
-        self._ranges = [RunningRange() for _ in range(4)]
 
-    def _losses(self, step: int) -> tuple[float, float, float, float]:
-        """(dense loss, dense |g|^2, masked loss, masked |g * m|^2) on the batch of `step`."""
-        batch = self.indices.batch(step)
-        key = step % self.indices.batches
-        if key not in self._dense:
-            loss, grad = loss_grad(self.model, self.arena, self.arena.weights, batch)
-            self._dense[key] = (float(loss), float(grad.double().square().sum()))
-        dense_loss, dense_grad = self._dense[key]
-        loss, grad = loss_grad(self.model, self.arena, self.arena.weights * self.mask, batch)
-        return dense_loss, dense_grad, float(loss), float((grad * self.mask).double().square().sum())
-
-    def _observe(self, next_step: int, effective: float, at_step: int | None = None):
-        """The observation after the current mask, and the normalized (d_loss, d_gradnorm) of the mask."""
-        step = next_step if at_step is None else at_step
-        dense_loss, dense_grad, loss, grad = self._losses(step)
-        values = [dense_loss, dense_grad, abs(loss - dense_loss), abs(grad - dense_grad)]
-        normalized = [rng(v) for rng, v in zip(self._ranges, values)]
-        scheduled_next = 1.0 - self.counts[next_step] / self.arena.numel
-        observation = np.array([*normalized, effective, scheduled_next, self.step_index / self.iterations],
-                               dtype=np.float32)
-        return np.clip(observation, 0.0, 1.0), (normalized[2], normalized[3])
+def _sparsity_option(options: dict | None) -> float | None:
+    options = options or {}
+    unknown = set(options) - {"sparsity"}
+    if unknown:
+        raise ValueError(f"options: unknown keys {sorted(unknown)} (accepted: sparsity)")
+    if "sparsity" not in options:
+        return None
+    return checks.number("sparsity", options["sparsity"], low=0.0, high=1.0)

@@ -102,7 +102,9 @@ def rl_panning(p: Problem, agent, iterations: int, per_class: int, temperature: 
     from .env import PanningEnv
 
     if agent is None:
-        raise ValueError("agent: rl_panning needs a trained agent (the path given to panning.pbt.agent.save_agent)")
+        raise ValueError("agent: rl_panning needs a trained agent; train one for this network with "
+                         "`panning agent --action train --model M --width W --out PATH` (docs/agent.md) "
+                         "and pass --agent PATH")
     seed = int(torch.randint(2 ** 31, (1,), generator=p.generator))
     env = PanningEnv(p.model, p.dataset, p.input_shape, iterations=iterations, per_class=per_class,
                      temperature=temperature, seed=seed, arena=p.arena)

@@ -1,0 +1,87 @@
+"""`panning agent`: train the panning agent (RL panning) for one network, with checkpoints, and save it.
+
+    panning agent --data mnist1d --model cnn1d --width 4 --out agents/cnn1d-w4 --threads 1
+
+writes agents/cnn1d-w4.{safetensors,json} (the agent), .episodes.csv (one row per episode) and .curve.png (the
+learning curve); the checkpoint folder (default: OUT.checkpoint) is resumed if it exists. Use the agent with
+`panning prune --method rl_panning --agent agents/cnn1d-w4`. See docs/agent.md.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import checks
+from . import options as o
+from .options import Option
+
+HELP = "train the panning agent (RL panning) for a network, with checkpoints, and save it"
+OPTIONS = (
+    Option("action", str, "what to do", "train", ("train",)),
+    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
+    o.SEED.but(help="seed of the network's initialization, the batches and the agent"),
+    Option("algorithm", str, "stable-baselines3 algorithm", "td3", check=o.one_of("panning.pbt.agent", "ALGORITHMS")),
+    Option("timesteps", int, "environment steps (Panning steps) to train for; default: panning.pbt.agent.TIMESTEPS",
+           check=checks.positive_int),
+    Option("lanes", int, "episodes stepped together in one vectorized environment (1: as the authors)", 1,
+           check=checks.positive_int),
+    Option("iterations", int, "Panning steps per episode", 100, check=checks.positive_int),
+    Option("per-class", int, "samples per class in each batch", 10, check=checks.positive_int),
+    Option("batches", int, "distinct batches, reused across episodes; default: iterations",
+           check=checks.positive_int),
+    Option("learning-starts", int, "random warm-up steps; default: the agent's (2000)", check=checks.non_negative_int),
+    Option("batch-size", int, "the agent's minibatch; default: the agent's (256)", check=checks.positive_int),
+    Option("curriculum-switch", int, "steps of U(0.8, 1) targets before U(0.9, 1) | U(0.98, 1)", 10_000,
+           check=checks.non_negative_int),
+    Option("checkpoint", Path, "checkpoint folder, resumed if it exists; default: OUT.checkpoint",
+           check=o.output_folder),
+    Option("checkpoint-every", int, "steps between checkpoints", 5000, check=checks.positive_int),
+    Option("out", Path, "the agent's path without suffix (its folder is created)", Path("agent"),
+           check=o.output_folder),
+    o.PROGRESS, o.THREADS,
+)
+
+
+def resume_hint(opts: dict) -> str:
+    out = opts.get("out") or Path("agent")
+    folder = opts.get("checkpoint") or out.with_name(out.name + ".checkpoint")
+    return f"run the same command again to resume from the checkpoint in {folder}"
+
+
+def run(opts: dict) -> int:
+    """Train an agent for the chosen network and save it with its episode log and learning curve."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from .. import data, models
+    from ..pbt.agent import TIMESTEPS, network_of, save_agent, train_agent
+    from ..pbt.env import Curriculum
+    from ..pbt.vec_env import PanningVecEnv
+
+    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    model_name = o.model_for(opts)
+    torch.manual_seed(opts["seed"])
+    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+    env = PanningVecEnv(model, bundle.train, bundle.input_shape, opts["lanes"], iterations=opts["iterations"],
+                        per_class=opts["per_class"], batches=opts["batches"], seed=opts["seed"],
+                        curriculum=Curriculum(switch=opts["curriculum_switch"]))
+    settings = {key: opts[key] for key in ("learning_starts", "batch_size") if opts[key] is not None}
+    out = opts["out"]
+    episodes: list[dict] = []
+    started = time.perf_counter()
+    agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
+                        progress=opts["progress"] and sys.stderr.isatty(),
+                        checkpoint=opts["checkpoint"] or out.with_name(out.name + ".checkpoint"),
+                        checkpoint_every=opts["checkpoint_every"], episodes=episodes,
+                        network=network_of(env, model=model_name, width=opts["width"], data=bundle.name), **settings)
+    seconds = time.perf_counter() - started
+    save_agent(agent, out, episodes)
+    rewards = [row["reward"] for row in episodes]
+    first, last = (np.mean(rewards[:20]), np.mean(rewards[-20:])) if rewards else (float("nan"),) * 2
+    print(f"{opts['algorithm']} agent for {model_name} x{opts['width']:g} / {bundle.name}: {agent.num_timesteps} "
+          f"steps, {len(episodes)} episodes in {seconds:.1f} s this run; mean episode reward first 20 {first:.2f}, "
+          f"last 20 {last:.2f}")
+    print(f"agent saved to {out}.safetensors / .json; episodes in {out}.episodes.csv, curve in {out}.curve.png")
+    return 0

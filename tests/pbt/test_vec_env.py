@@ -1,0 +1,130 @@
+"""The batched panning environment against plain recomputations: masks from step_mask on each lane's own
+indices, effective sparsity from the path-counting network, the masked loss and gradient norm from a copy of
+the model with masked weights; the stable-baselines3 VecEnv contract; the curriculum."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gymnasium.utils.env_checker import check_env
+
+from panning import data, models
+from panning.connectivity import effective_sparsity
+from panning.masks import Masks
+from panning.pbt.env import Curriculum, PanningEnv, PanningLanes
+from panning.pbt.panning import step_mask
+from panning.pbt.schedule import exponential_counts
+from panning.pbt.vec_env import PanningVecEnv
+
+SHAPE = (1, 16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return data.load("synthetic", num_classes=3, input_shape=SHAPE, n_train=60, n_test=30)
+
+
+def cnn(seed=0):
+    torch.manual_seed(seed)
+    return models.build("cnn1d", SHAPE, 3, width=0.2)
+
+
+def lanes(bundle, count, **options):
+    return PanningLanes(cnn(), bundle.train, SHAPE, count, **{"iterations": 6, "per_class": 3, "batches": 3,
+                                                               "temperature": 200.0, **options})
+
+
+def test_single_env_passes_the_gymnasium_checker(bundle):
+    check_env(PanningEnv(cnn(), bundle.train, SHAPE, iterations=4, per_class=3, batches=2), skip_render_check=True)
+
+
+def test_lanes_match_plain_recomputation(bundle):
+    core = lanes(bundle, 4, curriculum=Curriculum.fixed(0.9, 0.99))
+    for b in range(4):
+        core.reset_lane(b)
+    previous = core.masks.clone()
+    rng = np.random.default_rng(0)
+    for e in range(6):
+        actions = rng.uniform(-1, 1, (4, 3))
+        observations, rewards, terminated, infos = core.step(actions)
+        for b in range(4):
+            k = exponential_counts(core.numel, float(core.sparsity[b]), 6)[e]
+            expected = step_mask(core.indices(e, previous[b]), actions[b] + 1.0, k)
+            assert torch.equal(core.masks[b], expected)
+            masks = Masks.from_flat(core.arena, core.masks[b])
+            assert infos[b]["effective_sparsity"] == pytest.approx(effective_sparsity(core.model, masks, SHAPE))
+            assert observations[b, 4] == pytest.approx(infos[b]["effective_sparsity"])
+            assert terminated[b] == (e == 5)
+        previous = core.masks.clone()
+
+
+def test_masked_loss_and_gradnorm_match_a_masked_copy(bundle):
+    core = lanes(bundle, 3, curriculum=Curriculum.fixed(0.95, 0.95))
+    for b in range(3):
+        core.reset_lane(b)
+    core.step(np.random.default_rng(1).uniform(-1, 1, (3, 3)))
+    losses, gtgs = core._masked_loss_gtg(np.zeros(3, dtype=np.int64))
+    for b in range(3):
+        net = copy.deepcopy(core.model).train()
+        params = dict(net.named_parameters())
+        with torch.no_grad():
+            for name, m in core.arena.split(core.masks[b]).items():
+                params[name].mul_(m)
+        x, y = core.indices.batch(0)
+        loss = F.cross_entropy(net(x) / 200.0, y)
+        grads = torch.autograd.grad(loss, [params[name] for name in core.arena.names])
+        assert losses[b] == pytest.approx(loss.detach().item(), rel=1e-5)
+        assert gtgs[b] == pytest.approx(float(sum(g.double().square().sum() for g in grads)), rel=1e-4)
+
+
+def test_vec_env_contract_and_auto_reset(bundle):
+    env = PanningVecEnv(cnn(), bundle.train, SHAPE, 3, iterations=4, per_class=3, batches=2)
+    env.seed(5)
+    observations = env.reset()
+    assert observations.shape == (3, 7) and observations.dtype == np.float32
+    assert all(env.observation_space.contains(o) for o in observations)
+    for step in range(4):
+        observations, rewards, dones, infos = env.step(np.zeros((3, 3), dtype=np.float32))
+        assert rewards.shape == (3,) and dones.shape == (3,) and len(infos) == 3
+    assert dones.all()
+    for info, observation in zip(infos, observations):
+        assert info["episode"]["l"] == 4 and info["terminal_observation"][6] == pytest.approx(3 / 4)
+        assert observation[6] == 0.0 and observation[4] == 0.0  # the lane started a new episode
+    assert env.get_attr("iterations") == [4, 4, 4] and env.env_is_wrapped(object) == [False] * 3
+
+
+def test_seeded_vec_env_repeats_itself(bundle):
+    def run():
+        env = PanningVecEnv(cnn(), bundle.train, SHAPE, 2, iterations=3, per_class=3, batches=2)
+        env.seed(7)
+        out = [env.reset()]
+        for _ in range(5):
+            out.append(env.step(np.full((2, 3), 0.3, dtype=np.float32))[0])
+        return np.stack(out), env.core.sparsity.copy()
+
+    (a, sa), (b, sb) = run(), run()
+    assert np.array_equal(a, b) and np.array_equal(sa, sb)
+
+
+def test_curriculum_follows_the_authors_schedule():
+    rng = np.random.default_rng(0)
+    curriculum = Curriculum()
+    early = [curriculum.draw(rng, 9_999) for _ in range(2000)]
+    late = [curriculum.draw(rng, 10_000) for _ in range(4000)]
+    assert min(early) >= 0.8 and max(early) < 1.0 and min(early) < 0.81
+    assert min(late) >= 0.9 and min(late) < 0.91
+    above = np.mean(np.array(late) >= 0.98)
+    assert 0.5 + 0.5 * 0.2 - 0.05 < above < 0.5 + 0.5 * 0.2 + 0.05  # half from U(0.98, 1), a fifth of the rest
+    with pytest.raises(ValueError, match="curriculum.early"):
+        Curriculum(early=(0.5, 1.5))
