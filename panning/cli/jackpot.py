@@ -171,7 +171,8 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
                    steps=result.steps, preset=opts["preset"], **result.settings, budget=opts["budget"],
                    include_classifier=opts["include_classifier"], batch_size=opts["batch_size"],
                    momentum=opts["momentum"], weight_decay=opts["weight_decay"], seed=opts["seed"],
-                   dense_acc=dense_acc, magnitude_acc=magnitude_acc, magnitude_bn_acc=magnitude_bn_acc, jackpot_acc=result.history[-1].test_acc,
+                   dense_acc=dense_acc, magnitude_acc=magnitude_acc, magnitude_bn_acc=magnitude_bn_acc,
+                   jackpot_acc=result.history[-1].test_acc,
                    overlap_with_magnitude=result.masks.overlap(magnitude), counters=result.counters(),
                    budgets=result.budgets, history=[asdict(r) for r in result.history])
     if opts["finetune_epochs"] and rank == 0:  # panning.train is single-process: one rank fine-tunes

@@ -50,8 +50,8 @@ def run(opts: dict) -> int:
             raise UsageError(f"--{key.replace('_', '-')}: method {opts['method']!r} does not accept it "
                              f"(accepts: {', '.join(method.defaults) or 'no options'})")
     if "agent" in method.defaults and opts["agent"] is None:
-        raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with "
-                         f"`panning agent --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
+        raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
+                         f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
     bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     model_name = o.model_for(opts)
     torch.manual_seed(opts["seed"])

@@ -121,7 +121,7 @@ def test_every_command_refuses_sparsity_outside_0_1_the_same_way(command, sparsi
     ("--lr", "-1", "--lr: expected a number in (0, inf], got -1.0"),
     ("--threads", "0", "--threads: expected a positive int, got 0"),
     ("--width", "0", "--width: expected a number in (0, inf], got 0.0"),
-    ("--init", "psychic", "--init: expected one of magnitude, abs, random, got 'psychic'"),
+    ("--init", "psychic", "--init: expected one of magnitude, flat, random, got 'psychic'"),
 ])
 def test_jackpot_checks_every_option_before_training(option, value, message, tmp_path, capsys):
     out = tmp_path / "runs"
