@@ -30,7 +30,7 @@ def fast_options(method: str) -> dict:
     return {key: value for key, value in FAST.items() if key in METHODS[method].defaults}
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "rl_panning"])  # RL: tests/test_pbt_rl.py
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "rl_panning"])  # RL: tests/pbt/test_pbt_rl.py
 def test_every_method_is_exact_deterministic_and_leaves_the_model_alone(method, bundle):
     model = net()
     before = {k: v.clone() for k, v in model.state_dict().items()}

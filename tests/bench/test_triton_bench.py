@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_gpu.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_gpu.py"
 
 
 def test_gpu_benchmark_imports(monkeypatch):
