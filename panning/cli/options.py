@@ -224,8 +224,7 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
             parser.add_argument(opt.name, dest=opt.dest, action=argparse.BooleanOptionalAction,
                                 help=opt.help_text())
         else:
-            parser.add_argument(opt.name, dest=opt.dest, type=opt.type, choices=opt.choices, help=opt.help_text(),
-                                metavar=None if opt.choices else opt.flag.split("-")[-1].upper())
+            parser.add_argument(opt.name, dest=opt.dest, type=opt.type, choices=opt.choices, help=opt.help_text())
 
 
 def read_config(path: Path, options: Sequence[Option]) -> dict:
