@@ -26,7 +26,7 @@ import torch
 from panning import data as datasets
 from panning import models
 from panning.connectivity import collapse_report
-from panning.io import write_text
+from panning.io import atomic_path, write_text
 from panning.pbt import METHODS
 from panning.prune import prune
 from panning.train import train
@@ -203,7 +203,8 @@ def plot(cache: dict, datas: list[str], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
