@@ -12,11 +12,7 @@ from panning.connectivity import collapse_report, effective_masks, effective_spa
 from panning.masks import Masks
 from panning.nn import sparsify
 
-
-def small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(4 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3))
+from .test_arena import small_cnn  # conv, BatchNorm, max-pooling, two linear layers: every path rule
 
 
 def test_effective_sparsity_finds_disconnected_weights():
