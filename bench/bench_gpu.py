@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from panning.io import write_text  # imports no kernel: TRITON_INTERPRET is still checked first
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name()).strip("-").lower()
     path = args.output_dir / f"gpu-{name}-{datetime.date.today().isoformat()}.md"
-    path.write_text(text)
+    write_text(path, text)
     print(text)
     print(f"written to {path}")
     return 0

@@ -32,7 +32,7 @@ from panning import data as datasets
 from panning import models
 from panning.connectivity import collapse_report
 from panning.prune import prune
-from panning.io import write_text
+from panning.io import atomic_path, write_text
 from panning.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +228,8 @@ def plot(runs: list[dict], datas: list[str], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

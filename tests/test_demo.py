@@ -22,7 +22,8 @@ def test_demo_compares_methods_and_writes_results(tmp_path, capsys):
     for row in rows[1:]:
         assert row["sparsity"] == pytest.approx(0.8, abs=1e-3)
         assert row["effective"] >= row["sparsity"] - 1e-9
-        assert 0.0 <= row["acc"] <= 1.0
+        assert f"{100 * row['acc']:.2f}%" in text  # the table reports what results.json records
+        assert (row["acc"] * 1000) == pytest.approx(round(row["acc"] * 1000))  # a count of the 1000 test samples
         assert Masks.load(out / f"masks-{row['method']}.safetensors").sparsity == pytest.approx(row["sparsity"])
     assert (out / "demo.png").stat().st_size > 0
 

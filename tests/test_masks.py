@@ -9,7 +9,6 @@ from torch import nn
 
 from panning import ops
 from panning.arena import Arena
-from panning.connectivity import effective_masks, effective_sparsity
 from panning.masks import Masks
 from panning.nn import sparsify
 
@@ -44,12 +43,21 @@ def test_measures():
     assert masks.overlap(other) == pytest.approx(2 / 6)  # kept in both: a0, b00; in either: 6
 
 
-def test_effective_sparsity_through_masks_and_sparsified_models():
+def test_flat_round_trip_overlap_extremes_and_refusals():
     net = model()
-    masks = random_masks(net, keep=0.15)
-    assert effective_sparsity(net, masks, (2, 8)) >= masks.sparsity
-    sparse = sparsify(model(), masks)
-    assert effective_masks(sparse, masks, (2, 8)) == effective_masks(net, masks, (2, 8))
+    arena = Arena(net, share=False)
+    flat = torch.rand(arena.numel, generator=torch.Generator().manual_seed(1)) > 0.7
+    masks = Masks.from_flat(arena, flat)
+    assert masks.kept == int(flat.sum()) and masks.numel == arena.numel
+    assert masks.sparsity == pytest.approx(1 - flat.float().mean().item())
+    assert torch.equal(masks.to_flat(arena), flat)
+    flat[0] ^= True  # from_flat copied: later writes to the buffer do not leak in
+    assert masks.to_flat(arena)[0] != flat[0]
+    assert masks.overlap(masks) == 1.0 and masks.overlap({n: ~m for n, m in masks.items()}) == 0.0
+    with pytest.raises(ValueError, match="masks: no parameter named"):
+        Masks({"nope.weight": torch.ones(2, dtype=torch.bool)}).apply(net)
+    with pytest.raises(TypeError, match="masks: entry '0.weight' must be a bool tensor"):
+        Masks({"0.weight": torch.ones(3, 2, 3)})
 
 
 def test_from_model_and_from_state_dict():

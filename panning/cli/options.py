@@ -96,21 +96,19 @@ def input_file(name: str, path: Path) -> Path:
 
 
 def input_folder(name: str, path: Path) -> Path:
+    """An existing folder."""
     if not path.is_dir():
         raise UsageError(f"{name}: no folder at {str(path)!r}")
     return path
 
 
 def output_file(name: str, path: Path) -> Path:
-    """A file that can be written: not a folder, in a folder that exists and is writable."""
+    """A file that can be written: not a folder, in a folder that exists."""
     if path.is_dir():
         raise UsageError(f"{name}: {str(path)!r} is a folder; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"{name}: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{name}: the folder {str(folder)!r} is not writable")
-    return path
+    if not path.parent.is_dir():
+        raise UsageError(f"{name}: the folder {str(path.parent)!r} does not exist")
+    return _writable(name, path.parent, path)
 
 
 def output_folder(name: str, path: Path) -> Path:
@@ -120,8 +118,12 @@ def output_folder(name: str, path: Path) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise UsageError(f"{name}: {str(existing)!r} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise UsageError(f"{name}: {str(existing)!r} is not writable")
+    return _writable(name, existing, path)
+
+
+def _writable(name: str, folder: Path, path: Path) -> Path:
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{name}: the folder {str(folder)!r} is not writable")
     return path
 
 
@@ -222,8 +224,7 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
             parser.add_argument(opt.name, dest=opt.dest, action=argparse.BooleanOptionalAction,
                                 help=opt.help_text())
         else:
-            parser.add_argument(opt.name, dest=opt.dest, type=opt.type, choices=opt.choices, help=opt.help_text(),
-                                metavar=None if opt.choices else opt.flag.split("-")[-1].upper())
+            parser.add_argument(opt.name, dest=opt.dest, type=opt.type, choices=opt.choices, help=opt.help_text())
 
 
 def read_config(path: Path, options: Sequence[Option]) -> dict:

@@ -21,6 +21,7 @@ from .digits import load_digits
 from .mnist1d import load_mnist1d
 from .synthetic import load_synthetic
 
+from .. import checks
 from ..catalog import DATASETS as NAMES
 
 
@@ -36,8 +37,7 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
     fixed seed), so that results compare with the published numbers. ``data_dir`` is required for CIFAR.
     ``options`` are accepted by "synthetic" only (num_classes, input_shape, n_train, n_test, noise).
     """
-    if name not in NAMES:
-        raise ValueError(f"name must be one of {', '.join(NAMES)}; got {name!r}")
+    checks.choice("name", name, NAMES)
     if options and name != "synthetic":
         raise ValueError(f"options {sorted(options)} are only accepted for name='synthetic', not {name!r}")
     if name == "mnist1d":

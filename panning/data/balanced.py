@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
+from .. import checks
+
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
     """The int64 labels of a dataset: the second tensor of a TensorDataset, else read item by item."""
@@ -23,8 +25,7 @@ def class_balanced_indices(
 ) -> torch.Tensor:
     """Indices of ``per_class`` samples of every class present in ``labels``, drawn without replacement within
     a class, grouped by class in ascending label order (so ``labels[result]`` is sorted)."""
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    checks.positive_int("per_class", per_class)
     labels = torch.as_tensor(labels).cpu()
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError(f"labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}")

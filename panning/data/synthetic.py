@@ -6,6 +6,7 @@ import math
 import torch
 from torch.utils.data import TensorDataset
 
+from .. import checks
 from .bundle import DataBundle
 
 
@@ -24,14 +25,12 @@ def load_synthetic(
     The same seed gives the same data.
     """
     input_shape = tuple(int(d) for d in input_shape)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    checks.integer("num_classes", num_classes, minimum=2)
     if not input_shape or min(input_shape) < 1:
         raise ValueError(f"input_shape must be a non-empty tuple of positive sizes, got {input_shape}")
     if n_train < num_classes or n_test < num_classes:
         raise ValueError(f"n_train and n_test must be >= num_classes={num_classes}, got {n_train} and {n_test}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    checks.non_negative("noise", noise)
 
     g = torch.Generator().manual_seed(seed)
     features = math.prod(input_shape)

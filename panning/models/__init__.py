@@ -21,6 +21,7 @@ from typing import Callable
 
 from torch import nn
 
+from .. import checks
 from .cnn import CNN1d, CNN2d
 from .common import check_input_shape, kaiming_init
 from .io import load, load_weights, read_spec, save
@@ -49,12 +50,9 @@ def build(name: str, input_shape, num_classes: int, *, width: float = 1.0) -> nn
     The initialization draws from torch's global generator: seed it (``torch.manual_seed``) for a reproducible
     model.
     """
-    if name not in _MODELS:
-        raise ValueError(f"name must be one of {', '.join(_MODELS)}; got {name!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+    checks.choice("name", name, _MODELS)
+    checks.positive_int("num_classes", num_classes)
+    checks.positive("width", width)
     dims, make = _MODELS[name]
     shape = tuple(int(d) for d in input_shape) if dims is None else check_input_shape(input_shape, dims, name)
     if not shape or min(shape) < 1:

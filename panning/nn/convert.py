@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from panning import checks
 from panning.masks import Masks, mask_keys
 
 from .layers import MODES, SPARSE_FOR, SparseLayer
@@ -68,8 +69,7 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    checks.choice("mode", mode, MODES)
     if not isinstance(scores, bool):
         raise TypeError(f"scores: expected a bool, got {type(scores).__name__}")
     masks = masks if isinstance(masks, Masks) else Masks(masks)

@@ -75,13 +75,13 @@ def test_same_seed_same_model():
 
 
 def test_errors_name_the_argument():
-    with pytest.raises(ValueError, match="name must be one of .*resnet32"):
+    with pytest.raises(ValueError, match="name: expected one of .*resnet32"):
         models.build("resnet50", (3, 32, 32), 10)
     with pytest.raises(ValueError, match="input_shape for 'cnn1d' must be"):
         models.build("cnn1d", (40,), 10)
     with pytest.raises(ValueError, match="input_shape for 'vgg19_bn'"):
         models.build("vgg19_bn", (3, 32), 10)
-    with pytest.raises(ValueError, match="width must be > 0"):
+    with pytest.raises(ValueError, match=r"width: expected a number in \(0, inf\]"):
         models.build("mlp", (4,), 10, width=0)
     with pytest.raises(ValueError, match="num_classes"):
         models.build("mlp", (4,), 0)

@@ -9,7 +9,7 @@ import pytest
 from panning import cli, models
 from panning.cli.options import read_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["train", "--data", "synthetic", "--model", "mlp", "--epochs", "1", "--no-progress"]
 
 

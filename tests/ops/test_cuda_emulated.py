@@ -5,7 +5,7 @@ model written below (blocks run one after the other; the threads of a block are 
 barriers for __syncthreads and for the warp shuffles; atomics are CPU atomics). Kernel launches
 `k<<<grid, block, shared, stream>>>(args)` are rewritten into calls of that emulation. This checks the
 kernels' logic (tile layout, histograms, digit picks, tie ranks, block scans) bit for bit; it cannot
-check GPU-only behaviour (memory model, performance): tests/test_cuda_kernels.py does, on a GPU.
+check GPU-only behaviour (memory model, performance): tests/ops/test_cuda_kernels.py does, on a GPU.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 
 from panning.ops import reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CXX = shutil.which("g++") or shutil.which("clang++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to build the CUDA emulation")
 

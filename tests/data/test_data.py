@@ -64,7 +64,7 @@ def test_synthetic_is_configurable_and_deterministic():
 
 
 def test_unknown_name_and_options():
-    with pytest.raises(ValueError, match="name must be one of .*mnist1d.*cifar10"):
+    with pytest.raises(ValueError, match="name: expected one of .*mnist1d.*cifar10"):
         data.load("imagenet")
     with pytest.raises(ValueError, match="only accepted for name='synthetic'"):
         data.load("digits", n_train=3)
@@ -146,7 +146,7 @@ def test_class_balanced_takes_whole_class_and_errors():
     assert labels[idx].tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match=r"per_class=2 exceeds .*class\(es\) \[0\]"):
         data.class_balanced_indices(labels, 2)
-    with pytest.raises(ValueError, match="per_class must be a positive int"):
+    with pytest.raises(ValueError, match="per_class: expected a positive int"):
         data.class_balanced_indices(labels, 0)
     with pytest.raises(TypeError, match="dataset must be a Dataset .* such as bundle.train"):
         data.class_balanced_batch(data.load("synthetic"), 1)

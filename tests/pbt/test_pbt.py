@@ -1,4 +1,4 @@
-"""Schedules, global masks, the iterative driver, Panning's steps and revival, collapse reports."""
+"""Schedules, global masks, the iterative driver, Panning's steps and revival."""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +8,6 @@ from torch import nn
 import panning.ops
 from panning import data, models
 from panning.arena import Arena
-from panning.connectivity import collapse_report
-from panning.masks import Masks
 from panning.pbt import (WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, exponential, exponential_counts,
                          global_mask, index_weights, keep_count, prune_loop, step_mask)
 
@@ -170,20 +168,3 @@ def test_panning_indices_check_arguments(bundle):
         PanningIndices(model, arena, bundle.train, (8,), batches=0)
     with pytest.raises(ValueError, match="variant"):
         PanningIndices(model, arena, bundle.train, (8,), variant="absolute")
-
-
-# -- collapse report ----------------------------------------------------------------------------------
-
-def test_report_detects_a_collapsed_layer():
-    model = small_mlp()
-    arena = Arena(model, share=False)
-    flat = torch.ones(arena.numel, dtype=torch.bool)
-    bounds = arena.offsets.tolist()
-    flat[bounds[1]:bounds[2]] = False  # the middle layer is gone: nothing connects
-    result = collapse_report(model, Masks.from_flat(arena, flat), (8,))
-    assert result.sparsity == pytest.approx(100 / 210)
-    assert result.effective_sparsity == 1.0 and result.collapsed_any
-    assert result.collapsed == arena.names
-    assert result.density["3.weight"] == 0.0 and result.effective_density["1.weight"] == 0.0
-    dense = collapse_report(model, Masks.ones(arena), (8,))
-    assert dense.effective_sparsity == 0.0 and not dense.collapsed

@@ -1,6 +1,6 @@
 """C++ (panning._C) saliency, masked linear and compressed sparse linear against the reference backend.
 
-tests/test_ops.py runs the generic contract over every backend; this file covers what is specific to the
+tests/ops/test_ops.py runs the generic contract over every backend; this file covers what is specific to the
 compiled kernels: odd and empty sizes, both float types, gradchecks through cpp, thread-count determinism and
 precision over large offsets.
 """
