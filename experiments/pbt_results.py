@@ -165,10 +165,14 @@ def verdicts(runs: list[dict], data: str) -> list[str]:
             continue
         name, best = max(others.items(), key=lambda item: item[1]["mean"])
         gap = ours["mean"] - best["mean"]
-        noise = max(ours["std"], best["std"])
-        word = "ties with" if abs(gap) <= noise else ("beats" if gap > 0 else "loses to")
+        if min(ours["n"], best["n"]) < 2:
+            word, spread = ("above" if gap > 0 else "below"), "one seed: no spread to judge a tie"
+        else:
+            noise = max(ours["std"], best["std"])
+            word = "ties with" if abs(gap) <= noise else ("beats" if gap > 0 else "loses to")
+            spread = f"larger std {noise:.1f}"
         lines.append(f"- {100 * s:g}%: Panning {ours['mean']:.1f} {word} the best other row, {name} "
-                     f"{best['mean']:.1f} ({gap:+.1f} points; larger std {noise:.1f}; n={ours['n']}/{best['n']} seeds).")
+                     f"{best['mean']:.1f} ({gap:+.1f} points; {spread}; n={ours['n']}/{best['n']} seeds).")
     return lines
 
 
