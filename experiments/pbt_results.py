@@ -4,8 +4,8 @@ For each run (data set, row, sparsity, seed) a freshly initialized network (torc
 pruned with `panning.prune(..., seed=seed)`, measured (effective sparsity, collapsed layers, pruning time)
 and trained with the data set's recipe (masks held at zero); its final test accuracy is recorded. Each
 run is one JSON file under --runs (written atomically); a run whose file exists with the same settings is
-skipped, so an interrupted invocation resumes where it stopped. Runs go seed by seed (both data sets),
-main grid first, then the ablations, so a cut-short invocation leaves whole seeds.
+skipped, so an interrupted invocation resumes where it stopped. Runs go seed by seed (both data sets, the
+main grid then the ablation), so a cut-short invocation leaves whole seeds.
 At the end the script writes bench/results/pbt-mnist1d-digits.{md,png,json} from every run file present.
 
     OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py            # the full protocol
@@ -109,14 +109,13 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def plan(datas: list[str], seeds: int, ablation_seeds: int) -> list[tuple[str, str, float, int]]:
-    """Every run, in the order they are done: the main grids seed by seed, then the ablations seed by seed."""
+    """Every run, in the order they are done: seed by seed, the main grids then the ablations of that seed."""
     todo = []
-    for seed in range(seeds):
-        for data in datas:
+    for seed in range(max(seeds, ablation_seeds)):
+        for data in datas if seed < seeds else ():
             todo.append((data, "dense", 0.0, seed))
             todo += [(data, label, s, seed) for s in SPARSITIES for label in ROWS]
-    for seed in range(ablation_seeds):
-        for data in datas:
+        for data in datas if seed < ablation_seeds else ():
             todo += [(data, label, s, seed) for s in SPARSITIES for label in ABLATION]
     return todo
 
@@ -164,10 +163,14 @@ def verdicts(runs: list[dict], data: str) -> list[str]:
             continue
         name, best = max(others.items(), key=lambda item: item[1]["mean"])
         gap = ours["mean"] - best["mean"]
-        noise = max(ours["std"], best["std"])
-        word = "ties with" if abs(gap) <= noise else ("beats" if gap > 0 else "loses to")
+        if min(ours["n"], best["n"]) < 2:
+            word, spread = ("above" if gap > 0 else "below"), "one seed: no spread to judge a tie"
+        else:
+            noise = max(ours["std"], best["std"])
+            word = "ties with" if abs(gap) <= noise else ("beats" if gap > 0 else "loses to")
+            spread = f"larger std {noise:.1f}"
         lines.append(f"- {100 * s:g}%: Panning {ours['mean']:.1f} {word} the best other row, {name} "
-                     f"{best['mean']:.1f} ({gap:+.1f} points; larger std {noise:.1f}; n={ours['n']}/{best['n']} seeds).")
+                     f"{best['mean']:.1f} ({gap:+.1f} points; {spread}; n={ours['n']}/{best['n']} seeds).")
     return lines
 
 

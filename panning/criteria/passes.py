@@ -83,13 +83,22 @@ def flow(model: nn.Module, arena: Arena, input_shape: tuple[int, ...], mask: tor
 
     Computed in float32 (float64 for a float64 arena). Out-of-range layer outputs are rescaled by powers of
     two (exact when biases are zero, and the bias is negligible wherever a rescale fires); float64 is used
-    only where float32 still overflows (a non-finite gradient), e.g. very deep networks with large weights.
+    only where float32 still fails (a non-finite |w| * gradient, or a subnormal gradient), which takes
+    weights near float32's range: the rescaling keeps every layer's output, and so the backward, in range.
     """
     dtype = torch.float64 if arena.weights.dtype == torch.float64 else torch.float32
     result = _flow(model, arena, input_shape, mask, dtype)
-    if dtype != torch.float64 and not bool(torch.isfinite(result.grad).all()):
+    if dtype != torch.float64 and not _in_range(result.grad, arena.weights.detach()):
         result = _flow(model, arena, input_shape, mask, torch.float64)
     return result
+
+
+def _in_range(grad: torch.Tensor, weights: torch.Tensor) -> bool:
+    """Whether a float32 flow is exact enough: |w| * gradient finite, and no nonzero gradient subnormal
+    (below the smallest normal float32 it keeps fewer than 24 significant bits)."""
+    magnitude = grad.abs()
+    subnormal = (magnitude < torch.finfo(grad.dtype).tiny) & (magnitude > 0)
+    return bool(torch.isfinite(weights.abs() * grad).all()) and not bool(subnormal.any())
 
 
 def _flow(model, arena, input_shape, mask, dtype) -> Flow:

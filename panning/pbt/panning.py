@@ -124,8 +124,10 @@ class PanningIndices:
         """The SynFlow pass on the |w| * mask network (its gradient, and the effective mask it implies)."""
         return passes.flow(self.model, self.arena, self.input_shape, mask)
 
-    def __call__(self, step: int, mask: torch.Tensor) -> torch.Tensor:
-        flow = self.flow(mask)
+    def __call__(self, step: int, mask: torch.Tensor, flow: passes.Flow | None = None) -> torch.Tensor:
+        """(3, N): the SynFlow index on `mask` (from `flow` when the caller already ran `self.flow(mask)`, e.g.
+        for the effective sparsity of that mask, as the authors' environment does) and `dense(step)`."""
+        flow = self.flow(mask) if flow is None else flow
         weights = self.arena.weights.detach()
         synflow = flow.signed(weights) if self.variant == "authors" else flow.scores(weights.dtype)
         return torch.cat([synflow.unsqueeze(0), self.dense(step)])

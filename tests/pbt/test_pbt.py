@@ -155,6 +155,10 @@ def test_panning_indices_cache_batches_across_calls(bundle):
     ones = torch.ones(arena.numel, dtype=torch.bool)
     stack = cached(2, ones)
     assert stack.shape == (3, arena.numel) and torch.equal(stack[1:], first[0])
+    mask = torch.rand(arena.numel, generator=torch.Generator().manual_seed(1)) < 0.4
+    flow = cached.flow(mask)  # a flow computed once can serve the index and the effective mask alike
+    assert torch.equal(cached(2, mask, flow), cached(2, mask))
+    assert not (flow.effective() & ~mask).any()
 
 
 def test_panning_indices_check_arguments(bundle):
