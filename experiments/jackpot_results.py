@@ -232,9 +232,9 @@ def markdown(table: dict, seeds: int, seconds: float, command: str, missing: int
         "|---|---|---|---|---|" + "---|" * (len(PRESETS) * len(EPOCHS)),
     ]
     for row in table.values():
-        cells = " | ".join(pct(row[f"{p}/{e}"]) for p in PRESETS for e in EPOCHS)
+        searched = " | ".join(pct(row[f"{p}/{e}"]) for p in PRESETS for e in EPOCHS)
         lines.append(f"| {row['data']} / {row['model']} w{row['width']:g} | {row['sparsity']:.0%} | "
-                     f"{pct(row['dense'])} | {pct(row['magnitude'])} | {pct(row['magnitude+bn'])} | {cells} |")
+                     f"{pct(row['dense'])} | {pct(row['magnitude'])} | {pct(row['magnitude+bn'])} | {searched} |")
     lines += ["", "'magnitude + BN': the magnitude mask with BatchNorm running statistics re-estimated on the "
               "training set (one pass, no weight update), the baseline the search must beat (cnn1d has no "
               "BatchNorm, so there it equals magnitude).", "",
@@ -299,7 +299,7 @@ def probe_section(cells: dict) -> list[str]:
               "| start, lr | " + " | ".join(label for _, label in configs) + " |",
               "|---|" + "---|" * len(configs)]
     for probe in PROBES:
-        lines.append(f"| {probe} | " + " | ".join(f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}"
+        lines.append(f"| {probe.replace('|', chr(92) + '|')} | " + " | ".join(f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}"
                                                   for c, _ in configs) + " |")
     return lines
 

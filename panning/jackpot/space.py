@@ -42,7 +42,9 @@ class SearchSpace:
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = sparsify(model, Masks.ones(plain), mode="masked", scores=True)
-        self.arena = Arena(self.model, include=lambda name, module: f"{name}.weight" in plain.names)
+        searched = set(plain.names)
+        self.arena = Arena(self.model,
+                           include=lambda name, module: (f"{name}.weight" if name else "weight") in searched)
         self.layers: list[SparseLayer] = [self.model.get_submodule(n.rpartition(".")[0]) for n in self.arena.names]
         self.scores = self.arena.zeros()
         self.mask = self.arena.zeros(torch.bool).fill_(True)
