@@ -6,7 +6,7 @@ steps, Gaussian exploration noise 0.1, batch 256, gamma 0.99, tau 0.01, target p
 policy delay 2, learning rate 2e-4, 256-256 actor and critic networks, one gradient step per transition, and
 the target-sparsity curriculum of panning.pbt.env.Curriculum.
 
-An agent is `PATH.safetensors` (policy weights) + `PATH.json` (algorithm, settings and the network it was
+An agent is `PATH.safetensors` (the actor's weights) + `PATH.json` (algorithm, settings and the network it was
 trained for); training also writes `PATH.episodes.csv` and `PATH.curve.png`. A checkpoint is a folder of
 safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.checkpoint).
 """
@@ -177,20 +177,30 @@ def rollout(agent: BaseAlgorithm, env: PanningEnv, sparsity: float) -> torch.Ten
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
-    """Write `path`.safetensors (policy weights) and `path`.json (algorithm, seed, settings, network), each
-    atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png."""
+    """Write `path`.safetensors (the policy's weights) and `path`.json (algorithm, seed, settings, network), each
+    atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png.
+
+    TD3 and DDPG keep only the actor (what acting needs; critics, targets and optimizers live in checkpoints),
+    so a saved agent is a few hundred KB."""
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
     base = Path(os.fspath(path))
     base.parent.mkdir(parents=True, exist_ok=True)
-    weights = {name: t.detach().cpu().contiguous() for name, t in agent.policy.state_dict().items()}
+    weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
     checkpoints.atomic_write(base.with_suffix(".safetensors"), lambda tmp: save_file(weights, tmp))
     text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
     checkpoints.atomic_write(base.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
     if episodes is not None:
         write_episodes(base.with_suffix(".episodes.csv"), episodes)
         plot_curve(base.with_suffix(".curve.png"), episodes)
+
+
+def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
+    state = agent.policy.state_dict()
+    if isinstance(agent, PPO):
+        return state
+    return {name: t for name, t in state.items() if name.startswith("actor.")}
 
 
 def read_agent_file(path: str | os.PathLike) -> dict:
@@ -217,10 +227,12 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
         weights = load_file(str(file))
     except (OSError, SafetensorError) as error:
         raise ValueError(f"agent {str(file)!r}: not a safetensors file of agent weights ({error})") from None
-    try:
-        agent.policy.load_state_dict(weights)
-    except RuntimeError as error:
-        raise ValueError(f"agent {str(file)!r}: weights do not fit a {spec['algorithm']} policy ({error})") from None
+    expected = _acting_weights(agent)
+    if weights.keys() != expected.keys() or any(weights[k].shape != expected[k].shape for k in expected):
+        raise ValueError(f"agent {str(file)!r}: weights do not fit a {spec['algorithm']} policy of this network")
+    agent.policy.load_state_dict(weights, strict=False)
+    if hasattr(agent, "actor_target"):
+        agent.actor_target.load_state_dict(agent.actor.state_dict())
     agent.policy.set_training_mode(False)
     return agent
 
