@@ -120,7 +120,9 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     folder = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     network = network if network is not None else network_of(env)
     if folder is not None and checkpoints.exists(folder):
-        agent = resume(folder, env, network, episodes)
+        checks.choice("algorithm", algorithm, ALGORITHMS)
+        wanted = {"algorithm": algorithm, "seed": seed, "settings": {**SETTINGS[algorithm], **settings}}
+        agent = resume(folder, env, network, episodes, wanted)
     else:
         agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
     chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
@@ -147,11 +149,17 @@ def save_checkpoint(folder: Path, agent: BaseAlgorithm, env: PanningVecEnv, epis
     return checkpoints.save(folder, values, {**tensors, **env_tensors}, arrays)
 
 
-def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]) -> BaseAlgorithm:
-    """The agent of the checkpoint in `folder`, with `env` and `episodes` put back where it stopped."""
+def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict], wanted: dict) -> BaseAlgorithm:
+    """The agent of the checkpoint in `folder`, with `env` and `episodes` put back where it stopped. The run must
+    continue with the same algorithm, seed and settings (`wanted`) on the same network."""
     values, tensors, arrays = checkpoints.load(folder)
     spec = values["agent"]
     check_network(spec["network"], network, folder)
+    saved = {key: spec[key] for key in wanted}
+    if saved != json.loads(json.dumps(wanted)):
+        differing = sorted(key for key in wanted if saved[key] != json.loads(json.dumps(wanted[key])))
+        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} "
+                         f"({ {k: saved[k] for k in differing} }); continue with those or use another folder")
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
     checkpoints.restore(agent, values, tensors, arrays)
     env.load_state(values["env"], tensors)

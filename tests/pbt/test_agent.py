@@ -151,3 +151,12 @@ def test_an_agent_refuses_another_network(bundle, tmp_path):
     (tmp_path / "agent.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="model 'mlp' \\(here 'cnn1d'\\)"):
         load_agent(tmp_path / "agent", make(bundle, PanningEnv), network={"model": "cnn1d"})
+
+
+def test_a_checkpoint_continues_only_with_its_own_settings(bundle, tmp_path):
+    train_agent(make(bundle, lanes=1), 40, seed=0, checkpoint=tmp_path / "ck", **FAST)
+    with pytest.raises(ValueError, match="made with other seed"):
+        train_agent(make(bundle, lanes=1), 80, seed=1, checkpoint=tmp_path / "ck", **FAST)
+    with pytest.raises(ValueError, match="made with other settings"):
+        train_agent(make(bundle, lanes=1), 80, seed=0, checkpoint=tmp_path / "ck",
+                    **{**FAST, "batch_size": 8})
