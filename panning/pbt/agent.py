@@ -6,7 +6,7 @@ steps, Gaussian exploration noise 0.1, batch 256, gamma 0.99, tau 0.01, target p
 policy delay 2, learning rate 2e-4, 256-256 actor and critic networks, one gradient step per transition, and
 the target-sparsity curriculum of panning.pbt.env.Curriculum.
 
-An agent is `PATH.safetensors` (policy weights) + `PATH.json` (algorithm, settings and the network it was
+An agent is `PATH.safetensors` (the actor's weights) + `PATH.json` (algorithm, settings and the network it was
 trained for); training also writes `PATH.episodes.csv` and `PATH.curve.png`. A checkpoint is a folder of
 safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.checkpoint).
 """
@@ -121,7 +121,9 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     folder = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     network = network if network is not None else network_of(env)
     if folder is not None and checkpoints.exists(folder):
-        agent = resume(folder, env, network, episodes)
+        checks.choice("algorithm", algorithm, ALGORITHMS)
+        wanted = {"algorithm": algorithm, "seed": seed, "settings": {**SETTINGS[algorithm], **settings}}
+        agent = resume(folder, env, network, episodes, wanted)
     else:
         agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
     chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
@@ -148,11 +150,17 @@ def save_checkpoint(folder: Path, agent: BaseAlgorithm, env: PanningVecEnv, epis
     return checkpoints.save(folder, values, {**tensors, **env_tensors}, arrays)
 
 
-def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]) -> BaseAlgorithm:
-    """The agent of the checkpoint in `folder`, with `env` and `episodes` put back where it stopped."""
+def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict], wanted: dict) -> BaseAlgorithm:
+    """The agent of the checkpoint in `folder`, with `env` and `episodes` put back where it stopped. The run must
+    continue with the same algorithm, seed and settings (`wanted`) on the same network."""
     values, tensors, arrays = checkpoints.load(folder)
     spec = values["agent"]
     check_network(spec["network"], network, folder)
+    saved = {key: spec[key] for key in wanted}
+    if saved != json.loads(json.dumps(wanted)):
+        differing = sorted(key for key in wanted if saved[key] != json.loads(json.dumps(wanted[key])))
+        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} "
+                         f"({ {k: saved[k] for k in differing} }); continue with those or use another folder")
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
     checkpoints.restore(agent, values, tensors, arrays)
     env.load_state(values["env"], tensors)
@@ -178,20 +186,30 @@ def rollout(agent: BaseAlgorithm, env: PanningEnv, sparsity: float) -> torch.Ten
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
-    """Write `path`.safetensors (policy weights) and `path`.json (algorithm, seed, settings, network), each
-    atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png."""
+    """Write `path`.safetensors (the policy's weights) and `path`.json (algorithm, seed, settings, network), each
+    atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png.
+
+    TD3 and DDPG keep only the actor (what acting needs; critics, targets and optimizers live in checkpoints),
+    so a saved agent is a few hundred KB."""
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
     base = Path(os.fspath(path))
     base.parent.mkdir(parents=True, exist_ok=True)
-    weights = {name: t.detach().cpu().contiguous() for name, t in agent.policy.state_dict().items()}
+    weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
     save_tensors(weights, base.with_suffix(".safetensors"))
     text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
     write_text(base.with_suffix(".json"), text)
     if episodes is not None:
         write_episodes(base.with_suffix(".episodes.csv"), episodes)
         plot_curve(base.with_suffix(".curve.png"), episodes)
+
+
+def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
+    state = agent.policy.state_dict()
+    if isinstance(agent, PPO):
+        return state
+    return {name: t for name, t in state.items() if name.startswith("actor.")}
 
 
 def read_agent_file(path: str | os.PathLike) -> dict:
@@ -218,10 +236,12 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
         weights = load_file(str(file))
     except (OSError, SafetensorError) as error:
         raise ValueError(f"agent {str(file)!r}: not a safetensors file of agent weights ({error})") from None
-    try:
-        agent.policy.load_state_dict(weights)
-    except RuntimeError as error:
-        raise ValueError(f"agent {str(file)!r}: weights do not fit a {spec['algorithm']} policy ({error})") from None
+    expected = _acting_weights(agent)
+    if weights.keys() != expected.keys() or any(weights[k].shape != expected[k].shape for k in expected):
+        raise ValueError(f"agent {str(file)!r}: weights do not fit a {spec['algorithm']} policy of this network")
+    agent.policy.load_state_dict(weights, strict=False)
+    if hasattr(agent, "actor_target"):
+        agent.actor_target.load_state_dict(agent.actor.state_dict())
     agent.policy.set_training_mode(False)
     return agent
 

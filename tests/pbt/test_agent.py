@@ -75,9 +75,15 @@ def test_a_short_training_run_beats_random_actions(bundle):
     assert learned > random_reward + 2.0, (learned, random_reward)
 
 
-def test_a_crashed_run_resumes_to_the_same_agent_bit_for_bit(bundle, tmp_path, monkeypatch):
+RESUMABLE = {"td3": dict(learning_starts=40, batch_size=32), "ddpg": dict(learning_starts=40, batch_size=32),
+             "ppo": dict(n_steps=20, batch_size=20)}
+
+
+@pytest.mark.parametrize("algorithm", list(RESUMABLE))
+def test_a_crashed_run_resumes_to_the_same_agent_bit_for_bit(bundle, tmp_path, monkeypatch, algorithm):
+    options = dict(algorithm=algorithm, seed=1, checkpoint_every=40, **RESUMABLE[algorithm])
     episodes = []
-    uninterrupted = train_agent(make(bundle, lanes=2), 160, seed=1, episodes=episodes, **FAST)
+    uninterrupted = train_agent(make(bundle, lanes=2), 160, episodes=episodes, **options)
 
     class Crash(Exception):
         pass
@@ -93,19 +99,20 @@ def test_a_crashed_run_resumes_to_the_same_agent_bit_for_bit(bundle, tmp_path, m
 
     monkeypatch.setattr(agent_module, "save_checkpoint", crash_after_second)
     with pytest.raises(Crash):
-        train_agent(make(bundle, lanes=2), 160, seed=1, checkpoint=tmp_path / "ck", **FAST)
+        train_agent(make(bundle, lanes=2), 160, checkpoint=tmp_path / "ck", **options)
     monkeypatch.setattr(agent_module, "save_checkpoint", real_save)
     assert json.loads((tmp_path / "ck" / "latest.json").read_text()) == {"snapshot": "step-000000080"}
     resumed_episodes = []
-    resumed = train_agent(make(bundle, lanes=2), 160, seed=1, checkpoint=tmp_path / "ck",
-                          episodes=resumed_episodes, **FAST)
+    resumed = train_agent(make(bundle, lanes=2), 160, checkpoint=tmp_path / "ck", episodes=resumed_episodes,
+                          **options)
     assert resumed.num_timesteps == uninterrupted.num_timesteps == 160
     assert same_weights(resumed, uninterrupted)
-    for name in ("actor.optimizer", "critic.optimizer"):
+    for name in resumed._get_torch_save_params()[0][1:]:  # the optimizers
         a = checkpoint._attribute(resumed, name).state_dict()["state"]
         b = checkpoint._attribute(uninterrupted, name).state_dict()["state"]
         assert all(torch.equal(a[p]["exp_avg_sq"], b[p]["exp_avg_sq"]) for p in a)
-    assert np.array_equal(resumed.replay_buffer.observations, uninterrupted.replay_buffer.observations)
+    if algorithm != "ppo":
+        assert np.array_equal(resumed.replay_buffer.observations, uninterrupted.replay_buffer.observations)
     assert resumed_episodes == episodes
 
 
@@ -151,3 +158,12 @@ def test_an_agent_refuses_another_network(bundle, tmp_path):
     (tmp_path / "agent.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="model 'mlp' \\(here 'cnn1d'\\)"):
         load_agent(tmp_path / "agent", make(bundle, PanningEnv), network={"model": "cnn1d"})
+
+
+def test_a_checkpoint_continues_only_with_its_own_settings(bundle, tmp_path):
+    train_agent(make(bundle, lanes=1), 40, seed=0, checkpoint=tmp_path / "ck", **FAST)
+    with pytest.raises(ValueError, match="made with other seed"):
+        train_agent(make(bundle, lanes=1), 80, seed=1, checkpoint=tmp_path / "ck", **FAST)
+    with pytest.raises(ValueError, match="made with other settings"):
+        train_agent(make(bundle, lanes=1), 80, seed=0, checkpoint=tmp_path / "ck",
+                    **{**FAST, "batch_size": 8})

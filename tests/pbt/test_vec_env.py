@@ -76,16 +76,8 @@ def test_masked_loss_and_gradnorm_match_a_masked_copy(bundle):
     core.step(np.random.default_rng(1).uniform(-1, 1, (3, 3)))
     losses, gtgs = core._masked_loss_gtg(np.zeros(3, dtype=np.int64))
     for b in range(3):
-        net = copy.deepcopy(core.model).train()
-        params = dict(net.named_parameters())
-        with torch.no_grad():
-            for name, m in core.arena.split(core.masks[b]).items():
-                params[name].mul_(m)
-        x, y = core.indices.batch(0)
-        loss = F.cross_entropy(net(x) / 200.0, y)
-        grads = torch.autograd.grad(loss, [params[name] for name in core.arena.names])
-        assert losses[b] == pytest.approx(loss.detach().item(), rel=1e-5)
-        assert gtgs[b] == pytest.approx(float(sum(g.double().square().sum() for g in grads)), rel=1e-4)
+        loss, gtg = plain_loss_gtg(core, core.masks[b], core.indices.batch(0))
+        assert losses[b] == pytest.approx(loss, rel=1e-5) and gtgs[b] == pytest.approx(gtg, rel=1e-4)
 
 
 def test_vec_env_contract_and_auto_reset(bundle):
@@ -128,3 +120,39 @@ def test_curriculum_follows_the_authors_schedule():
     assert 0.5 + 0.5 * 0.2 - 0.05 < above < 0.5 + 0.5 * 0.2 + 0.05  # half from U(0.98, 1), a fifth of the rest
     with pytest.raises(ValueError, match="curriculum.early"):
         Curriculum(early=(0.5, 1.5))
+
+
+def plain_loss_gtg(core, mask, batch):
+    """Loss of logits / 200 and its squared gradient norm over the prunable weights, on a masked copy."""
+    net = copy.deepcopy(core.model).train()
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, m in core.arena.split(mask).items():
+            params[name].mul_(m)
+    loss = F.cross_entropy(net(batch[0]) / 200.0, batch[1])
+    grads = torch.autograd.grad(loss, [params[name] for name in core.arena.names])
+    return loss.detach().item(), float(sum(g.double().square().sum() for g in grads))
+
+
+def test_observation_is_normalized_by_running_ranges_as_the_authors(bundle):
+    """Ranges start from the dense values of the first batches, then take every dense and masked value seen;
+    observation = (dense - low) / span, |masked - dense| / span (gtg: / 5 more)."""
+    core = lanes(bundle, 1, curriculum=Curriculum.fixed(0.97, 0.97))
+    ones = torch.ones(core.numel, dtype=torch.bool)
+    dense = [plain_loss_gtg(core, ones, core.indices.batch(k)) for k in range(3)]
+    low = [min(d[i] for d in dense) for i in range(2)]
+    high = [max(d[i] for d in dense) for i in range(2)]
+    observation, _ = core.reset_lane(0)
+    assert observation[0] == pytest.approx((dense[0][0] - low[0]) / (high[0] - low[0]), abs=1e-6)
+    assert observation[1] == pytest.approx((dense[0][1] - low[1]) / (high[1] - low[1]), abs=1e-6)
+    for e in range(6):
+        observations, _, _, _ = core.step(np.array([[0.2, -0.4, 0.6]]))
+        masked = plain_loss_gtg(core, core.masks[0], core.indices.batch(e))
+        d = dense[e % 3]
+        for i in range(2):
+            low[i], high[i] = min(low[i], d[i], masked[i]), max(high[i], d[i], masked[i])
+        span = [high[i] - low[i] for i in range(2)]
+        expected = [(d[0] - low[0]) / span[0], (d[1] - low[1]) / span[1], abs(masked[0] - d[0]) / span[0],
+                    abs(masked[1] - d[1]) / span[1] / 5, e / 6]
+        got = [observations[0, 0], observations[0, 1], observations[0, 2], observations[0, 3], observations[0, 6]]
+        assert got == pytest.approx(expected, abs=1e-5)
