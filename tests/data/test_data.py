@@ -8,6 +8,8 @@ import torch
 import panning.data as data
 from panning.data.augment import crop_flip
 
+from ..cifar_folder import LAYOUTS, write_cifar
+
 
 def test_mnist1d_shapes_and_cache():
     bundle = data.load("mnist1d")
@@ -70,29 +72,9 @@ def test_unknown_name_and_options():
         data.load("digits", n_train=3)
 
 
-def _write_cifar(folder, files, label_key, num_classes, n=12, seed=0):
-    """Write tiny batches in the authors' pickle format (bytes keys, uint8 (N, 3072) data, list labels)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for name in files:
-        batch = {
-            b"batch_label": name.encode(),
-            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-            label_key: [int(v) for v in rng.integers(0, num_classes, size=n)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-
-
-@pytest.mark.parametrize(
-    "name, folder, files, label_key, num_classes",
-    [
-        ("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels", 10),
-        ("cifar100", "cifar-100-python", ["train", "test"], b"fine_labels", 100),
-    ],
-)
+@pytest.mark.parametrize("name, folder, files, label_key, num_classes", [(k, *v) for k, v in LAYOUTS.items()])
 def test_cifar_reads_pickle_folder(tmp_path, name, folder, files, label_key, num_classes):
-    _write_cifar(tmp_path / folder, files, label_key, num_classes)
+    write_cifar(tmp_path / folder, files, label_key, num_classes)
     bundle = data.load(name, data_dir=tmp_path)  # the parent
     same = data.load(name, data_dir=str(tmp_path / folder))  # the folder itself
     n_train = 12 * (len(files) - 1)
