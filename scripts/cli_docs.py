@@ -13,8 +13,8 @@ HEADING = "## Options of each command"
 
 def option_tables() -> str:
     """The generated section: one table per command, one row per option."""
-    parts = [HEADING, "", "Generated from the option tables by `python scripts/cli_docs.py`; `panning <command> --help` "
-             "shows the same. Every command also takes `--config`.", ""]
+    parts = [HEADING, "", "Generated from the option tables by `python scripts/cli_docs.py`; "
+             "`panning <command> --help` shows the same. Every command also takes `--config`.", ""]
     for name, command in COMMANDS.items():
         parts += [f"### `panning {name}`: {command.HELP}", "", "| option | meaning |", "|---|---|"]
         for option in command.OPTIONS:

@@ -28,7 +28,8 @@ def test_recipe_trains_prunes_and_searches(tmp_path, data):
 
     dense = tmp_path / "dense.safetensors"
     assert main(["train", "--config", str(CONFIGS / f"train_{data}_{model}.yaml"), "--epochs", "1",
-                 "--batch-size", "8", "--checkpoint", str(tmp_path / "dense.pt"), "--save", str(dense), "--no-progress"] + common) == 0
+                 "--batch-size", "8", "--checkpoint", str(tmp_path / "dense.pt"), "--save", str(dense),
+                 "--no-progress"] + common) == 0
     assert dense.is_file()
 
     masks_path = tmp_path / "panning.safetensors"
