@@ -131,3 +131,14 @@ def test_docs_list_every_option_of_every_command_as_the_tables_define_it():
         section = doc.split(f"### `panning {name}`")[1].split("### ")[0]
         for option in command.OPTIONS:
             assert f"| `--{option.flag}` | {option.help_text()}" in section, (name, option.flag)
+
+
+@pytest.mark.parametrize("argv", [["demo", "--threads", "0"], ["jackpot", "--sparsity", "1.5"],
+                                  ["prune", "--method", "snip", "--out", "/nonexistent/m.safetensors"]])
+def test_a_plain_typo_is_reported_before_torch_is_even_imported(argv):
+    """Cheap checks run before the ones that import torch or an algorithm (device, method names)."""
+    code = (f"import sys; from panning.cli import main; status = main({argv!r}); "
+            "sys.exit(10 if 'torch' in sys.modules else status)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"panning {argv[0]}: error: --")
