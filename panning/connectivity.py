@@ -3,10 +3,12 @@
 At extreme sparsity a method can prune a whole layer, or leave kept weights that no path from the input to
 the output uses; the network then computes a constant, whatever its nominal sparsity says. A kept weight with
 no path from input to output is as good as pruned, so every method's result is reported with its effective
-sparsity (pruned or disconnected weights) and the layers with no effective weight left (:func:`collapse_report`). A weight lies on such a path iff it receives a nonzero gradient when the network
-computes the number of input-output paths: weights replaced by their 0/1 masks (float64, so path
-counts of deep networks do not overflow), biases zeroed, BatchNorm made the identity, max-pooling
-replaced by average pooling (so no path is hidden behind another), and an all-ones input.
+sparsity (pruned or disconnected weights) and the layers with no effective weight left (:func:`collapse_report`).
+
+A weight lies on such a path iff it receives a nonzero gradient when the network computes the number of
+input-output paths: weights replaced by their 0/1 masks (float64, so path counts of deep networks do not
+overflow), biases zeroed, BatchNorm made the identity, max-pooling replaced by average pooling (so no path is
+hidden behind another), and an all-ones input.
 """
 from __future__ import annotations
 

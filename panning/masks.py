@@ -1,9 +1,9 @@
 """Masks: the result of every pruning method, a first-class object.
 
 A `Masks` maps parameter names (as in `model.named_parameters()`) to bool tensors of the parameter's
-shape: True keeps the weight. It can be measured (global and per-layer sparsity; effective sparsity in panning.connectivity), compared
-(overlap), applied to a model, saved or loaded without executing code (safetensors, or torch.save files
-read with weights_only), and exported (baked dense weights; compressed CSR weights).
+shape: True keeps the weight. It can be measured (global and per-layer sparsity; effective sparsity is
+panning.connectivity's), compared (overlap), applied to a model, saved (atomically) or loaded without executing
+code (safetensors, or torch.save files read with weights_only), and exported (baked dense weights; CSR weights).
 """
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ def _prepare(options: dict) -> None:
             raise UsageError(f"PANNING_BACKEND={backend}: unknown backend; choose one of {', '.join(known)}")
         if not known[backend]["available"]:
             raise UsageError(f"PANNING_BACKEND={backend}: not available here ({known[backend]['reason']})")
-        device = str(options["device"]).split(":")[0] if options.get("device") else None
+        device = options.get("device", "cpu")  # commands without --device run on the CPU; None: chosen later
+        device = str(device).split(":")[0] if device is not None else None
         if device is not None and device not in known[backend]["devices"]:
             raise UsageError(f"PANNING_BACKEND={backend}: does not run on {device} "
                              f"(runs on {', '.join(known[backend]['devices'])})")

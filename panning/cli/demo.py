@@ -13,6 +13,7 @@ from .options import Option
 HELP = "prune MNIST-1D's CNN before training with several methods and compare them"
 
 
+@o.importing
 def methods(name: str, text: str) -> list[str]:
     """The comma-separated method names of --methods (any of panning.pbt.METHODS but rl_panning)."""
     from ..pbt.methods import METHODS

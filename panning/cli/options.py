@@ -74,9 +74,17 @@ def sparsity(name: str, value) -> float:
     return checks.sparsity(value, name)
 
 
+def importing(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    """Mark a check that imports heavy modules (torch, an algorithm's package): :func:`resolve` runs it after every
+    cheap check, so that a plain typo is reported at once."""
+    check.imports = True
+    return check
+
+
 def one_of(module: str, attribute: str) -> Callable[[str, Any], Any]:
     """A check that the value is one of the names a module lists (e.g. the pruning methods), importing that module
     only when a command runs."""
+    @importing
     def check(name: str, value):
         import importlib
 
@@ -127,6 +135,7 @@ def _writable(name: str, folder: Path, path: Path) -> Path:
     return path
 
 
+@importing
 def device(name: str, value: str) -> str:
     """A torch device that exists on this machine (cpu, cuda, cuda:<i>, mps)."""
     import torch  # only once a command runs: --help stays free of torch
@@ -270,7 +279,7 @@ def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
     given = {opt.dest: getattr(args, opt.dest) for opt in options if getattr(args, opt.dest, None) is not None}
     config = read_config(CONFIG.check(CONFIG.name, args.config), options) if args.config is not None else {}
     values = {opt.dest: opt.default for opt in options} | config | given
-    for opt in options:
+    for opt in sorted(options, key=lambda opt: getattr(opt.check, "imports", False)):  # cheap checks first
         if opt.check is not None and values[opt.dest] is not None:
             try:
                 values[opt.dest] = opt.check(opt.name, values[opt.dest])

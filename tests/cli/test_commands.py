@@ -88,13 +88,15 @@ def test_evaluate_refuses_what_it_cannot_read(tmp_path, capsys):
     assert "--weights: " in (err := capsys.readouterr().err) and "is not a model saved by panning.models.save" in err
 
 
-def run_until_checkpoint(command: list[str], checkpoint: Path, stop: signal.Signals) -> subprocess.CompletedProcess:
-    """Start `panning <command>`, wait for its first checkpoint, send `stop`, and collect what it printed."""
+def run_until_checkpoint(command: list[str], checkpoints: Path, pattern: str,
+                         stop: signal.Signals) -> subprocess.CompletedProcess:
+    """Start `panning <command>`, wait for its first checkpoint (a file matching `pattern` under `checkpoints`),
+    send `stop`, and collect what it printed."""
     process = subprocess.Popen([sys.executable, "-m", "panning.cli", *command], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ,
                                                                                      "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 240
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not any(checkpoints.glob(pattern)) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(stop)
     stdout, stderr = process.communicate(timeout=120)
@@ -106,11 +108,24 @@ def test_a_stopped_training_says_how_to_resume(stop, tmp_path):
     checkpoint = tmp_path / "run.pt"
     command = ["train", "--data", "synthetic", "--epochs", "100000", "--checkpoint", str(checkpoint),
                "--no-progress", "--threads", "1"]
-    done = run_until_checkpoint(command, checkpoint, stop)
+    done = run_until_checkpoint(command, tmp_path, "run.pt", stop)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == f"panning train: interrupted; run the same command again to resume from {checkpoint}"
     assert torch.load(checkpoint, weights_only=True)["history"]  # a whole checkpoint was left, nothing torn
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+def test_a_stopped_jackpot_search_says_how_to_resume(tmp_path):
+    bundle = data.load("synthetic")
+    dense = tmp_path / "dense.pt"
+    torch.save(models.build("cnn1d", bundle.input_shape, bundle.num_classes).state_dict(), dense)
+    out = tmp_path / "runs"
+    command = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(dense), "--epochs", "100000",
+               "--batch-size", "16", "--out", str(out), "--no-progress", "--threads", "1"]
+    done = run_until_checkpoint(command, out, "*/search.pt", signal.SIGTERM)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == (f"panning jackpot: interrupted; run the same command again to resume the search "
+                                   f"from its checkpoint under {out}")
 
 
 def test_help_builds_without_importing_torch():
@@ -138,3 +153,14 @@ def test_docs_list_every_option_of_every_command_as_the_tables_define_it():
         section = doc.split(f"### `panning {name}`")[1].split("### ")[0]
         for option in command.OPTIONS:
             assert f"| `--{option.flag}` | {option.help_text()}" in section, (name, option.flag)
+
+
+@pytest.mark.parametrize("argv", [["demo", "--threads", "0"], ["jackpot", "--sparsity", "1.5"],
+                                  ["prune", "--method", "snip", "--out", "/nonexistent/m.safetensors"]])
+def test_a_plain_typo_is_reported_before_torch_is_even_imported(argv):
+    """Cheap checks run before the ones that import torch or an algorithm (device, method names)."""
+    code = (f"import sys; from panning.cli import main; status = main({argv!r}); "
+            "sys.exit(10 if 'torch' in sys.modules else status)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"panning {argv[0]}: error: --")
