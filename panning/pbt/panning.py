@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import criteria, ops
+from .. import checks, criteria, ops
 from ..criteria import _checks, passes
 from .batches import Batches
 from .masking import global_mask
-from .schedule import check_steps, scheduled_sparsities
+from .schedule import scheduled_sparsities
 
 #: The order of the indices in every (3, N) index stack and every weight vector.
 INDICES = ("synflow", "snip", "grasp")
@@ -92,15 +92,12 @@ class PanningIndices:
                  batches: int | None = None, variant: str = "authors"):
         _checks.model_and_arena(model, arena)
         if batches is not None:
-            check_steps(batches, "batches")
-        if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-            raise ValueError(f"per_class: expected a positive int, got {per_class!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+            checks.positive_int("batches", batches)
         self.model, self.arena, self.dataset = model, arena, dataset
         self.input_shape = _checks.input_shape(input_shape)
-        self.per_class = per_class
-        self.temperature = _checks.positive("temperature", temperature)
+        self.per_class = checks.positive_int("per_class", per_class)
+        self.temperature = checks.positive("temperature", temperature)
+        checks.choice("variant", variant, VARIANTS)
         self.generator = generator
         self.batches = batches
         self.variant = variant
