@@ -273,9 +273,29 @@ def markdown(table: dict, seeds: int, seconds: float, command: str, missing: int
             lines.append(f"| {row['data']} / {row['model']} w{row['width']:g} | {row['sparsity']:.0%} | "
                          f"{restriction} | {pct(r['acc'])} | {r['proposed']} | {r['admitted']} | {r['updates']} | "
                          f"{r['rises']} | {share} |")
+    lines += unfinished_section(table, cells)
     lines += probe_section(cells)
     lines += ["", f"![jackpot results]({OUT.name}.png)", ""]
     return "\n".join(lines)
+
+
+def unfinished_section(table: dict, cells: dict) -> list[str]:
+    """The cells that did finish for the configurations left out of the tables (single runs, not means)."""
+    lines = []
+    for data, arch, width, sparsity in PROTOCOL:
+        config = config_name(data, arch, width, sparsity)
+        if config in table:
+            continue
+        done = {key[len(config) + 1:]: value for key, value in cells.items() if key.startswith(config + "/")}
+        if not done:
+            lines.append(f"- {data} / {arch} w{width:g} at {sparsity:.0%}: not run.")
+            continue
+        values = ", ".join(f"{key} {100 * value['acc']:.1f}" for key, value in done.items() if "acc" in value)
+        lines.append(f"- {data} / {arch} w{width:g} at {sparsity:.0%}: not finished; single runs that did: "
+                     f"{values}.")
+    if lines:
+        lines = ["", "## Configurations not finished (left out of the tables above)", "", *lines]
+    return lines
 
 
 def probe_section(cells: dict) -> list[str]:
