@@ -26,6 +26,9 @@ from panning import data as datasets
 from panning import models
 from panning.connectivity import collapse_report as report
 from panning.io import write_text
+from panning.pbt import hand_policy
+from panning.pbt.agent import load_agent
+from panning.pbt.env import PanningEnv
 from panning.prune import prune
 from panning.train import train
 
@@ -60,13 +63,47 @@ def run_cell(bundle, method: str, sparsity: float, seed: int, agent: Path) -> di
                 train_seconds=trained.wall_time, **extra)
 
 
+def episode_rewards(bundle, agent_path: Path, random_episodes: int = 3) -> dict:
+    """Episode reward in the training environment (cnn1d seed 0) at each target: the agent's deterministic
+    rollout, the hand schedule (index_weights as actions) and random actions (mean of `random_episodes`). Every
+    episode starts from a freshly seeded environment, so all see the same ranges and batches."""
+    torch.manual_seed(0)
+    model = models.build("cnn1d", bundle.input_shape, bundle.num_classes, width=WIDTH)
+    env = PanningEnv(model, bundle.train, bundle.input_shape)
+    agent = load_agent(agent_path, env)
+    rng = torch.Generator().manual_seed(0)
+
+    def episode(target, policy):
+        observation, _ = env.reset(seed=0, options={"sparsity": target})
+        total, done = 0.0, False
+        while not done:
+            observation, reward, done, _, info = env.step(policy(observation))
+            total += reward
+        return total, info["effective_sparsity"]
+
+    def hand(observation):
+        e = env.step_index
+        scheduled = 1.0 - int(env.core.counts[0, e]) / env.core.numel
+        return [w - 1.0 for w in hand_policy(e, scheduled)]
+
+    rows = {}
+    for target in SPARSITIES:
+        random_runs = [episode(target, lambda o: (torch.rand(3, generator=rng) * 2 - 1).numpy())
+                       for _ in range(random_episodes)]
+        rows[str(target)] = {"agent": episode(target, lambda o: agent.predict(o, deterministic=True)[0]),
+                             "hand": episode(target, hand),
+                             "random": (statistics.fmean(r for r, _ in random_runs),
+                                        statistics.fmean(e for _, e in random_runs))}
+    return rows
+
+
 def write_cache(path: Path, cells: dict) -> None:
     write_text(path, json.dumps(cells, indent=1))
 
 
 def table(cells: dict, agent: Path) -> str:
     def runs(method, sparsity):
-        return [c for c in cells.values() if c["method"] == method and c["sparsity"] == sparsity]
+        return [c for k, c in cells.items() if k != "rewards" and c["method"] == method and c["sparsity"] == sparsity]
 
     def cell(method, sparsity):
         found = runs(method, sparsity)
@@ -99,9 +136,19 @@ def table(cells: dict, agent: Path) -> str:
         f"{best_single(s)}: {cell(best_single(s), s)}" if best_single(s) else "—" for s in SPARSITIES) + " |")
     for method in SINGLE:
         lines.append(f"| {method} | " + " | ".join(cell(method, s) for s in SPARSITIES) + " |")
-    used = sorted({c.get("agent_timesteps") for c in cells.values() if c["method"] == "rl_panning"}, key=str)
+    runs_only = {k: c for k, c in cells.items() if k != "rewards"}
+    used = sorted({c.get("agent_timesteps") for c in runs_only.values() if c["method"] == "rl_panning"}, key=str)
     lines += ["", f"RL Panning cells used agents trained for {', '.join(map(str, used)) or '—'} transitions."]
-    seconds = {m: [c["prune_seconds"] for c in cells.values() if c["method"] == m] for m in METHODS}
+    if "rewards" in cells:
+        lines += ["", "Episode reward in the training environment (cnn1d seed 0, fresh environment per episode; "
+                  "effective sparsity at the end in brackets; random: mean of 3 episodes):", "",
+                  "| policy | " + " | ".join(f"{100 * s:g}%" for s in SPARSITIES) + " |",
+                  "|---|" + "---|" * len(SPARSITIES)]
+        for policy in ("agent", "hand", "random"):
+            lines.append(f"| {policy} | " + " | ".join(
+                "{:.2f} ({:.2f}%)".format(cells["rewards"][str(s)][policy][0], 100 * cells["rewards"][str(s)][policy][1])
+                for s in SPARSITIES) + " |")
+    seconds = {m: [c["prune_seconds"] for c in runs_only.values() if c["method"] == m] for m in METHODS}
     lines += ["", "Mean pruning time per network (s, 1 thread, shared machine): " + ", ".join(
         f"{m} {statistics.fmean(v):.1f}" for m, v in seconds.items() if v) + "."]
     return "\n".join(lines) + "\n"
@@ -113,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--rewards", action="store_true", help="(re)measure the episode-reward table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -120,6 +168,9 @@ def main() -> None:
     cells = json.loads(cache.read_text()) if cache.exists() else {}
     if not args.report_only:
         bundle = datasets.load("mnist1d")
+        if args.rewards:
+            cells["rewards"] = episode_rewards(bundle, args.agent)
+            write_cache(cache, cells)
         for seed in args.seeds:
             for sparsity in SPARSITIES:
                 for method in args.methods:
