@@ -63,6 +63,28 @@ def _backward(ctx, dy, _):
 _masked_linear.register_autograd(_backward, setup_context=_setup)
 
 
+class _EagerMaskedLinear(torch.autograd.Function):
+    """The same op outside torch.compile: an autograd.Function calls the kernels directly. The custom op's
+    eager dispatch costs about 100 us more per forward + backward (measured: 160 against 63 us at 4 x 8 x 8),
+    which made small layers slower than `x @ (W * M).T`; under torch.compile the custom op runs instead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, mask, bias, backend):
+        y, w_eff = dispatch.kernel("masked_linear_fwd", backend)(x, weight, mask, bias)
+        ctx.save_for_backward(x, weight, mask, w_eff)
+        ctx.backend = backend
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mask, w_eff = ctx.saved_tensors
+        need_dx, need_dw, need_dscore, need_db = ctx.needs_input_grad[:4]
+        dy = dy.contiguous()
+        dx, dw, dscore = dispatch.kernel("masked_linear_bwd", ctx.backend)(dy, x, weight, mask, w_eff, need_dx,
+                                                                           need_dw, need_dscore)
+        return dx, dw, dscore, dy.sum(0) if need_db else None, None
+
+
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None,
                   *, score_grad: bool = False, backend: str | None = None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias without materializing weight * mask.
@@ -92,6 +114,6 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     name = dispatch.resolve("masked_linear_fwd", x.device, backend)
     dispatch.resolve("masked_linear_bwd", x.device, name)
     rows = math.prod(x.shape[:-1])  # not reshape(-1, in): that fails for in_features 0
-    y, _ = _masked_linear(x.reshape(rows, x.shape[-1]).contiguous(), weight.contiguous(), mask.contiguous(), bias,
-                          name)
+    args = (x.reshape(rows, x.shape[-1]).contiguous(), weight.contiguous(), mask.contiguous(), bias, name)
+    y = _masked_linear(*args)[0] if torch.compiler.is_compiling() else _EagerMaskedLinear.apply(*args)
     return y.view(*x.shape[:-1], weight.shape[0])
