@@ -27,10 +27,21 @@ def _cuda_wanted() -> bool:
 
 
 def _cpu_flags() -> list[str]:
-    flags = ["-O3", "-fopenmp", "-std=c++17"]
+    flags = ["-O3", "-fopenmp", "-std=c++20"]  # torch 2.13's headers expect C++20
     if os.environ.get("PANNING_NATIVE", "1") == "1" and platform.machine() in ("x86_64", "AMD64", "aarch64"):
         flags.append("-march=native" if platform.machine() != "aarch64" else "-mcpu=native")
     return flags
+
+
+def _torch_openmp_link_args() -> list[str]:
+    """Link the OpenMP runtime torch itself loads (torch/lib/libgomp.so.1, found by rpath), so that one
+    process holds one OpenMP thread pool: at::parallel_for in our kernels then runs on torch's own threads.
+    Falls back to the compiler's runtime where torch ships none (e.g. a torch built against the system one)."""
+    torch_lib = os.path.join(os.path.dirname(cpp_extension.__file__), "..", "lib")
+    torch_lib = os.path.normpath(torch_lib)
+    if os.path.exists(os.path.join(torch_lib, "libgomp.so.1")):
+        return [f"-L{torch_lib}", "-l:libgomp.so.1", f"-Wl,-rpath,{torch_lib}"]
+    return ["-fopenmp"]
 
 
 def _extensions():
@@ -41,7 +52,7 @@ def _extensions():
             rel("csrc/bindings.cpp") + rel("csrc/cpu/*.cpp"),
             include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": _cpu_flags()},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=_torch_openmp_link_args(),
         )
     ]
     if _cuda_wanted():
@@ -50,7 +61,7 @@ def _extensions():
                 "panning._C_cuda",
                 rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu"),
                 include_dirs=[os.path.join(ROOT, "csrc")],
-                extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+                extra_compile_args={"cxx": ["-O3", "-std=c++20"], "nvcc": ["-O3", "-std=c++20", "--use_fast_math"]},
             )
         )
     return extensions

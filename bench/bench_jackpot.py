@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -24,6 +22,7 @@ from torch.nn import functional as F
 
 from panning import ops
 from panning.arena import Arena, except_last
+from panning.bench import interleaved, summary
 from panning.jackpot import SearchSpace, Searcher, initial_scores, layer_budgets
 from panning.models import build
 
@@ -40,16 +39,7 @@ SPARSITY = 0.9
 def timed(steps: dict, repeats: int, warmup: int = 2) -> dict[str, tuple[float, float]]:
     """(min, median) seconds per call of every step function, interleaved round by round so that a change
     in machine load hits every variant alike (the machine is shared: the minimum is the robust figure)."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
+    return summary(interleaved(steps, repeats, warmup))
 
 
 def dense_step(model: nn.Module, x, y):

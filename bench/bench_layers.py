@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from panning.arena import Arena
+from panning.bench import interleaved
 from panning.io import write_text
 from panning.masks import Masks
 from panning.nn import global_prune, sparsify
@@ -64,7 +64,7 @@ def check_same_up_to_ties(dense: nn.Module, masks: Masks, torch_masks: Masks) ->
 
 
 class Trainer:
-    """One model with its optimizer and a fixed batch; `step()` returns the seconds of one training step."""
+    """One model with its optimizer and a fixed batch; `step()` runs one training step."""
 
     def __init__(self, model: nn.Module, batch: int, width: int):
         g = torch.Generator().manual_seed(1)
@@ -72,12 +72,10 @@ class Trainer:
         self.x, self.target = torch.randn(batch, width, generator=g), torch.randn(batch, width, generator=g)
         self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    def step(self) -> float:
-        start = time.perf_counter()
+    def step(self) -> None:
         self.opt.zero_grad(set_to_none=True)
         F.mse_loss(self.model(self.x), self.target).backward()
         self.opt.step()
-        return time.perf_counter() - start
 
 
 def group(sparsity: float, shape: dict) -> dict[str, tuple[nn.Module, str]]:
@@ -100,12 +98,8 @@ def run(args: argparse.Namespace) -> dict:
     for sparsity in args.sparsities:
         models = group(sparsity, shape)
         trainers = {variant: Trainer(model, args.batch, args.width) for variant, (model, _) in models.items()}
-        times = {variant: [] for variant in trainers}
-        for i in range(args.warmup + args.repeats):
-            for variant, trainer in trainers.items():
-                seconds = trainer.step()
-                if i >= args.warmup:
-                    times[variant].append(seconds)
+        times = interleaved({variant: trainer.step for variant, trainer in trainers.items()}, args.repeats,
+                            args.warmup)
         for variant, ts in times.items():
             rows.append(dict(sparsity=sparsity, variant=variant, path=models[variant][1],
                              median_s=statistics.median(ts), min_s=min(ts), times_s=ts))

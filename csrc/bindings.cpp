@@ -7,18 +7,17 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "panning CPU kernels (C++/OpenMP)";
-  m.def("num_threads", [] { return at::get_num_threads(); }, "threads at::parallel_for uses");
   m.def("product_score", &panning::product_score, "w * g, or |w * g| when absolute", py::arg("weight"),
         py::arg("grad"), py::arg("absolute"));
   m.def("saliency", &panning::saliency, "normalize K indices over N and combine them with (B, K) weights",
         py::arg("indices"), py::arg("weights"));
   m.def("topk_mask", &panning::topk_mask, "exact top-k mask of every segment", py::arg("scores"),
         py::arg("offsets"), py::arg("k"));
-  m.def("masked_linear_fwd", &panning::masked_linear_fwd, "x @ (W*M)^T + b", py::arg("x"), py::arg("weight"),
-        py::arg("mask"), py::arg("bias"));
+  m.def("masked_linear_fwd", &panning::masked_linear_fwd, "(x @ (W*M)^T + b, W*M)", py::arg("x"),
+        py::arg("weight"), py::arg("mask"), py::arg("bias"));
   m.def("masked_linear_bwd", &panning::masked_linear_bwd, "(dx, dW_eff*M, dW_eff*W), None where not needed",
-        py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("mask"), py::arg("need_dx"), py::arg("need_dw"),
-        py::arg("need_dscore"));
+        py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("mask"), py::arg("w_eff"), py::arg("need_dx"),
+        py::arg("need_dw"), py::arg("need_dscore"));
   m.def("to_sparse", &panning::to_sparse, "(crow, col, values) of the masked-in entries, CSR order",
         py::arg("weight"), py::arg("mask"));
   m.def("sparse_linear_fwd", &panning::sparse_linear_fwd, "x @ W^T + b with W in CSR", py::arg("x"),

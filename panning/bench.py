@@ -1,191 +1,280 @@
-"""CPU benchmark of panning's compiled (cpp) kernels: top-k masks, saliency, masked and sparse linear
-(docs/benchmarks.md). `panning bench` (panning.cli.bench) prints it; so does bench/bench_cpu_kernels.py.
+"""CPU benchmark cases of panning's kernels, the one timing helper, and the results table (docs/benchmarks.md).
 
-Everything is measured side by side in one run on this machine: the floors (memory bandwidth from a large
-copy, dense fp32 matmul GFLOP/s), then each op against what a user would otherwise write in plain torch
-(and torch.sparse CSR for the sparse path), and against its floor. Ours and the baseline are timed
-interleaved and the minimum over repeats is kept, because the machine is shared and noisy; the load
-average is printed with the table. `rows(quick)` returns the table for `panning bench`.
+Each case is one op at one shape. Its variants are timed side by side: `ours` (panning.ops on the backend the
+dispatch picks by default), the way a user would write it in plain torch (and torch.sparse CSR for the
+sparse path), and the `floor`: a torch primitive that moves the bytes the op must move (one read of the
+scores, two reads of the indices and one write of the output, ...) or runs the dense GEMM a masked matmul
+cannot beat. Each target is a ratio between two variants of the same case, so it is read off one run.
+
+Three ways to run the cases, all on the same definitions:
+- `python -m bench` runs bench/test_cpu_kernels.py under pytest-benchmark (one group per case) and writes
+  JSON, a markdown table of ratios and a plot under bench/results/;
+- `panning bench` prints the same table, timed here without pytest (`rows`);
+- `interleaved` is the timing helper every script under bench/ uses: the variants are called round by round,
+  so that a change of machine load hits all of them alike; the minimum over rounds is the robust figure.
 """
 from __future__ import annotations
 
+import os
+import platform
+import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from panning import ops
-from panning.ops import reference
+from panning.io import atomic_path
+from panning.ops import dispatch, reference
 
 SPARSITIES = (0.90, 0.95, 0.99)
 
 
-def best_ms(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Minimum wall time in ms of each function, timed interleaved (one call of each per round)."""
-    for fn in fns:  # warm-up: allocations, first-call dispatch
-        fn()
-    best = [float("inf")] * len(fns)
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of every function, called round by round (one call of each per round)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        for i, fn in enumerate(fns):
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            best[i] = min(best[i], (time.perf_counter() - start) * 1e3)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
-def bandwidth_gbs(numel: int, repeats: int) -> float:
-    """Memory bandwidth in GB/s from copying numel fp32 (bytes read + written)."""
-    src, dst = torch.ones(numel), torch.empty(numel)
-    (ms,) = best_ms([lambda: dst.copy_(src)], repeats)
-    return 2 * 4 * numel / ms / 1e6
+def summary(times: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    """(min, median) of each variant's times."""
+    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
 
 
-def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
-    a, b = torch.randn(m, k), torch.randn(n, k)
-    (ms,) = best_ms([lambda: a @ b.t()], repeats)
-    return 2 * m * k * n / ms / 1e6
+def machine() -> dict:
+    """What the numbers were measured on: CPU, threads, torch, load average (1 min) and date."""
+    return {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "load": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def _row(op, shape, ours, base, baseline, target, met, floor=None):
-    return {"op": op, "shape": shape, "ours_ms": ours, "baseline": baseline, "baseline_ms": base,
-            "ratio": base / ours, "floor_ms": floor, "ours_vs_floor": ours / floor if floor else None,
-            "target": target, "met": met}
+@dataclass(frozen=True)
+class Target:
+    """`ours` must be at least `ratio` times faster than `baseline` (ratio = baseline time / ours time), or,
+    for baseline "floor", at most `ratio` times slower than the floor."""
+
+    baseline: str
+    ratio: float
+
+    def met(self, ours: float, base: float) -> bool:
+        return ours <= self.ratio * base if self.baseline == "floor" else base >= self.ratio * ours
+
+    def __str__(self) -> str:
+        return f"<= {self.ratio:g}x floor" if self.baseline == "floor" else f">= {self.ratio:g}x {self.baseline}"
 
 
-def topk_rows(n: int, gbs: float, repeats: int, sparsity: float = 0.9) -> list[dict]:
-    """Global top-k mask of n fp32 scores against the torch ways a user would build the same mask."""
-    g = torch.Generator().manual_seed(3)
-    scores = torch.randn(n, generator=g)
-    k = round(n * (1 - sparsity))
+@dataclass(frozen=True)
+class Case:
+    """One op at one shape: `build()` allocates the inputs and returns the variants {name: fn}."""
 
-    def with_topk():
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[torch.topk(scores, k, sorted=False).indices] = True
-        return mask
+    group: str
+    names: tuple[str, ...]  # the variants build() returns, in order
+    build: Callable[[], dict[str, Callable[[], object]]]
+    targets: tuple[Target, ...] = ()
+    floor: str = ""  # what the floor variant moves or computes
+    extra: dict = field(default_factory=dict)
 
-    def with_kthvalue():  # a threshold mask: not exact under ties, but what users write
-        return scores >= torch.kthvalue(scores, n - k + 1).values
 
-    ours, topk, kth = best_ms([lambda: ops.topk_mask(scores, k, backend="cpp"), with_topk, with_kthvalue], repeats)
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _read(*tensors: torch.Tensor) -> None:
+    """One streaming read of each tensor (a float sum; the int64 arrays are read as float64 bits)."""
+    for t in tensors:
+        (t.view(torch.float64) if t.dtype == torch.int64 else t).sum()
+
+
+def topk_case(n: int, sparsity: float = 0.9) -> Case:
+    def build():
+        scores = torch.randn(n, generator=_gen(3))
+        k = round(n * (1 - sparsity))
+
+        def with_topk():
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[torch.topk(scores, k, sorted=False).indices] = True
+            return mask
+
+        return {"ours": lambda: ops.topk_mask(scores, k),
+                "torch.topk": with_topk,
+                # a threshold mask: not exact under ties, but what users write
+                "torch.kthvalue": lambda: scores >= torch.kthvalue(scores, n - k + 1).values,
+                "floor": lambda: _read(scores)}
+    return Case(f"topk_mask {n:,} fp32 {sparsity:.0%}", ("ours", "torch.topk", "torch.kthvalue", "floor"), build,
+                (Target("torch.kthvalue", 20), Target("torch.topk", 20), Target("floor", 3)),
+                "one read of the scores")
+
+
+def prune_case(n: int, sparsity: float = 0.9) -> Case:
     side = int(n ** 0.5)
-    layer = nn.Linear(side, side, bias=False)
 
-    def with_prune():
-        torch_prune.global_unstructured([(layer, "weight")], torch_prune.L1Unstructured, amount=sparsity)
-        torch_prune.remove(layer, "weight")
+    def build():
+        layer = nn.Linear(side, side, bias=False)
 
-    (pruned,) = best_ms([with_prune], max(1, repeats // 3))
-    floor = n * 4 / gbs / 1e6  # one read of the scores
-    shape = f"{n:,} fp32, {sparsity:.0%}"
-    fastest, name = min((topk, "torch.topk"), (kth, "torch.kthvalue"))
-    return [_row("topk_mask global", shape, ours, fastest, f"{name} (fastest torch way)", ">=20x, <=4x floor",
-                 fastest / ours >= 20 and ours <= 4 * floor, floor),
-            _row("topk_mask global", f"{side * side:,} fp32, {sparsity:.0%}", ours, pruned,
-                 "prune.global_unstructured", ">=100x", pruned / ours >= 100, floor)]
+        def with_prune():
+            torch_prune.global_unstructured([(layer, "weight")], torch_prune.L1Unstructured, amount=sparsity)
+            torch_prune.remove(layer, "weight")
 
-
-def saliency_rows(n: int, gbs: float, repeats: int) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    indices = torch.randn(3, n, generator=g) * 2 + 5
-    weights = torch.rand(1, 3, generator=g, dtype=torch.float64)
-    ours, base = best_ms([lambda: ops.saliency(indices, weights, backend="cpp"),
-                          lambda: reference.saliency(indices, weights)], repeats)
-    floor = (2 * 3 * n * 4 + n * 4) / gbs / 1e6  # statistics read + combine read + output write
-    ratio = base / ours
-    return [_row("saliency", f"3 x {n:,}", ours, base, "plain torch (float64)", ">=8x, <=2x floor",
-                 ratio >= 8 and ours <= 2 * floor, floor)]
+        scores = layer.weight.detach().abs().reshape(-1)
+        k = round(scores.numel() * (1 - sparsity))
+        return {"ours": lambda: ops.topk_mask(scores, k), "prune.global_unstructured": with_prune}
+    return Case(f"topk_mask vs torch prune {side * side:,} {sparsity:.0%}", ("ours", "prune.global_unstructured"),
+                build, (Target("prune.global_unstructured", 100),))
 
 
-def masked_rows(m: int, i: int, o: int, gflops: float, repeats: int) -> list[dict]:
-    g = torch.Generator().manual_seed(1)
-    x, w = torch.randn(m, i, generator=g), torch.randn(o, i, generator=g)
-    mask = torch.rand(o, i, generator=g) < 0.5
-    maskf = mask.float()
-    dy = torch.randn(m, o, generator=g)
-    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
-
-    def ours_fb():
-        ops.masked_linear(xg, wg, mask, backend="cpp").backward(dy)
-
-    def base_fb():
-        (xg @ (wg * maskf).t()).backward(dy)
-
-    fwd = best_ms([lambda: ops.masked_linear(x, w, mask, backend="cpp"), lambda: x @ (w * maskf).t()], repeats)
-    fb = best_ms([ours_fb, base_fb], repeats)
-    floor = 2 * m * i * o / gflops / 1e6
-    shape = f"{m} x {i} x {o}"
-    return [_row("masked_linear fwd", shape, *fwd, "x @ (W*M).t()", ">=0.9x", fwd[1] / fwd[0] >= 0.9, floor),
-            _row("masked_linear fwd+bwd", shape, *fb, "autograd x @ (W*M).t()", ">=0.9x", fb[1] / fb[0] >= 0.9,
-                 3 * floor)]
+def saliency_case(n: int, k: int = 3) -> Case:
+    def build():
+        g = _gen(0)
+        indices = torch.randn(k, n, generator=g) * 2 + 5
+        weights = torch.rand(1, k, generator=g, dtype=torch.float64)
+        out = torch.empty(n)
+        return {"ours": lambda: ops.saliency(indices, weights),
+                "plain torch": lambda: reference.saliency(indices, weights),
+                "floor": lambda: (_read(indices), _read(indices), out.fill_(1.0))}
+    return Case(f"saliency {k} x {n:,} fp32", ("ours", "plain torch", "floor"), build,
+                (Target("plain torch", 20), Target("floor", 2)), "two reads of the indices and one write of the scores")
 
 
-def sparse_rows(m: int, i: int, o: int, gbs: float, gflops: float, repeats: int) -> list[dict]:
-    g = torch.Generator().manual_seed(2)
-    x, w = torch.randn(m, i, generator=g), torch.randn(o, i, generator=g)
-    dy = torch.randn(m, o, generator=g)
-    rows = []
-    for sparsity in SPARSITIES:
+def masked_case(m: int, i: int, o: int, backward: bool) -> Case:
+    """y = x (W*M)^T: forward, or forward + backward as in a jackpot search (weights frozen, the straight-through
+    score gradient dW_eff * W and dx)."""
+    def build():
+        g = _gen(1)
+        x, w = torch.randn(m, i, generator=g), torch.randn(o, i, generator=g)
+        mask = (torch.rand(o, i, generator=g) < 0.5).float()
+        if not backward:
+            return {"ours": lambda: ops.masked_linear(x, w, mask),
+                    "x @ (W*M).T": lambda: x @ (w * mask).t(),
+                    "floor": lambda: x @ w.t()}
+        dy = torch.randn(m, o, generator=g)
+        xg, score, wg = x.clone().requires_grad_(), mask.clone().requires_grad_(), w.clone().requires_grad_()
+        return {"ours": lambda: ops.masked_linear(xg, w, score, score_grad=True).backward(dy),
+                "x @ (W*M).T": lambda: (xg @ (w * score).t()).backward(dy),
+                "floor": lambda: (xg @ wg.t()).backward(dy)}  # dense layer: dx and dW GEMMs, no mask
+    what = "fwd+bwd (score grad)" if backward else "fwd"
+    return Case(f"masked_linear {what} {m}x{i}x{o}", ("ours", "x @ (W*M).T", "floor"), build,
+                (Target("x @ (W*M).T", 1.0),), "the dense layer on the same shape")
+
+
+def sparse_case(m: int, i: int, o: int, sparsity: float, backward: bool) -> Case:
+    want = {(0.95, False): (Target("dense", 6), Target("torch CSR", 2)), (0.99, False): (Target("dense", 20),),
+            (0.95, True): (Target("dense", 4),)}.get((sparsity, backward), ())
+
+    def build():
+        g = _gen(2)
+        x, w = torch.randn(m, i, generator=g), torch.randn(o, i, generator=g)
         mask = torch.rand(o, i, generator=g) >= sparsity
         dense_w = w * mask
-        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
-            warnings.simplefilter("ignore", UserWarning)
-            csr = dense_w.to_sparse_csr()
-        sw = ops.to_sparse(w, mask, backend="cpp")
-        nnz = sw.nnz
-        shape = f"{m} x {i} x {o}, {sparsity:.0%}"
-        flops, nbytes = 2 * nnz * m, 4 * (m * i + m * o) + 12 * nnz
-        floor = max(flops / gflops / 1e6, nbytes / gbs / 1e6)
-        ours, dense, sparse = best_ms([lambda: ops.sparse_linear(x, sw, backend="cpp"), lambda: x @ dense_w.t(),
-                                       lambda: torch.sparse.mm(csr, x.t()).t()], repeats)
-        want = {0.95: 5, 0.99: 20}.get(sparsity)
-        rows.append(_row("sparse_linear fwd", shape, ours, dense, "dense x @ (W*M).T", f">={want}x" if want else "-",
-                         ours * want <= dense if want else None, floor))
-        rows.append(_row("sparse_linear fwd", shape, ours, sparse, "torch.sparse CSR mm",
-                         ">=2x" if sparsity == 0.95 else "-", ours * 2 <= sparse if sparsity == 0.95 else None, floor))
-        xg, vg, wg = x.clone().requires_grad_(), sw.values.clone().requires_grad_(), dense_w.clone().requires_grad_()
-        swg = sw.with_values(vg)
+        sw = ops.to_sparse(w, mask)
+        y = torch.empty(m, o)
+        if not backward:
+            with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                csr = dense_w.to_sparse_csr()
+            return {"ours": lambda: ops.sparse_linear(x, sw),
+                    "dense": lambda: x @ dense_w.t(),
+                    "torch CSR": lambda: torch.sparse.mm(csr, x.t()).t(),
+                    "floor": lambda: (_read(x, sw.col_indices, sw.values), y.fill_(0.0))}
+        dy = torch.randn(m, o, generator=g)
+        xg, wg = x.clone().requires_grad_(), dense_w.clone().requires_grad_()
+        swg = sw.with_values(sw.values.clone().requires_grad_())
+        dx = torch.empty(m, i)
+        return {"ours": lambda: ops.sparse_linear(xg, swg).backward(dy),
+                "dense": lambda: (xg @ wg.t()).backward(dy),
+                # forward bytes, then dx written and dy, x and the structure read again
+                "floor": lambda: (_read(x, sw.col_indices, sw.values), y.fill_(0.0),
+                                  _read(dy, x, dy, sw.col_indices, sw.values), dx.fill_(0.0))}
+    what = "fwd+bwd" if backward else "fwd"
+    names = ("ours", "dense", "floor") if backward else ("ours", "dense", "torch CSR", "floor")
+    return Case(f"sparse_linear {what} {m}x{i}x{o} {sparsity:.0%}", names, build, want,
+                "x, y and the CSR arrays moved once (per pass)")
 
-        def ours_fb():
-            ops.sparse_linear(xg, swg, backend="cpp").backward(dy)
 
-        def dense_fb():
-            (xg @ wg.t()).backward(dy)
+def cases(quick: bool) -> list[Case]:
+    """Every benchmark case; `quick` shrinks the shapes to seconds in all (smoke tests)."""
+    n, (m, i, o) = (1_000_000, (64, 1024, 1024)) if quick else (20_000_000, (256, 4096, 4096))
+    found = [topk_case(n), prune_case(n), saliency_case(n)]
+    for shape in ([(m, i, o)] if quick else [(m, i, o), (256, 1024, 1024), (256, 40, 1024)]):
+        found += [masked_case(*shape, backward=False), masked_case(*shape, backward=True)]
+    for sparsity in SPARSITIES:
+        found += [sparse_case(m, i, o, sparsity, backward=False), sparse_case(m, i, o, sparsity, backward=True)]
+    return found
 
-        ours, dense = best_ms([ours_fb, dense_fb], repeats)
-        rows.append(_row("sparse_linear fwd+bwd", shape, ours, dense, "autograd dense x @ W.T",
-                         ">=3x" if sparsity == 0.95 else "-", ours * 3 <= dense if sparsity == 0.95 else None,
-                         3 * floor))
-    return rows
+
+def backends() -> str:
+    """The backend each op takes by default on the CPU (what `ours` ran)."""
+    cpu = torch.device("cpu")
+    return ", ".join(f"{op} {dispatch.resolve(op + '_fwd' if op.endswith('linear') else op, cpu)}"
+                     for op in dict.fromkeys(dispatch.public_op(op) for op in dispatch.OPS))
+
+
+def row(case: Case, best: dict[str, float]) -> dict:
+    """The table row of one case from the minimum seconds of its variants."""
+    ours = best["ours"]
+    return {"group": case.group, "ours_ms": 1e3 * ours,
+            "variants_ms": {name: 1e3 * t for name, t in best.items()},
+            "ratios": {name: t / ours for name, t in best.items() if name not in ("ours", "floor")},
+            "ours_vs_floor": ours / best["floor"] if "floor" in best else None, "floor": case.floor,
+            "targets": [{"target": str(t), "met": t.met(ours, best[t.baseline])} for t in case.targets]}
 
 
 def rows(quick: bool, repeats: int | None = None) -> list[dict]:
-    """The benchmark table: one dict per measurement (see the module docstring)."""
+    """The table, timed here with `interleaved` (what `panning bench` prints)."""
     repeats = repeats or (3 if quick else 5)
-    n, (m, i, o) = (1_000_000, (64, 1024, 1024)) if quick else (20_000_000, (256, 4096, 4096))
-    gbs = bandwidth_gbs(n * 3, repeats)
-    gflops = matmul_gflops(m, i, o, repeats)
-    table = [{"op": "floor: copy bandwidth", "shape": f"{3 * n:,} fp32", "value": f"{gbs:.1f} GB/s"},
-             {"op": "floor: dense fp32 matmul", "shape": f"{m} x {i} x {o}", "value": f"{gflops:.0f} GFLOP/s"}]
-    table += topk_rows(n, gbs, repeats)
-    table += saliency_rows(n, gbs, repeats)
-    table += masked_rows(m, i, o, gflops, repeats)
-    table += sparse_rows(m, i, o, gbs, gflops, repeats)
+    table = []
+    for case in cases(quick):
+        variants = case.build()
+        best = {name: v[0] for name, v in summary(interleaved(variants, repeats)).items()}
+        table.append(row(case, best))
+        del variants
     return table
 
 
 def markdown(table: list[dict]) -> str:
-    lines = ["| op | shape | ours ms | baseline | baseline ms | ratio | floor ms | ours/floor | target | met |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | ours ms | ratios (baseline time / ours) | ours / floor | targets |", "|---|---|---|---|---|"]
     for r in table:
-        if "value" in r:
-            lines.append(f"| {r['op']} | {r['shape']} | {r['value']} | | | | | | | |")
-            continue
-        floor = f"{r['floor_ms']:.2f}" if r["floor_ms"] else "-"
-        vs = f"{r['ours_vs_floor']:.2f}x" if r["ours_vs_floor"] else "-"
-        met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
-        lines.append(f"| {r['op']} | {r['shape']} | {r['ours_ms']:.2f} | {r['baseline']} | {r['baseline_ms']:.2f} | "
-                     f"{r['ratio']:.2f}x | {floor} | {vs} | {r['target']} | {met} |")
+        ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in r["ratios"].items())
+        floor = f"{r['ours_vs_floor']:.2f}x" if r["ours_vs_floor"] is not None else "-"
+        targets = ", ".join(f"{t['target']}: {'met' if t['met'] else 'MISSED'}" for t in r["targets"]) or "-"
+        lines.append(f"| {r['group']} | {r['ours_ms']:.2f} | {ratios} | {floor} | {targets} |")
     return "\n".join(lines)
+
+
+def plot(table: list[dict], path: str | os.PathLike, title: str) -> None:
+    """A bar per case: ours against each baseline (ratio, log scale) and against its floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labels = [r["group"] for r in table]
+    names = sorted({name for r in table for name in r["ratios"]})
+    fig, ax = plt.subplots(figsize=(12, 0.45 * len(labels) + 1.5))
+    height = 0.8 / (len(names) + 1)
+    for j, name in enumerate(names + ["floor / ours"]):
+        values = [(r["ratios"].get(name) if name != "floor / ours" else
+                   (1 / r["ours_vs_floor"] if r["ours_vs_floor"] else None)) for r in table]
+        ys = [y + j * height for y, v in enumerate(values) if v]
+        ax.barh(ys, [v for v in values if v], height=height, label=name)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks([y + 0.4 for y in range(len(labels))], labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed of ours relative to each variant (> 1: ours faster)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

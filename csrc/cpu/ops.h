@@ -15,11 +15,13 @@ at::Tensor product_score(const at::Tensor& weight, const at::Tensor& grad, bool 
 at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const at::Tensor& k);
 
 at::Tensor saliency(const at::Tensor& indices, const at::Tensor& weights);
-at::Tensor masked_linear_fwd(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
-                             const std::optional<at::Tensor>& bias);
+// mask: bool or the weight's floating dtype (kept where mask != 0). Returns (y, W_eff); the backward takes W_eff
+// back (or recomputes it when absent).
+std::tuple<at::Tensor, at::Tensor> masked_linear_fwd(const at::Tensor& x, const at::Tensor& weight,
+                                                     const at::Tensor& mask, const std::optional<at::Tensor>& bias);
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> masked_linear_bwd(
-    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask, bool need_dx,
-    bool need_dw, bool need_dscore);
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& mask,
+    const std::optional<at::Tensor>& w_eff, bool need_dx, bool need_dw, bool need_dscore);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> to_sparse(const at::Tensor& weight, const at::Tensor& mask);
 at::Tensor sparse_linear_fwd(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
                              const at::Tensor& values, int64_t in_features, const std::optional<at::Tensor>& bias);

@@ -3,7 +3,9 @@
 // Pass 1 (statistics): the N elements are cut into fixed chunks; each chunk yields the float64 sums of
 // (x - p) and (x - p)^2, shifted by a pivot p (the index's first element) so that a large common offset
 // does not cancel away the variance. The chunk sums are added in chunk order, so the statistics do not
-// depend on how many threads ran the chunks. Pass 2 (combine): elementwise in float64, one chunk at a time.
+// depend on how many threads ran the chunks. A NaN or inf element makes its index's sums non-finite, so the
+// statistics pass also rejects them (ValueError "indices: row k contains NaN or inf") at no extra cost.
+// Pass 2 (combine): elementwise in float64, one chunk at a time.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -56,6 +58,11 @@ void saliency_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
     for (int64_t c = 0; c < chunks; ++c) {
       s1 += part[2 * (k * chunks + c)];
       s2 += part[2 * (k * chunks + c) + 1];
+    }
+    if (!std::isfinite(s1) || !std::isfinite(s2)) {  // rare: scan the row to tell NaN/inf from overflow
+      const scalar_t* row = px + k * N;
+      const bool bad = std::any_of(row, row + N, [](scalar_t v) { return !std::isfinite(static_cast<double>(v)); });
+      TORCH_CHECK_VALUE(!bad, "indices: row ", k, " contains NaN or inf");
     }
     const double shift = s1 / static_cast<double>(N);
     const double var = std::max(s2 / static_cast<double>(N) - shift * shift, 0.0);

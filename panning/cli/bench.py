@@ -24,19 +24,18 @@ def run(opts: dict) -> int:
     """Measure and print the table (with the load average: the numbers are only as quiet as the machine)."""
     import os
 
-    import torch
-
     from .. import bench, ops
     from ..io import write_text
 
     cpp = ops.backends()["cpp"]
     if not cpp["available"]:
         raise UsageError(f"the C++ backend is not available: {cpp['reason']}")
-    before = os.getloadavg()
+    before = bench.machine()
     table = bench.rows(opts["quick"], opts["repeats"])
     after = os.getloadavg()
-    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-              f"load average before {before[0]:.2f}, after {after[0]:.2f} (1 min)")
+    header = (f"torch {before['torch']}, {before['threads']} threads, {before['cpus']} CPUs, {before['date']}; "
+              f"load average before {before['load']:.2f}, after {after[0]:.2f} (1 min); backends: "
+              f"{bench.backends()}")
     text = header + "\n\n" + bench.markdown(table)
     print(text)
     if opts["output"] is not None:

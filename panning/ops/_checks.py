@@ -41,11 +41,17 @@ def no_nan(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name}: contains NaN")
 
 
+def finite(name: str, value: torch.Tensor) -> None:
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
 def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
     """A mask the shape of `like`: bool, or floating 0/1 (e.g. a straight-through mask)."""
     tensor(name, value)
     if value.dtype != torch.bool and not value.dtype.is_floating_point:
         raise TypeError(f"{name}: expected a bool or floating-point tensor, got {value.dtype}")
     shape(name, value, like.shape)
-    same_device(name, value, **{"weight": like})
+    if value.device != like.device:
+        raise ValueError(f"{name}: on {value.device}, but weight is on {like.device}")
     return value

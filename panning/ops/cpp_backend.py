@@ -1,7 +1,8 @@
 """The compiled CPU backend: C++/OpenMP kernels from csrc/, bound into panning._C.
 
 Each function is a kernel with the contract documented in `reference.py`; arguments arrive validated and
-contiguous. The top-k kernel rejects NaN scores itself (CHECKS_NAN), which saves the public op a pass.
+contiguous. The top-k kernel rejects NaN scores and the saliency kernel NaN or inf indices themselves
+(CHECKS_INPUTS), in a pass they make anyway, which saves the public op one.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ except ImportError as error:  # not built: `pip install --no-build-isolation -e 
     _WHY_NOT = f"panning._C is not built ({error})"
 
 DEVICES = ("cpu",)
-CHECKS_NAN = True  # topk_mask raises ValueError("scores: contains NaN ...") from C++
+CHECKS_INPUTS = frozenset({"topk_mask", "saliency"})
 
 
 def status() -> tuple[bool, str]:
@@ -38,19 +39,22 @@ def saliency(indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return _C.saliency(indices, weights)
 
 
+KEEPS_MASKED_WEIGHT = True
+
+
 def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                      bias: torch.Tensor | None) -> torch.Tensor:
+                      bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     return _C.masked_linear_fwd(x, weight, mask, bias)
 
 
 def masked_linear_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                      need_dx: bool, need_dw: bool, need_dscore: bool):
-    return _C.masked_linear_bwd(dy, x, weight, mask, need_dx, need_dw, need_dscore)
+                      w_eff: torch.Tensor | None, need_dx: bool, need_dw: bool, need_dscore: bool):
+    return _C.masked_linear_bwd(dy, x, weight, mask, w_eff, need_dx, need_dw, need_dscore)
 
 
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor) -> SparseWeight:
     crow, col, values = _C.to_sparse(weight, mask)
-    return SparseWeight((weight.shape[0], weight.shape[1]), crow, col, values)
+    return SparseWeight.trusted((weight.shape[0], weight.shape[1]), crow, col, values)
 
 
 def sparse_linear_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None) -> torch.Tensor:

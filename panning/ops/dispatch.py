@@ -5,8 +5,9 @@ on), and one kernel function per op it implements (see `reference.py` for the ke
 Kernels are looked up by op name, so a backend implements any subset of the ops.
 
 Selection: an explicit `backend=` argument, else the `PANNING_BACKEND` environment variable, else
-the first available backend in `PREFERENCE[device type]` that implements the op. An explicitly
-requested backend that cannot run the op raises; nothing falls back silently.
+the first available backend in the op's order for the device type: `MEASURED[(device type, op)]` where
+side-by-side measurements chose one (bench/, docs/benchmarks.md), else `PREFERENCE[device type]`. An
+explicitly requested backend that cannot run the op raises; nothing falls back silently.
 """
 from __future__ import annotations
 
@@ -25,6 +26,33 @@ PREFERENCE = {
 }
 OPS = ("saliency", "product_score", "topk_mask", "masked_linear_fwd", "masked_linear_bwd",
        "to_sparse", "sparse_linear_fwd", "sparse_linear_bwd")
+
+# (device type, public op) -> (order, why): the default per op where it was measured, with the measurement
+# (ratio = reference time / cpp time, side by side in one run; `python -m bench`, 2-core CPU machine).
+# An op and its backward share one entry: the forward's choice runs both. Re-measure before changing.
+MEASURED: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("cpu", "saliency"): (("cpp", "reference"), "cpp measured 15x the reference (3 x 20M fp32)"),
+    ("cpu", "topk_mask"): (("cpp", "reference"), "cpp measured 30x the fastest torch way (20M fp32, 90%)"),
+    ("cpu", "product_score"): (("cpp", "reference"), "cpp measured 1.4x the reference (4M fp32)"),
+    ("cpu", "masked_linear"): (("cpp", "reference"), "cpp measured 1.2x the reference fwd and fwd+bwd "
+                                                     "(256 x 1024 x 1024; same ATen GEMM, fewer passes)"),
+    ("cpu", "to_sparse"): (("cpp", "reference"), "cpp measured 1.9x the reference (1024 x 1024, 10%)"),
+    ("cpu", "sparse_linear"): (("cpp", "reference"), "cpp measured 2x (density 0.3) to 17x (0.01) the reference "
+                                                     "(256 x 1024 x 1024)"),
+}
+
+
+def public_op(op: str) -> str:
+    """The public op a kernel belongs to: masked_linear_fwd and masked_linear_bwd -> masked_linear."""
+    return op.removesuffix("_fwd").removesuffix("_bwd")
+
+
+def order(op: str, device_type: str) -> tuple[tuple[str, ...], str]:
+    """The backends tried for `op` on `device_type`, in order, and why."""
+    measured = MEASURED.get((device_type, public_op(op)))
+    if measured is not None:
+        return measured
+    return PREFERENCE.get(device_type, ("reference",)), f"the default order on {device_type} (not measured per op)"
 
 
 class BackendError(RuntimeError):
@@ -56,7 +84,14 @@ def backends() -> dict[str, dict]:
             "reason": reason,
             "devices": _devices(name),
             "ops": tuple(op for op in OPS if hasattr(module, op)),
+            "default_for": {},
         }
+    for device_type in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+        for op in dict.fromkeys(public_op(op) for op in OPS):
+            kernel_op = op if op in OPS else f"{op}_fwd"
+            name = _automatic(kernel_op, device_type)
+            if name is not None:
+                report[name]["default_for"][f"{op} on {device_type}"] = order(kernel_op, device_type)[1]
     return report
 
 
@@ -95,10 +130,17 @@ def _resolve(op: str, device_type: str, backend: str | None) -> str:
         if why is not None:
             raise BackendError(f"{op}: {why}")
         return name
-    for candidate in PREFERENCE.get(device_type, ("reference",)):
+    name = _automatic(op, device_type)
+    if name is None:
+        raise BackendError(f"{op}: no backend runs on device type {device_type!r}")
+    return name
+
+
+def _automatic(op: str, device_type: str) -> str | None:
+    for candidate in order(op, device_type)[0]:
         if _can_run(candidate, op, device_type) is None:
             return candidate
-    raise BackendError(f"{op}: no backend runs on device type {device_type!r}")
+    return None
 
 
 def kernel(op: str, name: str) -> Callable:
@@ -106,6 +148,12 @@ def kernel(op: str, name: str) -> Callable:
     return getattr(_module(name), op)
 
 
-def checks_nan(name: str) -> bool:
-    """Whether the backend's top-k kernel rejects NaN scores itself (saving a separate pass)."""
-    return bool(getattr(_module(name), "CHECKS_NAN", False))
+def checks_inputs(name: str, op: str) -> bool:
+    """Whether backend `name`'s kernel for `op` rejects non-finite inputs itself (saving the public op a pass):
+    listed in the backend's CHECKS_INPUTS."""
+    return op in getattr(_module(name), "CHECKS_INPUTS", ())
+
+
+def keeps_masked_weight(name: str) -> bool:
+    """Whether backend `name`'s masked_linear_fwd returns W * M for its backward (KEEPS_MASKED_WEIGHT)."""
+    return bool(getattr(_module(name), "KEEPS_MASKED_WEIGHT", False))

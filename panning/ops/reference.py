@@ -61,21 +61,27 @@ def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor) -> t
 # masked linear: y = x @ (W * M)^T + b
 
 
+KEEPS_MASKED_WEIGHT = True  # masked_linear_fwd returns W * M, and masked_linear_bwd reuses it
+
+
 def _masked(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """W * M for a bool mask (a select: no float copy of the mask, and a pruned inf stays pruned)."""
-    return torch.where(mask, weight, 0)
+    """W * M as a select (a pruned inf stays pruned); a floating mask keeps a weight where mask != 0."""
+    return torch.where(mask if mask.dtype == torch.bool else mask != 0, weight, 0)
 
 
 def masked_linear_fwd(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                      bias: torch.Tensor | None) -> torch.Tensor:
-    y = x @ _masked(weight, mask).t()
-    return y + bias if bias is not None else y
+                      bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return (y, W * M): y = x (W * M)^T + b; W * M (or None, for a backend that does not keep it) is handed
+    back to masked_linear_bwd. The mask is bool or of the weight's dtype."""
+    w_eff = _masked(weight, mask)
+    y = x @ w_eff.t()
+    return (y + bias if bias is not None else y), w_eff
 
 
 def masked_linear_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                      need_dx: bool, need_dw: bool, need_dscore: bool):
+                      w_eff: torch.Tensor | None, need_dx: bool, need_dw: bool, need_dscore: bool):
     """Return (dx, dW_eff * M, dW_eff * W), each None where not needed; dW_eff = dy^T x."""
-    dx = dy @ _masked(weight, mask) if need_dx else None
+    dx = dy @ (w_eff if w_eff is not None else _masked(weight, mask)) if need_dx else None
     dw_eff = dy.t() @ x if (need_dw or need_dscore) else None
     dw = _masked(dw_eff, mask) if need_dw else None
     dscore = dw_eff * weight if need_dscore else None

@@ -28,6 +28,20 @@ def _(weight, grad, absolute, backend):
     return torch.empty_like(weight)
 
 
+def _stack(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """K index vectors of one length, dtype and device as a (K, N) tensor; an error names the odd one out."""
+    vectors = list(vectors)
+    if not vectors:
+        raise ValueError("indices: expected at least one index vector, got an empty sequence")
+    for k, v in enumerate(vectors):
+        _checks.tensor(f"indices[{k}]", v, dims=(1,))
+        if k and v.shape != vectors[0].shape:
+            raise ValueError(f"indices[{k}]: expected {vectors[0].numel()} elements like indices[0], got {v.numel()}")
+        _checks.same_dtype("indices[0]", vectors[0], **{f"indices[{k}]": v})
+        _checks.same_device("indices[0]", vectors[0], **{f"indices[{k}]": v})
+    return torch.stack(vectors)
+
+
 def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tensor, *,
              backend: str | None = None) -> torch.Tensor:
     """Combined scores `S[b] = sum_k weights[b, k] * |indices[k] - mean_k| / std_k`.
@@ -35,12 +49,14 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
     indices: (K, N) raw scores of K criteria over the same N weights (or a sequence of K vectors);
     weights: (B, K) one weight vector per candidate, or (K,) for a single one (then the result is (N,)).
     Statistics are taken over all N elements in float64, so large arenas lose no precision; an index
-    with zero spread contributes zero.
+    with zero spread contributes zero. NaN or inf in the indices or the weights raises ValueError (the
+    scores must be NaN-free for the top-k that follows).
     """
     if not isinstance(indices, torch.Tensor):
-        indices = torch.stack([_checks.tensor("indices", v, dims=(1,)) for v in indices])
+        indices = _stack(indices)
     _checks.floating("indices", _checks.tensor("indices", indices, dims=(2,)))
     _checks.floating("weights", _checks.tensor("weights", weights, dims=(1, 2)))
+    _checks.finite("weights", weights)
     single = weights.dim() == 1
     weights2d = weights.unsqueeze(0) if single else weights
     if weights2d.shape[1] != indices.shape[0]:
@@ -48,6 +64,8 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
                          f"got shape {tuple(weights.shape)}")
     _checks.same_device("indices", indices, weights=weights)
     name = dispatch.resolve("saliency", indices.device, backend)
+    if not dispatch.checks_inputs(name, "saliency"):  # the C++ kernel rejects them in its statistics pass
+        _checks.finite("indices", indices)
     out = _saliency(indices.detach().contiguous(), weights2d.detach().to(torch.float64).contiguous(), name)
     return out[0] if single else out
 

@@ -1,6 +1,7 @@
 """Compressed sparse linear for a fixed mask: training and inference of the pruned network."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -10,7 +11,8 @@ from .sparse_weight import SparseWeight
 
 
 def _structure(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, in_features: int) -> SparseWeight:
-    return SparseWeight((crow.numel() - 1, in_features), crow, col, values)
+    """The SparseWeight the public op checked, rebuilt inside the custom op (no second scan)."""
+    return SparseWeight.trusted((crow.numel() - 1, in_features), crow, col, values)
 
 
 @torch.library.custom_op("panning::sparse_linear", mutates_args=())
@@ -59,6 +61,25 @@ def _backward(ctx, dy):
 _sparse_linear.register_autograd(_backward, setup_context=_setup)
 
 
+class _EagerSparseLinear(torch.autograd.Function):
+    """The same op outside torch.compile, calling the kernels directly (the custom op's eager dispatch costs
+    about 100 us per forward + backward; see masked._EagerMaskedLinear)."""
+
+    @staticmethod
+    def forward(ctx, x, crow, col, values, in_features, bias, backend):
+        ctx.save_for_backward(x, crow, col, values)
+        ctx.in_features, ctx.backend = in_features, backend
+        return dispatch.kernel("sparse_linear_fwd", backend)(x, _structure(crow, col, values, in_features), bias)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, crow, col, values = ctx.saved_tensors
+        need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[5]
+        sw = _structure(crow, col, values, ctx.in_features)
+        dx, dvalues = dispatch.kernel("sparse_linear_bwd", ctx.backend)(dy.contiguous(), x, sw, need_dx, need_dvalues)
+        return dx, None, None, dvalues, None, dy.sum(0) if need_db else None, None
+
+
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
     """Compress the masked-in entries of a (out, in) weight for the fixed-mask path."""
     _checks.floating("weight", _checks.tensor("weight", weight, dims=(2,)))
@@ -73,10 +94,15 @@ def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None =
 
 def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,
                   backend: str | None = None) -> torch.Tensor:
-    """y = x @ W^T + bias with W compressed; gradients go to x, sparse_weight.values and bias."""
+    """y = x @ W^T + bias with W compressed; gradients go to x, sparse_weight.values and bias.
+
+    The structure of `sparse_weight` was validated when it was built; an in-place write into its index
+    tensors since then is noticed (version counters) and validated again before the kernel runs.
+    """
     if not isinstance(sparse_weight, SparseWeight):
         raise TypeError(f"sparse_weight: expected a SparseWeight (from panning.ops.to_sparse), "
                         f"got {type(sparse_weight).__name__}")
+    sparse_weight.check()
     _checks.floating("x", _checks.tensor("x", x))
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
@@ -89,6 +115,8 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
     name = dispatch.resolve("sparse_linear_fwd", x.device, backend)
     dispatch.resolve("sparse_linear_bwd", x.device, name)
-    y = _sparse_linear(x.reshape(-1, in_features).contiguous(), sparse_weight.crow_indices,
-                       sparse_weight.col_indices, values, in_features, bias, name)
+    rows = math.prod(x.shape[:-1])
+    args = (x.reshape(rows, in_features).contiguous(), sparse_weight.crow_indices.contiguous(),
+            sparse_weight.col_indices.contiguous(), values.contiguous(), in_features, bias, name)
+    y = _sparse_linear(*args) if torch.compiler.is_compiling() else _EagerSparseLinear.apply(*args)
     return y.view(*x.shape[:-1], out_features)

@@ -1,9 +1,98 @@
-"""The compressed weight of a fixed-mask layer (CSR over output rows)."""
+"""The compressed weight of a fixed-mask layer (CSR over output rows), validated when it is built.
+
+The kernels index x and the output with the row pointers and column indices, so a bad structure would make
+them read or write out of bounds. The constructor therefore checks the whole structure once (O(out + nnz)):
+dtypes, lengths, devices, row pointers from 0 to nnz and non-decreasing, columns in [0, in) and strictly
+increasing within a row. The result is remembered per (crow, col) tensor pair together with both tensors'
+version counters, so rebuilding a SparseWeight around the same index tensors (a layer does it at every
+forward) costs O(1), while an in-place write into them is noticed and checked again.
+"""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+# crow tensor -> (weak reference to its col tensor, crow version, col version, shape) of a checked structure.
+_CHECKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _index_tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if value.dtype != torch.int64:
+        raise TypeError(f"{name}: expected int64 indices, got {value.dtype}")
+    if value.dim() != 1:
+        raise ValueError(f"{name}: expected a 1-D tensor, got shape {tuple(value.shape)}")
+    return value
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise ValueError(f"shape: expected (out_features, in_features), two non-negative ints, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_values(values, nnz: int, device: torch.device) -> None:
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values: expected a torch.Tensor, got {type(values).__name__}")
+    if not values.dtype.is_floating_point:
+        raise TypeError(f"values: expected a floating-point tensor, got {values.dtype}")
+    if values.dim() != 1 or values.numel() != nnz:
+        raise ValueError(f"values: expected shape ({nnz},), one value per column index, got {tuple(values.shape)}")
+    if values.device != device:
+        raise ValueError(f"values: on {values.device}, but col_indices is on {device}")
+
+
+def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> None:
+    """Raise ValueError/TypeError naming the field unless (crow, col) is a valid CSR structure of `shape`."""
+    out_features, in_features = shape
+    if crow.numel() != out_features + 1:
+        raise ValueError(f"crow_indices: expected {out_features + 1} entries (out_features + 1), got {crow.numel()}")
+    if crow.device != col.device:
+        raise ValueError(f"col_indices: on {col.device}, but crow_indices is on {crow.device}")
+    nnz = col.numel()
+    # One host transfer of a few flags (the structure may live on a GPU).
+    first, last = crow[0], crow[-1]
+    decreasing = (crow.diff() < 0).any()
+    bad_column = ((col < 0) | (col >= in_features)).any() if nnz else torch.zeros((), dtype=torch.bool)
+    if nnz > 1:
+        step = col.diff() > 0
+        starts = crow[1:-1]
+        row_start = torch.zeros(nnz, dtype=torch.bool, device=col.device)
+        row_start[starts[(starts > 0) & (starts < nnz)]] = True
+        unordered = ~(step | row_start[1:]).all()
+    else:
+        unordered = torch.zeros((), dtype=torch.bool)
+    first, last, decreasing, bad_column, unordered = torch.stack(
+        [first, last, decreasing.long(), bad_column.long().to(crow.device), unordered.long().to(crow.device)]).tolist()
+    if first != 0:
+        raise ValueError(f"crow_indices: expected crow_indices[0] == 0, got {first}")
+    if decreasing:
+        raise ValueError("crow_indices: expected non-decreasing row pointers")
+    if last != nnz:
+        raise ValueError(f"crow_indices: expected crow_indices[-1] == {nnz} (the number of column indices), "
+                         f"got {last}")
+    if bad_column:
+        raise ValueError(f"col_indices: expected every column index in [0, {in_features}) (in_features)")
+    if unordered:
+        raise ValueError("col_indices: expected strictly increasing column indices within every row")
+
+
+@torch.compiler.disable  # data-dependent checks run eagerly; a cache hit costs O(1)
+def _checked(shape, crow, col) -> tuple[int, int]:
+    shape = _check_shape(shape)
+    crow = _index_tensor("crow_indices", crow)
+    col = _index_tensor("col_indices", col)
+    seen = _CHECKED.get(crow)
+    if seen is not None and seen[0]() is col and seen[1:] == (crow._version, col._version, shape):
+        return shape
+    _check_structure(shape, crow, col)
+    _CHECKED[crow] = (weakref.ref(col), crow._version, col._version, shape)
+    return shape
 
 
 @dataclass(frozen=True)
@@ -12,13 +101,18 @@ class SparseWeight:
 
     `values` holds the kept weights in row-major (CSR) order and is the only trainable part: a layer
     stores it as its parameter and `sparse_linear` sends the weight gradient to it. The index arrays
-    are int64 so that more than 2^31 kept entries are addressable.
+    are int64 so that more than 2^31 kept entries are addressable. Construction validates the structure
+    (see the module docstring); a bad one raises ValueError or TypeError naming the field.
     """
 
     shape: tuple[int, int]
     crow_indices: torch.Tensor  # (out + 1,) int64: row r holds entries crow[r]:crow[r+1]
-    col_indices: torch.Tensor  # (nnz,) int64, increasing within a row
+    col_indices: torch.Tensor  # (nnz,) int64, strictly increasing within a row
     values: torch.Tensor  # (nnz,)
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", _checked(self.shape, self.crow_indices, self.col_indices))
+        _check_values(self.values, self.col_indices.numel(), self.col_indices.device)
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, mask: torch.Tensor) -> "SparseWeight":
@@ -26,7 +120,16 @@ class SparseWeight:
         counts = torch.bincount(rows, minlength=weight.shape[0])
         crow = torch.zeros(weight.shape[0] + 1, dtype=torch.int64, device=weight.device)
         torch.cumsum(counts, 0, out=crow[1:])
-        return cls((weight.shape[0], weight.shape[1]), crow, cols, weight[rows, cols].contiguous())
+        return cls.trusted((weight.shape[0], weight.shape[1]), crow, cols, weight[rows, cols].contiguous())
+
+    @classmethod
+    def trusted(cls, shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor,
+                values: torch.Tensor) -> "SparseWeight":
+        """A SparseWeight around a structure built by a to_sparse kernel: recorded as checked without the
+        O(nnz) scan (the kernels' tests pin that their output is valid CSR)."""
+        shape = (int(shape[0]), int(shape[1]))
+        _CHECKED[crow] = (weakref.ref(col), crow._version, col._version, shape)
+        return cls(shape, crow, col, values)
 
     @property
     def nnz(self) -> int:
@@ -56,6 +159,10 @@ class SparseWeight:
 
     def with_values(self, values: torch.Tensor) -> "SparseWeight":
         """The same structure carrying other values (e.g. a trainable parameter)."""
-        if values.shape != self.values.shape:
-            raise ValueError(f"values: expected shape {tuple(self.values.shape)}, got {tuple(values.shape)}")
         return SparseWeight(self.shape, self.crow_indices, self.col_indices, values)
+
+    def check(self) -> None:
+        """Re-validate the structure if an index tensor was written in place since it was checked (O(1)
+        otherwise). The ops call it before every kernel launch."""
+        _checked(self.shape, self.crow_indices, self.col_indices)
+        _check_values(self.values, self.col_indices.numel(), self.col_indices.device)

@@ -74,7 +74,7 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
     name = dispatch.resolve("topk_mask", scores.device, backend)
     if scores.numel() == 0:
         return torch.zeros_like(scores, dtype=torch.bool)
-    if not dispatch.checks_nan(name):
+    if not dispatch.checks_inputs(name, "topk_mask"):
         _checks.no_nan("scores", scores)
     # Flatten the batch into one list of segments over the contiguous scores.
     starts = (torch.arange(rows).unsqueeze(1) * n + seg_offsets[:-1]).reshape(-1)

@@ -22,7 +22,7 @@ except ImportError as error:
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = ("cuda", "cpu") if INTERPRETED else ("cuda",)
 # topk_mask counts NaN scores in its first pass and raises, so the public op skips its own check.
-CHECKS_NAN = True
+CHECKS_INPUTS = frozenset({"topk_mask"})
 
 
 def status() -> tuple[bool, str]:
@@ -50,17 +50,22 @@ def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor) -> t
     return mask
 
 
+def _bool(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
 def masked_linear_fwd(x, weight, mask, bias):
-    return masked_matmul.masked_linear_fwd(x, weight, mask, bias)
+    # The kernel applies the mask while loading weight tiles: no W * M to hand to the backward.
+    return masked_matmul.masked_linear_fwd(x, weight, _bool(mask), bias), None
 
 
-def masked_linear_bwd(dy, x, weight, mask, need_dx, need_dw, need_dscore):
-    return masked_matmul.masked_linear_bwd(dy, x, weight, mask, need_dx, need_dw, need_dscore)
+def masked_linear_bwd(dy, x, weight, mask, w_eff, need_dx, need_dw, need_dscore):
+    return masked_matmul.masked_linear_bwd(dy, x, weight, _bool(mask), need_dx, need_dw, need_dscore)
 
 
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor) -> SparseWeight:
     crow, col, values = sparse_matmul.to_sparse(weight, mask)
-    return SparseWeight((weight.shape[0], weight.shape[1]), crow, col, values)
+    return SparseWeight.trusted((weight.shape[0], weight.shape[1]), crow, col, values)
 
 
 def sparse_linear_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None) -> torch.Tensor:

@@ -300,12 +300,22 @@ def test_unavailable_backend_raises_instead_of_falling_back():
             ops.topk_mask(torch.randn(3), 1, backend=name)
 
 
-def test_compiled_cpu_backend_is_built_and_the_cpu_default():
-    info = ops.backends()["cpp"]
+def test_compiled_cpu_backend_is_built_and_the_default_where_it_measured_faster():
+    report = ops.backends()
+    info = report["cpp"]
     assert info["available"], info["reason"]
     assert info["ops"], "panning._C implements no op"
     for op in info["ops"]:
-        assert dispatch.resolve(op, torch.device("cpu")) == "cpp", op
+        (first, *_), why = dispatch.order(op, "cpu")
+        assert dispatch.resolve(op, torch.device("cpu")) == first, op
+        assert f"{dispatch.public_op(op)} on cpu" in report[first]["default_for"], op
+        assert report[first]["default_for"][f"{dispatch.public_op(op)} on cpu"] == why
+    # Every CPU op's default comes from a measurement, and a forward and its backward take the same backend.
+    for op in dispatch.OPS:
+        assert ("cpu", dispatch.public_op(op)) in dispatch.MEASURED, op
+    for op in ("masked_linear", "sparse_linear"):
+        cpu = torch.device("cpu")
+        assert dispatch.resolve(f"{op}_fwd", cpu) == dispatch.resolve(f"{op}_bwd", cpu)
 
 
 def test_ops_work_under_torch_compile():

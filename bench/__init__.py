@@ -1,0 +1,1 @@
+"""Benchmarks of panning (docs/benchmarks.md); `python -m bench` regenerates bench/results/."""

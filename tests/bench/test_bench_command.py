@@ -1,0 +1,25 @@
+"""`python -m bench`: the pytest-benchmark suite runs and the one command writes JSON, markdown and a plot."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_python_m_bench_writes_json_table_and_plot(tmp_path):
+    command = [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--threads", "1", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "cpu-kernels-1t.json").read_text())
+    groups = {b["group"] for b in data["benchmarks"]}
+    assert any(g.startswith("saliency") for g in groups) and any(g.startswith("sparse_linear") for g in groups)
+    for group in groups:  # every group puts ours beside at least one other way
+        variants = {b["extra_info"]["variant"] for b in data["benchmarks"] if b["group"] == group}
+        assert "ours" in variants and len(variants) >= 2, group
+    assert data["machine_info"]["panning"]["threads"] == 1
+    table = (tmp_path / "cpu-kernels.md").read_text()
+    assert "load average" in table and "| saliency" in table
+    assert (tmp_path / "cpu-kernels.png").read_bytes()[:4] == b"\x89PNG"
