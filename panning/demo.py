@@ -248,7 +248,8 @@ def _say(line: str) -> None:
 
 
 def _plain(opts: dict) -> dict:
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in opts.items()}
+    return {key: (str(value) if isinstance(value, Path) else ",".join(value) if isinstance(value, list) else value)
+            for key, value in opts.items()}
 
 
 # -- the table, the report, the plots ----------------------------------------------------------------------------
@@ -408,8 +409,8 @@ def _plots(folder: Path, rows: dict[str, dict], table: list[dict], opts: dict) -
     ax.invert_yaxis()
     for i, row in enumerate(shown):
         ax.text(100 * row["acc"] + 0.5, i, f"{100 * row['acc']:.1f}", va="center", fontsize=8)
-    ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{DATA}, {MODEL} width {opts['width']:g}: blue pruned "
-           "before training, orange inside the trained network")
+    ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{DATA}, {MODEL} width {opts['width']:g}\nblue: pruned "
+           "before training, then trained; orange: inside the trained network, no update")
     ax.title.set_fontsize(9)
     _save(fig, folder / "accuracy.png", plt)
 
