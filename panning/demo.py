@@ -65,6 +65,7 @@ def run(opts: dict, out=None) -> int:
     opts = opts | {key: budget[key] if opts.get(key) is None else opts[key] for key in budget}
     folder = Path(opts["out"])
     agent, agent_note = _agent(opts)  # may refuse an --agent that does not fit, before any work
+    opts["agent"] = agent
     bundle = datasets.load(DATA)
     recipe = RECIPE | {"epochs": opts["epochs"]}
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,10 +84,10 @@ def run(opts: dict, out=None) -> int:
                                    lambda: _dense(opts, bundle, recipe, cells.checkpoint("dense", opts)))
         elif name == "jackpot":
             rows[name] = cells.get("jackpot", settings_of(opts, "jackpot"),
-                                   lambda: _jackpot(opts, bundle, recipe, cells))
+                                   lambda: _jackpot(opts, bundle, cells))
         else:
             rows[name] = cells.get(name, dict(settings_of(opts, name), recipe=recipe),
-                                   lambda: _pruned(opts, bundle, recipe, name, agent, folder))
+                                   lambda: _pruned(opts, bundle, recipe, name, folder))
         if rows[name].get("reused"):
             _say("  finished in an earlier run: reused")
 
@@ -94,7 +95,7 @@ def run(opts: dict, out=None) -> int:
     _print(table, opts, out)
     seconds = time.perf_counter() - started
     write_text(folder / "results.json", json.dumps(dict(options=_plain(opts), rows=table,
-                                                        cells={k: v for k, v in rows.items()}), indent=1))
+                                                        cells=rows), indent=1))
     _plots(folder, rows, table, opts)
     write_text(folder / "report.md", report(table, rows, opts, seconds))
     print(f"wrote {folder}/: report.md, results.json, {', '.join(PLOTS)}, cells/, masks/ ({seconds:.0f} s)",
@@ -141,6 +142,8 @@ def settings_of(opts: dict, name: str) -> dict:
         return common | dict(epochs=opts["epochs"], sparsity=opts["jackpot_sparsity"],
                              search_epochs=opts["jackpot_epochs"], preset="safe")
     extra = dict(iterations=opts["iterations"]) if "iterations" in METHODS[name].defaults else {}
+    if name == "rl_panning":  # a retrained agent is another cell
+        extra["agent_sha1"] = hashlib.sha1(opts["agent"].with_suffix(".safetensors").read_bytes()).hexdigest()
     return common | dict(method=name, sparsity=opts["sparsity"], **extra)
 
 
@@ -157,9 +160,9 @@ def _dense(opts: dict, bundle, recipe: dict, checkpoint: Path) -> dict:
                 checkpoint=checkpoint.name)
 
 
-def _pruned(opts: dict, bundle, recipe: dict, method: str, agent: Path | None, folder: Path) -> dict:
+def _pruned(opts: dict, bundle, recipe: dict, method: str, folder: Path) -> dict:
     model = _built(opts, bundle)
-    options = {key: value for key, value in (("iterations", opts["iterations"]), ("agent", agent))
+    options = {key: value for key, value in (("iterations", opts["iterations"]), ("agent", opts["agent"]))
                if key in METHODS[method].defaults}
     started = time.perf_counter()
     masks = prune(model, method, opts["sparsity"], bundle, seed=opts["seed"], progress=opts["progress"], **options)
@@ -173,7 +176,7 @@ def _pruned(opts: dict, bundle, recipe: dict, method: str, agent: Path | None, f
                 curve=[h.test_acc for h in trained.history])
 
 
-def _jackpot(opts: dict, bundle, recipe: dict, cells: Cells) -> dict:
+def _jackpot(opts: dict, bundle, cells: Cells) -> dict:
     """Magnitude, magnitude + BatchNorm re-estimation and the jackpot search in the trained dense network."""
     dense = models.load_weights(_built(opts, bundle), cells.checkpoint("dense", opts))
     dense_acc = evaluate(dense, bundle.test)[1]
@@ -328,8 +331,8 @@ def report(table: list[dict], rows: dict[str, dict], opts: dict, seconds: float)
                   f"{BUDGETS['full']['epochs']}, {BUDGETS['full']['iterations']} and "
                   f"{BUDGETS['full']['jackpot_epochs']}. The numbers below are not the protocol's.**", ""]
     lines += [
-        f"Generated {datetime.date.today().isoformat()} by `panning demo` (options: {_command(opts)}) on {platform.machine()}"
-        f" CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; this invocation took "
+        f"Generated {datetime.date.today().isoformat()} by `panning demo` (options: {_command(opts)}) on "
+        f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; this invocation took "
         f"{seconds:.0f} s" + (f" (reused finished cells: {', '.join(reused)})" if reused else "") + ".", "",
         f"Model: {MODEL} width {opts['width']:g} on {DATA} (4000 training, 1000 test sequences), seed "
         f"{opts['seed']}: the initialization, the data order and the pruning batches. Training recipe (dense and "
