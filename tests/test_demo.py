@@ -99,15 +99,15 @@ def test_demo_end_to_end_table_report_plots(tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == PNG and f"({name})" in report
 
 
-def test_rl_panning_row_with_an_agent(tmp_path, capsys):
+def test_rl_panning_row_with_an_agent(tmp_path, monkeypatch, capsys):
     agent = tmp_path / "agents" / "tiny"
     assert main(["agent", "--action", "train", "--data", "mnist1d", "--model", "cnn1d", "--width", "0.2",
                  "--iterations", "2", "--per-class", "3", "--batches", "2", "--timesteps", "8", "--lanes", "2",
                  "--learning-starts", "4", "--batch-size", "4", "--checkpoint-every", "8", "--threads", "1",
                  "--out", str(agent), "--no-progress"]) == 0
+    monkeypatch.setattr(panning.demo, "SHIPPED_AGENT", agent)  # as if the package shipped this one
     out = tmp_path / "demo"
-    assert main(["demo", *TINY, "--methods", "rl_panning", "--agent", str(agent), "--sparsity", "0.9",
-                 "--out", str(out)]) == 0
+    assert main(["demo", *TINY, "--methods", "rl_panning", "--sparsity", "0.9", "--out", str(out)]) == 0
     assert "skipped" not in capsys.readouterr().out
     rl = cell(out, "rl_panning")
     masks = Masks.load(out / "masks" / "rl_panning.safetensors")
@@ -119,6 +119,11 @@ def test_rl_panning_row_with_an_agent(tmp_path, capsys):
     assert main(["demo", *TINY, "--width", "0.4", "--agent", str(agent), "--out", str(other)]) == 2
     assert "width 0.2 (here 0.4)" in capsys.readouterr().err
     assert not other.exists()
+    # the shipped agent that does not fit is skipped instead, saying why
+    assert main(["demo", *TINY, "--width", "0.4", "--methods", "rl_panning,random", "--out", str(other)]) == 0
+    printed = capsys.readouterr().out
+    assert "RL Panning skipped: the agent " in printed and "width 0.2 (here 0.4)" in printed
+    assert report_rows(other)["RL Panning"] == ["-", "-", "skipped", "-"]
 
 
 def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeypatch, capsys):
