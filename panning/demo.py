@@ -381,7 +381,7 @@ def findings(table: list[dict], opts: dict) -> list[str]:
                              f"{100 * (best['acc'] - ranked[1]['acc']):.1f} points at this seed.")
         if "rl_panning" in by and "panning" in by and not by["rl_panning"].get("skipped"):
             difference = 100 * (by["rl_panning"]["acc"] - by["panning"]["acc"])
-            sentences.append(f"RL Panning against hand-scheduled Panning: {difference:+.1f} points.")
+            sentences.append(f"RL Panning against hand-scheduled Panning: {difference:+.1f} points at this seed.")
     if "rl_panning" in by and by["rl_panning"].get("skipped"):
         sentences.append(f"RL Panning did not run: {by['rl_panning']['skipped']}.")
     if "jackpot" in by:
