@@ -178,6 +178,16 @@ def test_demo_checks_every_option_before_any_work(flags, message, tmp_path, caps
     assert not out.exists()
 
 
+def test_demo_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["demo", "--help"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    for flag in ("--sparsity", "--methods", "--agent", "--jackpot-sparsity", "--quick", "--epochs", "--iterations",
+                 "--jackpot-epochs", "--width", "--seed", "--out", "--threads", "--progress"):
+        assert flag in printed
+
+
 def test_the_demo_runs_the_protocol_of_the_pbt_experiment():
     """The demo's model width and recipe are those of experiments/pbt_results.py on MNIST-1D (the full budget),
     and the --help of the budgets states the demo's values."""

@@ -43,7 +43,7 @@ def agent(name: str, path: Path) -> Path:
 
 
 OPTIONS = (
-    Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); 98% is where the methods "
+    Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
            "separate on this network (docs/results.md)", 0.98, check=o.sparsity),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
