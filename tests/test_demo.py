@@ -162,6 +162,38 @@ def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeyp
     assert cell(out, "random")["settings"]["sparsity"] == 0.7
 
 
+def test_the_dense_training_resumes_from_its_checkpoint_to_the_same_result(tmp_path, monkeypatch):
+    """Stopped after its first epoch, the dense training continues from train's checkpoint on the rerun and ends
+    where an uninterrupted demo ends."""
+    import panning.train
+
+    options = [*TINY, "--epochs", "2", "--methods", "random", "--sparsity", "0.8"]
+    assert main(["demo", *options, "--out", str(tmp_path / "straight")]) == 0
+    real_evaluate, calls = panning.train.evaluate, []
+
+    def stopped_at_the_second_epoch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(panning.train, "evaluate", stopped_at_the_second_epoch)
+    out = tmp_path / "stopped"
+    assert main(["demo", *options, "--out", str(out)]) == 130
+    assert not (out / "cells" / "dense.json").exists() and len(list((out / "checkpoints").glob("dense-*.pt"))) == 1
+    def counted(*a, **k):
+        calls.append(1)
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(panning.train, "evaluate", counted)
+    calls.clear()
+    assert main(["demo", *options, "--out", str(out)]) == 0
+    assert len(calls) == 1 + 2  # the dense training's second epoch only, then the two epochs of random's
+    resumed, straight = cell(out, "dense"), cell(tmp_path / "straight", "dense")
+    assert resumed["curve"] == straight["curve"] and len(straight["curve"]) == 2
+    assert cell(out, "random")["test_acc"] == cell(tmp_path / "straight", "random")["test_acc"]
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--methods", "random,psychic"], "--methods: expected one of"),
     (["--methods", "random,random"], "--methods: a method is named twice"),
