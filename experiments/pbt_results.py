@@ -198,7 +198,12 @@ def markdown(runs: list[dict], datas: list[str], command: str, planned: int) -> 
         lines += ["", f"### Ablation on {data}: the index fix and the number of steps", ""]
         lines += table(runs, data, ["panning", *ABLATION]) + [""]
     total = sum(r["prune_seconds"] + r["train_seconds"] for r in done)
-    lines += [f"{len(done)} of {planned} planned runs present; pruning + training time summed over them "
+    for name, labels in (("main grid", set(ROWS)), ("ablation", set(ABLATION))):
+        seeds = sorted({r["seed"] for r in done if r["label"] in labels})
+        counts = [len([r for r in done if r["label"] in labels and r["seed"] == seed]) for seed in seeds]
+        lines.append(f"Ran, {name}: " + (", ".join(f"seed {seed}: {count} of {len(labels) * len(SPARSITIES) * len(datas)}"
+                                                    f" runs" for seed, count in zip(seeds, counts)) or "nothing") + ".")
+    lines += ["", f"{len(done)} of {planned} planned runs present; pruning + training time summed over them "
               f"{total / 60:.1f} min. Machine: {platform.machine()}, torch {torch.__version__}, 1 thread, shared "
               "with other jobs.", "", f"Reproduce: `{command}` (resumable: one file per run under runs/pbt/).", ""]
     return "\n".join(lines)
@@ -258,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = run(bundles[data], data, label, sparsity, seed)
                 write_atomically(run_path(args.runs, data, label, sparsity, seed), json.dumps(result, indent=1))
     runs = load_runs(args.runs)
-    command = "OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py " + " ".join(argv or sys.argv[1:])
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = "OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py " + " ".join(given)
     write_atomically(args.out_dir / f"{STEM}.md", markdown(runs, args.data, command.strip(), len(todo)))
     write_atomically(args.out_dir / f"{STEM}.json", json.dumps({"runs": runs}, indent=1))
     plot(runs, args.data, args.out_dir / f"{STEM}.png")
