@@ -21,9 +21,8 @@ from ..criteria import passes
 from ..ops import product_score
 from .batches import Batches
 from .iterative import Scorer, StepHook, prune_loop
-from .masking import global_mask
 from .panning import VARIANTS, PanningIndices, PanningScorer
-from .schedule import ROUNDINGS, exponential_counts, keep_count
+from .schedule import ROUNDINGS, exponential_counts
 
 
 @dataclass

@@ -3,29 +3,17 @@ from __future__ import annotations
 
 import math
 
+from .. import checks
+
 #: How a kept fraction becomes a count: "round" (this library's default: the last step keeps exactly
 #: keep_count(N, s), the count every method targets) or "floor" (int(N * kept), as the Panning and
 #: SynFlow authors' code does, float error included; see docs/pbt.md).
 ROUNDINGS = ("round", "floor")
 
 
-def check_sparsity(sparsity) -> float:
-    """`sparsity` as a float in [0, 1] (the fraction of weights to remove), else ValueError."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")
-    return float(sparsity)
-
-
-def check_steps(steps, name: str = "iterations") -> int:
-    """`steps` as a positive int, else ValueError naming `name`."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{name}: expected a positive int, got {steps!r}")
-    return steps
-
-
 def keep_count(numel: int, sparsity: float) -> int:
     """Weights kept at `sparsity`: round(numel * (1 - sparsity)), the one count every method targets."""
-    return round(numel * (1.0 - check_sparsity(sparsity)))
+    return round(numel * (1.0 - checks.sparsity(sparsity)))
 
 
 def exponential(sparsity: float, steps: int) -> list[float]:
@@ -34,8 +22,8 @@ def exponential(sparsity: float, steps: int) -> list[float]:
     Every step removes the same fraction of the remaining weights, so early (dense) steps remove many
     weights and late ones few; the last step reaches the target exactly.
     """
-    density = 1.0 - check_sparsity(sparsity)
-    steps = check_steps(steps)
+    density = 1.0 - checks.sparsity(sparsity)
+    steps = checks.positive_int("iterations", steps)
     return [density ** ((e + 1) / steps) for e in range(steps)]
 
 
@@ -51,10 +39,8 @@ def exponential_counts(numel: int, sparsity: float, steps: int, rounding: str = 
     rounding "round": round(numel * kept), the last count exactly keep_count(numel, sparsity);
     rounding "floor": int(numel * kept) at every step, the last included (the authors' counts).
     """
-    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-        raise ValueError(f"numel: expected a non-negative int, got {numel!r}")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding: expected one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    checks.non_negative_int("numel", numel)
+    checks.choice("rounding", rounding, ROUNDINGS)
     kept = exponential(sparsity, steps)
     if rounding == "floor":
         return [math.floor(numel * k) for k in kept]

@@ -1,7 +1,6 @@
 """The shared autograd passes: one-pass SNIP/GraSP indices, float32 SynFlow, the flow's effective mask."""
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
