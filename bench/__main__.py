@@ -24,10 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def measure(threads: int, rounds: int, quick: bool, out: Path) -> Path:
     path = out / f"cpu-kernels-{threads}t.json"
-    # a fresh process of its own: not an xdist worker (pytest-benchmark disables itself under one)
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}  # e.g. xdist's
     env = inherited | {"PANNING_BENCH_THREADS": str(threads), "PANNING_BENCH_ROUNDS": str(rounds),
-                             "OMP_NUM_THREADS": str(threads), "PANNING_BENCH_QUICK": "1" if quick else "0"}
+                        "OMP_NUM_THREADS": str(threads), "PANNING_BENCH_QUICK": "1" if quick else "0"}
     command = [sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_cpu_kernels.py"), "-q", "-o", "addopts=",
                "-p", "no:cacheprovider", "-p", "no:xdist", "--benchmark-enable", "--benchmark-sort=name",
                f"--benchmark-json={path}", "--benchmark-columns=min,median,rounds"]

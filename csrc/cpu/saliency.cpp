@@ -5,7 +5,7 @@
 // does not cancel away the variance. The chunk sums are added in chunk order, so the statistics do not
 // depend on how many threads ran the chunks. A NaN or inf element makes its index's sums non-finite, so the
 // statistics pass also rejects them (ValueError "indices: row k contains NaN or inf") at no extra cost.
-// Pass 2 (combine): elementwise in float64, one chunk at a time.
+// Pass 2 (combine): elementwise in float64 straight from the inputs to the output, a tile at a time.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -32,6 +32,38 @@ void chunk_sums(const scalar_t* x, int64_t n, double pivot, double* s1, double* 
   }
   *s1 = a;
   *s2 = b;
+}
+
+// o[i] = sum_k c[k] * |x_k[i] - m[k]| for a compile-time K: one pass from the inputs to the output, the sum in
+// float64 registers (k in increasing order, as combine_any).
+constexpr int64_t kFusedMaxK = 4;
+
+template <typename scalar_t, int K>
+void combine(const scalar_t* const* xs, const double* m, const double* c, scalar_t* o, int64_t n) {
+  const scalar_t* x[K];
+  double mk[K], ck[K];
+  for (int k = 0; k < K; ++k) x[k] = xs[k], mk[k] = m[k], ck[k] = c[k];
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    double a = 0.0;
+    for (int k = 0; k < K; ++k) a += ck[k] * std::abs(static_cast<double>(x[k][i]) - mk[k]);
+    o[i] = static_cast<scalar_t>(a);
+  }
+}
+
+// The same for any K, accumulating through a float64 buffer of the tile.
+template <typename scalar_t>
+void combine_any(const scalar_t* const* xs, int64_t K, const double* m, const double* c, double* acc, scalar_t* o,
+                 int64_t n) {
+  std::fill(acc, acc + n, 0.0);
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* x = xs[k];
+    const double mk = m[k], ck = c[k];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) acc[i] += ck * std::abs(static_cast<double>(x[i]) - mk);
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(acc[i]);
 }
 
 template <typename scalar_t>
@@ -71,31 +103,24 @@ void saliency_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) {
     for (int64_t b = 0; b < B; ++b) coef[b * K + k] = pw[b * K + k] * inv;
   }
 
-  // Pass 2: z_k = |x_k - mean_k| for a tile of elements (float64), then every candidate's combination.
+  // Pass 2: a tile of elements at a time (its K input rows stay in L1/L2 while every candidate reads them).
   const int64_t tiles = (N + kCombineChunk - 1) / kCombineChunk;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> z(K * kCombineChunk), acc(kCombineChunk);
+    std::vector<double> acc(K <= kFusedMaxK ? 0 : kCombineChunk);
+    std::vector<const scalar_t*> xs(K);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t lo = t * kCombineChunk, n = std::min(kCombineChunk, N - lo);
-      for (int64_t k = 0; k < K; ++k) {
-        const scalar_t* xs = px + k * N + lo;
-        double* zk = z.data() + k * kCombineChunk;
-        const double m = mean[k];
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) zk[i] = std::abs(static_cast<double>(xs[i]) - m);
-      }
+      for (int64_t k = 0; k < K; ++k) xs[k] = px + k * N + lo;
       for (int64_t b = 0; b < B; ++b) {
-        double* a = acc.data();
-        std::fill(a, a + n, 0.0);
-        for (int64_t k = 0; k < K; ++k) {
-          const double c = coef[b * K + k];
-          const double* zk = z.data() + k * kCombineChunk;
-#pragma omp simd
-          for (int64_t i = 0; i < n; ++i) a[i] += c * zk[i];
-        }
+        const double* c = coef.data() + b * K;
         scalar_t* o = po + b * N + lo;
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) o[i] = static_cast<scalar_t>(a[i]);
+        switch (K) {
+          case 1: combine<scalar_t, 1>(xs.data(), mean.data(), c, o, n); break;
+          case 2: combine<scalar_t, 2>(xs.data(), mean.data(), c, o, n); break;
+          case 3: combine<scalar_t, 3>(xs.data(), mean.data(), c, o, n); break;
+          case 4: combine<scalar_t, 4>(xs.data(), mean.data(), c, o, n); break;
+          default: combine_any(xs.data(), K, mean.data(), c, acc.data(), o, n);
+        }
       }
     }
   });

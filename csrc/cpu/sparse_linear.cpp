@@ -49,10 +49,19 @@ inline void axpy(acc_t* acc, acc_t v, const scalar_t* x, int64_t n) {
 
 // One panel of an output row held in registers: out[0..P) = init + sum_p vals[p] * xt[cols[p], m0 .. m0+P),
 // P = kRegs vectors of 32 bytes. Keeping the accumulator in registers leaves one load per FMA.
+// Vector width of the register panels: 64 bytes where AVX-512 gives 32 such registers (measured against 32-byte
+// panels side by side, 256 x 4096 x 4096: 1.1-1.6x faster forward at 95%; 16 registers or a deeper prefetch
+// measured slower), else 32.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#else
+constexpr int kVecBytes = 32;
+#endif
+
 template <typename scalar_t>
 struct Panel {
-  typedef scalar_t vec __attribute__((vector_size(32)));
-  static constexpr int64_t kLanes = 32 / sizeof(scalar_t);
+  typedef scalar_t vec __attribute__((vector_size(kVecBytes)));
+  static constexpr int64_t kLanes = kVecBytes / sizeof(scalar_t);
   static constexpr int kRegs = 8;
   static constexpr int64_t kWidth = kLanes * kRegs;
   static constexpr int64_t kAhead = 8;  // prefetch distance in entries
