@@ -13,7 +13,7 @@ ROUNDINGS = ("round", "floor")
 
 def keep_count(numel: int, sparsity: float) -> int:
     """Weights kept at `sparsity`: round(numel * (1 - sparsity)), the one count every method targets."""
-    return round(numel * (1.0 - checks.sparsity(sparsity)))
+    return round(numel * (1.0 - checks.number("sparsity", sparsity, low=0.0, high=1.0)))
 
 
 def exponential(sparsity: float, steps: int) -> list[float]:
@@ -22,7 +22,7 @@ def exponential(sparsity: float, steps: int) -> list[float]:
     Every step removes the same fraction of the remaining weights, so early (dense) steps remove many
     weights and late ones few; the last step reaches the target exactly.
     """
-    density = 1.0 - checks.sparsity(sparsity)
+    density = 1.0 - checks.number("sparsity", sparsity, low=0.0, high=1.0)
     steps = checks.positive_int("iterations", steps)
     return [density ** ((e + 1) / steps) for e in range(steps)]
 
