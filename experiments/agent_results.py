@@ -180,7 +180,7 @@ def main() -> None:
                     cells[key] = run_cell(bundle, method, sparsity, seed, args.agent)
                     write_cache(cache, cells)
                     print(key, f"{100 * cells[key]['test_acc']:.1f}%", flush=True)
-    (RESULTS / f"{STEM}.md").write_text(table(cells, args.agent))
+    write_text(RESULTS / f"{STEM}.md", table(cells, args.agent))
 
 
 if __name__ == "__main__":
