@@ -18,14 +18,6 @@ from panning.pbt.vec_env import PanningVecEnv
 FAST = dict(learning_starts=40, batch_size=32, checkpoint_every=40)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bundle():
     return data.load("synthetic", num_classes=3, input_shape=(8,), n_train=60, n_test=30)
