@@ -33,21 +33,14 @@ from panning import models
 from panning.connectivity import collapse_report
 from panning.prune import prune
 from panning.io import atomic_path, write_text
-from panning.train import train
+from panning.train import PROTOCOL, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 STEM = "pbt-mnist1d-digits"
 
-#: data set -> model, width and training recipe. Widths give ~65K prunable weights (DESIGN: wide enough for
-#: the grid to separate the methods); the recipes are at the dense plateau (cnn1d: 15 vs 30 epochs 91.5 vs
-#: 91.8% at seed 0; cnn2d: 99.4% after 6 epochs), shortened from panning.train.RECIPES to fit one core.
-SETUPS = {
-    "mnist1d": dict(model="cnn1d", width=4.0,
-                    recipe=dict(epochs=15, batch_size=100, lr=1e-2, optimizer="adam", weight_decay=5e-4)),
-    "digits": dict(model="cnn2d", width=1.0,
-                   recipe=dict(epochs=8, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4)),
-}
+#: data set -> model, width and training recipe: the protocol of panning.train.PROTOCOL.
+SETUPS = PROTOCOL
 SPARSITIES = (0.9, 0.95, 0.98, 0.99, 0.995)
 #: Rows: label -> (method, options). Every iterative method takes 100 steps, as in the SynFlow and Panning
 #: papers; data-dependent methods draw 10 samples per class per batch (the default).

@@ -33,18 +33,16 @@ from . import data as datasets
 from . import models
 from .connectivity import effective_sparsity
 from .io import atomic_path, write_text
-from .jackpot import magnitude_masks, search
+from .jackpot import magnitude_baseline, search
 from .pbt.agent import AGENTS, read_agent_file
 from .pbt.methods import METHODS
 from .prune import prune
-from .train import evaluate, reestimate_batchnorm, train
+from .train import PROTOCOL, evaluate, train
 
 DATA = "mnist1d"
-MODEL = "cnn1d"
-#: The pruning-before-training protocol on MNIST-1D (experiments/pbt_results.py SETUPS["mnist1d"]; a test keeps
-#: the two equal): cnn1d width 4 and its training recipe, at the dense plateau.
-WIDTH = 4.0
-RECIPE = dict(epochs=15, batch_size=100, lr=1e-2, optimizer="adam", weight_decay=5e-4)
+#: The pruning-before-training protocol on MNIST-1D (panning.train.PROTOCOL): cnn1d width 4 and its training
+#: recipe, at the dense plateau.
+MODEL, WIDTH, RECIPE = (PROTOCOL[DATA][key] for key in ("model", "width", "recipe"))
 #: Budgets of a full run and of --quick (the options a user leaves unset): training epochs, steps of the
 #: iterative methods (100 as in the SynFlow and Panning papers), jackpot search epochs (the search's default 10).
 BUDGETS = {"full": dict(epochs=RECIPE["epochs"], iterations=100, jackpot_epochs=10),
@@ -181,11 +179,9 @@ def _jackpot(opts: dict, bundle, cells: Cells) -> dict:
     dense = models.load_weights(_built(opts, bundle), cells.checkpoint("dense", opts))
     dense_acc = evaluate(dense, bundle.test)[1]
     started = time.perf_counter()
-    magnitude = magnitude_masks(dense, opts["jackpot_sparsity"])
-    pruned = magnitude.apply(copy.deepcopy(dense))
-    magnitude_acc = evaluate(pruned, bundle.test)[1]
-    has_batchnorm = reestimate_batchnorm(pruned, bundle.train) > 0
-    magnitude_bn_acc = evaluate(pruned, bundle.test)[1]
+    magnitude, magnitude_acc, bn_acc = magnitude_baseline(dense, bundle, opts["jackpot_sparsity"])
+    has_batchnorm = bn_acc is not None
+    magnitude_bn_acc = bn_acc if has_batchnorm else magnitude_acc
     magnitude_seconds = time.perf_counter() - started
     started = time.perf_counter()
     result = search(copy.deepcopy(dense), bundle, sparsity=opts["jackpot_sparsity"], epochs=opts["jackpot_epochs"],

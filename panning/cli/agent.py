@@ -42,10 +42,14 @@ OPTIONS = (
 )
 
 
-def resume_hint(opts: dict) -> str:
+def checkpoint_folder(opts: dict) -> Path:
+    """--checkpoint, else OUT.checkpoint beside the agent."""
     out = opts.get("out") or Path("agent")
-    folder = opts.get("checkpoint") or out.with_name(out.name + ".checkpoint")
-    return f"run the same command again to resume from the checkpoint in {folder}"
+    return opts.get("checkpoint") or out.with_name(out.name + ".checkpoint")
+
+
+def resume_hint(opts: dict) -> str:
+    return f"run the same command again to resume from the checkpoint in {checkpoint_folder(opts)}"
 
 
 def run(opts: dict) -> int:
@@ -73,7 +77,7 @@ def run(opts: dict) -> int:
     started = time.perf_counter()
     agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
                         progress=opts["progress"] and sys.stderr.isatty(),
-                        checkpoint=opts["checkpoint"] or out.with_name(out.name + ".checkpoint"),
+                        checkpoint=checkpoint_folder(opts),
                         checkpoint_every=opts["checkpoint_every"], episodes=episodes,
                         network=network_of(env, model=model_name, width=opts["width"], data=bundle.name), **settings)
     seconds = time.perf_counter() - started

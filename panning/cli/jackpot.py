@@ -146,23 +146,19 @@ def _run_name(opts: dict, settings: dict) -> str:
 
 
 def _search(model, opts: dict, bundle, device, rank: int) -> int:
-    import copy
-
     from ..io import write_text
-    from ..jackpot.budget import magnitude_masks
+    from ..jackpot.budget import magnitude_baseline
     from ..jackpot.finetune import finetune
     from ..jackpot.searching import resolve_settings, search
-    from ..train import evaluate, reestimate_batchnorm
+    from ..train import evaluate
 
     dense_acc = evaluate(model, bundle.test, device=device)[1]
     settings = resolve_settings(opts["preset"], init=opts["init"], lr=opts["lr"], restriction=opts["restriction"],
                                 bn_reestimation=opts["bn_reestimation"])
-    magnitude = magnitude_masks(model, opts["sparsity"], budget=opts["budget"], rounding=settings["rounding"],
-                                include_classifier=opts["include_classifier"])
-    pruned = magnitude.apply(copy.deepcopy(model))
-    magnitude_acc = evaluate(pruned, bundle.test, device=device)[1]
-    magnitude_bn_acc = (evaluate(pruned, bundle.test, device=device)[1]
-                        if reestimate_batchnorm(pruned, bundle.train, opts["batch_size"], device) else magnitude_acc)
+    magnitude, magnitude_acc, bn_acc = magnitude_baseline(
+        model, bundle, opts["sparsity"], batch_size=opts["batch_size"], device=device, budget=opts["budget"],
+        rounding=settings["rounding"], include_classifier=opts["include_classifier"])
+    magnitude_bn_acc = magnitude_acc if bn_acc is None else bn_acc
     run_dir = Path(opts["out"]) / _run_name(opts, settings)
     result = search(model, bundle, sparsity=opts["sparsity"], **{k: opts[k] for k in _SEARCH_KEYS},
                     seed=opts["seed"], checkpoint=run_dir / "search.pt", resume=opts["resume"],

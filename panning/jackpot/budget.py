@@ -16,12 +16,15 @@ Starting scores (docs/jackpot.md, "Starts"):
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from .. import checks, ops
 from ..arena import Arena, except_last, prunable
 from ..masks import Masks
+from ..train import evaluate, reestimate_batchnorm
 
 BUDGETS = ("global", "uniform")
 INITS = ("magnitude", "flat", "random")
@@ -95,3 +98,17 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global"
     arena = Arena(model, include=prunable if include_classifier else except_last(model), share=False)
     k = layer_budgets(arena, sparsity, budget=budget, rounding=rounding)
     return Masks.from_flat(arena, magnitude_mask(arena, k))
+
+
+def magnitude_baseline(model: nn.Module, data, sparsity: float, *, batch_size: int = 256, device="cpu",
+                       **budgets) -> tuple[Masks, float, float | None]:
+    """The baseline a search must beat, on the DataBundle `data`: the magnitude masks under the search's budgets
+    (`budgets`: budget, rounding, include_classifier), their test accuracy, and the test accuracy once the
+    BatchNorm running statistics are re-estimated for the pruned network (None where it has no BatchNorm).
+    `model` is only read."""
+    masks = magnitude_masks(model, sparsity, **budgets)
+    pruned = masks.apply(copy.deepcopy(model))
+    plain = evaluate(pruned, data.test, device=device)[1]
+    if not reestimate_batchnorm(pruned, data.train, batch_size, device):
+        return masks, plain, None
+    return masks, plain, evaluate(pruned, data.test, device=device)[1]
