@@ -13,8 +13,10 @@ As in the authors' released environment (kangxiatao/RLPanning, pruner/panning.py
   network dies (effective sparsity 1) the episode ends with an extra -(1 - e / n) * n.
 - the target sparsity is drawn per episode by a `Curriculum` (the authors': U(0.8, 1) for the first 10,000
   steps, then U(0.9, 1) or U(0.98, 1) with equal odds), or fixed with reset(options={"sparsity": s}).
-- effective sparsity is read off the SynFlow index of the new mask, which the next step needs anyway (a kept
-  weight with a zero SynFlow gradient lies on no input-output path), as the authors do.
+- the scheduled sparsity of step e is 1 - (1 - s) ** ((e + 1) / n) (the float the authors' code uses, not the
+  rounded count's 1 - k / N); the effective sparsity is read off the SynFlow pass of the new mask, which the next
+  step needs anyway (`Flow.effective`: a kept weight with a zero SynFlow gradient lies on no input-output path),
+  as the authors do.
 
 Departures (docs/agent.md): `batches` class-balanced batches are drawn once and reused across episodes (the
 authors draw a fresh one every step), so SNIP, GraSP and the dense loss are computed once per batch.
@@ -37,7 +39,7 @@ from .. import checks, criteria, ops
 from ..arena import Arena
 from ..criteria._functional import loss_grad
 from .panning import PanningIndices
-from .schedule import exponential_counts
+from .schedule import exponential_counts, scheduled_sparsities
 
 SPARSITY_PENALTY = 100.0
 GRADNORM_DIVISOR = 5.0
@@ -139,6 +141,7 @@ class PanningLanes:
         self.total_steps = 0
         self.sparsity = np.zeros(self.lanes)
         self.counts = torch.zeros((self.lanes, self.iterations), dtype=torch.int64)
+        self.scheduled = np.zeros((self.lanes, self.iterations))
         self.step_index = np.zeros(self.lanes, dtype=np.int64)
         self.masks = torch.ones((self.lanes, self.numel), dtype=torch.bool, device=self.arena.device)
         self.stacks = [self._first] * self.lanes
@@ -150,6 +153,7 @@ class PanningLanes:
             sparsity = self.curriculum.draw(self.rng, self.total_steps)
         self.sparsity[lane] = sparsity
         self.counts[lane] = torch.tensor(exponential_counts(self.numel, float(sparsity), self.iterations))
+        self.scheduled[lane] = scheduled_sparsities(float(sparsity), self.iterations)
         self.step_index[lane] = 0
         self.masks[lane] = True
         self.stacks[lane] = self._first
@@ -170,9 +174,10 @@ class PanningLanes:
         k = self.counts[torch.arange(self.lanes), torch.as_tensor(steps)]
         self.masks = self._masks(actions + 1.0, steps, k)
         n = self.iterations
-        self.stacks = [self.indices(min(int(e) + 1, n - 1), mask) for e, mask in zip(steps, self.masks)]
-        alive = (self.masks & (torch.stack([s[0] for s in self.stacks]) != 0)).sum(1)
-        effective = (1.0 - alive.double() / self.numel).tolist()
+        flows = [self.indices.flow(mask) for mask in self.masks]
+        self.stacks = [self.indices(min(int(e) + 1, n - 1), mask, flow)
+                       for e, mask, flow in zip(steps, self.masks, flows)]
+        effective = [1.0 - int(flow.effective().sum()) / self.numel for flow in flows]
         sub_loss, sub_gtg = self._masked_loss_gtg(steps)
         observations = np.zeros((self.lanes, OBSERVATION_SIZE), dtype=np.float32)
         rewards, terminated, infos = np.zeros(self.lanes), np.zeros(self.lanes, dtype=bool), []
@@ -183,7 +188,7 @@ class PanningLanes:
                     value_range.add(value)
             d_loss = self.loss_range.distance(sub_loss[b], loss)
             d_gtg = self.gtg_range.distance(sub_gtg[b], gtg) / GRADNORM_DIVISOR
-            scheduled = 1.0 - int(k[b]) / self.numel
+            scheduled = float(self.scheduled[b, e])
             reward = -SPARSITY_PENALTY * abs(scheduled - effective[b]) - d_loss - d_gtg
             dead = effective[b] >= 1.0
             if dead:
@@ -254,6 +259,8 @@ class PanningLanes:
         self.started = np.asarray(values["started"], dtype=bool)
         self.masks = tensors["env.masks"].to(self.arena.device)
         self.counts = tensors["env.counts"].clone()
+        self.scheduled = np.stack([scheduled_sparsities(float(s), self.iterations) if started else
+                                   np.zeros(self.iterations) for s, started in zip(self.sparsity, self.started)])
         self.stacks = [self._first if e == 0 else self.indices(int(e), mask) for e, mask in
                        zip(self.step_index, self.masks)]
 

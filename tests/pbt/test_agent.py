@@ -43,11 +43,10 @@ def test_seeded_training_is_deterministic(bundle):
 
 
 def test_a_short_training_run_beats_random_actions(bundle):
-    """At a fixed target of 95% on a tiny MLP, a 400-step TD3 run (seed 0) learns index weights whose episodes
-    earn more than random actions' by more than three standard errors of the random episodes' mean."""
+    """At a fixed target of 95% on a tiny MLP, 400-step TD3 runs (seeds 0, 1, 2) learn index weights whose
+    episodes earn, averaged over the three seeds, more than random actions' by more than three standard errors
+    of the random episodes' mean (one seed alone can stay at random's level on a 4-step episode)."""
     fixed = dict(curriculum=Curriculum.fixed(0.95, 0.95))
-    agent = train_agent(make(bundle, lanes=4, **fixed), 400, seed=0, learning_starts=100, batch_size=64,
-                        checkpoint_every=400)
 
     def rewards(policy, episodes):
         env = make(bundle, PanningEnv, **fixed)
@@ -64,9 +63,13 @@ def test_a_short_training_run_beats_random_actions(bundle):
 
     rng = np.random.default_rng(0)
     random = rewards(lambda o: rng.uniform(-1, 1, 3), 30)
-    learned = rewards(lambda o: agent.predict(o, deterministic=True)[0], 5).mean()
+    learned = []
+    for seed in range(3):
+        agent = train_agent(make(bundle, lanes=4, **fixed), 400, seed=seed, learning_starts=100, batch_size=64,
+                            checkpoint_every=400)
+        learned.append(rewards(lambda o: agent.predict(o, deterministic=True)[0], 5).mean())
     margin = 3 * random.std(ddof=1) / np.sqrt(len(random))
-    assert learned > random.mean() + margin, (learned, random.mean(), margin)
+    assert np.mean(learned) > random.mean() + margin, (learned, random.mean(), margin)
 
 
 RESUMABLE = {"td3": dict(learning_starts=40, batch_size=32), "ddpg": dict(learning_starts=40, batch_size=32),

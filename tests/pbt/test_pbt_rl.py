@@ -48,7 +48,8 @@ def test_env_follows_the_specification(bundle):
     counts = exponential_counts(env.arena.numel, 0.9, 5)
     for e in range(5):
         observation, reward, terminated, truncated, info = env.step(np.array([0.5, -1.0, 0.0]))
-        assert int(env.mask.sum()) == counts[e] and info["sparsity"] == pytest.approx(1 - counts[e] / env.arena.numel)
+        assert int(env.mask.sum()) == counts[e]
+        assert info["sparsity"] == pytest.approx(1 - 0.1 ** ((e + 1) / 5), abs=1e-12)  # the formula, not 1 - k / N
         expected = -100 * abs(info["sparsity"] - info["effective_sparsity"]) - info["d_loss"] - info["d_gradnorm"]
         assert reward == pytest.approx(expected) and not truncated
         assert observation[2] == pytest.approx(info["d_loss"]) and observation[3] == pytest.approx(info["d_gradnorm"])
