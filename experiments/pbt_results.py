@@ -6,7 +6,12 @@ and trained with the data set's recipe (masks held at zero); its final test accu
 run is one JSON file under --runs (written atomically); a run whose file exists with the same settings is
 skipped, so an interrupted invocation resumes where it stopped. Runs go seed by seed (both data sets, the
 main grid then the ablation), so a cut-short invocation leaves whole seeds.
-At the end the script writes bench/results/pbt-mnist1d-digits.{md,png,json} from every run file present.
+At the end the script writes bench/results/pbt-mnist1d-digits.{md,png,json} from every run present. The
+committed JSON is the durable record: its runs count as done (when their settings are current) even where the
+runs folder is empty, e.g. on a fresh clone, so a new row runs alone.
+
+RL Panning runs on mnist1d only, with the shipped agent (panning/pbt/agents/cnn1d-w4-mnist1d, trained on this
+protocol's network); its runs are redone when the agent file changes (its digest is part of the settings).
 
     OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py            # the full protocol
     python experiments/pbt_results.py --seeds 1 --ablation-seeds 1            # what fits a smaller budget
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import platform
@@ -53,7 +59,12 @@ ROWS = {
     "force": ("force", {"iterations": 100}),
     "magnitude": ("magnitude", {}),
     "random": ("random", {}),
+    "rl_panning": ("rl_panning", {"iterations": 100, "agent": "panning/pbt/agents/cnn1d-w4-mnist1d"}),
 }
+#: Rows that run on some data sets only (label -> data sets): the agent was trained on mnist1d's network.
+ONLY = {"rl_panning": ("mnist1d",)}
+#: The single-shot and iterative criteria, for "the best single criterion" of the RL Panning verdicts.
+SINGLE = ("synflow", "snip", "grasp", "iterative_snip", "force", "magnitude", "random")
 #: The ablation: the index fix (the first version's non-negative indices) and 20 vs 100 steps.
 ABLATION = {
     "panning, nonnegative indices": ("panning", {"iterations": 100, "indices": "nonnegative"}),
@@ -61,11 +72,19 @@ ABLATION = {
 }
 
 
+def rows(data: str) -> list[str]:
+    """The main grid's rows on `data`."""
+    return [label for label in ROWS if data in ONLY.get(label, (data,))]
+
+
 def settings(data: str, label: str) -> dict:
     """Everything a run's result depends on besides its key; a run file is reused only if these match."""
     method, options = {**ROWS, **ABLATION}.get(label, ("dense", {}))
     setup = SETUPS[data]
-    return dict(model=setup["model"], width=setup["width"], recipe=setup["recipe"], method=method, options=options)
+    found = dict(model=setup["model"], width=setup["width"], recipe=setup["recipe"], method=method, options=options)
+    if "agent" in options:
+        found["agent_sha256"] = hashlib.sha256((ROOT / f"{options['agent']}.safetensors").read_bytes()).hexdigest()
+    return found
 
 
 def run(bundle, data: str, label: str, sparsity: float, seed: int) -> dict:
@@ -76,7 +95,10 @@ def run(bundle, data: str, label: str, sparsity: float, seed: int) -> dict:
     masks, measured, prune_seconds = None, None, 0.0
     if label != "dense":
         started = time.perf_counter()
-        masks = prune(model, cell["method"], sparsity, bundle, seed=seed, **cell["options"])
+        options = dict(cell["options"])
+        if "agent" in options:
+            options["agent"] = ROOT / options["agent"]
+        masks = prune(model, cell["method"], sparsity, bundle, seed=seed, **options)
         prune_seconds = time.perf_counter() - started
         measured = collapse_report(model, masks, bundle.input_shape)
     trained = train(model, bundle, masks=masks, seed=seed, progress=False, **cell["recipe"])
@@ -90,10 +112,21 @@ def run_path(runs: Path, data: str, label: str, sparsity: float, seed: int) -> P
     return runs / data / label.replace(", ", "-").replace(" ", "_") / f"s{sparsity}-seed{seed}.json"
 
 
-def load_runs(runs: Path) -> list[dict]:
-    """Every run file whose settings are the current ones."""
+def load_runs(runs: Path, committed: Path) -> list[dict]:
+    """Every run whose settings are the current ones: the run files, then the committed record's other runs."""
     found = [json.loads(p.read_text()) for p in sorted(runs.rglob("*.json"))]
-    return [r for r in found if r["data"] in SETUPS and r["settings"] == json.loads(json.dumps(settings(r["data"], r["label"])))]
+    seen = {key(r) for r in found}
+    if committed.exists():
+        found += [r for r in json.loads(committed.read_text())["runs"] if key(r) not in seen]
+    current = {}
+    for r in found:
+        if r["data"] in SETUPS and r["label"] not in current.setdefault(r["data"], {}):
+            current[r["data"]][r["label"]] = json.loads(json.dumps(settings(r["data"], r["label"])))
+    return [r for r in found if r["data"] in SETUPS and r["settings"] == current[r["data"]][r["label"]]]
+
+
+def key(run: dict) -> tuple:
+    return run["data"], run["label"], run["sparsity"], run["seed"]
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -107,7 +140,7 @@ def plan(datas: list[str], seeds: int, ablation_seeds: int) -> list[tuple[str, s
     for seed in range(max(seeds, ablation_seeds)):
         for data in datas if seed < seeds else ():
             todo.append((data, "dense", 0.0, seed))
-            todo += [(data, label, s, seed) for s in SPARSITIES for label in ROWS]
+            todo += [(data, label, s, seed) for s in SPARSITIES for label in rows(data)]
         for data in datas if seed < ablation_seeds else ():
             todo += [(data, label, s, seed) for s in SPARSITIES for label in ABLATION]
     return todo
@@ -146,24 +179,25 @@ def table(runs: list[dict], data: str, labels: list[str]) -> list[str]:
     return lines
 
 
-def verdicts(runs: list[dict], data: str) -> list[str]:
-    """Per sparsity: Panning's mean against the best other row, and whether the gap exceeds the std's."""
+def verdicts(runs: list[dict], data: str, ours: str, others: list[str], name: str) -> list[str]:
+    """Per sparsity: row `ours` (called `name`) against the best of `others`, and whether the gap exceeds the
+    larger of the two stds."""
     lines = []
     for s in SPARSITIES:
-        ours = summarize(runs, data, "panning", s)
-        others = {m: st for m in ROWS if m != "panning" and (st := summarize(runs, data, m, s))}
-        if not ours or not others:
+        mine = summarize(runs, data, ours, s)
+        found = {m: st for m in others if (st := summarize(runs, data, m, s))}
+        if not mine or not found:
             continue
-        name, best = max(others.items(), key=lambda item: item[1]["mean"])
-        gap = ours["mean"] - best["mean"]
-        if min(ours["n"], best["n"]) < 2:
+        other, best = max(found.items(), key=lambda item: item[1]["mean"])
+        gap = mine["mean"] - best["mean"]
+        if min(mine["n"], best["n"]) < 2:
             word, spread = ("above" if gap > 0 else "below"), "one seed: no spread to judge a tie"
         else:
-            noise = max(ours["std"], best["std"])
+            noise = max(mine["std"], best["std"])
             word = "ties with" if abs(gap) <= noise else ("beats" if gap > 0 else "loses to")
             spread = f"larger std {noise:.1f}"
-        lines.append(f"- {100 * s:g}%: Panning {ours['mean']:.1f} {word} the best other row, {name} "
-                     f"{best['mean']:.1f} ({gap:+.1f} points; {spread}; n={ours['n']}/{best['n']} seeds).")
+        lines.append(f"- {100 * s:g}%: {name} {mine['mean']:.1f} {word} {other} {best['mean']:.1f} "
+                     f"({gap:+.1f} points; {spread}; n={mine['n']}/{best['n']} seeds).")
     return lines
 
 
@@ -186,16 +220,24 @@ def markdown(runs: list[dict], datas: list[str], command: str, planned: int) -> 
         lines += [f"## {data} ({setup['model']} width {setup['width']:g})", ""]
         if dense:
             lines += [f"Dense: {dense['mean']:.1f} ± {dense['std']:.1f} % (n={dense['n']}).", ""]
-        lines += table(runs, data, list(ROWS)) + ["", "Panning against the best other row:", ""]
-        lines += verdicts(runs, data) or ["- no complete column yet."]
+        labels = rows(data)
+        lines += table(runs, data, labels) + ["", "Panning against the best other criterion (RL Panning aside):", ""]
+        lines += verdicts(runs, data, "panning", [m for m in labels if m in SINGLE], "Panning") or ["- none yet."]
+        if "rl_panning" in labels:
+            lines += ["", "RL Panning (the shipped agent) against hand-scheduled Panning, then against the best "
+                      "single criterion:", ""]
+            lines += verdicts(runs, data, "rl_panning", ["panning"], "RL Panning") or ["- none yet."]
+            lines += verdicts(runs, data, "rl_panning", list(SINGLE), "RL Panning")
         lines += ["", f"### Ablation on {data}: the index fix and the number of steps", ""]
         lines += table(runs, data, ["panning", *ABLATION]) + [""]
     total = sum(r["prune_seconds"] + r["train_seconds"] for r in done)
-    for name, labels in (("main grid", set(ROWS)), ("ablation", set(ABLATION))):
+    for name, grid in (("main grid", {d: rows(d) for d in datas}), ("ablation", {d: list(ABLATION) for d in datas})):
+        labels = {label for d in datas for label in grid[d]}
+        size = sum(len(grid[d]) for d in datas) * len(SPARSITIES)
         seeds = sorted({r["seed"] for r in done if r["label"] in labels})
         counts = [len([r for r in done if r["label"] in labels and r["seed"] == seed]) for seed in seeds]
-        lines.append(f"Ran, {name}: " + (", ".join(f"seed {seed}: {count} of {len(labels) * len(SPARSITIES) * len(datas)}"
-                                                    f" runs" for seed, count in zip(seeds, counts)) or "nothing") + ".")
+        lines.append(f"Ran, {name}: " + (", ".join(f"seed {seed}: {count} of {size} runs"
+                                                    for seed, count in zip(seeds, counts)) or "nothing") + ".")
     lines += ["", f"{len(done)} of {planned} planned runs present; pruning + training time summed over them "
               f"{total / 60:.1f} min. Machine: {platform.machine()}, torch {torch.__version__}, 1 thread, shared "
               "with other jobs.", "", f"Reproduce: `{command}` (resumable: one file per run under runs/pbt/).", ""]
@@ -209,13 +251,13 @@ def plot(runs: list[dict], datas: list[str], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(datas), figsize=(6.5 * len(datas), 4.8), squeeze=False)
     for ax, data in zip(axes[0], datas):
-        for label in [*ROWS, *ABLATION]:
+        for label in [*rows(data), *ABLATION]:
             points = [(s, st) for s in SPARSITIES if (st := summarize(runs, data, label, s))]
             if not points:
                 continue
             ax.errorbar([100 * (1 - s) for s, _ in points], [st["mean"] for _, st in points],
                         yerr=[st["std"] for _, st in points], marker="o", capsize=3, label=label,
-                        linewidth=2.5 if label == "panning" else 1.2,
+                        linewidth=2.5 if label in ("panning", "rl_panning") else 1.2,
                         linestyle=":" if label in ABLATION else "-")
         dense = summarize(runs, data, "dense", 0.0)
         if dense:
@@ -247,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     todo = plan(args.data, args.seeds, args.ablation_seeds)
     if not args.report_only:
-        done = {(r["data"], r["label"], r["sparsity"], r["seed"]) for r in load_runs(args.runs)}
+        done = {key(r) for r in load_runs(args.runs, args.out_dir / f"{STEM}.json")}
         remaining = [key for key in todo if key not in done]
         bundles = {data: datasets.load(data) for data in args.data}
         with tqdm(remaining, desc="pbt runs", file=sys.stderr) as bar:
@@ -255,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix_str(f"{data} {label} {sparsity} seed {seed}")
                 result = run(bundles[data], data, label, sparsity, seed)
                 write_atomically(run_path(args.runs, data, label, sparsity, seed), json.dumps(result, indent=1))
-    runs = load_runs(args.runs)
+    runs = load_runs(args.runs, args.out_dir / f"{STEM}.json")
     given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     command = "OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py " + " ".join(given)
     write_atomically(args.out_dir / f"{STEM}.md", markdown(runs, args.data, command.strip(), len(todo)))
