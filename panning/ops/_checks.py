@@ -31,9 +31,10 @@ def same_dtype(reference_name: str, reference: torch.Tensor, **others: torch.Ten
             raise TypeError(f"{name}: dtype {value.dtype} does not match {reference_name}'s {reference.dtype}")
 
 
-def shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+def shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> torch.Tensor:
     if tuple(value.shape) != tuple(expected):
         raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}")
+    return value
 
 
 def no_nan(name: str, value: torch.Tensor) -> None:

@@ -108,8 +108,7 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
     if bias is not None:
-        _checks.tensor("bias", bias, dims=(1,))
-        _checks.shape("bias", bias, (out_features,))
+        _checks.shape("bias", _checks.tensor("bias", bias), (out_features,))
     values = sparse_weight.values
     _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
     _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
