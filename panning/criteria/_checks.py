@@ -59,9 +59,3 @@ def input_shape(value) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise ValueError(f"input_shape: expected positive sizes, got {tuple(value)}")
     return shape
-
-
-def positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from .. import checks, criteria, ops
 from ..arena import Arena
+from ..criteria import _checks
 from ..criteria._functional import loss_grad
 from .panning import PanningIndices
 from .schedule import exponential_counts
@@ -121,6 +122,8 @@ class PanningLanes:
             raise TypeError(f"curriculum: expected a Curriculum, got {type(curriculum).__name__}")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
+        _checks.model_and_arena(model, self.arena)
+        input_shape = _checks.input_shape(input_shape)
         self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)
