@@ -283,8 +283,7 @@ def train(
     checks.choice("optimizer", optimizer, OPTIMIZERS)
     checks.choice("schedule", schedule, SCHEDULES)
     checks.non_negative_int("seed", seed)
-    if not isinstance(data, DataBundle):
-        raise TypeError(f"data must be a DataBundle (see panning.data.load), got {type(data).__name__}")
+    checks.instance("data", data, DataBundle, "a DataBundle (see panning.data.load)")
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)

@@ -4,15 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import checks
 from ..arena import Arena
 
 
 def model_and_arena(model, arena) -> None:
     """`model` is a module and `arena` lays out some of its parameters (same names and shapes)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if not isinstance(arena, Arena):
-        raise TypeError(f"arena: expected a panning.arena.Arena, got {type(arena).__name__}")
+    checks.instance("model", model, nn.Module, "an nn.Module")
+    checks.instance("arena", arena, Arena, "a panning.arena.Arena")
     params = dict(model.named_parameters())
     for name, shape in zip(arena.names, arena.shapes):
         if name not in params or tuple(params[name].shape) != shape:

@@ -64,8 +64,7 @@ def make_agent(env: AgentEnv, algorithm: str = "td3", *, seed: int = 0, network:
                **settings) -> BaseAlgorithm:
     """A fresh agent for `env`; `settings` override SETTINGS[algorithm] (e.g. learning_starts=100)."""
     checks.choice("algorithm", algorithm, ALGORITHMS)
-    if not isinstance(env, (PanningEnv, PanningVecEnv)):
-        raise TypeError(f"env: expected a PanningEnv or PanningVecEnv, got {type(env).__name__}")
+    checks.instance("env", env, (PanningEnv, PanningVecEnv), "a PanningEnv or PanningVecEnv")
     unknown = sorted(set(settings) - set(SETTINGS[algorithm]))
     if unknown:
         raise TypeError(f"settings: {algorithm} does not accept {unknown} (accepts {sorted(SETTINGS[algorithm])})")

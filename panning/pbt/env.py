@@ -118,8 +118,7 @@ class PanningLanes:
         self.temperature = checks.positive("temperature", temperature)
         self.batches = checks.positive_int("batches", batches if batches is not None else iterations)
         self.curriculum = curriculum if curriculum is not None else Curriculum()
-        if not isinstance(self.curriculum, Curriculum):
-            raise TypeError(f"curriculum: expected a Curriculum, got {type(curriculum).__name__}")
+        checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
         _checks.model_and_arena(model, self.arena)
