@@ -6,6 +6,7 @@ from torch import nn
 
 from .. import checks
 from ..arena import Arena
+from ..ops import _checks as ops_checks
 
 
 def model_and_arena(model, arena) -> None:
@@ -39,13 +40,8 @@ def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     """A flat bool mask in the arena's layout."""
-    if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
-        got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-        raise TypeError(f"{name}: expected a bool tensor, got {got}")
-    if value.dim() != 1 or value.numel() != arena.numel:
-        raise ValueError(f"{name}: expected a flat mask of {arena.numel} elements, got shape {tuple(value.shape)}")
-    if value.device != arena.device:
-        raise ValueError(f"{name}: on {value.device}, but the arena is on {arena.device}")
+    ops_checks.bool_mask(name, value, (arena.numel,))
+    ops_checks.same_device("arena", arena.weights, **{name: value})
     return value
 
 

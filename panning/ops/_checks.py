@@ -47,6 +47,14 @@ def finite(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name}: contains NaN or inf")
 
 
+def bool_mask(name: str, value, expected: tuple[int, ...]) -> torch.Tensor:
+    """A bool tensor of shape `expected` (a fixed mask: to_sparse, the criteria, the sparse layers)."""
+    tensor(name, value)
+    if value.dtype != torch.bool:
+        raise TypeError(f"{name}: expected a bool tensor, got {value.dtype}")
+    return shape(name, value, expected)
+
+
 def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
     """A mask the shape of `like`: bool, or floating 0/1 (e.g. a straight-through mask)."""
     tensor(name, value)

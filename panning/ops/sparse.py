@@ -83,10 +83,7 @@ class _EagerSparseLinear(torch.autograd.Function):
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
     """Compress the masked-in entries of a (out, in) weight for the fixed-mask path."""
     _checks.floating("weight", _checks.tensor("weight", weight, dims=(2,)))
-    _checks.tensor("mask", mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
-    _checks.shape("mask", mask, weight.shape)
+    _checks.bool_mask("mask", mask, weight.shape)
     _checks.same_device("weight", weight, mask=mask)
     name = dispatch.resolve("to_sparse", weight.device, backend)
     return dispatch.kernel("to_sparse", name)(weight.detach().contiguous(), mask.contiguous())
