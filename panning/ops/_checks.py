@@ -61,6 +61,5 @@ def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
     if value.dtype != torch.bool and not value.dtype.is_floating_point:
         raise TypeError(f"{name}: expected a bool or floating-point tensor, got {value.dtype}")
     shape(name, value, like.shape)
-    if value.device != like.device:
-        raise ValueError(f"{name}: on {value.device}, but weight is on {like.device}")
+    same_device("weight", like, **{name: value})
     return value
