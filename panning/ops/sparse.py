@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from .. import checks
 from . import _checks, dispatch
 from .sparse_weight import SparseWeight
 
@@ -96,9 +97,7 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     The structure of `sparse_weight` was validated when it was built; an in-place write into its index
     tensors since then is noticed (version counters) and validated again before the kernel runs.
     """
-    if not isinstance(sparse_weight, SparseWeight):
-        raise TypeError(f"sparse_weight: expected a SparseWeight (from panning.ops.to_sparse), "
-                        f"got {type(sparse_weight).__name__}")
+    checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
     sparse_weight.check()
     _checks.floating("x", _checks.tensor("x", x))
     out_features, in_features = sparse_weight.shape
