@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from panning import ops
+from panning import checks, ops
 from panning.ops import _checks
 
 MODES = ("auto", "masked", "compressed")
@@ -199,9 +199,7 @@ class SparseLinear(SparseLayer, nn.Linear):
 
     @mode.setter
     def mode(self, value: str) -> None:
-        if value not in MODES:
-            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {value!r}")
-        self._mode = value
+        self._mode = checks.choice("mode", value, MODES)
 
     @property
     def path(self) -> str:
@@ -253,31 +251,29 @@ class SparseLinear(SparseLayer, nn.Linear):
         return f"{super().extra_repr()}, mode={self.mode}"
 
 
-class SparseConv1d(SparseLayer, nn.Conv1d):
-    """`nn.Conv1d` with a mask: convolves with weight * mask (autograd masks the weight gradient and, with
-    scores, sends dL/dW_eff * W to them). There is no compressed convolution kernel; the path is always masked."""
+class _SparseConv(SparseLayer):
+    """The masked convolution of SparseConv1d and SparseConv2d: convolves with weight * mask (autograd masks the
+    weight gradient and, with scores, sends dL/dW_eff * W to them). There is no compressed convolution kernel; the
+    path is always masked."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_sparse()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+
+
+class SparseConv1d(_SparseConv, nn.Conv1d):
+    """`nn.Conv1d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv1d
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_sparse()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
-
-
-class SparseConv2d(SparseLayer, nn.Conv2d):
-    """`nn.Conv2d` with a mask; see `SparseConv1d`."""
+class SparseConv2d(_SparseConv, nn.Conv2d):
+    """`nn.Conv2d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv2d
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_sparse()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
 
 
 SPARSE_FOR: dict[type[nn.Module], type[SparseLayer]] = {

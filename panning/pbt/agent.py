@@ -29,7 +29,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
 from .. import checks
-from ..io import atomic_path, save_tensors, write_text
+from ..io import atomic_path, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
 from .vec_env import PanningVecEnv
@@ -280,7 +280,4 @@ def plot_curve(path: Path, episodes: list[dict]) -> None:
     ax.set_xlabel("transitions")
     ax.set_ylabel("episode reward")
     ax.set_title("panning agent: learning curve")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
