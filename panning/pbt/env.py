@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from .. import checks, criteria, ops
 from ..arena import Arena
 from ..criteria._functional import loss_grad
-from ..criteria._checks import input_shape as checked_input_shape, model_and_arena
+from ..criteria import _checks  # the environments are a public entry point: model, arena and shape checked here
 from .panning import PanningIndices
 from .schedule import exponential_counts
 
@@ -121,8 +121,8 @@ class PanningLanes:
         checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
-        model_and_arena(model, self.arena)
-        input_shape = checked_input_shape(input_shape)
+        _checks.model_and_arena(model, self.arena)
+        input_shape = _checks.input_shape(input_shape)
         self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)
