@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from .. import checks, criteria, ops
 from ..arena import Arena
 from ..criteria._functional import loss_grad
-from ..criteria import _checks  # the environments are a public entry point: model, arena and shape checked here
+from ..criteria import _checks
 from .panning import PanningIndices
 from .schedule import exponential_counts
 
