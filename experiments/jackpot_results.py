@@ -34,7 +34,7 @@ from panning import data as datasets
 from panning import models
 from panning import train as training
 from panning.arena import except_last
-from panning.io import atomic_path, write_text
+from panning.io import save_figure, write_text
 from panning.jackpot import SearchSpace, layer_budgets, magnitude_mask, magnitude_masks, search
 
 # (data, model, width, sparsity): MNIST-1D at widths where the sparsity is not trivial, digits at 90%; in the
@@ -349,10 +349,7 @@ def plot(table: dict, path: Path) -> None:
         start.axhline(100 * statistics.mean(row["dense"]) - 1, color="gray", ls=":", label="dense - 1 pt")
         start.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"start ablation, {title}")
         start.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 

@@ -38,7 +38,7 @@ from panning import data as datasets
 from panning import models
 from panning.connectivity import collapse_report
 from panning.prune import prune
-from panning.io import atomic_path, write_text
+from panning.io import save_figure, write_text
 from panning.train import PROTOCOL, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,10 +270,7 @@ def plot(runs: list[dict], datas: list[str], path: Path) -> None:
         ax.set_title(f"{data} ({SETUPS[data]['model']} width {SETUPS[data]['width']:g})")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from . import checks
+
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 Filter = Callable[[str, nn.Module], bool]
@@ -37,8 +39,7 @@ class Arena:
     """
 
     def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        checks.instance("model", model, nn.Module, "an nn.Module")
         found = [(f"{name}.weight" if name else "weight", module.weight)
                  for name, module in model.named_modules()
                  if include(name, module) and isinstance(getattr(module, "weight", None), nn.Parameter)]

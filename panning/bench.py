@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from panning import ops
-from panning.io import atomic_path
+from panning.io import save_figure
 from panning.ops import dispatch, reference
 
 SPARSITIES = (0.90, 0.95, 0.99)
@@ -274,7 +274,4 @@ def plot(table: list[dict], path: str | os.PathLike, title: str) -> None:
     ax.set_xlabel("speed of ours relative to each variant (> 1: ours faster)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

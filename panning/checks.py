@@ -72,6 +72,13 @@ def sparsity(value, name: str = "sparsity") -> float:
     return float(value)
 
 
+def instance(name: str, value, types: type | tuple[type, ...], what: str):
+    """`value`, an instance of `types`; `what` names the expected kind in the message ("an nn.Module")."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__}")
+    return value
+
+
 def choice(name: str, value, choices: Collection):
     """`value`, one of `choices`."""
     if value not in choices:

@@ -32,7 +32,7 @@ from rich.table import Table
 from . import data as datasets
 from . import models
 from .connectivity import effective_sparsity
-from .io import atomic_path, write_text
+from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
 from .pbt.agent import AGENTS, read_agent_file
 from .pbt.methods import METHODS
@@ -411,7 +411,7 @@ def _plots(folder: Path, rows: dict[str, dict], table: list[dict], opts: dict) -
     ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{DATA}, {MODEL} width {opts['width']:g}\nblue: pruned "
            "before training, then trained; orange: inside the trained network, no update")
     ax.title.set_fontsize(9)
-    _save(fig, folder / "accuracy.png", plt)
+    save_figure(fig, folder / "accuracy.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, cell in rows.items():
@@ -421,7 +421,7 @@ def _plots(folder: Path, rows: dict[str, dict], table: list[dict], opts: dict) -
     ax.set(xlabel="training epoch", ylabel="test accuracy (%)",
            title=f"training after pruning to {opts['sparsity']:.0%} (and dense)")
     ax.legend(fontsize=8)
-    _save(fig, folder / "training.png", plt)
+    save_figure(fig, folder / "training.png")
 
     jackpot = rows.get("jackpot")
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -434,12 +434,5 @@ def _plots(folder: Path, rows: dict[str, dict], table: list[dict], opts: dict) -
         ax.legend(fontsize=8)
     ax.set(xlabel="search epoch (0: the start mask)", ylabel="test accuracy (%)",
            title=f"lottery jackpot at {opts['jackpot_sparsity']:.0%}, weights never updated")
-    _save(fig, folder / "jackpot.png", plt)
-
-
-def _save(fig, path: Path, plt) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, folder / "jackpot.png")
 

@@ -2,7 +2,7 @@
 derived random streams for the long-running loops.
 
 Writing: :func:`atomic_path` hands out a temporary name beside the target; whatever writes there (torch.save,
-safetensors, matplotlib, plain text) is flushed to disk and renamed over the target only when it succeeded, so a
+safetensors, matplotlib (:func:`save_figure`), plain text) is flushed to disk and renamed over the target only when it succeeded, so a
 crash or an error leaves either the old file or the new one, never a torn or stray one.
 
 Reading: :func:`load_tensors` reads a torch.save file (``weights_only``, never unpickling code) or a safetensors
@@ -58,6 +58,16 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta
             torch.save(tensors, tmp)
         else:
             save_file(tensors, os.fspath(tmp), metadata=metadata)
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> None:
+    """Lay out a matplotlib figure, write it to `path` atomically (the format from the suffix) and close it."""
+    import matplotlib.pyplot as plt  # only when a figure is saved: importing panning.io stays light
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from . import ops
+from . import checks, ops
 from .arena import Arena
 from .io import load_tensors, save_tensors
 
@@ -46,8 +46,7 @@ class Masks(Mapping):
     """Named per-parameter boolean masks (read-only mapping)."""
 
     def __init__(self, masks: Mapping[str, torch.Tensor]):
-        if not isinstance(masks, Mapping):
-            raise TypeError(f"masks: expected a mapping of parameter names to bool tensors, got {type(masks).__name__}")
+        checks.instance("masks", masks, Mapping, "a mapping of parameter names to bool tensors")
         checked = {}
         for name, mask in masks.items():
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
@@ -94,16 +93,14 @@ class Masks(Mapping):
     @classmethod
     def from_model(cls, model: nn.Module) -> "Masks":
         """The masks held by the sparse layers (panning.nn) of a model, copied."""
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        checks.instance("model", model, nn.Module, "an nn.Module")
         return cls({f"{name}.weight" if name else "weight": module.mask.detach().clone()
                     for name, module in model.named_modules() if _takes_masks(module, "weight")})
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "Masks":
         """The masks in a checkpoint of a sparsified model, keyed by the weights they cover."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+        checks.instance("state_dict", state_dict, Mapping, "a mapping")
         return cls({weight: state_dict[mask].clone() for weight, mask in mask_keys(state_dict).items()})
 
     def to_flat(self, arena: Arena) -> torch.Tensor:

@@ -25,8 +25,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from panning import checks
 from panning.data import DataBundle
 from panning.io import derived_generator, save_atomically
+from panning.masks import Masks
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
 #: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
@@ -104,8 +106,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, d
     The model's train/eval mode is restored afterwards. ``model`` must already be on ``device``.
     """
     x_all, y_all = _tensors(dataset, "dataset")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    checks.positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -208,26 +209,10 @@ def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
         raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
 
 
-def _check_masks(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    """(parameter, pruned-positions) pairs on ``device``; ValueError naming ``masks`` on any mismatch."""
-    if masks is None:
-        return []
-    if not isinstance(masks, Mapping):
-        raise ValueError(f"masks must be a mapping from parameter name to bool tensor, got {type(masks).__name__}")
-    params = dict(model.named_parameters())
-    unknown = sorted(set(masks) - set(params))
-    if unknown:
-        raise ValueError(f"masks has names that are not parameters of the model: {unknown[:5]}")
-    pairs = []
-    for name, mask in masks.items():
-        p = params[name]
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"masks[{name!r}] must be a bool tensor, got {found}")
-        if mask.shape != p.shape:
-            raise ValueError(f"masks[{name!r}] has shape {tuple(mask.shape)}, parameter has {tuple(p.shape)}")
-        pairs.append((p, ~mask.to(device)))
-    return pairs
+def _pruned_positions(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, pruned-positions) pairs on ``device``; the masks are validated by panning.masks.Masks."""
+    masks = Masks(masks if masks is not None else {})
+    return [(param, ~masks[name].to(device)) for name, param in masks.check(model).items()]
 
 
 @torch.no_grad()
@@ -263,26 +248,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-
-def _check_arguments(epochs, batch_size, lr, momentum, weight_decay, optimizer, schedule, seed) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-
-
 def train(
     model: nn.Module,
     data: DataBundle,
@@ -310,13 +275,19 @@ def train(
     positions are held at exactly zero. ``checkpoint`` is a file path written at the end of every epoch; with
     ``resume`` and an existing file the run continues from it (its settings, data and masks must match).
     """
-    _check_arguments(epochs, batch_size, lr, momentum, weight_decay, optimizer, schedule, seed)
-    if not isinstance(data, DataBundle):
-        raise TypeError(f"data must be a DataBundle (see panning.data.load), got {type(data).__name__}")
+    checks.positive_int("epochs", epochs)
+    checks.positive_int("batch_size", batch_size)
+    checks.positive("lr", lr)
+    checks.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    checks.non_negative("weight_decay", weight_decay)
+    checks.choice("optimizer", optimizer, OPTIMIZERS)
+    checks.choice("schedule", schedule, SCHEDULES)
+    checks.non_negative_int("seed", seed)
+    checks.instance("data", data, DataBundle, "a DataBundle (see panning.data.load)")
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
-    pruned = _check_masks(model, masks, device)
+    pruned = _pruned_positions(model, masks, device)
     x_train, y_train = (t.to(device) for t in _tensors(data.train, "data.train"))
     n = len(y_train)
     steps_per_epoch = math.ceil(n / batch_size)

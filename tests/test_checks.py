@@ -61,3 +61,10 @@ def test_choice():
     assert checks.choice("method", "snip", ("snip", "grasp")) == "snip"
     with pytest.raises(ValueError, match="^method: expected one of snip, grasp, got 'x'"):
         checks.choice("method", "x", ("snip", "grasp"))
+
+
+def test_instance():
+    assert checks.instance("scores", True, bool, "a bool") is True
+    assert checks.instance("n", 3, (int, float), "a number") == 3
+    with pytest.raises(TypeError, match="^state_dict: expected a mapping, got list$"):
+        checks.instance("state_dict", [], dict, "a mapping")

@@ -65,3 +65,19 @@ def test_loading_never_runs_code_and_names_the_argument(tmp_path, capsys):
     assert "this ran" not in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"^--weights: '.*' is a folder, not a file$"):
         load_tensors(tmp_path, name="--weights")
+
+
+def test_save_figure_writes_the_file_atomically_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from panning.io import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path / "line.png", dpi=50)
+    assert (tmp_path / "line.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["line.png"]  # no temporary file left
+    assert not plt.fignum_exists(fig.number)

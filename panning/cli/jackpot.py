@@ -225,7 +225,7 @@ def _plot(path: Path, opts: dict, summary: dict, result) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..io import save_figure
 
     fig, (acc, density) = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = [0] + [r.epoch for r in result.history]
@@ -240,7 +240,4 @@ def _plot(path: Path, opts: dict, summary: dict, result) -> None:
     density.bar(range(len(names)), [float(result.masks[n].float().mean()) for n in names])
     density.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
     density.set(ylabel="kept fraction", title="per-layer density")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -4,15 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import checks
 from ..arena import Arena
+from ..ops import _checks as ops_checks
 
 
 def model_and_arena(model, arena) -> None:
     """`model` is a module and `arena` lays out some of its parameters (same names and shapes)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if not isinstance(arena, Arena):
-        raise TypeError(f"arena: expected a panning.arena.Arena, got {type(arena).__name__}")
+    checks.instance("model", model, nn.Module, "an nn.Module")
+    checks.instance("arena", arena, Arena, "a panning.arena.Arena")
     params = dict(model.named_parameters())
     for name, shape in zip(arena.names, arena.shapes):
         if name not in params or tuple(params[name].shape) != shape:
@@ -40,13 +40,8 @@ def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     """A flat bool mask in the arena's layout."""
-    if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
-        got = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-        raise TypeError(f"{name}: expected a bool tensor, got {got}")
-    if value.dim() != 1 or value.numel() != arena.numel:
-        raise ValueError(f"{name}: expected a flat mask of {arena.numel} elements, got shape {tuple(value.shape)}")
-    if value.device != arena.device:
-        raise ValueError(f"{name}: on {value.device}, but the arena is on {arena.device}")
+    ops_checks.bool_mask(name, value, (arena.numel,))
+    ops_checks.same_device("arena", arena.weights, **{name: value})
     return value
 
 
@@ -59,9 +54,3 @@ def input_shape(value) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise ValueError(f"input_shape: expected positive sizes, got {tuple(value)}")
     return shape
-
-
-def positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)

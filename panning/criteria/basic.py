@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from .. import checks
 from ..arena import Arena
 
 
 def magnitude(arena: Arena) -> torch.Tensor:
     """|w| over the arena: keep the largest weights."""
-    if not isinstance(arena, Arena):
-        raise TypeError(f"arena: expected a panning.arena.Arena, got {type(arena).__name__}")
+    checks.instance("arena", arena, Arena, "a panning.arena.Arena")
     return arena.weights.detach().abs()
 
 
@@ -18,8 +18,7 @@ def random(arena: Arena, *, generator: torch.Generator | None = None) -> torch.T
 
     Drawn on the CPU from `generator` (then moved), so a seed gives the same mask on every device.
     """
-    if not isinstance(arena, Arena):
-        raise TypeError(f"arena: expected a panning.arena.Arena, got {type(arena).__name__}")
+    checks.instance("arena", arena, Arena, "a panning.arena.Arena")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     scores = torch.rand(arena.numel, generator=generator, dtype=arena.weights.dtype)

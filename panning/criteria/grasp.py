@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import checks
 from ..arena import Arena
 from . import _checks
 from ._functional import Batch
@@ -26,5 +27,5 @@ def grasp(model: nn.Module, arena: Arena, batch: Batch, *, temperature: float = 
     """
     _checks.model_and_arena(model, arena)
     batch = _checks.batch(batch, arena)
-    temperature = _checks.positive("temperature", temperature)
+    temperature = checks.positive("temperature", temperature)
     return gradient_indices(model, arena, batch, temperature)[1]

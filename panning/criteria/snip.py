@@ -36,7 +36,7 @@ def snip(model: nn.Module, arena: Arena, batch: Batch, *, mask: torch.Tensor | N
 def force(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor) -> torch.Tensor:
     """FORCE scores: the gradient at the pruned point w * mask times the dense weights, for every weight
     (pruned ones included, so a later step may bring them back)."""
-    _checks.mask(mask, arena)
+    _checks.mask(mask, arena)  # required here (snip alone would take None for the dense network)
     return snip(model, arena, batch, mask=mask)
 
 

@@ -48,10 +48,8 @@ def layer_budgets(arena: Arena, sparsity: float, *, budget: str = "global", roun
     count. floor (the authors' count): the threshold is the int((1 - sparsity) * N)-th largest |w|, layer s
     prunes int(size[s] * f[s]) weights where f[s] is the fraction of its |w| strictly below the threshold.
     "uniform": k[s] = round((1 - sparsity) * size[s]) (nearest) or size[s] - int(size[s] * sparsity) (floor).
-    `sparsity` is checked by the caller (`search`, `magnitude_masks`).
+    The arguments are checked by the callers (`search`, `magnitude_masks`).
     """
-    checks.choice("budget", budget, BUDGETS)
-    checks.choice("rounding", rounding, ROUNDINGS)
     sizes = arena.sizes
     if budget == "uniform":
         if rounding == "nearest":

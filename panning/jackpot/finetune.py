@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .. import checks
 from ..nn import SparseLayer
 from ..train import train
 from .searching import SearchResult
@@ -17,8 +18,7 @@ def finetune(result: SearchResult, data, *, epochs: int = 10, lr: float = 0.01, 
     Defaults follow the jackpot paper's optional stage: SGD lr 0.01 (cosine), 10 epochs, no weight decay.
     Unlike the search this changes the weights, in place. Returns (model, panning.train.TrainResult).
     """
-    if not isinstance(result, SearchResult):
-        raise TypeError(f"result: expected a SearchResult from panning.jackpot.search, got {type(result).__name__}")
+    checks.instance("result", result, SearchResult, "a SearchResult from panning.jackpot.search")
     model: nn.Module = result.model
     for layer in model.modules():
         if isinstance(layer, SparseLayer) and layer.scores is not None:

@@ -243,8 +243,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
         raise TypeError(f"test: expected a TensorDataset of (inputs, labels), got {type(test).__name__}")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    checks.instance("model", model, nn.Module, "an nn.Module")
     settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
     sparsity = checks.sparsity(sparsity)
     checks.choice("init", settings["init"], INITS)

@@ -54,10 +54,7 @@ def build(name: str, input_shape, num_classes: int, *, width: float = 1.0) -> nn
     checks.positive_int("num_classes", num_classes)
     checks.positive("width", width)
     dims, make = _MODELS[name]
-    shape = tuple(int(d) for d in input_shape) if dims is None else check_input_shape(input_shape, dims, name)
-    if not shape or min(shape) < 1:
-        raise ValueError(f"input_shape must hold positive sizes, got {tuple(input_shape)}")
-    return kaiming_init(make(shape, num_classes, width))
+    return kaiming_init(make(check_input_shape(input_shape, dims, name), num_classes, width))
 
 
 __all__ = ["CNN1d", "CNN2d", "MLP", "ResNet", "VGG", "available", "build", "load", "load_weights", "read_spec", "save"]

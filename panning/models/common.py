@@ -11,11 +11,13 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def check_input_shape(input_shape, dims: int, model: str) -> tuple[int, ...]:
-    """``input_shape`` as a tuple of ``dims`` positive ints (without the batch dimension), else ValueError."""
+def check_input_shape(input_shape, dims: int | None, model: str) -> tuple[int, ...]:
+    """``input_shape`` as a non-empty tuple of positive ints (``dims`` of them unless None; without the batch
+    dimension), else ValueError."""
     shape = tuple(int(d) for d in input_shape)
-    if len(shape) != dims or min(shape) < 1:
-        layout = {1: "(features,)", 2: "(channels, length)", 3: "(channels, height, width)"}[dims]
+    if not shape or min(shape) < 1 or (dims is not None and len(shape) != dims):
+        layout = {None: "positive sizes", 1: "(features,)", 2: "(channels, length)",
+                  3: "(channels, height, width)"}[dims]
         raise ValueError(f"input_shape for {model!r} must be {layout}, got {tuple(input_shape)}")
     return shape
 

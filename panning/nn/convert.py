@@ -67,11 +67,9 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
     wrapping in DistributedDataParallel or torch.compile. Forward and backward hooks on a swapped layer are
     refused rather than silently dropped. The return value is `model` itself unless `model` is a single layer.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    checks.instance("model", model, nn.Module, "an nn.Module")
     checks.choice("mode", mode, MODES)
-    if not isinstance(scores, bool):
-        raise TypeError(f"scores: expected a bool, got {type(scores).__name__}")
+    checks.instance("scores", scores, bool, "a bool")
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     owners = _owners(model, masks)
     new, existing = {}, []
@@ -89,8 +87,7 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
 def densify(model: nn.Module) -> nn.Module:
     """Swap every sparse layer back for its plain torch layer, in place, with zeros baked into the weight;
     returns the model (a plain torch model; the new layer itself if `model` was a single sparse layer)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    checks.instance("model", model, nn.Module, "an nn.Module")
     return _replace(model, {module: module.to_dense() for module in model.modules()
                             if isinstance(module, SparseLayer)})
 
@@ -98,8 +95,7 @@ def densify(model: nn.Module) -> nn.Module:
 def dense_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A sparsified model's checkpoint as a plain model's: masks baked into the weights, `mask` and `scores`
     entries dropped. `plain_model.load_state_dict(dense_state_dict(ckpt))` then loads strictly."""
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+    checks.instance("state_dict", state_dict, Mapping, "a mapping")
     keys = mask_keys(state_dict)
     dropped = {key for mask in keys.values() for key in (mask, mask[:-len("mask")] + "scores")}
     dense = {key: value for key, value in state_dict.items() if key not in dropped}

@@ -27,7 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from panning import ops
+from panning import checks, ops
+from panning.ops import _checks
 
 MODES = ("auto", "masked", "compressed")
 
@@ -47,13 +48,7 @@ def compiled_sparse_kernel(device_type: str) -> bool:
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """A bool tensor shaped like `weight`, moved to its device; clear errors otherwise."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name}: expected a bool tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{name}: expected a bool tensor, got {mask.dtype}")
-    if mask.shape != weight.shape:
-        raise ValueError(f"{name}: expected shape {tuple(weight.shape)} (the weight's), got {tuple(mask.shape)}")
-    return mask.to(weight.device)
+    return _checks.bool_mask(name, mask, weight.shape).to(weight.device)
 
 
 def _shell(cls: type[nn.Module], module: nn.Module, **options) -> nn.Module:
@@ -122,11 +117,7 @@ class SparseLayer:
         """Add a trainable `scores` parameter for mask search (default init |weight|, the magnitude start of
         Lottery Jackpots). From now on the weights behind the mask are kept, not zeroed."""
         source = self.weight.detach().abs() if init is None else init
-        if not isinstance(source, torch.Tensor) or not source.dtype.is_floating_point:
-            raise TypeError(f"init: expected a floating-point tensor, got "
-                            f"{source.dtype if isinstance(source, torch.Tensor) else type(source).__name__}")
-        if source.shape != self.weight.shape:
-            raise ValueError(f"init: expected shape {tuple(self.weight.shape)}, got {tuple(source.shape)}")
+        _checks.shape("init", _checks.floating("init", _checks.tensor("init", source)), self.weight.shape)
         self.scores = nn.Parameter(source.detach().to(self.weight.device, self.weight.dtype, copy=True))
         return self.scores
 
@@ -208,9 +199,7 @@ class SparseLinear(SparseLayer, nn.Linear):
 
     @mode.setter
     def mode(self, value: str) -> None:
-        if value not in MODES:
-            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {value!r}")
-        self._mode = value
+        self._mode = checks.choice("mode", value, MODES)
 
     @property
     def path(self) -> str:
@@ -262,31 +251,29 @@ class SparseLinear(SparseLayer, nn.Linear):
         return f"{super().extra_repr()}, mode={self.mode}"
 
 
-class SparseConv1d(SparseLayer, nn.Conv1d):
-    """`nn.Conv1d` with a mask: convolves with weight * mask (autograd masks the weight gradient and, with
-    scores, sends dL/dW_eff * W to them). There is no compressed convolution kernel; the path is always masked."""
+class _SparseConv(SparseLayer):
+    """The masked convolution of SparseConv1d and SparseConv2d: convolves with weight * mask (autograd masks the
+    weight gradient and, with scores, sends dL/dW_eff * W to them). There is no compressed convolution kernel; the
+    path is always masked."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_sparse()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+
+
+class SparseConv1d(_SparseConv, nn.Conv1d):
+    """`nn.Conv1d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv1d
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_sparse()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
-
-
-class SparseConv2d(SparseLayer, nn.Conv2d):
-    """`nn.Conv2d` with a mask; see `SparseConv1d`."""
+class SparseConv2d(_SparseConv, nn.Conv2d):
+    """`nn.Conv2d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv2d
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_sparse()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
 
 
 SPARSE_FOR: dict[type[nn.Module], type[SparseLayer]] = {

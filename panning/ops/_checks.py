@@ -31,9 +31,10 @@ def same_dtype(reference_name: str, reference: torch.Tensor, **others: torch.Ten
             raise TypeError(f"{name}: dtype {value.dtype} does not match {reference_name}'s {reference.dtype}")
 
 
-def shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> None:
+def shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> torch.Tensor:
     if tuple(value.shape) != tuple(expected):
         raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(value.shape)}")
+    return value
 
 
 def no_nan(name: str, value: torch.Tensor) -> None:
@@ -46,12 +47,19 @@ def finite(name: str, value: torch.Tensor) -> None:
         raise ValueError(f"{name}: contains NaN or inf")
 
 
+def bool_mask(name: str, value, expected: tuple[int, ...]) -> torch.Tensor:
+    """A bool tensor of shape `expected` (a fixed mask: to_sparse, the criteria, the sparse layers)."""
+    tensor(name, value)
+    if value.dtype != torch.bool:
+        raise TypeError(f"{name}: expected a bool tensor, got {value.dtype}")
+    return shape(name, value, expected)
+
+
 def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
     """A mask the shape of `like`: bool, or floating 0/1 (e.g. a straight-through mask)."""
     tensor(name, value)
     if value.dtype != torch.bool and not value.dtype.is_floating_point:
         raise TypeError(f"{name}: expected a bool or floating-point tensor, got {value.dtype}")
     shape(name, value, like.shape)
-    if value.device != like.device:
-        raise ValueError(f"{name}: on {value.device}, but weight is on {like.device}")
+    same_device("weight", like, **{name: value})
     return value

@@ -101,8 +101,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
         raise ValueError(f"x: expected last dimension {weight.shape[1]} (weight is {tuple(weight.shape)}), "
                          f"got shape {tuple(x.shape)}")
     if bias is not None:
-        _checks.tensor("bias", bias, dims=(1,))
-        _checks.shape("bias", bias, (weight.shape[0],))
+        _checks.shape("bias", _checks.tensor("bias", bias), (weight.shape[0],))
     _checks.same_dtype("x", x, weight=weight, bias=bias)
     _checks.same_device("x", x, weight=weight, bias=bias, mask=mask)
     if score_grad and not mask.dtype.is_floating_point:

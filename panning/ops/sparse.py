@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from .. import checks
 from . import _checks, dispatch
 from .sparse_weight import SparseWeight
 
@@ -83,10 +84,7 @@ class _EagerSparseLinear(torch.autograd.Function):
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
     """Compress the masked-in entries of a (out, in) weight for the fixed-mask path."""
     _checks.floating("weight", _checks.tensor("weight", weight, dims=(2,)))
-    _checks.tensor("mask", mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask: expected a bool tensor, got {mask.dtype}")
-    _checks.shape("mask", mask, weight.shape)
+    _checks.bool_mask("mask", mask, weight.shape)
     _checks.same_device("weight", weight, mask=mask)
     name = dispatch.resolve("to_sparse", weight.device, backend)
     return dispatch.kernel("to_sparse", name)(weight.detach().contiguous(), mask.contiguous())
@@ -99,17 +97,14 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     The structure of `sparse_weight` was validated when it was built; an in-place write into its index
     tensors since then is noticed (version counters) and validated again before the kernel runs.
     """
-    if not isinstance(sparse_weight, SparseWeight):
-        raise TypeError(f"sparse_weight: expected a SparseWeight (from panning.ops.to_sparse), "
-                        f"got {type(sparse_weight).__name__}")
+    checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
     sparse_weight.check()
     _checks.floating("x", _checks.tensor("x", x))
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
     if bias is not None:
-        _checks.tensor("bias", bias, dims=(1,))
-        _checks.shape("bias", bias, (out_features,))
+        _checks.shape("bias", _checks.tensor("bias", bias), (out_features,))
     values = sparse_weight.values
     _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
     _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)

@@ -15,17 +15,16 @@ from dataclasses import dataclass
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+from . import _checks
+
 # crow tensor -> (weak reference to its col tensor, crow version, col version, shape) of a checked structure.
 _CHECKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _index_tensor(name: str, value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    _checks.tensor(name, value, dims=(1,))
     if value.dtype != torch.int64:
         raise TypeError(f"{name}: expected int64 indices, got {value.dtype}")
-    if value.dim() != 1:
-        raise ValueError(f"{name}: expected a 1-D tensor, got shape {tuple(value.shape)}")
     return value
 
 
@@ -36,15 +35,10 @@ def _check_shape(shape) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_values(values, nnz: int, device: torch.device) -> None:
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"values: expected a torch.Tensor, got {type(values).__name__}")
-    if not values.dtype.is_floating_point:
-        raise TypeError(f"values: expected a floating-point tensor, got {values.dtype}")
-    if values.dim() != 1 or values.numel() != nnz:
-        raise ValueError(f"values: expected shape ({nnz},), one value per column index, got {tuple(values.shape)}")
-    if values.device != device:
-        raise ValueError(f"values: on {values.device}, but col_indices is on {device}")
+def _check_values(values, col: torch.Tensor) -> None:
+    _checks.floating("values", _checks.tensor("values", values))
+    _checks.shape("values", values, (col.numel(),))  # one value per column index
+    _checks.same_device("col_indices", col, values=values)
 
 
 def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> None:
@@ -52,8 +46,7 @@ def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tens
     out_features, in_features = shape
     if crow.numel() != out_features + 1:
         raise ValueError(f"crow_indices: expected {out_features + 1} entries (out_features + 1), got {crow.numel()}")
-    if crow.device != col.device:
-        raise ValueError(f"col_indices: on {col.device}, but crow_indices is on {crow.device}")
+    _checks.same_device("crow_indices", crow, col_indices=col)
     nnz = col.numel()
     # One host transfer of a few flags (the structure may live on a GPU).
     first, last = crow[0], crow[-1]
@@ -112,7 +105,7 @@ class SparseWeight:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", _checked(self.shape, self.crow_indices, self.col_indices))
-        _check_values(self.values, self.col_indices.numel(), self.col_indices.device)
+        _check_values(self.values, self.col_indices)
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, mask: torch.Tensor) -> "SparseWeight":
@@ -165,4 +158,4 @@ class SparseWeight:
         """Re-validate the structure if an index tensor was written in place since it was checked (O(1)
         otherwise). The ops call it before every kernel launch."""
         _checked(self.shape, self.crow_indices, self.col_indices)
-        _check_values(self.values, self.col_indices.numel(), self.col_indices.device)
+        _check_values(self.values, self.col_indices)

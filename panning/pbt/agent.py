@@ -29,7 +29,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
 from .. import checks
-from ..io import atomic_path, save_tensors, write_text
+from ..io import atomic_path, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
 from .vec_env import PanningVecEnv
@@ -64,8 +64,7 @@ def make_agent(env: AgentEnv, algorithm: str = "td3", *, seed: int = 0, network:
                **settings) -> BaseAlgorithm:
     """A fresh agent for `env`; `settings` override SETTINGS[algorithm] (e.g. learning_starts=100)."""
     checks.choice("algorithm", algorithm, ALGORITHMS)
-    if not isinstance(env, (PanningEnv, PanningVecEnv)):
-        raise TypeError(f"env: expected a PanningEnv or PanningVecEnv, got {type(env).__name__}")
+    checks.instance("env", env, (PanningEnv, PanningVecEnv), "a PanningEnv or PanningVecEnv")
     unknown = sorted(set(settings) - set(SETTINGS[algorithm]))
     if unknown:
         raise TypeError(f"settings: {algorithm} does not accept {unknown} (accepts {sorted(SETTINGS[algorithm])})")
@@ -281,7 +280,4 @@ def plot_curve(path: Path, episodes: list[dict]) -> None:
     ax.set_xlabel("transitions")
     ax.set_ylabel("episode reward")
     ax.set_title("panning agent: learning curve")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

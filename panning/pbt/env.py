@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from .. import checks, criteria, ops
 from ..arena import Arena
 from ..criteria._functional import loss_grad
+from ..criteria import _checks
 from .panning import PanningIndices
 from .schedule import exponential_counts, scheduled_sparsities
 
@@ -119,10 +120,11 @@ class PanningLanes:
         self.temperature = checks.positive("temperature", temperature)
         self.batches = checks.positive_int("batches", batches if batches is not None else iterations)
         self.curriculum = curriculum if curriculum is not None else Curriculum()
-        if not isinstance(self.curriculum, Curriculum):
-            raise TypeError(f"curriculum: expected a Curriculum, got {type(curriculum).__name__}")
+        checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
+        _checks.model_and_arena(model, self.arena)
+        input_shape = _checks.input_shape(input_shape)
         self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)

@@ -59,12 +59,13 @@ def random(p: Problem) -> torch.Tensor:
     return p.one_shot(criteria.random(p.arena, generator=p.generator))
 
 
+# The criteria's passes are called directly: panning.prune has checked the arguments the public criteria check.
 def snip(p: Problem, per_class: int) -> torch.Tensor:
-    return p.one_shot(criteria.snip(p.model, p.arena, p.batches(per_class)(0)))
+    return p.one_shot(_masked_snip(p, per_class)(0, None))
 
 
 def grasp(p: Problem, per_class: int, temperature: float) -> torch.Tensor:
-    return p.one_shot(criteria.grasp(p.model, p.arena, p.batches(per_class)(0), temperature=temperature))
+    return p.one_shot(passes.gradient_indices(p.model, p.arena, p.batches(per_class)(0), temperature)[1])
 
 
 def synflow(p: Problem, iterations: int) -> torch.Tensor:
@@ -74,7 +75,8 @@ def synflow(p: Problem, iterations: int) -> torch.Tensor:
 
 
 def _masked_snip(p: Problem, per_class: int) -> Scorer:
-    """|w * dL/dw_eff| at w_eff = w * mask on the step's batch: iterative SNIP's and FORCE's score."""
+    """|w * dL/dw_eff| at w_eff = w * mask (the dense network for mask None) on the step's batch: the score of
+    SNIP, iterative SNIP and FORCE."""
     batches = p.batches(per_class)
     weights = p.arena.weights.detach()
     return lambda step, mask: product_score(weights, passes.masked_gradient(p.model, p.arena, batches(step), mask))

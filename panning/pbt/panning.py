@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import checks, criteria, ops
-from ..criteria import _checks, passes
+from .. import criteria, ops
+from ..criteria import passes
 from .batches import Batches
 from .masking import global_mask
 from .schedule import scheduled_sparsities
@@ -50,8 +50,6 @@ Policy = Callable[[int, float], tuple[float, float, float]]
 def index_weights(sparsity: float) -> tuple[float, float, float]:
     """The weights of the first stage whose upper bound `sparsity` does not exceed (a table lookup; the
     hand schedule moves through this table at most one stage per step, see HandPolicy)."""
-    if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity: expected a number in [0, 1], got {sparsity!r}")
     return next(weights for bound, weights in WEIGHTS_BY_SPARSITY if sparsity <= bound)
 
 
@@ -84,20 +82,16 @@ class PanningIndices:
     samples per class drawn from `dataset` with `generator` (panning.pbt.batches.Batches: fresh per step,
     or with `batches=B` only B batches, step e using batch e mod B, and their indices cached, as the RL
     agent's episodes do: the dense indices do not depend on the mask). `variant` picks the index
-    definitions (VARIANTS). The model, arena and input shape are checked here, once.
+    definitions (VARIANTS). Its callers (panning.prune, the environments) have checked the arguments.
     """
 
     def __init__(self, model: nn.Module, arena, dataset: Dataset, input_shape, *, per_class: int = 10,
                  temperature: float = criteria.TEMPERATURE, generator: torch.Generator | None = None,
                  batches: int | None = None, variant: str = "authors"):
-        _checks.model_and_arena(model, arena)
-        if batches is not None:
-            checks.positive_int("batches", batches)
         self.model, self.arena, self.dataset = model, arena, dataset
-        self.input_shape = _checks.input_shape(input_shape)
-        self.per_class = checks.positive_int("per_class", per_class)
-        self.temperature = checks.positive("temperature", temperature)
-        checks.choice("variant", variant, VARIANTS)
+        self.input_shape = input_shape
+        self.per_class = per_class
+        self.temperature = temperature
         self.generator = generator
         self.batches = batches
         self.variant = variant

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 
-from .. import checks
-
 #: How a kept fraction becomes a count: "round" (this library's default: the last step keeps exactly
 #: keep_count(N, s), the count every method targets) or "floor" (int(N * kept), as the Panning and
 #: SynFlow authors' code does, float error included; see docs/pbt.md).
@@ -13,7 +11,7 @@ ROUNDINGS = ("round", "floor")
 
 def keep_count(numel: int, sparsity: float) -> int:
     """Weights kept at `sparsity`: round(numel * (1 - sparsity)), the one count every method targets."""
-    return round(numel * (1.0 - checks.number("sparsity", sparsity, low=0.0, high=1.0)))
+    return round(numel * (1.0 - sparsity))
 
 
 def exponential(sparsity: float, steps: int) -> list[float]:
@@ -22,8 +20,7 @@ def exponential(sparsity: float, steps: int) -> list[float]:
     Every step removes the same fraction of the remaining weights, so early (dense) steps remove many
     weights and late ones few; the last step reaches the target exactly.
     """
-    density = 1.0 - checks.number("sparsity", sparsity, low=0.0, high=1.0)
-    steps = checks.positive_int("iterations", steps)
+    density = 1.0 - sparsity
     return [density ** ((e + 1) / steps) for e in range(steps)]
 
 
@@ -39,8 +36,6 @@ def exponential_counts(numel: int, sparsity: float, steps: int, rounding: str = 
     rounding "round": round(numel * kept), the last count exactly keep_count(numel, sparsity);
     rounding "floor": int(numel * kept) at every step, the last included (the authors' counts).
     """
-    checks.non_negative_int("numel", numel)
-    checks.choice("rounding", rounding, ROUNDINGS)
     kept = exponential(sparsity, steps)
     if rounding == "floor":
         return [math.floor(numel * k) for k in kept]

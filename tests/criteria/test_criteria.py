@@ -48,6 +48,12 @@ def manual_loss(net: nn.Sequential, flat: torch.Tensor, x: torch.Tensor, y: torc
     return F.cross_entropy(h / t, y)
 
 
+def small_problem():
+    """The 5-6-4-3 MLP, its arena and a batch: the network the gradient criteria are checked on."""
+    net = mlp(5, 6, 4, 3)
+    return (net, Arena(net, share=False), *batch())
+
+
 def random_mask(n: int, keep: float = 0.6, seed: int = 2) -> torch.Tensor:
     return torch.rand(n, generator=torch.Generator().manual_seed(seed)) < keep
 
@@ -83,9 +89,7 @@ def mask_fd(net, arena, x, y, gate: torch.Tensor, i: int, h: float = 1e-6) -> fl
 
 
 def test_snip_is_the_mask_derivative_of_the_loss():
-    net = mlp(5, 6, 4, 3)
-    arena = Arena(net, share=False)
-    x, y = batch()
+    net, arena, x, y = small_problem()
     scores = criteria.snip(net, arena, (x, y))
     ones = torch.ones(arena.numel, dtype=torch.float64)
     for i in range(0, arena.numel, 7):
@@ -93,9 +97,7 @@ def test_snip_is_the_mask_derivative_of_the_loss():
 
 
 def test_force_scores_pruned_weights_at_the_pruned_point():
-    net = mlp(5, 6, 4, 3)
-    arena = Arena(net, share=False)
-    x, y = batch()
+    net, arena, x, y = small_problem()
     mask = random_mask(arena.numel)
     scores = criteria.force(net, arena, (x, y), mask)
     gate = mask.double()
@@ -107,9 +109,7 @@ def test_force_scores_pruned_weights_at_the_pruned_point():
 
 
 def test_iterative_snip_keeps_pruned_weights_pruned():
-    net = mlp(5, 6, 4, 3)
-    arena = Arena(net, share=False)
-    x, y = batch()
+    net, arena, x, y = small_problem()
     mask = random_mask(arena.numel)
     scores = criteria.iterative_snip(net, arena, (x, y), mask)
     assert torch.isneginf(scores[~mask]).all()
@@ -121,9 +121,7 @@ def test_iterative_snip_keeps_pruned_weights_pruned():
 # -- GraSP: Hg against torch.autograd.functional.hvp -------------------------------------------------
 
 def test_grasp_is_w_times_hessian_gradient_product_at_temperature():
-    net = mlp(5, 6, 4, 3)
-    arena = Arena(net, share=False)
-    x, y = batch()
+    net, arena, x, y = small_problem()
     t = 7.0
     w = arena.weights.detach()
     loss = lambda flat: manual_loss(net, flat, x, y, t)  # noqa: E731

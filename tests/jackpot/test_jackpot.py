@@ -281,30 +281,23 @@ def test_search_resumes_mid_epoch_with_the_same_final_masks(tmp_path):
 def test_search_validates_its_arguments_and_leaves_the_model_plain():
     data = bundle_2d()
     model = small_net()
-    with pytest.raises(ValueError, match="restriction"):
-        search(model, data, sparsity=0.9, restriction="long")
-    with pytest.raises(ValueError, match="sparsity"):
-        search(model, data, sparsity=1.5)
-    with pytest.raises(TypeError, match="data"):
-        search(model, [1, 2], sparsity=0.5)
-    with pytest.raises(ValueError, match="epochs"):
-        search(model, data, sparsity=0.5, epochs=0)
-    with pytest.raises(ValueError, match="preset"):
-        search(model, data, sparsity=0.5, preset="paper")
-    with pytest.raises(ValueError, match="lr"):
-        search(model, data, sparsity=0.5, lr=-1.0)
-    with pytest.raises(ValueError, match="momentum"):
-        search(model, data, sparsity=0.5, momentum=1.0)
-    with pytest.raises(ValueError, match="steps"):
-        search(model, data, sparsity=0.5, steps=0)
-    with pytest.raises(ValueError, match="bn_reestimation"):
-        search(model, data, sparsity=0.5, bn_reestimation="yes")
-    with pytest.raises(ValueError, match="max_steps"):
-        search(model, data, sparsity=0.5, max_steps=-1)
-    with pytest.raises(TypeError, match="test"):
-        search(model, data.train, sparsity=0.5, test=[1])
-    with pytest.raises(TypeError, match="checkpoint"):
-        search(model, data, sparsity=0.5, checkpoint=3)
+    cases = [  # (error, match, data, keyword arguments)
+        (ValueError, "restriction", data, dict(sparsity=0.9, restriction="long")),
+        (ValueError, "sparsity", data, dict(sparsity=1.5)),
+        (TypeError, "data", [1, 2], dict(sparsity=0.5)),
+        (ValueError, "epochs", data, dict(sparsity=0.5, epochs=0)),
+        (ValueError, "preset", data, dict(sparsity=0.5, preset="paper")),
+        (ValueError, "lr", data, dict(sparsity=0.5, lr=-1.0)),
+        (ValueError, "momentum", data, dict(sparsity=0.5, momentum=1.0)),
+        (ValueError, "steps", data, dict(sparsity=0.5, steps=0)),
+        (ValueError, "bn_reestimation", data, dict(sparsity=0.5, bn_reestimation="yes")),
+        (ValueError, "max_steps", data, dict(sparsity=0.5, max_steps=-1)),
+        (TypeError, "test", data.train, dict(sparsity=0.5, test=[1])),
+        (TypeError, "checkpoint", data, dict(sparsity=0.5, checkpoint=3)),
+    ]
+    for error, match, given, kwargs in cases:
+        with pytest.raises(error, match=match):
+            search(model, given, **kwargs)
     assert type(model[0]) is nn.Conv2d and all(p.requires_grad for p in model.parameters())
 
 

@@ -8,6 +8,8 @@ from torch import nn
 import panning.ops
 from panning import data, models
 from panning.arena import Arena
+from panning.pbt.env import PanningEnv
+from panning.pbt.prune import prune
 from panning.pbt import (WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, exponential, exponential_counts,
                          global_mask, index_weights, keep_count, prune_loop, step_mask)
 
@@ -40,15 +42,17 @@ def test_exponential_schedule_follows_the_formula():
     assert exponential_counts(7, 0.5, 3)[-1] == keep_count(7, 0.5) == 4  # round half to even, one rule
 
 
+# The schedules and the Panning table are internal: panning.prune checks sparsity and steps before them.
+@pytest.mark.parametrize("method", ["synflow", "panning"])
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.9", True])
-def test_schedule_rejects_bad_sparsity(bad):
+def test_bad_sparsity_is_refused_before_any_schedule(bundle, method, bad):
     with pytest.raises(ValueError, match="sparsity"):
-        exponential(bad, 3)
+        prune(small_mlp(), method, bad, bundle, iterations=3)
 
 
-def test_schedule_rejects_bad_steps():
+def test_bad_steps_are_refused_before_any_schedule(bundle):
     with pytest.raises(ValueError, match="iterations"):
-        exponential(0.5, 0)
+        prune(small_mlp(), "synflow", 0.5, bundle, iterations=0)
 
 
 def test_global_mask_is_exact_and_respects_within():
@@ -83,8 +87,6 @@ def test_index_weights_follow_the_table():
     assert index_weights(0.985) == (0.4, 0.2, 0.4)
     assert index_weights(0.995) == index_weights(1.0) == (0.5, 0.0, 0.5)
     assert [w for _, w in WEIGHTS_BY_SPARSITY][-1] == (0.5, 0.0, 0.5)
-    with pytest.raises(ValueError, match="sparsity"):
-        index_weights(1.2)
 
 
 def test_step_mask_is_the_topk_of_the_weighted_abs_zscores():
@@ -168,7 +170,8 @@ def test_panning_indices_check_arguments(bundle):
         PanningIndices(model, arena, bundle.train, (8,), per_class=0)
     with pytest.raises(ValueError, match="per_class"):
         PanningIndices(model, arena, bundle.train, (8,), per_class=1000)
+    # batches and the index variant are checked where a user gives them: the environments and panning.prune
     with pytest.raises(ValueError, match="batches"):
-        PanningIndices(model, arena, bundle.train, (8,), batches=0)
-    with pytest.raises(ValueError, match="variant"):
-        PanningIndices(model, arena, bundle.train, (8,), variant="absolute")
+        PanningEnv(model, bundle.train, (8,), batches=0)
+    with pytest.raises(ValueError, match="indices"):
+        prune(model, "panning", 0.5, bundle, indices="absolute")
