@@ -4,7 +4,8 @@ These functions trust their arguments: the public criteria (snip, grasp, synflow
 arena, batch and mask once and then call them, and the pruning loop checks once before its first step,
 so nothing is re-validated inside a loop of a hundred steps.
 
-- `gradient_indices`: w * g and w * Hg from ONE forward and ONE double backward (SNIP and GraSP of a batch).
+- `gradient_pass`: w * g and w * Hg from ONE forward and ONE double backward (SNIP and GraSP of a batch), with the
+  loss and |g|^2 of the same pass (the RL environment's dense observation); `gradient_indices` the first two.
 - `masked_gradient`: the loss gradient at w * mask (SNIP, FORCE, iterative SNIP).
 - `flow`: the SynFlow gradient dR/dw_eff on the |w| * mask network, in float32 where that is exact enough.
 """
@@ -27,21 +28,40 @@ from ._functional import Batch, forward, loss, loss_grad, mode
 RANGE = {torch.float32: 32, torch.float64: 64}
 
 
-def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
-                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w * g, w * Hg), both signed, at the dense weights w (or `weights`), from one forward in train mode
-    with logits / `temperature` and one double backward of the same graph.
+@dataclass(frozen=True)
+class GradientPass:
+    """What one forward and one double backward of the dense network on a batch give: SNIP's w * g and GraSP's
+    w * Hg (both signed), and the loss and gtg = |g|^2 (float64 sum) the RL environment observes."""
+
+    snip: torch.Tensor
+    grasp: torch.Tensor
+    loss: float
+    gtg: float
+
+
+def gradient_pass(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
+                  weights: torch.Tensor | None = None) -> GradientPass:
+    """SNIP, GraSP, loss and gtg at the dense weights w (or `weights`) from one forward in train mode with
+    logits / `temperature` and one double backward of the same graph.
 
     g = dL/dw; Hg = (1/2) d|g|^2/dw, the Hessian-gradient product (the halving is exact, so the ranking
     and the |z| normalization are those of the authors' d|g|^2/dw).
     """
     w = arena.weights.detach() if weights is None else weights
     leaf = w.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss(model, arena, leaf, batch, temperature=temperature), leaf,
-                                  create_graph=True)
+    value = loss(model, arena, leaf, batch, temperature=temperature)
+    (grad,) = torch.autograd.grad(value, leaf, create_graph=True)
     (double,) = torch.autograd.grad(grad @ grad, leaf)
-    return (product_score(w, grad.detach(), absolute=False),
-            product_score(w, double.mul_(0.5), absolute=False))
+    grad = grad.detach()
+    return GradientPass(product_score(w, grad, absolute=False), product_score(w, double.mul_(0.5), absolute=False),
+                        float(value.detach()), float(grad.double().square().sum()))
+
+
+def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w * g, w * Hg) of `gradient_pass`."""
+    result = gradient_pass(model, arena, batch, temperature, weights)
+    return result.snip, result.grasp
 
 
 def masked_gradient(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor | None = None,
