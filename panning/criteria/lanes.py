@@ -1,18 +1,21 @@
-"""One network evaluated at B weight vectors at once ("lanes"), each layer lowered to one GEMM over the lanes.
+"""The SynFlow pass of one network at B masks at once ("lanes"), each layer lowered to one GEMM over the lanes.
 
-The RL environment (panning.pbt.env.PanningLanes) needs, for each of B masks of one network, the masked loss
-with its gradient on a batch and the SynFlow pass of the |w| * mask network. Run one lane at a time, each of
-these is a chain of small convolutions (oneDNN on a 1-D CNN of 100 samples: ~20 GFLOP/s on one core, SynFlow
-on one all-ones input: per-op overhead only). Here the lanes go through the network together: activations are
-kept channels-last, (lanes, samples, length, channels), a Conv1d becomes k strided slices concatenated
-(im2col) and one batched GEMM with the lanes' weights, a Linear one batched GEMM; where the input is shared by
-every lane (the first layer: the lanes of one step see one batch) it is one GEMM against all lanes' weights
-side by side. Autograd differentiates the lowered graph. Results equal the per-lane passes to float rounding
-(tests/criteria/test_lanes.py); tied scores are rare, so the masks they lead to are equal in the tests.
+The RL environment (panning.pbt.env.PanningLanes) needs the SynFlow pass of each of its B lanes' new masks every
+step. One mask at a time, that pass is a batch-of-one forward and backward whose cost is per-op overhead. Here
+the lanes go through the network together: activations kept channels-last, (lanes, samples, length, channels);
+a Conv1d becomes its k strided slices side by side (im2col) times the lanes' weights in one batched GEMM, a Linear
+one batched GEMM; where the input is shared by every lane (the all-ones input) it is one GEMM against all lanes'
+weights side by side. Autograd differentiates the lowered graph. Measured on cnn1d width 4, 8 masks, one thread:
+2x the per-mask loop (bench/results/agent-env.md). Results equal passes.flow of each mask to float rounding
+(tests/criteria/test_lanes.py).
+
+The same lowering for the lanes' masked loss and gradient (100 samples) measured no faster than one oneDNN pass
+per lane on this CPU (8 lanes: the lowered GEMMs run at 30-60 GFLOP/s, but the lanes' activations leave the
+cache), so the environment keeps that per lane.
 
 Only plain stacks are lowered: an nn.Sequential of Conv1d (groups 1, dilation 1, zero padding), Linear, ReLU
 and Flatten, whose arena holds exactly the Conv1d/Linear weights and which has no buffers. `supports` says
-whether a model is one; callers run the per-lane passes otherwise (BatchNorm nets, 2-D convolutions).
+whether a model is one; callers run passes.flow per mask otherwise (BatchNorm nets, 2-D convolutions).
 """
 from __future__ import annotations
 
@@ -21,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..arena import Arena
-from ._functional import Batch
-from .passes import RANGE, Flow, _in_range, flow
+from .passes import RANGE, Flow, flow, in_range
 
 
 def supports(model: nn.Module, arena: Arena, input_shape: tuple[int, ...]) -> bool:
@@ -51,21 +53,6 @@ def supports(model: nn.Module, arena: Arena, input_shape: tuple[int, ...]) -> bo
     return list(arena.names) == weights
 
 
-def loss_grad(model: nn.Module, arena: Arena, flats: torch.Tensor, batch: Batch, *,
-              temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(losses (B,), gradients (B, N)): for each row w of `flats` the mean cross-entropy of model(x) / temperature
-    at arena weights w (other parameters the model's) and its gradient in w, as
-    panning.criteria._functional.loss_grad computes it for one row."""
-    x, y = batch
-    leaf = flats.detach().requires_grad_(True)
-    lanes = leaf.shape[0]
-    logits = _forward(model, arena, leaf, x, {n: p.detach() for n, p in model.named_parameters()})
-    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]) / temperature, y.repeat(lanes),
-                             reduction="none").view(lanes, -1).mean(1)
-    (grad,) = torch.autograd.grad(losses.sum(), leaf)
-    return losses.detach(), grad
-
-
 def flows(model: nn.Module, arena: Arena, input_shape: tuple[int, ...], masks: torch.Tensor) -> list[Flow]:
     """The SynFlow pass (panning.criteria.passes.flow) of each row of `masks` (B, N), the lanes together: same
     dtype rule, same power-of-two rescaling of each layer's output (per lane), and a lane whose float32 result
@@ -73,26 +60,22 @@ def flows(model: nn.Module, arena: Arena, input_shape: tuple[int, ...], masks: t
     dtype = torch.float64 if arena.weights.dtype == torch.float64 else torch.float32
     weights = arena.weights.detach().to(dtype).abs() * masks
     leaf = weights.requires_grad_(True)
-    others = {name: p.detach().to(dtype).abs() for name, p in model.named_parameters()}
+    biases = {name: p.detach().to(dtype).abs() for name, p in model.named_parameters() if name not in arena.names}
     ones = torch.ones((1, *input_shape), dtype=dtype, device=arena.device)
     exponents = torch.zeros(masks.shape[0], dtype=torch.int64, device=arena.device)
-    total = _forward(model, arena, leaf, ones, others, rescale=(RANGE[dtype], exponents)).sum()
+    total = _forward(model, arena, leaf, ones, biases, RANGE[dtype], exponents).sum()
     (grad,) = torch.autograd.grad(total, leaf)
-    result = []
-    for b, exponent in enumerate(exponents.tolist()):
-        lane = Flow(leaf[b].detach(), grad[b], exponent)
-        if dtype != torch.float64 and not _in_range(lane.grad, lane.weights):
-            lane = flow(model, arena, input_shape, masks[b])
-        result.append(lane)
-    return result
+    exact = in_range(grad, arena.weights.detach()).tolist() if dtype != torch.float64 else [True] * len(masks)
+    return [Flow(leaf[b].detach(), grad[b], exponent) if ok else flow(model, arena, input_shape, masks[b])
+            for b, (exponent, ok) in enumerate(zip(exponents.tolist(), exact))]
 
 
-def _forward(model: nn.Module, arena: Arena, flats: torch.Tensor, x: torch.Tensor,
-             params: dict[str, torch.Tensor], rescale: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
-    """Logits (B, samples, classes) of the lowered stack at the B arena weight rows `flats` on input `x`
-    (samples, channels, length) or (samples, features), shared by the lanes. With `rescale` = (r, exponents),
-    every Conv1d/Linear output outside [2^-r, 2^r] in a lane is divided by 2^e (e from its peak) and e added to
-    that lane's entry of `exponents`, as passes.flow's hooks do."""
+def _forward(model: nn.Module, arena: Arena, flats: torch.Tensor, x: torch.Tensor, biases: dict[str, torch.Tensor],
+             bound: int, exponents: torch.Tensor) -> torch.Tensor:
+    """Outputs (B, samples, classes) of the lowered stack at the B arena weight rows `flats` on input `x`
+    (samples, channels, length) or (samples, features), shared by the lanes. Every Conv1d/Linear output (bias
+    added) outside [2^-bound, 2^bound] in a lane is divided by 2^e (e from its peak) and e added to that lane's
+    entry of `exponents`, as passes.flow's hooks do."""
     lanes, samples = flats.shape[0], x.shape[0]
     bounds = arena.offsets.tolist()
     views = {name: flats[:, bounds[i]:bounds[i + 1]].view(lanes, *shape)
@@ -108,11 +91,10 @@ def _forward(model: nn.Module, arena: Arena, flats: torch.Tensor, x: torch.Tenso
         else:  # Flatten: torch's order is channel-major
             h = h.transpose(2, 3).reshape(h.shape[0], samples, -1) if h.dim() == 4 else h
         if isinstance(layer, (nn.Conv1d, nn.Linear)):
-            bias = params.get(f"{name}.bias")
+            bias = biases.get(f"{name}.bias")
             if bias is not None:
                 h = h + bias
-            if rescale is not None:
-                h = _rescaled(h, *rescale)
+            h = _rescaled(h, bound, exponents)
     return h
 
 

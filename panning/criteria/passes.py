@@ -108,17 +108,17 @@ def flow(model: nn.Module, arena: Arena, input_shape: tuple[int, ...], mask: tor
     """
     dtype = torch.float64 if arena.weights.dtype == torch.float64 else torch.float32
     result = _flow(model, arena, input_shape, mask, dtype)
-    if dtype != torch.float64 and not _in_range(result.grad, arena.weights.detach()):
+    if dtype != torch.float64 and not bool(in_range(result.grad, arena.weights.detach())):
         result = _flow(model, arena, input_shape, mask, torch.float64)
     return result
 
 
-def _in_range(grad: torch.Tensor, weights: torch.Tensor) -> bool:
-    """Whether a float32 flow is exact enough: |w| * gradient finite, and no nonzero gradient subnormal
-    (below the smallest normal float32 it keeps fewer than 24 significant bits)."""
+def in_range(grad: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Whether a float32 flow is exact enough, per row of `grad` (..., N): |w| * gradient finite, and no nonzero
+    gradient subnormal (below the smallest normal float32 it keeps fewer than 24 significant bits)."""
     magnitude = grad.abs()
-    subnormal = (magnitude < torch.finfo(grad.dtype).tiny) & (magnitude > 0)
-    return bool(torch.isfinite(weights.abs() * grad).all()) and not bool(subnormal.any())
+    subnormal = ((magnitude < torch.finfo(grad.dtype).tiny) & (magnitude > 0)).any(-1)
+    return torch.isfinite(weights.abs() * grad).all(-1) & ~subnormal
 
 
 def _flow(model, arena, input_shape, mask, dtype) -> Flow:

@@ -1,13 +1,9 @@
-"""The lanes (one network at B weight rows, each layer one GEMM over the lanes) against per-lane computations: the
-masked loss and gradient against a masked copy of the model run by torch itself, the SynFlow passes against
-passes.flow of each mask (rescaling exponents, effective masks, the float64 fallback)."""
+"""The lanes' SynFlow (one network at B masks, each layer one GEMM over the lanes) against passes.flow of each mask:
+gradients, rescaling exponents, effective masks, the float64 fallback, and which networks are lowered."""
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from panning import models
@@ -37,40 +33,14 @@ def mlp():
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 3))
 
 
-def masked_copy_loss_grad(net, arena, mask, x, y, temperature):
-    copy_ = copy.deepcopy(net).train()
-    params = dict(copy_.named_parameters())
-    with torch.no_grad():
-        for name, m in arena.split(mask).items():
-            params[name].mul_(m)
-    loss = F.cross_entropy(copy_(x) / temperature, y)
-    grads = torch.autograd.grad(loss, [params[name] for name in arena.names])
-    return loss.detach(), torch.cat([g.flatten() for g in grads])
+CASES = [(cnn, (1, 40)), (odd_stack, (3, 14)), (mlp, (3, 4))]
 
 
-CASES = [(cnn, (1, 40), 5), (odd_stack, (3, 14), 4), (mlp, (3, 4), 3)]
-
-
-@pytest.mark.parametrize("build, shape, classes", CASES)
-def test_loss_and_gradient_of_every_lane_equal_a_masked_copy(build, shape, classes):
+@pytest.mark.parametrize("build, shape", CASES)
+def test_flows_of_every_lane_equal_the_per_mask_pass(build, shape):
     net = build()
     arena = Arena(net, share=False)
     assert lanes.supports(net, arena, shape)
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(11, *shape, generator=g), torch.arange(11) % classes
-    masks = torch.rand(5, arena.numel, generator=g) < torch.tensor([1.0, 0.6, 0.3, 0.05, 0.0]).view(5, 1)
-    losses, grads = lanes.loss_grad(net, arena, arena.weights * masks, (x, y), temperature=7.0)
-    assert losses.shape == (5,) and grads.shape == (5, arena.numel)
-    for b in range(5):
-        loss, grad = masked_copy_loss_grad(net, arena, masks[b], x, y, 7.0)
-        torch.testing.assert_close(losses[b], loss, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(grads[b], grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max()) + 1e-12)
-
-
-@pytest.mark.parametrize("build, shape, classes", CASES)
-def test_flows_of_every_lane_equal_the_per_mask_pass(build, shape, classes):
-    net = build()
-    arena = Arena(net, share=False)
     masks = torch.rand(6, arena.numel, generator=torch.Generator().manual_seed(3)) \
         < torch.tensor([1.0, 0.7, 0.4, 0.2, 0.08, 0.0]).view(6, 1)
     got = lanes.flows(net, arena, shape, masks)
