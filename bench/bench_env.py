@@ -4,8 +4,9 @@
 
 - transitions per second of the batched environment for B = 1, 4, 8, 16 lanes (cnn1d width 4, MNIST-1D,
   100 Panning steps, cached batches);
-- one environment step: ours warm (cached batches), ours afresh (the step plus a fresh batch's SNIP, GraSP and
-  dense loss), and a straightforward implementation of the same step written here (one forward and one double
+- one environment step: ours warm (cached batches: every batch's SNIP, GraSP, loss and gtg computed when the
+  environment is made), ours afresh (the step plus a fresh batch's SNIP, GraSP, loss and gtg from one forward and
+  one double backward), and a straightforward implementation of the same step written here (one forward and one double
   backward for SNIP, GraSP and the dense loss, float32 SynFlow on a copy of the network, `torch.topk` for the
   mask, the masked loss on a masked copy, effective sparsity from the SynFlow gradient: the authors' recipe);
 - TD3 updates (batch 256, 256-256 networks), one per call and eight per call, against the FLOP floor at this
@@ -15,6 +16,7 @@ Each benchmark stores its derived numbers in `extra_info`.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 
 import numpy as np
@@ -25,7 +27,6 @@ import torch.nn.functional as F
 from stable_baselines3.common.logger import configure
 
 from panning import data, models
-from panning.criteria._functional import loss_grad
 from panning.data import class_balanced_batch
 from panning.pbt.agent import make_agent
 from panning.pbt.env import Curriculum, PanningLanes
@@ -109,20 +110,24 @@ def test_env_step_warm(benchmark, bundle):
     benchmark.pedantic(step, rounds=20, iterations=1)
 
 
-def test_env_step_afresh(benchmark, bundle):
-    """The warm step plus what a fresh batch costs us: SNIP and GraSP (PanningIndices) and the dense loss."""
-    core = lanes(bundle, 1)
+def afresh(core, bundle):
+    """Our step computed afresh, as the authors' environment does every step: a fresh batch's SNIP, GraSP, loss and
+    gtg (one forward + double backward, PanningIndices with a new batch per step), then the warm step."""
     fresh = PanningIndices(core.model, core.arena, bundle.train, bundle.input_shape, temperature=T,
                            generator=torch.Generator().manual_seed(1))
-    step = stepper(core)
+    warm, steps = stepper(core), itertools.count()
 
-    def afresh():
-        fresh.dense(0)
-        loss_grad(core.model, core.arena, core.arena.weights, fresh.batch(0), temperature=T)
-        step()
+    def step():
+        fresh.loss_gtg(next(steps))
+        warm()
 
-    afresh()
-    benchmark.pedantic(afresh, rounds=10, iterations=1)
+    return step
+
+
+def test_env_step_afresh(benchmark, bundle):
+    step = afresh(lanes(bundle, 1), bundle)
+    step()
+    benchmark.pedantic(step, rounds=10, iterations=1)
 
 
 class Straightforward:
@@ -203,19 +208,10 @@ def test_env_step_straightforward(benchmark, bundle):
 def test_env_step_ratios(benchmark, bundle):
     """The three step variants interleaved round by round (the machine is shared: consecutive benchmarks see
     different loads); extra_info has the straightforward step's median time over ours, warm and afresh."""
-    core = lanes(bundle, 1)
-    warm = stepper(core)
-    fresh = PanningIndices(core.model, core.arena, bundle.train, bundle.input_shape, temperature=T,
-                           generator=torch.Generator().manual_seed(1))
-
-    def afresh():
-        fresh.dense(0)
-        loss_grad(core.model, core.arena, core.arena.weights, fresh.batch(0), temperature=T)
-        warm()
-
+    warm, fresh = stepper(lanes(bundle, 1)), afresh(lanes(bundle, 1), bundle)
     plain = Straightforward(network(bundle), bundle.train, bundle.input_shape)
     rng = np.random.default_rng(0)
-    variants = {"warm": warm, "afresh": afresh, "straightforward": lambda: plain.step(rng.uniform(-1, 1, 3))}
+    variants = {"warm": warm, "afresh": fresh, "straightforward": lambda: plain.step(rng.uniform(-1, 1, 3))}
     times = {name: [] for name in variants}
 
     def one_round():
