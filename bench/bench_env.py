@@ -10,7 +10,7 @@
   backward for SNIP, GraSP and the dense loss, float32 SynFlow on a copy of the network, `torch.topk` for the
   mask, the masked loss on a masked copy, effective sparsity from the SynFlow gradient: the authors' recipe);
 - TD3 updates (batch 256, 256-256 networks), one per call and eight per call, against the FLOP floor at this
-  machine's one-thread GEMM rate (best of runs: the machine is shared).
+  machine's one-thread GEMM rate (best of runs: the machine is shared), and on 1 against 2 torch threads.
 Each benchmark stores its derived numbers in `extra_info`.
 """
 from __future__ import annotations
@@ -251,10 +251,8 @@ def td3_update_flops(batch=256, obs=7, act=3, hidden=256) -> float:
     return per_update + actor_step / 2
 
 
-@pytest.mark.parametrize("gradient_steps", [1, 8])
-def test_td3_update(benchmark, bundle, gradient_steps):
-    """One `train` call of `gradient_steps` updates (8: what one vectorized step of 8 lanes triggers with
-    gradient_steps=-1); extra_info has the time per update and its ratio to the FLOP floor."""
+def td3_agent(bundle):
+    """A TD3 agent with the authors' settings and 1,000 random transitions in its buffer, ready to update."""
     env = PanningVecEnv(network(bundle, width=1.0), bundle.train, bundle.input_shape, 1, iterations=10, batches=2)
     agent = make_agent(env, learning_starts=0)
     rng = np.random.default_rng(0)
@@ -263,8 +261,36 @@ def test_td3_update(benchmark, bundle, gradient_steps):
         agent.replay_buffer.add(obs, obs, rng.uniform(-1, 1, (1, 3)).astype(np.float32), np.array([-1.0]),
                                 np.array([False]), [{}])
     agent._logger = configure(None, [""])
+    return agent
+
+
+@pytest.mark.parametrize("gradient_steps", [1, 8])
+def test_td3_update(benchmark, bundle, gradient_steps):
+    """One `train` call of `gradient_steps` updates (8: what one vectorized step of 8 lanes triggers with
+    gradient_steps=-1); extra_info has the time per update and its ratio to the FLOP floor."""
+    agent = td3_agent(bundle)
     benchmark.pedantic(lambda: agent.train(gradient_steps=gradient_steps, batch_size=256),
                        rounds=max(6, 48 // gradient_steps), iterations=1, warmup_rounds=2)
     floor = td3_update_flops() / gemm_rate()
     per_update = benchmark.stats.stats.min / gradient_steps
     benchmark.extra_info.update(floor_ms=1e3 * floor, per_update_ms=1e3 * per_update, ratio_to_floor=per_update / floor)
+
+
+def test_td3_update_threads(benchmark, bundle):
+    """The learner's update (8 per call) on 1 and 2 torch threads, interleaved call by call; extra_info has the
+    median ms per update of each and the 2-thread time over the 1-thread time."""
+    agent = td3_agent(bundle)
+    times = {1: [], 2: []}
+
+    def one_round():
+        for threads in times:
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            agent.train(gradient_steps=8, batch_size=256)
+            times[threads].append((time.perf_counter() - start) / 8)
+        torch.set_num_threads(1)
+
+    benchmark.pedantic(one_round, rounds=8, iterations=1, warmup_rounds=1)
+    median = {threads: float(np.median(t[1:])) for threads, t in times.items()}
+    benchmark.extra_info.update(ms_1_thread=1e3 * median[1], ms_2_threads=1e3 * median[2],
+                                two_over_one=median[2] / median[1])
