@@ -4,17 +4,19 @@
 
 - transitions per second of the batched environment for B = 1, 4, 8, 16 lanes (cnn1d width 4, MNIST-1D,
   100 Panning steps, cached batches);
-- one environment step: ours warm (cached batches), ours afresh (the step plus a fresh batch's SNIP, GraSP and
-  dense loss), and a straightforward implementation of the same step written here (one forward and one double
+- one environment step: ours warm (cached batches: every batch's SNIP, GraSP, loss and gtg computed when the
+  environment is made), ours afresh (the step plus a fresh batch's SNIP, GraSP, loss and gtg from one forward and
+  one double backward), and a straightforward implementation of the same step written here (one forward and one double
   backward for SNIP, GraSP and the dense loss, float32 SynFlow on a copy of the network, `torch.topk` for the
   mask, the masked loss on a masked copy, effective sparsity from the SynFlow gradient: the authors' recipe);
 - TD3 updates (batch 256, 256-256 networks), one per call and eight per call, against the FLOP floor at this
-  machine's one-thread GEMM rate (best of runs: the machine is shared).
+  machine's one-thread GEMM rate (best of runs: the machine is shared), and on 1 against 2 torch threads.
 Each benchmark stores its derived numbers in `extra_info`.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 
 import numpy as np
@@ -25,7 +27,6 @@ import torch.nn.functional as F
 from stable_baselines3.common.logger import configure
 
 from panning import data, models
-from panning.criteria._functional import loss_grad
 from panning.data import class_balanced_batch
 from panning.pbt.agent import make_agent
 from panning.pbt.env import Curriculum, PanningLanes
@@ -109,20 +110,24 @@ def test_env_step_warm(benchmark, bundle):
     benchmark.pedantic(step, rounds=20, iterations=1)
 
 
-def test_env_step_afresh(benchmark, bundle):
-    """The warm step plus what a fresh batch costs us: SNIP and GraSP (PanningIndices) and the dense loss."""
-    core = lanes(bundle, 1)
+def afresh(core, bundle):
+    """Our step computed afresh, as the authors' environment does every step: a fresh batch's SNIP, GraSP, loss and
+    gtg (one forward + double backward, PanningIndices with a new batch per step), then the warm step."""
     fresh = PanningIndices(core.model, core.arena, bundle.train, bundle.input_shape, temperature=T,
                            generator=torch.Generator().manual_seed(1))
-    step = stepper(core)
+    warm, steps = stepper(core), itertools.count()
 
-    def afresh():
-        fresh.dense(0)
-        loss_grad(core.model, core.arena, core.arena.weights, fresh.batch(0), temperature=T)
-        step()
+    def step():
+        fresh.loss_gtg(next(steps))
+        warm()
 
-    afresh()
-    benchmark.pedantic(afresh, rounds=10, iterations=1)
+    return step
+
+
+def test_env_step_afresh(benchmark, bundle):
+    step = afresh(lanes(bundle, 1), bundle)
+    step()
+    benchmark.pedantic(step, rounds=10, iterations=1)
 
 
 class Straightforward:
@@ -203,19 +208,10 @@ def test_env_step_straightforward(benchmark, bundle):
 def test_env_step_ratios(benchmark, bundle):
     """The three step variants interleaved round by round (the machine is shared: consecutive benchmarks see
     different loads); extra_info has the straightforward step's median time over ours, warm and afresh."""
-    core = lanes(bundle, 1)
-    warm = stepper(core)
-    fresh = PanningIndices(core.model, core.arena, bundle.train, bundle.input_shape, temperature=T,
-                           generator=torch.Generator().manual_seed(1))
-
-    def afresh():
-        fresh.dense(0)
-        loss_grad(core.model, core.arena, core.arena.weights, fresh.batch(0), temperature=T)
-        warm()
-
+    warm, fresh = stepper(lanes(bundle, 1)), afresh(lanes(bundle, 1), bundle)
     plain = Straightforward(network(bundle), bundle.train, bundle.input_shape)
     rng = np.random.default_rng(0)
-    variants = {"warm": warm, "afresh": afresh, "straightforward": lambda: plain.step(rng.uniform(-1, 1, 3))}
+    variants = {"warm": warm, "afresh": fresh, "straightforward": lambda: plain.step(rng.uniform(-1, 1, 3))}
     times = {name: [] for name in variants}
 
     def one_round():
@@ -255,10 +251,8 @@ def td3_update_flops(batch=256, obs=7, act=3, hidden=256) -> float:
     return per_update + actor_step / 2
 
 
-@pytest.mark.parametrize("gradient_steps", [1, 8])
-def test_td3_update(benchmark, bundle, gradient_steps):
-    """One `train` call of `gradient_steps` updates (8: what one vectorized step of 8 lanes triggers with
-    gradient_steps=-1); extra_info has the time per update and its ratio to the FLOP floor."""
+def td3_agent(bundle):
+    """A TD3 agent with the authors' settings and 1,000 random transitions in its buffer, ready to update."""
     env = PanningVecEnv(network(bundle, width=1.0), bundle.train, bundle.input_shape, 1, iterations=10, batches=2)
     agent = make_agent(env, learning_starts=0)
     rng = np.random.default_rng(0)
@@ -267,8 +261,36 @@ def test_td3_update(benchmark, bundle, gradient_steps):
         agent.replay_buffer.add(obs, obs, rng.uniform(-1, 1, (1, 3)).astype(np.float32), np.array([-1.0]),
                                 np.array([False]), [{}])
     agent._logger = configure(None, [""])
+    return agent
+
+
+@pytest.mark.parametrize("gradient_steps", [1, 8])
+def test_td3_update(benchmark, bundle, gradient_steps):
+    """One `train` call of `gradient_steps` updates (8: what one vectorized step of 8 lanes triggers with
+    gradient_steps=-1); extra_info has the time per update and its ratio to the FLOP floor."""
+    agent = td3_agent(bundle)
     benchmark.pedantic(lambda: agent.train(gradient_steps=gradient_steps, batch_size=256),
                        rounds=max(6, 48 // gradient_steps), iterations=1, warmup_rounds=2)
     floor = td3_update_flops() / gemm_rate()
     per_update = benchmark.stats.stats.min / gradient_steps
     benchmark.extra_info.update(floor_ms=1e3 * floor, per_update_ms=1e3 * per_update, ratio_to_floor=per_update / floor)
+
+
+def test_td3_update_threads(benchmark, bundle):
+    """The learner's update (8 per call) on 1 and 2 torch threads, interleaved call by call; extra_info has the
+    median ms per update of each and the 2-thread time over the 1-thread time."""
+    agent = td3_agent(bundle)
+    times = {1: [], 2: []}
+
+    def one_round():
+        for threads in times:
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            agent.train(gradient_steps=8, batch_size=256)
+            times[threads].append((time.perf_counter() - start) / 8)
+        torch.set_num_threads(1)
+
+    benchmark.pedantic(one_round, rounds=8, iterations=1, warmup_rounds=1)
+    median = {threads: float(np.median(t[1:])) for threads, t in times.items()}
+    benchmark.extra_info.update(ms_1_thread=1e3 * median[1], ms_2_threads=1e3 * median[2],
+                                two_over_one=median[2] / median[1])

@@ -4,7 +4,8 @@ These functions trust their arguments: the public criteria (snip, grasp, synflow
 arena, batch and mask once and then call them, and the pruning loop checks once before its first step,
 so nothing is re-validated inside a loop of a hundred steps.
 
-- `gradient_indices`: w * g and w * Hg from ONE forward and ONE double backward (SNIP and GraSP of a batch).
+- `gradient_pass`: w * g and w * Hg from ONE forward and ONE double backward (SNIP and GraSP of a batch), with the
+  loss and |g|^2 of the same pass (the RL environment's dense observation); `gradient_indices` the first two.
 - `masked_gradient`: the loss gradient at w * mask (SNIP, FORCE, iterative SNIP).
 - `flow`: the SynFlow gradient dR/dw_eff on the |w| * mask network, in float32 where that is exact enough.
 """
@@ -27,21 +28,40 @@ from ._functional import Batch, forward, loss, loss_grad, mode
 RANGE = {torch.float32: 32, torch.float64: 64}
 
 
-def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
-                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w * g, w * Hg), both signed, at the dense weights w (or `weights`), from one forward in train mode
-    with logits / `temperature` and one double backward of the same graph.
+@dataclass(frozen=True)
+class GradientPass:
+    """What one forward and one double backward of the dense network on a batch give: SNIP's w * g and GraSP's
+    w * Hg (both signed), and the loss and gtg = |g|^2 (float64 sum) the RL environment observes."""
+
+    snip: torch.Tensor
+    grasp: torch.Tensor
+    loss: float
+    gtg: float
+
+
+def gradient_pass(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
+                  weights: torch.Tensor | None = None) -> GradientPass:
+    """SNIP, GraSP, loss and gtg at the dense weights w (or `weights`) from one forward in train mode with
+    logits / `temperature` and one double backward of the same graph.
 
     g = dL/dw; Hg = (1/2) d|g|^2/dw, the Hessian-gradient product (the halving is exact, so the ranking
     and the |z| normalization are those of the authors' d|g|^2/dw).
     """
     w = arena.weights.detach() if weights is None else weights
     leaf = w.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss(model, arena, leaf, batch, temperature=temperature), leaf,
-                                  create_graph=True)
+    value = loss(model, arena, leaf, batch, temperature=temperature)
+    (grad,) = torch.autograd.grad(value, leaf, create_graph=True)
     (double,) = torch.autograd.grad(grad @ grad, leaf)
-    return (product_score(w, grad.detach(), absolute=False),
-            product_score(w, double.mul_(0.5), absolute=False))
+    grad = grad.detach()
+    return GradientPass(product_score(w, grad, absolute=False), product_score(w, double.mul_(0.5), absolute=False),
+                        float(value.detach()), float(grad.double().square().sum()))
+
+
+def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w * g, w * Hg) of `gradient_pass`."""
+    result = gradient_pass(model, arena, batch, temperature, weights)
+    return result.snip, result.grasp
 
 
 def masked_gradient(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor | None = None,
@@ -88,17 +108,17 @@ def flow(model: nn.Module, arena: Arena, input_shape: tuple[int, ...], mask: tor
     """
     dtype = torch.float64 if arena.weights.dtype == torch.float64 else torch.float32
     result = _flow(model, arena, input_shape, mask, dtype)
-    if dtype != torch.float64 and not _in_range(result.grad, arena.weights.detach()):
+    if dtype != torch.float64 and not bool(in_range(result.grad, arena.weights.detach())):
         result = _flow(model, arena, input_shape, mask, torch.float64)
     return result
 
 
-def _in_range(grad: torch.Tensor, weights: torch.Tensor) -> bool:
-    """Whether a float32 flow is exact enough: |w| * gradient finite, and no nonzero gradient subnormal
-    (below the smallest normal float32 it keeps fewer than 24 significant bits)."""
+def in_range(grad: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Whether a float32 flow is exact enough, per row of `grad` (..., N): |w| * gradient finite, and no nonzero
+    gradient subnormal (below the smallest normal float32 it keeps fewer than 24 significant bits)."""
     magnitude = grad.abs()
-    subnormal = (magnitude < torch.finfo(grad.dtype).tiny) & (magnitude > 0)
-    return bool(torch.isfinite(weights.abs() * grad).all()) and not bool(subnormal.any())
+    subnormal = ((magnitude < torch.finfo(grad.dtype).tiny) & (magnitude > 0)).any(-1)
+    return torch.isfinite(weights.abs() * grad).all(-1) & ~subnormal
 
 
 def _flow(model, arena, input_shape, mask, dtype) -> Flow:
@@ -122,9 +142,9 @@ def _flow(model, arena, input_shape, mask, dtype) -> Flow:
 def _rescaled_outputs(model: nn.Module, arena: Arena, exponents: list[int], bound: int) -> Iterator[None]:
     """Forward hooks on the arena's layers that divide an out-of-range output by 2^e and record e."""
     def hook(module, inputs, output):
-        peak = output.detach().abs().amax()
+        peak = float(output.detach().abs().amax())  # one read of the tensor; the tests below in Python
         if peak > 0 and not 2.0 ** -bound <= peak <= 2.0 ** bound:
-            exponent = int(torch.frexp(peak).exponent)
+            exponent = math.frexp(peak)[1]
             exponents.append(exponent)
             return torch.ldexp(output, torch.tensor(-exponent, dtype=output.dtype, device=output.device))
         return None

@@ -37,6 +37,8 @@ from torch.utils.data import Dataset
 
 from .. import checks, criteria, ops
 from ..arena import Arena
+from ..criteria import lanes as lowered
+from ..criteria import passes
 from ..criteria._functional import loss_grad
 from ..criteria import _checks
 from .panning import PanningIndices
@@ -129,8 +131,10 @@ class PanningLanes:
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)
         self.numel = self.arena.numel
-        # Every batch drawn now, in order: batch k is the same whichever step first asks for it (resumable).
-        self._dense = [self._dense_loss_gtg(k) for k in range(self.batches)]
+        # Every batch drawn and scored now, in order: batch k is the same whichever step first asks for it
+        # (resumable); its SNIP, GraSP, loss and gtg come from one pass (PanningIndices.loss_gtg).
+        self._dense = [self.indices.loss_gtg(k) for k in range(self.batches)]
+        self._lowered = lowered.supports(model, self.arena, self.indices.input_shape)
         self._start_ranges = self._initial_ranges()
         self._first = self.indices(0, torch.ones(self.numel, dtype=torch.bool, device=self.arena.device))
         self.restart(seed)
@@ -176,7 +180,7 @@ class PanningLanes:
         k = self.counts[torch.arange(self.lanes), torch.as_tensor(steps)]
         self.masks = self._masks(actions + 1.0, steps, k)
         n = self.iterations
-        flows = [self.indices.flow(mask) for mask in self.masks]
+        flows = self._flows()
         self.stacks = [self.indices(min(int(e) + 1, n - 1), mask, flow)
                        for e, mask, flow in zip(steps, self.masks, flows)]
         effective = [1.0 - int(flow.effective().sum()) / self.numel for flow in flows]
@@ -216,10 +220,12 @@ class PanningLanes:
         scores = ops.saliency(torch.stack(rows), combine.to(self.arena.device))
         return ops.topk_mask(scores, k.view(-1, 1), offsets=[0, self.numel])
 
-    def _dense_loss_gtg(self, key: int) -> tuple[float, float]:
-        loss, grad = loss_grad(self.model, self.arena, self.arena.weights, self.indices.batch(key),
-                               temperature=self.temperature)
-        return float(loss), float(grad.double().square().sum())
+    def _flows(self) -> list[passes.Flow]:
+        """The SynFlow pass of each lane's new mask: the lanes together where the network is a plain stack
+        (panning.criteria.lanes: one GEMM per layer over the lanes), else one PanningIndices.flow per lane."""
+        if self._lowered:
+            return lowered.flows(self.model, self.arena, self.indices.input_shape, self.masks)
+        return [self.indices.flow(mask) for mask in self.masks]
 
     def _initial_ranges(self) -> tuple[RunningRange, RunningRange]:
         ranges = RunningRange(), RunningRange()

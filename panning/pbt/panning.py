@@ -96,7 +96,7 @@ class PanningIndices:
         self.batches = batches
         self.variant = variant
         self._source = Batches(dataset, per_class, generator, arena.device, cached=batches)
-        self._dense: dict[int, torch.Tensor] = {}
+        self._dense: dict[int, tuple[torch.Tensor, float, float]] = {}
 
     def batch(self, step: int) -> criteria.Batch:
         """The class-balanced batch of `step`."""
@@ -104,6 +104,14 @@ class PanningIndices:
 
     def dense(self, step: int) -> torch.Tensor:
         """(2, N): the SNIP and GraSP indices of the dense network on the batch of `step`."""
+        return self._dense_pass(step)[0]
+
+    def loss_gtg(self, step: int) -> tuple[float, float]:
+        """The dense network's loss (logits / temperature) on the batch of `step` and its squared gradient norm
+        over the prunable weights: from the same pass as `dense(step)` (the RL environment observes them)."""
+        return self._dense_pass(step)[1:]
+
+    def _dense_pass(self, step: int) -> tuple[torch.Tensor, float, float]:
         key = self._source.key(step)
         if key not in self._dense:
             if not self.batches:
@@ -123,11 +131,12 @@ class PanningIndices:
         synflow = flow.signed(weights) if self.variant == "authors" else flow.scores(weights.dtype)
         return torch.cat([synflow.unsqueeze(0), self.dense(step)])
 
-    def _compute_dense(self, batch: criteria.Batch) -> torch.Tensor:
-        snip, grasp = passes.gradient_indices(self.model, self.arena, batch, self.temperature)
+    def _compute_dense(self, batch: criteria.Batch) -> tuple[torch.Tensor, float, float]:
+        result = passes.gradient_pass(self.model, self.arena, batch, self.temperature)
+        snip = result.snip
         if self.variant == "nonnegative":
             snip = ops.product_score(self.arena.weights.detach(), passes.masked_gradient(self.model, self.arena, batch))
-        return torch.stack([snip, grasp])
+        return torch.stack([snip, result.grasp]), result.loss, result.gtg
 
 
 def combine(indices: torch.Tensor, weights) -> torch.Tensor:

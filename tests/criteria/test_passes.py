@@ -1,6 +1,7 @@
 """The shared autograd passes: one-pass SNIP/GraSP indices, float32 SynFlow, the flow's effective mask."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,10 @@ def test_gradient_indices_are_w_g_and_w_hg_of_one_pass():
     snip, grasp = passes.gradient_indices(net, arena, (x, y), t)
     torch.testing.assert_close(snip, w * grad, rtol=1e-9, atol=1e-15)
     torch.testing.assert_close(grasp, w * hg, rtol=1e-7, atol=1e-15)
+    result = passes.gradient_pass(net, arena, (x, y), t)  # the same pass also gives the loss and |g|^2
+    assert torch.equal(result.snip, snip) and torch.equal(result.grasp, grasp)
+    assert result.loss == pytest.approx(float(loss(w).detach()), rel=1e-12)
+    assert result.gtg == pytest.approx(float(grad @ grad), rel=1e-9)
 
 
 def test_float32_synflow_agrees_with_float64():

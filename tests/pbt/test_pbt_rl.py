@@ -73,8 +73,8 @@ def test_env_ends_with_a_penalty_when_the_network_dies(bundle):
 
 def test_env_draws_target_sparsity_per_episode_and_caches_dense_indices(bundle, monkeypatch):
     calls = []
-    original = panning.criteria.passes.gradient_indices
-    monkeypatch.setattr(panning.criteria.passes, "gradient_indices", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = panning.criteria.passes.gradient_pass
+    monkeypatch.setattr(panning.criteria.passes, "gradient_pass", lambda *a, **k: calls.append(1) or original(*a, **k))
     env = make_env(bundle, curriculum=Curriculum.fixed(0.9, 0.99))
     targets = []
     for episode in range(3):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from gymnasium.utils.env_checker import check_env
 
 from panning import data, models
@@ -32,17 +33,26 @@ def cnn(seed=0):
     return models.build("cnn1d", SHAPE, 3, width=0.2)
 
 
-def lanes(bundle, count, **options):
-    return PanningLanes(cnn(), bundle.train, SHAPE, count, **{"iterations": 6, "per_class": 3, "batches": 3,
-                                                               "temperature": 200.0, **options})
+def cnn_bn(seed=0):
+    """A net the lanes cannot lower (BatchNorm buffers): the environment takes SynFlow per lane."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 4, 3, stride=2, bias=False), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(28, 3, bias=False))
+
+
+def lanes(bundle, count, net=cnn, **options):
+    return PanningLanes(net(), bundle.train, SHAPE, count, **{"iterations": 6, "per_class": 3, "batches": 3,
+                                                              "temperature": 200.0, **options})
 
 
 def test_single_env_passes_the_gymnasium_checker(bundle):
     check_env(PanningEnv(cnn(), bundle.train, SHAPE, iterations=4, per_class=3, batches=2), skip_render_check=True)
 
 
-def test_lanes_match_plain_recomputation(bundle):
-    core = lanes(bundle, 4, curriculum=Curriculum.fixed(0.9, 0.99))
+@pytest.mark.parametrize("net", [cnn, cnn_bn])
+def test_lanes_match_plain_recomputation(bundle, net):
+    core = lanes(bundle, 4, net, curriculum=Curriculum.fixed(0.9, 0.99))
+    assert core._lowered == (net is cnn)
     for b in range(4):
         core.reset_lane(b)
     previous = core.masks.clone()
