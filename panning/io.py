@@ -27,17 +27,28 @@ _ZIP = b"PK\x03\x04"  # torch.save's zip container
 _PICKLE = 0x80  # first byte of a pickle (protocol 2+): torch's legacy format, or a bare pickle
 
 
+def _file_mode() -> int:
+    """0o666 less the process's umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so writers that go by the suffix still work); when the
-    block ends without error, flush it to disk and rename it over `path`; on any error, remove it. The folder of
-    `path` must exist."""
+    block ends without error, flush it to disk, give it the permissions a plain `open` would (safetensors writes
+    owner-only files) and rename it over `path`; on any error, remove it. The folder of `path` must exist."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), _FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

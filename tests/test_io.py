@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import stat
 
 import pytest
 import torch
@@ -41,6 +42,16 @@ def test_writers_round_trip(tmp_path):
     write_text(tmp_path / "x.txt", "hello")
     assert (tmp_path / "x.txt").read_text() == "hello"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "t.pt", "t.safetensors", "x.txt"]
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
+    """safetensors alone writes owner-only files; through the writer every file is as open() would make it."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    save_tensors({"a": torch.zeros(2)}, tmp_path / "t.safetensors")
+    write_text(tmp_path / "x.txt", "hello")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("t.safetensors", "x.txt")} == {expected}
 
 
 def test_writing_into_a_missing_folder_fails_cleanly(tmp_path):
