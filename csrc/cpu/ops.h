@@ -8,6 +8,9 @@
 
 namespace panning {
 
+// at::empty, but a large output lands on huge pages faulted in by one call (csrc/cpu/output.cpp).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 at::Tensor product_score(const at::Tensor& weight, const at::Tensor& grad, bool absolute);
 
 // scores (N,), offsets (S+1,) int64, k (S,) int64 -> bool (N,): the k[s] largest of every segment.

@@ -586,7 +586,7 @@ at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const 
   const int64_t segments = k.numel();
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   TORCH_CHECK(off[0] == 0 && off[segments] == scores.numel(), "topk_mask: offsets must span the scores");
-  auto mask = at::empty(scores.sizes(), scores.options().dtype(at::kBool));
+  auto mask = empty_output(scores.sizes(), scores.options().dtype(at::kBool));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "topk_mask", [&] {
     topk_segments(scores.const_data_ptr<scalar_t>(), reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>()),
                   off, k.const_data_ptr<int64_t>(), segments);

@@ -137,6 +137,7 @@ def _resolve(op: str, device_type: str, backend: str | None) -> str:
     return name
 
 
+@lru_cache(maxsize=None)  # backends do not come and go within a process; this runs on every op call
 def _automatic(op: str, device_type: str) -> str | None:
     for candidate in order(op, device_type)[0]:
         if _can_run(candidate, op, device_type) is None:

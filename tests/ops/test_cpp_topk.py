@@ -26,6 +26,16 @@ def test_large_global_matches_reference(decimals):
         assert torch.equal(ours, want), k
 
 
+def test_output_on_huge_pages_matches_reference():
+    # A mask of >= 8 MB is allocated on huge pages (csrc/cpu/output.cpp); many ties, reused twice so that a
+    # freed region is mapped again.
+    scores = torch.randint(0, 1000, (9_000_001,), generator=torch.Generator().manual_seed(13)).float()
+    for k in (4_500_000, 17):
+        ours, want = both(scores, k)
+        assert ours.dtype == torch.bool and ours.shape == scores.shape
+        assert torch.equal(ours, want), k
+
+
 def test_special_values_at_scale():
     g = torch.Generator().manual_seed(12)
     pool = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0])
