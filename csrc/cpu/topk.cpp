@@ -30,6 +30,10 @@
 #include <tuple>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "ops.h"
 
 namespace panning {
@@ -212,6 +216,59 @@ BracketCounts bracket_pass(const scalar_t* __restrict x, uint8_t* __restrict mas
   counts.nan = nan;
   return counts;
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// The float bracket pass in AVX-512: the same bytes, counts and histogram as the generic pass, but the lanes
+// inside the bracket are compressed into a list of positions as the vector loop finds them (register
+// compress, then a plain store: the memory form of vpcompressd is microcoded on some cores), so that the
+// bracketed elements are visited without scanning the block's mask bytes again.
+template <>
+BracketCounts bracket_pass<float>(const float* __restrict x, uint8_t* __restrict mask, int64_t n,
+                                  const Bracket<float>& bracket, uint32_t* __restrict hist) {
+  using K = Keys<float>;
+  constexpr int64_t kBlock = 512;
+  alignas(64) int32_t found[kBlock + 16];
+  const __m512 lo = _mm512_set1_ps(bracket.lo_value), hi = _mm512_set1_ps(bracket.hi_value);
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m128i one = _mm_set1_epi8(1), code_base = _mm_set1_epi8(static_cast<char>(kCodeBase));
+  const auto key_lo = bracket.lo;
+  const int shift = bracket.digit.shift, coarse_shift = bracket.digit.coarse_shift;
+  BracketCounts counts;
+  int64_t at_lo = 0;
+  __mmask16 nan = 0;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t len = std::min(kBlock, n - b);
+    int64_t count = 0;
+    for (int64_t i = 0; i < len; i += 16) {
+      const __mmask16 valid = len - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - i)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(valid, x + b + i);
+      const __mmask16 above = _mm512_mask_cmp_ps_mask(valid, v, hi, _CMP_GT_OQ);
+      const __mmask16 equal = _mm512_mask_cmp_ps_mask(valid, v, lo, _CMP_EQ_OQ);
+      const __mmask16 inside = _mm512_mask_cmp_ps_mask(valid, v, lo, _CMP_GT_OQ) & ~above;
+      nan |= _mm512_mask_cmp_ps_mask(valid, v, v, _CMP_UNORD_Q);
+      // Inside lanes get their code below; 0 until then.
+      const __m128i bytes = _mm_or_si128(_mm_maskz_mov_epi8(above, one), _mm_maskz_mov_epi8(equal, code_base));
+      _mm_mask_storeu_epi8(mask + b + i, valid, bytes);
+      const __m512i at = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(i)));
+      _mm512_storeu_si512(found + count, _mm512_maskz_compress_epi32(inside, at));
+      count += __builtin_popcount(inside);
+      counts.above += __builtin_popcount(above);
+      at_lo += __builtin_popcount(equal);
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t i = b + found[j];
+      const int64_t bin = (K::key(x[i]) - key_lo) >> shift;
+      ++hist[bin];
+      mask[i] = static_cast<uint8_t>(kCodeBase + (bin >> coarse_shift));
+    }
+    counts.within += count;
+  }
+  counts.within += at_lo;
+  hist[0] += static_cast<uint32_t>(at_lo);
+  counts.nan = nan != 0;
+  return counts;
+}
+#endif
 
 // How a byte pass rewrites mask bytes: 0, 1, and other values below, equal to and above `code`.
 struct ByteMap {
