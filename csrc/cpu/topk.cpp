@@ -359,8 +359,11 @@ class Select {
  public:
   explicit Select(bool parallel) : parallel_(parallel) {}
 
-  // Writes mask[0:n) for the top k of x[0:n); returns false (mask unspecified) if x holds a NaN.
+  // Writes mask[0:n) for the top k of x[0:n); returns false (mask unspecified) if x holds a NaN. After a
+  // successful run, tied() says whether the k-th and (k+1)-th largest are equal (some element equal to the
+  // threshold was dropped).
   bool run(const scalar_t* x, uint8_t* mask, int64_t n, int64_t k) {
+    tied_ = false;
     x_ = x;
     mask_ = mask;
     n_ = n;
@@ -404,8 +407,13 @@ class Select {
       resolve(range.lo);
     }
     keep_first_ties(range.need);
+    int64_t equal = 0;
+    for (int64_t c = 0; c < chunks_; ++c) equal += pending_[c];
+    tied_ = equal > range.need;
     return true;
   }
+
+  bool tied() const { return tied_; }
 
  private:
   // f(part, begin, end) over chunk-aligned parts: in parallel, or in order on this thread.
@@ -577,6 +585,7 @@ class Select {
   }
 
   const bool parallel_;
+  bool tied_ = false;
   const scalar_t* x_ = nullptr;
   uint8_t* mask_ = nullptr;
   int64_t n_ = 0, chunks_ = 0, parts_ = 0;
@@ -596,7 +605,8 @@ constexpr int64_t kMinParallelSegment = int64_t{1} << 16;
 constexpr int64_t kSegmentOverhead = 64;  // fixed cost of a segment, in elements, when balancing groups
 
 template <typename scalar_t>
-void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, const int64_t* k, int64_t segments) {
+void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, const int64_t* k, int64_t segments,
+                   uint8_t* tied) {
   const int64_t total = offsets[segments];
   const int64_t threads = at::get_num_threads();
   std::vector<int64_t> serial;       // segments selected by one thread each
@@ -607,6 +617,7 @@ void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, con
     const int64_t size = offsets[s + 1] - offsets[s];
     if (size >= kMinParallelSegment && size * 2 * threads >= total) {
       TORCH_CHECK_VALUE(parallel.run(x + offsets[s], mask + offsets[s], size, k[s]), "scores: contains NaN");
+      tied[s] = parallel.tied();
     } else {
       cost += size + kSegmentOverhead;
       serial.push_back(s);
@@ -626,6 +637,7 @@ void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, con
         const int64_t s = serial[it - serial_cost.begin()];
         const int64_t begin = offsets[s];
         if (!select.run(x + begin, mask + begin, offsets[s + 1] - begin, k[s])) nan[g] = 1;
+        tied[s] = select.tied();
       }
     }
   });
@@ -634,7 +646,8 @@ void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, con
 
 }  // namespace
 
-at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const at::Tensor& k) {
+std::tuple<at::Tensor, at::Tensor> topk_mask_ties(const at::Tensor& scores, const at::Tensor& offsets,
+                                                  const at::Tensor& k) {
   TORCH_CHECK(scores.device().is_cpu() && scores.dim() == 1 && scores.is_contiguous(),
               "topk_mask: scores must be a contiguous 1-D CPU tensor");
   TORCH_CHECK(offsets.scalar_type() == at::kLong && k.scalar_type() == at::kLong && offsets.is_contiguous() &&
@@ -644,11 +657,17 @@ at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const 
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   TORCH_CHECK(off[0] == 0 && off[segments] == scores.numel(), "topk_mask: offsets must span the scores");
   auto mask = empty_output(scores.sizes(), scores.options().dtype(at::kBool));
+  auto tied = at::zeros({segments}, offsets.options().dtype(at::kBool));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "topk_mask", [&] {
     topk_segments(scores.const_data_ptr<scalar_t>(), reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>()),
-                  off, k.const_data_ptr<int64_t>(), segments);
+                  off, k.const_data_ptr<int64_t>(), segments,
+                  reinterpret_cast<uint8_t*>(tied.mutable_data_ptr<bool>()));
   });
-  return mask;
+  return {mask, tied};
+}
+
+at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const at::Tensor& k) {
+  return std::get<0>(topk_mask_ties(scores, offsets, k));
 }
 
 }  // namespace panning

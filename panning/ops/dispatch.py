@@ -150,6 +150,12 @@ def kernel(op: str, name: str) -> Callable:
     return getattr(_module(name), op)
 
 
+def implements(name: str, kernel_name: str) -> bool:
+    """Whether backend `name` has the optional kernel `kernel_name` (e.g. topk_mask_ties, which only the C++
+    backend has; the public op computes the same thing in plain torch elsewhere)."""
+    return hasattr(_module(name), kernel_name)
+
+
 def checks_inputs(name: str, op: str) -> bool:
     """Whether backend `name`'s kernel for `op` rejects non-finite inputs itself (saving the public op a pass):
     listed in the backend's CHECKS_INPUTS."""
