@@ -13,6 +13,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("indices"), py::arg("weights"));
   m.def("topk_mask", &panning::topk_mask, "exact top-k mask of every segment", py::arg("scores"),
         py::arg("offsets"), py::arg("k"));
+  m.def("topk_mask_ties", &panning::topk_mask_ties, "(exact top-k mask, per segment: k-th and (k+1)-th equal)",
+        py::arg("scores"), py::arg("offsets"), py::arg("k"));
   m.def("masked_linear_fwd", &panning::masked_linear_fwd, "(x @ (W*M)^T + b, W*M)", py::arg("x"),
         py::arg("weight"), py::arg("mask"), py::arg("bias"));
   m.def("masked_linear_bwd", &panning::masked_linear_bwd, "(dx, dW_eff*M, dW_eff*W), None where not needed",

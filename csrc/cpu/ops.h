@@ -8,11 +8,17 @@
 
 namespace panning {
 
+// at::empty, but a large output lands on huge pages faulted in by one call (csrc/cpu/output.cpp).
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 at::Tensor product_score(const at::Tensor& weight, const at::Tensor& grad, bool absolute);
 
 // scores (N,), offsets (S+1,) int64, k (S,) int64 -> bool (N,): the k[s] largest of every segment.
 // Raises c10::ValueError "scores: contains NaN".
 at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const at::Tensor& k);
+// The same mask and, per segment, bool tied[s]: whether its k-th and (k+1)-th largest are equal.
+std::tuple<at::Tensor, at::Tensor> topk_mask_ties(const at::Tensor& scores, const at::Tensor& offsets,
+                                                  const at::Tensor& k);
 
 at::Tensor saliency(const at::Tensor& indices, const at::Tensor& weights);
 // mask: bool or the weight's floating dtype (kept where mask != 0). Returns (y, W_eff); the backward takes W_eff

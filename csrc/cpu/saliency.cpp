@@ -136,7 +136,7 @@ at::Tensor saliency(const at::Tensor& indices, const at::Tensor& weights) {
   const auto x = indices.contiguous();
   const auto w = weights.to(at::kDouble).contiguous();
   const int64_t K = x.size(0), N = x.size(1), B = w.size(0);
-  auto out = at::empty({B, N}, x.options());
+  auto out = empty_output({B, N}, x.options());
   if (N == 0 || B == 0) return out;
   if (K == 0) return out.zero_();
 

@@ -30,6 +30,10 @@
 #include <tuple>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "ops.h"
 
 namespace panning {
@@ -213,6 +217,59 @@ BracketCounts bracket_pass(const scalar_t* __restrict x, uint8_t* __restrict mas
   return counts;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// The float bracket pass in AVX-512: the same bytes, counts and histogram as the generic pass, but the lanes
+// inside the bracket are compressed into a list of positions as the vector loop finds them (register
+// compress, then a plain store: the memory form of vpcompressd is microcoded on some cores), so that the
+// bracketed elements are visited without scanning the block's mask bytes again.
+template <>
+BracketCounts bracket_pass<float>(const float* __restrict x, uint8_t* __restrict mask, int64_t n,
+                                  const Bracket<float>& bracket, uint32_t* __restrict hist) {
+  using K = Keys<float>;
+  constexpr int64_t kBlock = 512;
+  alignas(64) int32_t found[kBlock + 16];
+  const __m512 lo = _mm512_set1_ps(bracket.lo_value), hi = _mm512_set1_ps(bracket.hi_value);
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m128i one = _mm_set1_epi8(1), code_base = _mm_set1_epi8(static_cast<char>(kCodeBase));
+  const auto key_lo = bracket.lo;
+  const int shift = bracket.digit.shift, coarse_shift = bracket.digit.coarse_shift;
+  BracketCounts counts;
+  int64_t at_lo = 0;
+  __mmask16 nan = 0;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t len = std::min(kBlock, n - b);
+    int64_t count = 0;
+    for (int64_t i = 0; i < len; i += 16) {
+      const __mmask16 valid = len - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - i)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(valid, x + b + i);
+      const __mmask16 above = _mm512_mask_cmp_ps_mask(valid, v, hi, _CMP_GT_OQ);
+      const __mmask16 equal = _mm512_mask_cmp_ps_mask(valid, v, lo, _CMP_EQ_OQ);
+      const __mmask16 inside = _mm512_mask_cmp_ps_mask(valid, v, lo, _CMP_GT_OQ) & ~above;
+      nan |= _mm512_mask_cmp_ps_mask(valid, v, v, _CMP_UNORD_Q);
+      // Inside lanes get their code below; 0 until then.
+      const __m128i bytes = _mm_or_si128(_mm_maskz_mov_epi8(above, one), _mm_maskz_mov_epi8(equal, code_base));
+      _mm_mask_storeu_epi8(mask + b + i, valid, bytes);
+      const __m512i at = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(i)));
+      _mm512_storeu_si512(found + count, _mm512_maskz_compress_epi32(inside, at));
+      count += __builtin_popcount(inside);
+      counts.above += __builtin_popcount(above);
+      at_lo += __builtin_popcount(equal);
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t i = b + found[j];
+      const int64_t bin = (K::key(x[i]) - key_lo) >> shift;
+      ++hist[bin];
+      mask[i] = static_cast<uint8_t>(kCodeBase + (bin >> coarse_shift));
+    }
+    counts.within += count;
+  }
+  counts.within += at_lo;
+  hist[0] += static_cast<uint32_t>(at_lo);
+  counts.nan = nan != 0;
+  return counts;
+}
+#endif
+
 // How a byte pass rewrites mask bytes: 0, 1, and other values below, equal to and above `code`.
 struct ByteMap {
   uint8_t zero, one, below, equal, above, code;
@@ -302,8 +359,11 @@ class Select {
  public:
   explicit Select(bool parallel) : parallel_(parallel) {}
 
-  // Writes mask[0:n) for the top k of x[0:n); returns false (mask unspecified) if x holds a NaN.
+  // Writes mask[0:n) for the top k of x[0:n); returns false (mask unspecified) if x holds a NaN. After a
+  // successful run, tied() says whether the k-th and (k+1)-th largest are equal (some element equal to the
+  // threshold was dropped).
   bool run(const scalar_t* x, uint8_t* mask, int64_t n, int64_t k) {
+    tied_ = false;
     x_ = x;
     mask_ = mask;
     n_ = n;
@@ -347,8 +407,13 @@ class Select {
       resolve(range.lo);
     }
     keep_first_ties(range.need);
+    int64_t equal = 0;
+    for (int64_t c = 0; c < chunks_; ++c) equal += pending_[c];
+    tied_ = equal > range.need;
     return true;
   }
+
+  bool tied() const { return tied_; }
 
  private:
   // f(part, begin, end) over chunk-aligned parts: in parallel, or in order on this thread.
@@ -520,6 +585,7 @@ class Select {
   }
 
   const bool parallel_;
+  bool tied_ = false;
   const scalar_t* x_ = nullptr;
   uint8_t* mask_ = nullptr;
   int64_t n_ = 0, chunks_ = 0, parts_ = 0;
@@ -539,7 +605,8 @@ constexpr int64_t kMinParallelSegment = int64_t{1} << 16;
 constexpr int64_t kSegmentOverhead = 64;  // fixed cost of a segment, in elements, when balancing groups
 
 template <typename scalar_t>
-void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, const int64_t* k, int64_t segments) {
+void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, const int64_t* k, int64_t segments,
+                   uint8_t* tied) {
   const int64_t total = offsets[segments];
   const int64_t threads = at::get_num_threads();
   std::vector<int64_t> serial;       // segments selected by one thread each
@@ -550,6 +617,7 @@ void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, con
     const int64_t size = offsets[s + 1] - offsets[s];
     if (size >= kMinParallelSegment && size * 2 * threads >= total) {
       TORCH_CHECK_VALUE(parallel.run(x + offsets[s], mask + offsets[s], size, k[s]), "scores: contains NaN");
+      tied[s] = parallel.tied();
     } else {
       cost += size + kSegmentOverhead;
       serial.push_back(s);
@@ -569,6 +637,7 @@ void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, con
         const int64_t s = serial[it - serial_cost.begin()];
         const int64_t begin = offsets[s];
         if (!select.run(x + begin, mask + begin, offsets[s + 1] - begin, k[s])) nan[g] = 1;
+        tied[s] = select.tied();
       }
     }
   });
@@ -577,7 +646,8 @@ void topk_segments(const scalar_t* x, uint8_t* mask, const int64_t* offsets, con
 
 }  // namespace
 
-at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const at::Tensor& k) {
+std::tuple<at::Tensor, at::Tensor> topk_mask_ties(const at::Tensor& scores, const at::Tensor& offsets,
+                                                  const at::Tensor& k) {
   TORCH_CHECK(scores.device().is_cpu() && scores.dim() == 1 && scores.is_contiguous(),
               "topk_mask: scores must be a contiguous 1-D CPU tensor");
   TORCH_CHECK(offsets.scalar_type() == at::kLong && k.scalar_type() == at::kLong && offsets.is_contiguous() &&
@@ -586,12 +656,18 @@ at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const 
   const int64_t segments = k.numel();
   const int64_t* off = offsets.const_data_ptr<int64_t>();
   TORCH_CHECK(off[0] == 0 && off[segments] == scores.numel(), "topk_mask: offsets must span the scores");
-  auto mask = at::empty(scores.sizes(), scores.options().dtype(at::kBool));
+  auto mask = empty_output(scores.sizes(), scores.options().dtype(at::kBool));
+  auto tied = at::zeros({segments}, offsets.options().dtype(at::kBool));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "topk_mask", [&] {
     topk_segments(scores.const_data_ptr<scalar_t>(), reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>()),
-                  off, k.const_data_ptr<int64_t>(), segments);
+                  off, k.const_data_ptr<int64_t>(), segments,
+                  reinterpret_cast<uint8_t*>(tied.mutable_data_ptr<bool>()));
   });
-  return mask;
+  return {mask, tied};
+}
+
+at::Tensor topk_mask(const at::Tensor& scores, const at::Tensor& offsets, const at::Tensor& k) {
+  return std::get<0>(topk_mask_ties(scores, offsets, k));
 }
 
 }  // namespace panning

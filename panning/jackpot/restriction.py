@@ -77,16 +77,12 @@ def top_k_refresh(old: torch.Tensor, scores: torch.Tensor, k: torch.Tensor, offs
                   segment: torch.Tensor) -> torch.Tensor:
     """The plain refresh: every layer keeps its k[s] highest scores, except that a layer whose k-th and
     (k+1)-th highest scores tie keeps its old mask (the authors' code then finds unequal numbers of revivals
-    and removals and leaves the layer alone). One segmented top-k and two segmented reductions, no host sync.
+    and removals and leaves the layer alone). One segmented top-k, which also reports the tied layers; no
+    host sync on a GPU.
 
     old: the current flat bool mask; k, offsets: host int64; segment: (N,) layer index of every weight.
     """
-    proposed = ops.topk_mask(scores, k, offsets=offsets)
-    layers = offsets.numel() - 1
-    inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
-    lowest_kept = torch.full((layers,), float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
-        0, segment, torch.where(proposed, scores, inf), "amin")
-    highest_pruned = torch.full((layers,), -float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
-        0, segment, torch.where(proposed, -inf, scores), "amax")
-    tied = highest_pruned >= lowest_kept
+    proposed, tied = ops.topk_mask(scores, k, offsets=offsets, ties=True)
+    if tied.device.type == "cpu" and not bool(tied.any()):  # the usual case, no copy of the old mask
+        return proposed
     return torch.where(tied[segment], old, proposed)

@@ -35,6 +35,12 @@ def topk_mask(scores: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor) -> t
     return _C.topk_mask(scores, offsets, k)
 
 
+def topk_mask_ties(scores: torch.Tensor, offsets: torch.Tensor,
+                   k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """topk_mask and, per segment, whether its k-th and (k+1)-th largest are equal (found by the selection)."""
+    return _C.topk_mask_ties(scores, offsets, k)
+
+
 def saliency(indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return _C.saliency(indices, weights)
 

@@ -111,8 +111,14 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     if mask.dtype != torch.bool and mask.dtype != weight.dtype:
         mask = mask != 0  # the kernels read a bool mask or one of the weight's dtype
     name = dispatch.resolve("masked_linear_fwd", x.device, backend)
-    dispatch.resolve("masked_linear_bwd", x.device, name)
-    rows = math.prod(x.shape[:-1])  # not reshape(-1, in): that fails for in_features 0
-    args = (x.reshape(rows, x.shape[-1]).contiguous(), weight.contiguous(), mask.contiguous(), bias, name)
-    y = _masked_linear(*args)[0] if torch.compiler.is_compiling() else _EagerMaskedLinear.apply(*args)
-    return y.view(*x.shape[:-1], weight.shape[0])
+    # Not reshape(-1, in): that fails for in_features 0. A 2-D x (the common case) skips the reshapes.
+    flat = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+    args = (flat.contiguous(), weight.contiguous(), mask.contiguous(), bias, name)
+    compiling = torch.compiler.is_compiling()
+    if not compiling and not (torch.is_grad_enabled() and
+                              any(t is not None and t.requires_grad for t in (x, weight, mask, bias))):
+        y = dispatch.kernel("masked_linear_fwd", name)(*args[:4])[0]  # nothing to differentiate: no autograd node
+    else:
+        dispatch.resolve("masked_linear_bwd", x.device, name)
+        y = _masked_linear(*args)[0] if compiling else _EagerMaskedLinear.apply(*args)
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], weight.shape[0])

@@ -47,8 +47,21 @@ def _offsets(offsets, n: int) -> torch.Tensor:
     return offsets
 
 
+def _ties(scores: torch.Tensor, mask: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Per segment of the flat scores: whether a dropped score is >= a kept one, i.e. the k-th and (k+1)-th
+    largest are equal. In plain torch, for the backends whose kernel does not report it."""
+    segments = offsets.numel() - 1
+    segment = torch.repeat_interleave(torch.arange(segments, device=scores.device), offsets.diff())
+    inf = torch.tensor(float("inf"), dtype=scores.dtype, device=scores.device)
+    lowest_kept = torch.full((segments,), float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, segment, torch.where(mask, scores, inf), "amin")
+    highest_dropped = torch.full((segments,), -float("inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, segment, torch.where(mask, -inf, scores), "amax")
+    return highest_dropped >= lowest_kept
+
+
 def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, offsets=None,
-              backend: str | None = None) -> torch.Tensor:
+              backend: str | None = None, ties: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Keep the k largest scores: exactly k True, ties broken towards the lower index.
 
     - scores (N,), int k: global top-k.
@@ -57,6 +70,9 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
       k a sequence/tensor of S counts (or (B, S) for a batch). This is the per-layer mask of an arena.
 
     Returns a bool tensor shaped like `scores`. -0.0 and +0.0 are equal; NaN is an error.
+    With `ties=True`, returns (mask, tied): tied[s] (shape (S,), or (B, S) for a batch) says whether the
+    k-th and (k+1)-th largest scores of segment s are equal, so that another set of k indices would hold the
+    same scores (the C++ kernel reports it at no cost; other backends compute it in plain torch).
     Offsets and k are small metadata: pass them on the host to avoid device synchronization.
     """
     _checks.floating("scores", _checks.tensor("scores", scores, dims=(1, 2)))
@@ -72,13 +88,22 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
         seg_offsets = _offsets(offsets, n)
         seg_k = _segment_k(k, seg_offsets, rows)
     name = dispatch.resolve("topk_mask", scores.device, backend)
+    tied_shape = seg_k.shape if scores.dim() == 2 else seg_k.shape[1:]
     if scores.numel() == 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        return (mask, torch.zeros(tied_shape, dtype=torch.bool, device=scores.device)) if ties else mask
     if not dispatch.checks_inputs(name, "topk_mask"):
         _checks.no_nan("scores", scores)
     # Flatten the batch into one list of segments over the contiguous scores.
     starts = (torch.arange(rows).unsqueeze(1) * n + seg_offsets[:-1]).reshape(-1)
     flat_offsets = torch.cat([starts, torch.tensor([rows * n])]).to(scores.device)
     flat_k = seg_k.reshape(-1).to(scores.device)
-    mask = _topk_mask(scores.detach().contiguous().reshape(-1), flat_offsets, flat_k, name)
-    return mask.view(scores.shape)
+    flat = scores.detach().contiguous().reshape(-1)
+    if not ties:
+        return _topk_mask(flat, flat_offsets, flat_k, name).view(scores.shape)
+    if dispatch.implements(name, "topk_mask_ties") and not torch.compiler.is_compiling():
+        mask, tied = dispatch.kernel("topk_mask_ties", name)(flat, flat_offsets, flat_k)
+    else:
+        mask = _topk_mask(flat, flat_offsets, flat_k, name)
+        tied = _ties(flat, mask, flat_offsets)
+    return mask.view(scores.shape), tied.view(tied_shape)

@@ -56,6 +56,18 @@ def test_saliency_does_not_depend_on_the_thread_count():
     assert torch.equal(one, two)
 
 
+def test_saliency_output_on_huge_pages_matches_reference():
+    # An output of >= 8 MB is allocated on huge pages (csrc/cpu/output.cpp).
+    g = _gen(4)
+    indices = torch.randn(2, 1_100_003, generator=g) * 3 - 1
+    weights = torch.rand(2, 2, generator=g, dtype=torch.float64)
+    out = ops.saliency(indices, weights, backend="cpp")
+    _close(out, ops.saliency(indices, weights, backend="reference"), torch.float32)
+    out.fill_(0.0)  # the memory is writable and owned by the tensor
+    _close(ops.saliency(indices, weights, backend="cpp"), ops.saliency(indices, weights, backend="reference"),
+           torch.float32)
+
+
 def test_saliency_keeps_precision_under_a_large_offset():
     g = _gen(3)
     indices = torch.randn(2, 1_000_000, generator=g) + 1e4
@@ -76,7 +88,9 @@ def _linear(m, i, o, dtype, density, seed):
     return x, w, mask, b
 
 
-SHAPES = [(7, 13, 5, 0.3), (0, 9, 4, 0.5), (5, 11, 3, 0.0), (6, 10, 4, 1.0), (300, 70, 33, 0.1), (1, 1, 1, 1.0)]
+# in_features < out_features takes the transposed weight-gradient GEMM and its tiled epilogue (odd tiles here).
+SHAPES = [(7, 13, 5, 0.3), (0, 9, 4, 0.5), (5, 11, 3, 0.0), (6, 10, 4, 1.0), (300, 70, 33, 0.1), (1, 1, 1, 1.0),
+          (8, 5, 37, 0.4), (3, 1, 70, 0.5), (0, 3, 40, 0.5), (9, 33, 65, 0.7)]
 
 
 def _masked_grads(backend, x, w, mask, b):
@@ -103,8 +117,39 @@ def test_masked_linear_score_grad_is_the_straight_through_rule():
     _close(score.grad, (dy.t() @ x) * w, torch.float64)
 
 
-def test_masked_linear_gradcheck():
-    x, w, mask, b = _linear(4, 5, 3, torch.float64, 0.6, seed=6)
+@pytest.mark.parametrize("m,i,o", [(9, 8, 6), (9, 6, 45), (2, 1100, 2000)])  # the last: >= 8 MB outputs
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_masked_linear_gradients_against_the_written_out_rule(m, i, o, mask_dtype):
+    # dx = dy (W*M), dW = (dy^T x) * M, dscore = (dy^T x) * W; with the weight frozen (a mask search) and not.
+    x, w, mask, b = _linear(m, i, o, torch.float32, 0.5, seed=7 + i)
+    dy = torch.randn(m, o, generator=_gen(8))
+    w_eff = w * mask
+    for frozen in (True, False):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_(not frozen)
+        score = mask.float().requires_grad_()
+        y = ops.masked_linear(xg, wg, score if mask_dtype != torch.bool else mask, b,
+                              score_grad=mask_dtype != torch.bool, backend="cpp")
+        _close(y, x @ w_eff.t() + b, torch.float32)
+        y.backward(dy)
+        _close(xg.grad, dy @ w_eff, torch.float32)
+        if not frozen:
+            _close(wg.grad, (dy.t() @ x) * mask, torch.float32)
+        if mask_dtype != torch.bool:
+            _close(score.grad, (dy.t() @ x) * w, torch.float32)
+
+
+def test_masked_linear_without_gradients_builds_no_graph():
+    x, w, mask, b = _linear(5, 4, 7, torch.float32, 0.5, seed=9)
+    y = ops.masked_linear(x, w, mask, b, backend="cpp")
+    assert y.grad_fn is None and not y.requires_grad
+    _close(y, x @ (w * mask).t() + b, torch.float32)
+    with torch.no_grad():
+        assert ops.masked_linear(x.requires_grad_(), w, mask, b, backend="cpp").grad_fn is None
+
+
+@pytest.mark.parametrize("i,o", [(5, 3), (3, 7)])  # both weight-gradient layouts
+def test_masked_linear_gradcheck(i, o):
+    x, w, mask, b = _linear(4, i, o, torch.float64, 0.6, seed=10 + o)
     x, w, b = (t.requires_grad_() for t in (x, w, b))
     fn = lambda x, w, b: ops.masked_linear(x, w, mask, b, backend="cpp")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w, b))
