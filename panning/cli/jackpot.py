@@ -45,7 +45,8 @@ OPTIONS = (
     Option("include-classifier", boolean, "search the last layer too" + _SEARCH),
     o.BATCH_SIZE.but(help="global batch size" + _SEARCH),
     o.LR.but(help="score learning rate; default: the preset's"),
-    o.MOMENTUM.but(help="score SGD momentum" + _SEARCH),
+    o.MOMENTUM.but(help="score SGD momentum, in [0, 1)" + _SEARCH,
+                   check=lambda name, value: checks.number(name, value, low=0.0, high=1.0, high_open=True)),
     o.WEIGHT_DECAY.but(help="score weight decay" + _SEARCH),
     Option("monitor", boolean, "count loss rises after mask updates (one more forward per step)" + _SEARCH),
     Option("finetune-epochs", int, "then train the kept weights with the mask fixed (0: no fine-tune)", 0,
@@ -75,6 +76,8 @@ def run(opts: dict) -> int:
     from .. import data, models
     from ..jackpot.searching import search
 
+    if opts["epochs"] is not None and opts["steps"] is not None:  # before the dense training, not after it
+        raise o.UsageError("--steps: give the search budget as --epochs or as --steps, not both")
     opts = o.defaults_of(search, opts, _SEARCH_KEYS)
     bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     opts["model"] = o.model_for(opts)

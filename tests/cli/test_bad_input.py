@@ -122,11 +122,19 @@ def test_every_command_refuses_sparsity_outside_0_1_the_same_way(command, sparsi
     ("--threads", "0", "--threads: expected a positive int, got 0"),
     ("--width", "0", "--width: expected a number in (0, inf], got 0.0"),
     ("--init", "psychic", "--init: expected one of magnitude, flat, random, got 'psychic'"),
+    ("--momentum", "1", "--momentum: expected a number in [0, 1), got 1.0"),
 ])
 def test_jackpot_checks_every_option_before_training(option, value, message, tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["jackpot", "--data", "synthetic", option, value, "--out", str(out)]) == 2
     assert message in error_line(capsys, "jackpot")
+    assert not out.exists()
+
+
+def test_jackpot_refuses_epochs_and_steps_together_before_training(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["jackpot", "--data", "synthetic", "--epochs", "2", "--steps", "3", "--out", str(out)]) == 2
+    assert "--steps: give the search budget as --epochs or as --steps, not both" in error_line(capsys, "jackpot")
     assert not out.exists()
 
 
