@@ -368,14 +368,16 @@ def findings(table: list[dict], opts: dict) -> list[str]:
         order = ", ".join(f"{row['label']} {100 * row['acc']:.1f}%" for row in ranked)
         sentences.append(f"Pruned before training to {opts['sparsity']:.0%}, from most to least accurate: "
                          f"{order} (dense: {acc('dense'):.1f}%).")
-        for key in ("panning", "rl_panning"):
-            if key in by and not by[key].get("skipped") and by[key] is not best:
-                sentences.append(f"{by[key]['label']} is {100 * (best['acc'] - by[key]['acc']):.1f} points below "
-                                 f"{best['label']} at this seed.")
-        if "panning" in by and by["panning"] is best and len(ranked) > 1:
-            sentences.append(f"Panning leads the next method, {ranked[1]['label']}, by "
-                             f"{100 * (best['acc'] - ranked[1]['acc']):.1f} points at this seed.")
-        if "rl_panning" in by and "panning" in by and not by["rl_panning"].get("skipped"):
+        # Each comparison once: Panning and RL Panning against the best other method, then against each other.
+        family = [row for row in ranked if row["key"] in ("panning", "rl_panning")]
+        others = [row for row in ranked if row["key"] not in ("panning", "rl_panning")]
+        if best in family and others:
+            sentences.append(f"{best['label']} leads the best of the other methods, {others[0]['label']}, by "
+                             f"{100 * (best['acc'] - others[0]['acc']):.1f} points at this seed.")
+        elif best not in family:
+            sentences += [f"{row['label']} is {100 * (best['acc'] - row['acc']):.1f} points below {best['label']} "
+                          "at this seed." for row in family]
+        if len(family) == 2:
             difference = 100 * (by["rl_panning"]["acc"] - by["panning"]["acc"])
             sentences.append(f"RL Panning against hand-scheduled Panning: {difference:+.1f} points at this seed.")
     if "rl_panning" in by and by["rl_panning"].get("skipped"):

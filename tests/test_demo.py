@@ -236,3 +236,32 @@ def test_the_demo_runs_the_protocol_of_the_pbt_experiment():
     for key, full in panning.demo.BUDGETS["full"].items():
         assert f"default: {full} ({panning.demo.BUDGETS['quick'][key]} with --quick)" in helps[key]
     assert panning.demo.SHIPPED_AGENT == ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
+
+
+def _before_training(**accuracy: float) -> list[dict]:
+    """A demo table of the dense row and rows pruned before training with the given accuracies (fractions)."""
+    labels = panning.demo.NAMES
+    return ([dict(key="dense", label="dense", kind="dense", acc=0.9)]
+            + [dict(key=key, label=labels[key], kind="before training", acc=acc) for key, acc in accuracy.items()])
+
+
+@pytest.mark.parametrize("accuracy, expected", [
+    # RL Panning first: it leads SynFlow (the best other method), and the two Panning variants are compared once.
+    (dict(panning=0.30, rl_panning=0.32, synflow=0.25, random=0.10),
+     ["RL Panning leads the best of the other methods, SynFlow, by 7.0 points at this seed.",
+      "RL Panning against hand-scheduled Panning: +2.0 points at this seed."]),
+    # Panning first, RL Panning last.
+    (dict(panning=0.40, rl_panning=0.20, synflow=0.35),
+     ["Panning leads the best of the other methods, SynFlow, by 5.0 points at this seed.",
+      "RL Panning against hand-scheduled Panning: -20.0 points at this seed."]),
+    # Another method first: each Panning variant below it, then against each other.
+    (dict(panning=0.30, rl_panning=0.20, synflow=0.35),
+     ["Panning is 5.0 points below SynFlow at this seed.", "RL Panning is 15.0 points below SynFlow at this seed.",
+      "RL Panning against hand-scheduled Panning: -10.0 points at this seed."]),
+    # Without RL Panning: no comparison between the two.
+    (dict(panning=0.30, synflow=0.35), ["Panning is 5.0 points below SynFlow at this seed."]),
+])
+def test_findings_state_each_comparison_once(accuracy, expected):
+    sentences = panning.demo.findings(_before_training(**accuracy), {"sparsity": 0.98})
+    assert sentences[0].startswith("Pruned before training to 98%, from most to least accurate: ")
+    assert sentences[1:] == expected
