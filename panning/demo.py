@@ -34,7 +34,7 @@ from . import models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
-from .pbt.agent import AGENTS, read_agent_file
+from .pbt.agent import AGENTS, network_differences, read_agent_file
 from .pbt.methods import METHODS
 from .prune import prune
 from .train import PROTOCOL, evaluate, train
@@ -214,11 +214,9 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
         network = read_agent_file(path).get("network", {})
     except ValueError as error:
         raise ValueError(f"--agent: {error}") from None
-    wanted = dict(model=MODEL, width=opts["width"], data=DATA)
-    differs = [f"{key} {network[key]!r} (here {value!r})" for key, value in wanted.items()
-               if key in network and network[key] != value]
+    differs = network_differences(network, dict(model=MODEL, width=opts["width"], data=DATA))
     if differs:
-        message = f"the agent {_shown(path)} was trained for another network: {', '.join(differs)}"
+        message = f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
         if given:
             raise ValueError(f"--agent: {message}")
         return None, message

@@ -245,13 +245,20 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
     return agent
 
 
-def check_network(saved: dict, wanted: dict, path: Path) -> None:
-    """Refuse an agent trained for another network, naming what differs."""
-    differences = [f"{key} {saved.get(key)!r} (here {wanted[key]!r})" for key in wanted
+def network_differences(saved: dict, wanted: dict) -> list[str]:
+    """How the network an agent was trained for (`saved`, its file's "network") differs from `wanted`, one phrase
+    per difference; only the keys both name are compared (an agent trained from Python has no model name)."""
+    differences = [f"{key} {saved[key]!r} (here {wanted[key]!r})" for key in wanted
                    if key in saved and saved[key] != wanted[key] and key != "arena"]
-    if saved.get("arena") is not None and saved["arena"] != wanted["arena"]:
+    if saved.get("arena") is not None and wanted.get("arena") is not None and saved["arena"] != wanted["arena"]:
         differences.append(f"arena of {sum(saved['arena'].values())} weights in {len(saved['arena'])} layers "
                            f"(here {sum(wanted['arena'].values())} in {len(wanted['arena'])})")
+    return differences
+
+
+def check_network(saved: dict, wanted: dict, path: Path) -> None:
+    """Refuse an agent trained for another network, naming what differs."""
+    differences = network_differences(saved, wanted)
     if differences:
         raise ValueError(f"agent {str(path)!r}: trained for another network: " + "; ".join(differences))
 
