@@ -45,10 +45,12 @@ def run(opts: dict) -> int:
 
     method = METHODS[opts["method"]]
     extra = {key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None}
+    flag = lambda key: f"--{key.replace('_', '-')}"  # noqa: E731
     for key in extra:
         if key not in method.defaults:
-            raise UsageError(f"--{key.replace('_', '-')}: method {opts['method']!r} does not accept it "
-                             f"(accepts: {', '.join(method.defaults) or 'no options'})")
+            accepted = [flag(k) for k in _METHOD_OPTIONS if k in method.defaults]
+            raise UsageError(f"{flag(key)}: method {opts['method']!r} does not accept it "
+                             f"(it takes {', '.join(accepted) or 'none of ' + ', '.join(map(flag, _METHOD_OPTIONS))})")
     if "agent" in method.defaults and opts["agent"] is None:
         raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
                          f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
