@@ -66,4 +66,6 @@ def run(opts: dict) -> int:
         "test acc": f"{100 * result.test_acc:.2f}%",
         "time": f"{result.wall_time:.1f} s",
     })
+    if opts["save"] is not None:
+        print(f"model saved to {opts['save']} (panning evaluate --weights {opts['save']})")
     return 0
