@@ -74,8 +74,8 @@ def run(opts: dict) -> int:
         recipe = {**RECIPES[model_name], **({"epochs": opts["epochs"]} if opts["epochs"] is not None else {})}
         trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
                         progress=sys.stderr.isatty(), **recipe)
-        print(f"test accuracy after {trained.epochs} epochs: {trained.test_acc:.2%} "
-              f"(trained in {trained.wall_time:.1f} s)")
+        epochs = f"{trained.epochs} epoch" + ("s" if trained.epochs != 1 else "")
+        print(f"test accuracy after {epochs}: {trained.test_acc:.2%} (trained in {trained.wall_time:.1f} s)")
     return 0
 
 
