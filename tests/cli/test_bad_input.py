@@ -226,3 +226,13 @@ def test_usage_errors_are_one_line_too(capsys):
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("panning prune: error: argument --data: invalid choice: 'imagenet'")
+
+
+def test_evaluate_on_a_data_set_the_model_does_not_take(tmp_path, capsys):
+    bundle = data.load("digits")
+    path = tmp_path / "digits.safetensors"
+    models.save(path, models.build("cnn2d", bundle.input_shape, bundle.num_classes), name="cnn2d",
+                input_shape=bundle.input_shape, num_classes=bundle.num_classes, data="digits", seed=0)
+    assert main(["evaluate", "--weights", str(path), "--data", "mnist1d"]) == 2
+    assert error_line(capsys, "evaluate").endswith(
+        "--data: mnist1d has inputs (1, 40) and 10 classes; the model takes (1, 8, 8) and 10 classes")
