@@ -131,6 +131,14 @@ def test_jackpot_checks_every_option_before_training(option, value, message, tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", ["1", "-0.1"])
+def test_train_refuses_a_momentum_outside_0_1_as_an_option(value, tmp_path, capsys):
+    checkpoint = tmp_path / "run.pt"
+    assert main(["train", "--data", "synthetic", "--momentum", value, "--checkpoint", str(checkpoint)]) == 2
+    assert f"--momentum: expected a number in [0, 1), got {float(value)}" in error_line(capsys, "train")
+    assert not checkpoint.exists()
+
+
 def test_jackpot_refuses_epochs_and_steps_together_before_training(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["jackpot", "--data", "synthetic", "--epochs", "2", "--steps", "3", "--out", str(out)]) == 2
