@@ -61,7 +61,8 @@ OPTIONS = (
            check=checks.positive_int),
     o.WIDTH.but(default=4.0, help="width multiplier of cnn1d (4: the protocol; the shipped agent is for 4)"),
     o.SEED,
-    Option("out", Path, "results folder: report.md, results.json, plots, cells/ (reused by a rerun), masks/, checkpoints/",
+    Option("out", Path, "results folder: report.md, results.json, plots, cells/ (reused by a rerun), masks/, "
+           "checkpoints/",
            Path("runs/demo"), check=o.output_folder),
     o.THREADS.but(default=1, help="CPU threads for torch (1 is as fast for this small model and far faster on a "
                   "busy machine)"),
