@@ -408,9 +408,11 @@ def _plots(folder: Path, rows: dict[str, dict], table: list[dict], opts: dict) -
     ax.invert_yaxis()
     for i, row in enumerate(shown):
         ax.text(100 * row["acc"] + 0.5, i, f"{100 * row['acc']:.1f}", va="center", fontsize=8)
-    ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{DATA}, {MODEL} width {opts['width']:g}\nblue: pruned "
-           "before training, then trained; orange: inside the trained network, no update")
-    ax.title.set_fontsize(9)
+    ax.set(xlabel="test accuracy (%)", xlim=(0, 105))
+    # Over the whole figure, not the axes: the long row labels push the axes right, and a title centred on
+    # them ran off the image's right edge.
+    fig.suptitle(f"{DATA}, {MODEL} width {opts['width']:g}\nblue: pruned before training, then trained; orange: "
+                 "inside the trained network, no update", fontsize=9)
     save_figure(fig, folder / "accuracy.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))

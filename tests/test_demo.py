@@ -241,8 +241,9 @@ def test_the_demo_runs_the_protocol_of_the_pbt_experiment():
 def _before_training(**accuracy: float) -> list[dict]:
     """A demo table of the dense row and rows pruned before training with the given accuracies (fractions)."""
     labels = panning.demo.NAMES
-    return ([dict(key="dense", label="dense", kind="dense", acc=0.9)]
-            + [dict(key=key, label=labels[key], kind="before training", acc=acc) for key, acc in accuracy.items()])
+    return ([dict(key="dense", label="dense", kind="dense", acc=0.9, sparsity=0.0)]
+            + [dict(key=key, label=labels[key], kind="before training", acc=acc, sparsity=0.98)
+               for key, acc in accuracy.items()])
 
 
 @pytest.mark.parametrize("accuracy, expected", [
@@ -265,3 +266,30 @@ def test_findings_state_each_comparison_once(accuracy, expected):
     sentences = panning.demo.findings(_before_training(**accuracy), {"sparsity": 0.98})
     assert sentences[0].startswith("Pruned before training to 98%, from most to least accurate: ")
     assert sentences[1:] == expected
+
+
+def test_the_plots_keep_every_text_inside_the_image(tmp_path, monkeypatch):
+    import matplotlib.text
+
+    outside = {}
+
+    def check(fig, path, **_):  # stands in for io.save_figure: lay out, draw, measure every text
+        fig.tight_layout()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        width, height = fig.bbox.width, fig.bbox.height
+        hidden = {id(label) for ax in fig.axes for axis, (low, high) in ((0, ax.get_xlim()), (1, ax.get_ylim()))
+                  for label in (ax.get_xticklabels() if axis == 0 else ax.get_yticklabels())
+                  if not min(low, high) <= label.get_position()[axis] <= max(low, high)}  # ticks not drawn
+        for text in fig.findobj(matplotlib.text.Text):
+            if text.get_visible() and text.get_text() and id(text) not in hidden:
+                box = text.get_window_extent(renderer)
+                if box.x0 < -1 or box.x1 > width + 1 or box.y0 < -1 or box.y1 > height + 1:
+                    outside.setdefault(Path(path).name, []).append(text.get_text())
+
+    monkeypatch.setattr(panning.demo, "save_figure", check)
+    table = _before_training(panning=0.30, rl_panning=0.32, synflow=0.25) + [
+        dict(key="magnitude_bn", label="magnitude + BN re-estimation (no BatchNorm: = magnitude)", kind="jackpot",
+             acc=0.35, sparsity=0.9)]
+    panning.demo._plots(tmp_path, {}, table, {"width": 4.0, "sparsity": 0.98, "jackpot_sparsity": 0.9})
+    assert outside == {}
