@@ -291,5 +291,6 @@ def test_the_plots_keep_every_text_inside_the_image(tmp_path, monkeypatch):
     table = _before_training(panning=0.30, rl_panning=0.32, synflow=0.25) + [
         dict(key="magnitude_bn", label="magnitude + BN re-estimation (no BatchNorm: = magnitude)", kind="jackpot",
              acc=0.35, sparsity=0.9)]
-    panning.demo._plots(tmp_path, {}, table, {"width": 4.0, "sparsity": 0.98, "jackpot_sparsity": 0.9})
+    rows = {"dense": {"curve": [0.5, 0.9]}, "panning": {"curve": [0.2, 0.3]}}
+    panning.demo._plots(tmp_path, rows, table, {"width": 4.0, "sparsity": 0.98, "jackpot_sparsity": 0.9})
     assert outside == {}
