@@ -155,11 +155,14 @@ def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]
     values, tensors, arrays = checkpoints.load(folder)
     spec = values["agent"]
     check_network(spec["network"], network, folder)
-    saved = {key: spec[key] for key in wanted}
-    if saved != json.loads(json.dumps(wanted)):
-        differing = sorted(key for key in wanted if saved[key] != json.loads(json.dumps(wanted[key])))
-        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} "
-                         f"({ {k: saved[k] for k in differing} }); continue with those or use another folder")
+    # Compared setting by setting (the agent's settings one level down), as JSON stores them.
+    flat = lambda run: {**{k: v for k, v in run.items() if k != "settings"}, **run["settings"]}  # noqa: E731
+    saved, now = flat({key: spec[key] for key in wanted}), flat(json.loads(json.dumps(wanted)))
+    differing = sorted(key for key in saved.keys() | now.keys() if saved.get(key) != now.get(key))
+    if differing:
+        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} (it has "
+                         f"{ {k: saved.get(k) for k in differing} }, this run { {k: now.get(k) for k in differing} }); "
+                         "continue with those or use another folder")
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
     checkpoints.restore(agent, values, tensors, arrays)
     env.load_state(values["env"], tensors)

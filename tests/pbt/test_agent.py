@@ -161,6 +161,7 @@ def test_a_checkpoint_continues_only_with_its_own_settings(bundle, tmp_path):
     train_agent(make(bundle, lanes=1), 40, seed=0, checkpoint=tmp_path / "ck", **FAST)
     with pytest.raises(ValueError, match="made with other seed"):
         train_agent(make(bundle, lanes=1), 80, seed=1, checkpoint=tmp_path / "ck", **FAST)
-    with pytest.raises(ValueError, match="made with other settings"):
+    with pytest.raises(ValueError, match=r"made with other batch_size \(it has \{'batch_size': 32\}, this run "
+                                         r"\{'batch_size': 8\}\)"):
         train_agent(make(bundle, lanes=1), 80, seed=0, checkpoint=tmp_path / "ck",
                     **{**FAST, "batch_size": 8})
