@@ -34,7 +34,7 @@ from . import models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
-from .pbt.agent import AGENTS, network_differences, read_agent_file
+from .pbt.agent import AGENTS, agent_differences
 from .pbt.methods import METHODS
 from .prune import prune
 from .train import PROTOCOL, evaluate, train
@@ -211,10 +211,9 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
         return None, f"no agent at {_shown(path)}.{{json,safetensors}} (train one: panning agent --config " \
                      "configs/agent_mnist1d_cnn1d.yaml)"
     try:
-        network = read_agent_file(path).get("network", {})
+        differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)
     except ValueError as error:
         raise ValueError(f"--agent: {error}") from None
-    differs = network_differences(network, dict(model=MODEL, width=opts["width"], data=DATA))
     if differs:
         message = f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
         if given:

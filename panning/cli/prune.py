@@ -54,8 +54,17 @@ def run(opts: dict) -> int:
     if "agent" in method.defaults and opts["agent"] is None:
         raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
                          f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     model_name = o.model_for(opts)
+    if opts["agent"] is not None:
+        from ..pbt.agent import agent_differences
+
+        try:
+            differs = agent_differences(opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
+        except ValueError as error:
+            raise UsageError(f"--agent: {error}") from None
+        if differs:
+            raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
+    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     torch.manual_seed(opts["seed"])
     model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"]).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable

@@ -259,6 +259,12 @@ def network_differences(saved: dict, wanted: dict) -> list[str]:
     return differences
 
 
+def agent_differences(path: str | os.PathLike, **network) -> list[str]:
+    """How the network the agent saved at `path` was trained for differs from `network` (model=, width=, data=),
+    read from its JSON file alone: a check before any work (load_agent also compares the arena)."""
+    return network_differences(read_agent_file(path).get("network", {}), network)
+
+
 def check_network(saved: dict, wanted: dict, path: Path) -> None:
     """Refuse an agent trained for another network, naming what differs."""
     differences = network_differences(saved, wanted)

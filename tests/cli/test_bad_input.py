@@ -244,3 +244,17 @@ def test_evaluate_on_a_data_set_the_model_does_not_take(tmp_path, capsys):
     assert main(["evaluate", "--weights", str(path), "--data", "mnist1d"]) == 2
     assert error_line(capsys, "evaluate").endswith(
         "--data: mnist1d has inputs (1, 40) and 10 classes; the model takes (1, 8, 8) and 10 classes")
+
+
+def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path, capsys):
+    from panning.pbt.agent import AGENTS
+
+    agent, out = AGENTS / "cnn1d-w4-mnist1d", tmp_path / "m.safetensors"
+    assert main(["prune", "--method", "rl_panning", "--agent", str(agent), "--width", "1", "--out", str(out)]) == 2
+    assert error_line(capsys, "prune").endswith(
+        f"--agent: {str(agent)!r} was trained for another network: width 4.0 (here 1.0)")
+    (tmp_path / "not-an-agent.json").write_text("{}")
+    assert main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "not-an-agent"), "--width", "4",
+                 "--out", str(out)]) == 2
+    assert "--agent: agent " in error_line(capsys, "prune")
+    assert not out.exists()
