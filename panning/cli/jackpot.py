@@ -72,13 +72,13 @@ def run(opts: dict) -> int:
     """Search, print the table, write the run folder."""
     import torch.distributed as dist
 
-    from .. import data, models
+    from .. import models
     from ..jackpot.searching import search
 
     if opts["epochs"] is not None and opts["steps"] is not None:  # before the dense training, not after it
         raise o.UsageError("--steps: give the search budget as --epochs or as --steps, not both")
     opts = o.defaults_of(search, opts, _SEARCH_KEYS)
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    bundle = o.load_data(opts)
     opts["model"] = o.model_for(opts)
     model = _built(opts, bundle)
     if opts["checkpoint"] is not None:

@@ -176,6 +176,19 @@ def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
     return opts | {key: parameters[key].default for key in keys if opts[key] is None}
 
 
+def load_data(opts: dict, name: str | None = None, seed: int | None = None):
+    """The data set of --data and --seed (or `name`, `seed`) from panning.data.load; a missing or wrong --data-dir
+    is named as that option."""
+    from .. import data
+
+    try:
+        return data.load(name or opts["data"], seed=opts["seed"] if seed is None else seed, data_dir=opts["data_dir"])
+    except ValueError as error:
+        if str(error).startswith("data_dir: "):
+            raise UsageError(f"--data-dir: {str(error).removeprefix('data_dir: ')}") from None
+        raise
+
+
 def load_masks(name: str, path: Path):
     """The masks file given as option `name`, read safely (panning.masks.Masks.load)."""
     from ..masks import Masks

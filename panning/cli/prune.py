@@ -37,7 +37,7 @@ def run(opts: dict) -> int:
 
     import torch
 
-    from .. import data, models
+    from .. import models
     from ..arena import except_last, prunable
     from ..connectivity import collapse_report
     from ..pbt.methods import METHODS
@@ -64,7 +64,7 @@ def run(opts: dict) -> int:
             raise UsageError(f"--agent: {error}") from None
         if differs:
             raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    bundle = o.load_data(opts)
     torch.manual_seed(opts["seed"])
     model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"]).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable

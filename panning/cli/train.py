@@ -35,7 +35,7 @@ def run(opts: dict) -> int:
     """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
     import torch
 
-    from .. import data, models
+    from .. import models
     from ..io import load_tensors
     from ..train import RECIPES, train
     from .tables import print_row
@@ -43,7 +43,7 @@ def run(opts: dict) -> int:
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    bundle = o.load_data(opts)
     model_name = o.model_for(opts)
     torch.manual_seed(opts["seed"])
     model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"])

@@ -258,3 +258,14 @@ def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path,
                  "--out", str(out)]) == 2
     assert "--agent: agent " in error_line(capsys, "prune")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "jackpot", "agent"])
+def test_a_cifar_folder_that_is_not_one_is_named_as_data_dir(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = {"prune": ["--out", str(tmp_path / "m.safetensors")], "jackpot": ["--out", str(out)],
+             "agent": ["--out", str(out / "agent")]}.get(command, [])
+    assert main([command, "--data", "cifar10", "--data-dir", str(tmp_path), *flags]) == 2
+    assert error_line(capsys, command).endswith(
+        f"--data-dir: {str(tmp_path)!r} holds neither cifar-10-batches-py/test_batch nor test_batch")
+    assert not out.exists() and not (tmp_path / "m.safetensors").exists()
