@@ -80,7 +80,7 @@ def run(opts: dict) -> int:
     opts = o.defaults_of(search, opts, _SEARCH_KEYS)
     bundle = o.load_data(opts)
     opts["model"] = o.model_for(opts)
-    model = _built(opts, bundle)
+    model = o.build_model(opts, bundle)
     if opts["checkpoint"] is not None:
         models.load_weights(model, opts["checkpoint"], name="--checkpoint")
     rank, device, joined = _distributed(opts["device"])
@@ -91,15 +91,6 @@ def run(opts: dict) -> int:
     finally:
         if joined:
             dist.destroy_process_group()
-
-
-def _built(opts: dict, bundle):
-    import torch
-
-    from .. import models
-
-    torch.manual_seed(opts["seed"])
-    return models.build(opts["model"], bundle.input_shape, bundle.num_classes, width=opts["width"])
 
 
 def _distributed(device: str | None):

@@ -167,6 +167,22 @@ def model_for(opts: dict) -> str:
     return opts["model"] or catalog.DEFAULT_MODEL[opts["data"]]
 
 
+def build_model(opts: dict, bundle):
+    """The model of --model (else the data set's own) at --width for `bundle`'s samples, initialized from --seed;
+    a model that cannot take those samples is named as --model."""
+    import torch
+
+    from .. import models
+
+    torch.manual_seed(opts["seed"])
+    try:
+        return models.build(model_for(opts), bundle.input_shape, bundle.num_classes, width=opts["width"])
+    except ValueError as error:
+        if str(error).startswith("input_shape"):
+            raise UsageError(f"--model: {model_for(opts)} does not take {bundle.name}'s samples ({error})") from None
+        raise
+
+
 def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
     """`opts` with each of `keys` that no flag or config set taken from `function`'s signature, so that a
     library default is written once, in the library."""

@@ -35,9 +35,6 @@ def run(opts: dict) -> int:
     """Prune, print per-layer density and effective sparsity, save the masks; with --train, train and test."""
     import time
 
-    import torch
-
-    from .. import models
     from ..arena import except_last, prunable
     from ..connectivity import collapse_report
     from ..pbt.methods import METHODS
@@ -65,8 +62,7 @@ def run(opts: dict) -> int:
         if differs:
             raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
     bundle = o.load_data(opts)
-    torch.manual_seed(opts["seed"])
-    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"]).to(opts["device"])
+    model = o.build_model(opts, bundle).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,

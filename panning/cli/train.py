@@ -33,8 +33,6 @@ def resume_hint(opts: dict) -> str | None:
 
 def run(opts: dict) -> int:
     """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
-    import torch
-
     from .. import models
     from ..io import load_tensors
     from ..train import RECIPES, train
@@ -45,8 +43,7 @@ def run(opts: dict) -> int:
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
     bundle = o.load_data(opts)
     model_name = o.model_for(opts)
-    torch.manual_seed(opts["seed"])
-    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+    model = o.build_model(opts, bundle)
     if masks is not None:
         o.masks_fit("--masks", masks, model)
     recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}

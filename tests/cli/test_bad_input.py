@@ -269,3 +269,15 @@ def test_a_cifar_folder_that_is_not_one_is_named_as_data_dir(command, tmp_path, 
     assert error_line(capsys, command).endswith(
         f"--data-dir: {str(tmp_path)!r} holds neither cifar-10-batches-py/test_batch nor test_batch")
     assert not out.exists() and not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "jackpot", "agent"])
+def test_a_model_that_does_not_take_the_data_sets_samples_is_named_as_model(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = {"prune": ["--out", str(tmp_path / "m.safetensors")], "jackpot": ["--out", str(out)],
+             "agent": ["--out", str(out / "agent")]}.get(command, [])
+    assert main([command, "--data", "mnist1d", "--model", "cnn2d", *flags]) == 2
+    assert error_line(capsys, command).endswith(
+        "--model: cnn2d does not take mnist1d's samples (input_shape for 'cnn2d' must be (channels, height, width), "
+        "got (1, 40))")
+    assert not out.exists() and not (tmp_path / "m.safetensors").exists()
