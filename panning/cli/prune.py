@@ -26,7 +26,8 @@ OPTIONS = (
     Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
            check=o.output_file),
     Option("train", boolean, "then train the pruned network and print its test accuracy", False),
-    o.EPOCHS, o.DEVICE, o.THREADS,
+    o.EPOCHS.but(help="with --train: training epochs; default: the model's recipe (panning.train.RECIPES)"),
+    o.DEVICE, o.THREADS,
 )
 _METHOD_OPTIONS = ("iterations", "per_class", "agent")
 
