@@ -47,8 +47,13 @@ def run(opts: dict) -> int:
     if masks is not None:
         o.masks_fit("--masks", masks, model)
     recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}
-    result = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], device=opts["device"],
-                   checkpoint=opts["checkpoint"], progress=opts["progress"])
+    try:
+        result = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], device=opts["device"],
+                       checkpoint=opts["checkpoint"], progress=opts["progress"])
+    except ValueError as error:  # a checkpoint of another run is refused before the first step
+        if str(error).startswith("checkpoint: "):
+            raise o.UsageError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
+        raise
     if opts["save"] is not None:
         models.save(opts["save"], model, name=model_name, input_shape=bundle.input_shape,
                     num_classes=bundle.num_classes, width=opts["width"], data=bundle.name, seed=opts["seed"],

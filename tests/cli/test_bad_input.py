@@ -281,3 +281,15 @@ def test_a_model_that_does_not_take_the_data_sets_samples_is_named_as_model(comm
         "--model: cnn2d does not take mnist1d's samples (input_shape for 'cnn2d' must be (channels, height, width), "
         "got (1, 40))")
     assert not out.exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_train_refuses_the_checkpoint_of_another_run_as_checkpoint(tmp_path, capsys):
+    checkpoint = tmp_path / "run.pt"
+    command = ["train", "--data", "synthetic", "--epochs", "1", "--checkpoint", str(checkpoint), "--no-progress"]
+    assert main(command) == 0
+    written = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert main([*command, "--lr", "0.5"]) == 2
+    assert error_line(capsys, "train").endswith(
+        f"--checkpoint: {str(checkpoint)!r} belongs to another run: it has {{'lr': 0.01}}, this run {{'lr': 0.5}}")
+    assert checkpoint.read_bytes() == written
