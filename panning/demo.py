@@ -34,7 +34,7 @@ from . import models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
-from .pbt.agent import AGENTS, agent_differences
+from .pbt.agent import AGENTS, agent_differences, agent_file
 from .pbt.methods import METHODS
 from .prune import prune
 from .train import PROTOCOL, evaluate, train
@@ -141,7 +141,7 @@ def settings_of(opts: dict, name: str) -> dict:
                              search_epochs=opts["jackpot_epochs"], preset="safe")
     extra = dict(iterations=opts["iterations"]) if "iterations" in METHODS[name].defaults else {}
     if name == "rl_panning":  # a retrained agent is another cell
-        extra["agent_sha1"] = hashlib.sha1(opts["agent"].with_suffix(".safetensors").read_bytes()).hexdigest()
+        extra["agent_sha1"] = hashlib.sha1(agent_file(opts["agent"], ".safetensors").read_bytes()).hexdigest()
     return common | dict(method=name, sparsity=opts["sparsity"], **extra)
 
 
@@ -207,7 +207,7 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
         return None, ""
     given = opts["agent"] is not None
     path = Path(opts["agent"]) if given else SHIPPED_AGENT
-    if not given and not (path.with_suffix(".json").is_file() and path.with_suffix(".safetensors").is_file()):
+    if not given and not (agent_file(path, ".json").is_file() and agent_file(path, ".safetensors").is_file()):
         return None, f"no agent at {_shown(path)}.{{json,safetensors}} (train one: panning agent --config " \
                      "configs/agent_mnist1d_cnn1d.yaml)"
     try:

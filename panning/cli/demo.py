@@ -36,20 +36,13 @@ def methods(name: str, text: str) -> list[str]:
     return [checks.choice(name, m, METHODS) for m in names]
 
 
-def agent(name: str, path: Path) -> Path:
-    """A saved agent given by its path without suffix: its .json and .safetensors must exist."""
-    for suffix in (".json", ".safetensors"):
-        o.input_file(name, path.with_suffix(suffix))
-    return path
-
-
 OPTIONS = (
     Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
            "separate on this network (docs/results.md)", 0.98, check=o.sparsity),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "
-           "(panning/pbt/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=agent),
+           "(panning/pbt/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=o.agent),
     Option("jackpot-sparsity", float, "sparsity of the lottery jackpot searched in the dense network", 0.9,
            check=o.sparsity),
     Option("quick", boolean, "a shortened run of about a minute (fewer epochs and steps; the report says so)",

@@ -141,6 +141,16 @@ def _writable(name: str, folder: Path, path: Path) -> Path:
 
 
 @importing
+def agent(name: str, path: Path) -> Path:
+    """A saved agent given by its path without suffix (panning agent --out): its .json and .safetensors exist."""
+    from ..pbt.agent import agent_file
+
+    for suffix in (".json", ".safetensors"):
+        input_file(name, agent_file(path, suffix))
+    return path
+
+
+@importing
 def device(name: str, value: str) -> str:
     """A torch device that exists on this machine (cpu, cuda, cuda:<i>, mps)."""
     import torch  # only once a command runs: --help stays free of torch

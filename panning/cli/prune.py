@@ -21,7 +21,7 @@ OPTIONS = (
     Option("per-class", int, "samples per class in each pruning batch; default: the method's",
            check=checks.positive_int),
     Option("agent", Path, "rl_panning: a trained agent, its path without suffix (panning agent --out)",
-           check=lambda name, path: o.input_file(name, path.with_suffix(".json")) and path),
+           check=o.agent),
     Option("keep-classifier", boolean, "leave the last layer dense", False),
     Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
            check=o.output_file),

@@ -187,6 +187,16 @@ def rollout(agent: BaseAlgorithm, env: PanningEnv, sparsity: float) -> torch.Ten
     return env.mask.clone()
 
 
+def agent_file(path: str | os.PathLike, suffix: str) -> Path:
+    """The file `suffix` (".json", ".safetensors", ".episodes.csv", ".curve.png") of the agent at `path`, its path
+    without suffix (a trailing .json or .safetensors is dropped). The suffix is appended, not swapped in, so a name
+    such as cnn1d-w0.5 keeps its ".5" (swapped, widths 0.5 and 0.2 both wrote cnn1d-w0.json)."""
+    base = Path(os.fspath(path))
+    if base.suffix in (".json", ".safetensors"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + suffix)
+
+
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
     """Write `path`.safetensors (the policy's weights) and `path`.json (algorithm, seed, settings, network), each
     atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png.
@@ -196,15 +206,14 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
-    base = Path(os.fspath(path))
-    base.parent.mkdir(parents=True, exist_ok=True)
+    agent_file(path, "").parent.mkdir(parents=True, exist_ok=True)
     weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
-    save_tensors(weights, base.with_suffix(".safetensors"))
+    save_tensors(weights, agent_file(path, ".safetensors"))
     text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
-    write_text(base.with_suffix(".json"), text)
+    write_text(agent_file(path, ".json"), text)
     if episodes is not None:
-        write_episodes(base.with_suffix(".episodes.csv"), episodes)
-        plot_curve(base.with_suffix(".curve.png"), episodes)
+        write_episodes(agent_file(path, ".episodes.csv"), episodes)
+        plot_curve(agent_file(path, ".curve.png"), episodes)
 
 
 def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
@@ -216,7 +225,7 @@ def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
 
 def read_agent_file(path: str | os.PathLike) -> dict:
     """The JSON half of a saved agent, checked; a clear error naming the path if it is not one."""
-    file = Path(os.fspath(path)).with_suffix(".json")
+    file = agent_file(path, ".json")
     try:
         spec = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -229,11 +238,10 @@ def read_agent_file(path: str | os.PathLike) -> dict:
 def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = None) -> BaseAlgorithm:
     """Rebuild an agent saved by save_agent for `env`. It must have been trained for the same network: the
     arena layout always, and the model, width and data set named in `network` when given."""
-    base = Path(os.fspath(path))
-    spec = read_agent_file(base)
-    check_network(spec.get("network", {}), network_of(env, **(network or {})), base.with_suffix(".json"))
+    spec = read_agent_file(path)
+    check_network(spec.get("network", {}), network_of(env, **(network or {})), agent_file(path, ".json"))
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec.get("network"), **spec["settings"])
-    file = base.with_suffix(".safetensors")
+    file = agent_file(path, ".safetensors")
     try:
         weights = load_file(str(file))
     except (OSError, SafetensorError) as error:

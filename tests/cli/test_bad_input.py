@@ -254,6 +254,7 @@ def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path,
     assert error_line(capsys, "prune").endswith(
         f"--agent: {str(agent)!r} was trained for another network: width 4.0 (here 1.0)")
     (tmp_path / "not-an-agent.json").write_text("{}")
+    (tmp_path / "not-an-agent.safetensors").write_bytes(b"")
     assert main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "not-an-agent"), "--width", "4",
                  "--out", str(out)]) == 2
     assert "--agent: agent " in error_line(capsys, "prune")
