@@ -170,7 +170,7 @@ def test_backend_that_cannot_run_here_is_one_line_without_traceback(tmp_path):
                            "magnitude", "--device", "cpu", "--out", str(tmp_path / "m.safetensors")],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    reason = "does not run on cpu (runs on cuda)" if torch.cuda.is_available() else "not available here (no CUDA GPU"
+    reason = "does not run on cpu (runs on cuda)" if torch.cuda.is_available() else "not available here: no CUDA GPU"
     assert done.stderr.startswith(f"panning prune: error: PANNING_BACKEND=triton: {reason}")
     assert not (tmp_path / "m.safetensors").exists()
 
