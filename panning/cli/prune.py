@@ -27,7 +27,7 @@ OPTIONS = (
            check=o.output_file),
     Option("train", boolean, "then train the pruned network and print its test accuracy", False),
     o.EPOCHS.but(help="with --train: training epochs; default: the model's recipe (panning.train.RECIPES)"),
-    o.DEVICE, o.THREADS,
+    o.DEVICE, o.THREADS, o.PROGRESS.but(help="progress bars, on a terminal"),
 )
 _METHOD_OPTIONS = ("iterations", "per_class", "agent")
 
@@ -67,7 +67,7 @@ def run(opts: dict) -> int:
     include = except_last(model) if opts["keep_classifier"] else prunable
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
-                  progress=sys.stderr.isatty(), **extra)
+                  progress=opts["progress"] and sys.stderr.isatty(), **extra)
     seconds = time.perf_counter() - started
     print(f"{opts['method']} on {model_name} / {bundle.name}, seed {opts['seed']}: pruned in {seconds:.2f} s")
     print(format_report(collapse_report(model, masks, bundle.input_shape),
@@ -79,7 +79,7 @@ def run(opts: dict) -> int:
 
         recipe = {**RECIPES[model_name], **({"epochs": opts["epochs"]} if opts["epochs"] is not None else {})}
         trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
-                        progress=sys.stderr.isatty(), **recipe)
+                        progress=opts["progress"] and sys.stderr.isatty(), **recipe)
         epochs = f"{trained.epochs} epoch" + ("s" if trained.epochs != 1 else "")
         print(f"test accuracy after {epochs}: {trained.test_acc:.2%} (trained in {trained.wall_time:.1f} s)")
     return 0
