@@ -50,7 +50,7 @@ OPTIONS = (
     Option("monitor", boolean, "count loss rises after mask updates (one more forward per step)" + _SEARCH),
     Option("finetune-epochs", int, "then train the kept weights with the mask fixed (0: no fine-tune)", 0,
            check=checks.non_negative_int),
-    Option("finetune-lr", float, "fine-tune learning rate; default: panning.jackpot.finetune's",
+    Option("finetune-lr", float, "with --finetune-epochs: its learning rate; default: panning.jackpot.finetune's",
            check=checks.positive),
     o.SEED,
     o.DEVICE.but(default=None, help="torch device: cpu, cuda, cuda:<i>; default: cuda if available"),
