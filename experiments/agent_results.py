@@ -27,7 +27,7 @@ from panning import data as datasets
 from panning import models
 from panning.io import write_text
 from panning.pbt import hand_policy
-from panning.pbt.agent import load_agent
+from panning.pbt.agent import agent_file, load_agent, read_agent_file
 from panning.pbt.env import PanningEnv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ RANDOM_EPISODES = 3
 
 
 def digest(agent: Path) -> str:
-    return hashlib.sha256(agent.with_suffix(".safetensors").read_bytes()).hexdigest()
+    return hashlib.sha256(agent_file(agent, ".safetensors").read_bytes()).hexdigest()
 
 
 def episode_rewards(agent_path: Path) -> dict:
@@ -88,7 +88,7 @@ def accuracy(runs: list[dict], label: str, sparsity: float) -> dict | None:
 
 
 def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
-    spec = json.loads(agent.with_suffix(".json").read_text())
+    spec = read_agent_file(agent)
 
     def cell(stats):
         return "—" if stats is None else f"{stats['mean']:.1f} ± {stats['std']:.1f} (n={stats['n']}; eff {stats['effective']:.2f}%)"
@@ -98,7 +98,7 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
         return max(found.items(), key=lambda item: item[1]["mean"]) if found else (None, None)
 
     header = ["| row | " + " | ".join(f"{100 * s:g}%" for s in SPARSITIES) + " |", "|---|" + "---|" * len(SPARSITIES)]
-    lines = [f"# RL Panning vs hand-scheduled Panning vs the best single criterion (cnn1d width 4, MNIST-1D)", "",
+    lines = ["# RL Panning vs hand-scheduled Panning vs the best single criterion (cnn1d width 4, MNIST-1D)", "",
              f"Written by `experiments/agent_results.py` on {datetime.date.today()} ({platform.machine()}, 1 thread).",
              "", f"Agent: `{agent.relative_to(ROOT)}` ({spec['algorithm']}, seed {spec['seed']}, {spec['timesteps']} "
              "transitions; its training cost is in docs/agent.md).", "",

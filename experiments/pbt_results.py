@@ -240,7 +240,8 @@ def markdown(runs: list[dict], datas: list[str], command: str, planned: int) -> 
                                                     for seed, count in zip(seeds, counts)) or "nothing") + ".")
     lines += ["", f"{len(done)} of {planned} planned runs present; pruning + training time summed over them "
               f"{total / 60:.1f} min. Machine: {platform.machine()}, torch {torch.__version__}, 1 thread, shared "
-              "with other jobs.", "", f"Reproduce: `{command}` (resumable: one file per run under runs/pbt/).", ""]
+              "with other jobs.", "", f"Reproduce: `{command}` (resumable: one file per run in the --runs folder, "
+              "default runs/pbt/).", ""]
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from . import models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
-from .pbt.agent import AGENTS, read_agent_file
+from .pbt.agent import AGENTS, agent_differences, agent_file
 from .pbt.methods import METHODS
 from .prune import prune
 from .train import PROTOCOL, evaluate, train
@@ -141,7 +141,7 @@ def settings_of(opts: dict, name: str) -> dict:
                              search_epochs=opts["jackpot_epochs"], preset="safe")
     extra = dict(iterations=opts["iterations"]) if "iterations" in METHODS[name].defaults else {}
     if name == "rl_panning":  # a retrained agent is another cell
-        extra["agent_sha1"] = hashlib.sha1(opts["agent"].with_suffix(".safetensors").read_bytes()).hexdigest()
+        extra["agent_sha1"] = hashlib.sha1(agent_file(opts["agent"], ".safetensors").read_bytes()).hexdigest()
     return common | dict(method=name, sparsity=opts["sparsity"], **extra)
 
 
@@ -207,18 +207,15 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
         return None, ""
     given = opts["agent"] is not None
     path = Path(opts["agent"]) if given else SHIPPED_AGENT
-    if not given and not (path.with_suffix(".json").is_file() and path.with_suffix(".safetensors").is_file()):
+    if not given and not (agent_file(path, ".json").is_file() and agent_file(path, ".safetensors").is_file()):
         return None, f"no agent at {_shown(path)}.{{json,safetensors}} (train one: panning agent --config " \
                      "configs/agent_mnist1d_cnn1d.yaml)"
     try:
-        network = read_agent_file(path).get("network", {})
+        differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)
     except ValueError as error:
         raise ValueError(f"--agent: {error}") from None
-    wanted = dict(model=MODEL, width=opts["width"], data=DATA)
-    differs = [f"{key} {network[key]!r} (here {value!r})" for key, value in wanted.items()
-               if key in network and network[key] != value]
     if differs:
-        message = f"the agent {_shown(path)} was trained for another network: {', '.join(differs)}"
+        message = f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
         if given:
             raise ValueError(f"--agent: {message}")
         return None, message
@@ -368,14 +365,16 @@ def findings(table: list[dict], opts: dict) -> list[str]:
         order = ", ".join(f"{row['label']} {100 * row['acc']:.1f}%" for row in ranked)
         sentences.append(f"Pruned before training to {opts['sparsity']:.0%}, from most to least accurate: "
                          f"{order} (dense: {acc('dense'):.1f}%).")
-        for key in ("panning", "rl_panning"):
-            if key in by and not by[key].get("skipped") and by[key] is not best:
-                sentences.append(f"{by[key]['label']} is {100 * (best['acc'] - by[key]['acc']):.1f} points below "
-                                 f"{best['label']} at this seed.")
-        if "panning" in by and by["panning"] is best and len(ranked) > 1:
-            sentences.append(f"Panning leads the next method, {ranked[1]['label']}, by "
-                             f"{100 * (best['acc'] - ranked[1]['acc']):.1f} points at this seed.")
-        if "rl_panning" in by and "panning" in by and not by["rl_panning"].get("skipped"):
+        # Each comparison once: Panning and RL Panning against the best other method, then against each other.
+        family = [row for row in ranked if row["key"] in ("panning", "rl_panning")]
+        others = [row for row in ranked if row["key"] not in ("panning", "rl_panning")]
+        if best in family and others:
+            sentences.append(f"{best['label']} leads the best of the other methods, {others[0]['label']}, by "
+                             f"{100 * (best['acc'] - others[0]['acc']):.1f} points at this seed.")
+        elif best not in family:
+            sentences += [f"{row['label']} is {100 * (best['acc'] - row['acc']):.1f} points below {best['label']} "
+                          "at this seed." for row in family]
+        if len(family) == 2:
             difference = 100 * (by["rl_panning"]["acc"] - by["panning"]["acc"])
             sentences.append(f"RL Panning against hand-scheduled Panning: {difference:+.1f} points at this seed.")
     if "rl_panning" in by and by["rl_panning"].get("skipped"):
@@ -408,9 +407,11 @@ def _plots(folder: Path, rows: dict[str, dict], table: list[dict], opts: dict) -
     ax.invert_yaxis()
     for i, row in enumerate(shown):
         ax.text(100 * row["acc"] + 0.5, i, f"{100 * row['acc']:.1f}", va="center", fontsize=8)
-    ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{DATA}, {MODEL} width {opts['width']:g}\nblue: pruned "
-           "before training, then trained; orange: inside the trained network, no update")
-    ax.title.set_fontsize(9)
+    ax.set(xlabel="test accuracy (%)", xlim=(0, 105))
+    # Over the whole figure, not the axes: the long row labels push the axes right, and a title centred on
+    # them ran off the image's right edge.
+    fig.suptitle(f"{DATA}, {MODEL} width {opts['width']:g}\nblue: pruned before training, then trained; orange: "
+                 "inside the trained network, no update", fontsize=9)
     save_figure(fig, folder / "accuracy.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))

@@ -236,3 +236,61 @@ def test_the_demo_runs_the_protocol_of_the_pbt_experiment():
     for key, full in panning.demo.BUDGETS["full"].items():
         assert f"default: {full} ({panning.demo.BUDGETS['quick'][key]} with --quick)" in helps[key]
     assert panning.demo.SHIPPED_AGENT == ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
+
+
+def _before_training(**accuracy: float) -> list[dict]:
+    """A demo table of the dense row and rows pruned before training with the given accuracies (fractions)."""
+    labels = panning.demo.NAMES
+    return ([dict(key="dense", label="dense", kind="dense", acc=0.9, sparsity=0.0)]
+            + [dict(key=key, label=labels[key], kind="before training", acc=acc, sparsity=0.98)
+               for key, acc in accuracy.items()])
+
+
+@pytest.mark.parametrize("accuracy, expected", [
+    # RL Panning first: it leads SynFlow (the best other method), and the two Panning variants are compared once.
+    (dict(panning=0.30, rl_panning=0.32, synflow=0.25, random=0.10),
+     ["RL Panning leads the best of the other methods, SynFlow, by 7.0 points at this seed.",
+      "RL Panning against hand-scheduled Panning: +2.0 points at this seed."]),
+    # Panning first, RL Panning last.
+    (dict(panning=0.40, rl_panning=0.20, synflow=0.35),
+     ["Panning leads the best of the other methods, SynFlow, by 5.0 points at this seed.",
+      "RL Panning against hand-scheduled Panning: -20.0 points at this seed."]),
+    # Another method first: each Panning variant below it, then against each other.
+    (dict(panning=0.30, rl_panning=0.20, synflow=0.35),
+     ["Panning is 5.0 points below SynFlow at this seed.", "RL Panning is 15.0 points below SynFlow at this seed.",
+      "RL Panning against hand-scheduled Panning: -10.0 points at this seed."]),
+    # Without RL Panning: no comparison between the two.
+    (dict(panning=0.30, synflow=0.35), ["Panning is 5.0 points below SynFlow at this seed."]),
+])
+def test_findings_state_each_comparison_once(accuracy, expected):
+    sentences = panning.demo.findings(_before_training(**accuracy), {"sparsity": 0.98})
+    assert sentences[0].startswith("Pruned before training to 98%, from most to least accurate: ")
+    assert sentences[1:] == expected
+
+
+def test_the_plots_keep_every_text_inside_the_image(tmp_path, monkeypatch):
+    import matplotlib.text
+
+    outside = {}
+
+    def check(fig, path, **_):  # stands in for io.save_figure: lay out, draw, measure every text
+        fig.tight_layout()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        width, height = fig.bbox.width, fig.bbox.height
+        hidden = {id(label) for ax in fig.axes for axis, (low, high) in ((0, ax.get_xlim()), (1, ax.get_ylim()))
+                  for label in (ax.get_xticklabels() if axis == 0 else ax.get_yticklabels())
+                  if not min(low, high) <= label.get_position()[axis] <= max(low, high)}  # ticks not drawn
+        for text in fig.findobj(matplotlib.text.Text):
+            if text.get_visible() and text.get_text() and id(text) not in hidden:
+                box = text.get_window_extent(renderer)
+                if box.x0 < -1 or box.x1 > width + 1 or box.y0 < -1 or box.y1 > height + 1:
+                    outside.setdefault(Path(path).name, []).append(text.get_text())
+
+    monkeypatch.setattr(panning.demo, "save_figure", check)
+    table = _before_training(panning=0.30, rl_panning=0.32, synflow=0.25) + [
+        dict(key="magnitude_bn", label="magnitude + BN re-estimation (no BatchNorm: = magnitude)", kind="jackpot",
+             acc=0.35, sparsity=0.9)]
+    rows = {"dense": {"curve": [0.5, 0.9]}, "panning": {"curve": [0.2, 0.3]}}
+    panning.demo._plots(tmp_path, rows, table, {"width": 4.0, "sparsity": 0.98, "jackpot_sparsity": 0.9})
+    assert outside == {}

@@ -107,8 +107,8 @@ def test_cli_trains_the_pruned_network_on_request(tmp_path, capsys):
     assert main(["prune", "--data", "synthetic", "--method", "snip", "--sparsity", "0.8", "--per-class", "3",
                           "--width", "0.2", "--train", "--epochs", "1", "--threads", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "test accuracy after 1 epochs:" in text
-    accuracy = float(text.split("test accuracy after 1 epochs:")[1].split("%")[0])
+    assert "test accuracy after 1 epoch:" in text
+    accuracy = float(text.split("test accuracy after 1 epoch:")[1].split("%")[0])
     # the same pipeline through the library: same masks, and the accuracy the command printed
     synthetic = data.load("synthetic")
     torch.manual_seed(0)

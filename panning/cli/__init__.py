@@ -74,7 +74,7 @@ def _prepare(options: dict) -> None:
         if backend not in known:
             raise UsageError(f"PANNING_BACKEND={backend}: unknown backend; choose one of {', '.join(known)}")
         if not known[backend]["available"]:
-            raise UsageError(f"PANNING_BACKEND={backend}: not available here ({known[backend]['reason']})")
+            raise UsageError(f"PANNING_BACKEND={backend}: not available here: {known[backend]['reason']}")
         device = options.get("device", "cpu")  # commands without --device run on the CPU; None: chosen later
         device = str(device).split(":")[0] if device is not None else None
         if device is not None and device not in known[backend]["devices"]:

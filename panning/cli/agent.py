@@ -57,17 +57,14 @@ def run(opts: dict) -> int:
     import time
 
     import numpy as np
-    import torch
 
-    from .. import data, models
     from ..pbt.agent import TIMESTEPS, network_of, save_agent, train_agent
     from ..pbt.env import Curriculum
     from ..pbt.vec_env import PanningVecEnv
 
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    bundle = o.load_data(opts)
     model_name = o.model_for(opts)
-    torch.manual_seed(opts["seed"])
-    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+    model = o.build_model(opts, bundle)
     env = PanningVecEnv(model, bundle.train, bundle.input_shape, opts["lanes"], iterations=opts["iterations"],
                         per_class=opts["per_class"], batches=opts["batches"], seed=opts["seed"],
                         curriculum=Curriculum(switch=opts["curriculum_switch"]))

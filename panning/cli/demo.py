@@ -36,20 +36,13 @@ def methods(name: str, text: str) -> list[str]:
     return [checks.choice(name, m, METHODS) for m in names]
 
 
-def agent(name: str, path: Path) -> Path:
-    """A saved agent given by its path without suffix: its .json and .safetensors must exist."""
-    for suffix in (".json", ".safetensors"):
-        o.input_file(name, path.with_suffix(suffix))
-    return path
-
-
 OPTIONS = (
     Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
            "separate on this network (docs/results.md)", 0.98, check=o.sparsity),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "
-           "(panning/pbt/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=agent),
+           "(panning/pbt/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=o.agent),
     Option("jackpot-sparsity", float, "sparsity of the lottery jackpot searched in the dense network", 0.9,
            check=o.sparsity),
     Option("quick", boolean, "a shortened run of about a minute (fewer epochs and steps; the report says so)",
@@ -61,7 +54,8 @@ OPTIONS = (
            check=checks.positive_int),
     o.WIDTH.but(default=4.0, help="width multiplier of cnn1d (4: the protocol; the shipped agent is for 4)"),
     o.SEED,
-    Option("out", Path, "results folder: report.md, results.json, plots, cells/ (reused by a rerun), masks/",
+    Option("out", Path, "results folder: report.md, results.json, plots, cells/ (reused by a rerun), masks/, "
+           "checkpoints/",
            Path("runs/demo"), check=o.output_folder),
     o.THREADS.but(default=1, help="CPU threads for torch (1 is as fast for this small model and far faster on a "
                   "busy machine)"),

@@ -27,7 +27,7 @@ OPTIONS = (
 
 
 def run(opts: dict) -> int:
-    from .. import data, models
+    from .. import models
     from ..train import evaluate
     from .tables import print_row
 
@@ -42,10 +42,10 @@ def run(opts: dict) -> int:
     if masks is not None:
         o.masks_fit("--masks", masks, model)
         masks.apply(model)
-    bundle = data.load(name, seed=seed, data_dir=opts["data_dir"])
+    bundle = o.load_data(opts, name, seed)
     if tuple(bundle.input_shape) != tuple(spec["input_shape"]) or bundle.num_classes != spec["num_classes"]:
         raise o.UsageError(f"--data: {name} has inputs {tuple(bundle.input_shape)} and {bundle.num_classes} "
-                           f"classes; the model takes {tuple(spec['input_shape'])} and {spec['num_classes']}")
+                           f"classes; the model takes {tuple(spec['input_shape'])} and {spec['num_classes']} classes")
     loss, accuracy = evaluate(model, bundle.test, batch_size=opts["batch_size"], device=opts["device"])
     print_row("panning evaluate", {
         "model": f"{spec['name']}" + ("" if spec["width"] == 1.0 else f" x{spec['width']:g}"),

@@ -45,12 +45,12 @@ OPTIONS = (
     Option("include-classifier", boolean, "search the last layer too" + _SEARCH),
     o.BATCH_SIZE.but(help="global batch size" + _SEARCH),
     o.LR.but(help="score learning rate; default: the preset's"),
-    o.MOMENTUM.but(help="score SGD momentum" + _SEARCH),
+    o.MOMENTUM.but(help="score SGD momentum, in [0, 1)" + _SEARCH),
     o.WEIGHT_DECAY.but(help="score weight decay" + _SEARCH),
     Option("monitor", boolean, "count loss rises after mask updates (one more forward per step)" + _SEARCH),
     Option("finetune-epochs", int, "then train the kept weights with the mask fixed (0: no fine-tune)", 0,
            check=checks.non_negative_int),
-    Option("finetune-lr", float, "fine-tune learning rate; default: panning.jackpot.finetune's",
+    Option("finetune-lr", float, "with --finetune-epochs: its learning rate; default: panning.jackpot.finetune's",
            check=checks.positive),
     o.SEED,
     o.DEVICE.but(default=None, help="torch device: cpu, cuda, cuda:<i>; default: cuda if available"),
@@ -72,13 +72,15 @@ def run(opts: dict) -> int:
     """Search, print the table, write the run folder."""
     import torch.distributed as dist
 
-    from .. import data, models
+    from .. import models
     from ..jackpot.searching import search
 
+    if opts["epochs"] is not None and opts["steps"] is not None:  # before the dense training, not after it
+        raise o.UsageError("--steps: give the search budget as --epochs or as --steps, not both")
     opts = o.defaults_of(search, opts, _SEARCH_KEYS)
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    bundle = o.load_data(opts)
     opts["model"] = o.model_for(opts)
-    model = _built(opts, bundle)
+    model = o.build_model(opts, bundle)
     if opts["checkpoint"] is not None:
         models.load_weights(model, opts["checkpoint"], name="--checkpoint")
     rank, device, joined = _distributed(opts["device"])
@@ -89,15 +91,6 @@ def run(opts: dict) -> int:
     finally:
         if joined:
             dist.destroy_process_group()
-
-
-def _built(opts: dict, bundle):
-    import torch
-
-    from .. import models
-
-    torch.manual_seed(opts["seed"])
-    return models.build(opts["model"], bundle.input_shape, bundle.num_classes, width=opts["width"])
 
 
 def _distributed(device: str | None):

@@ -74,6 +74,11 @@ def sparsity(name: str, value) -> float:
     return checks.sparsity(value, name)
 
 
+def momentum(name: str, value) -> float:
+    """An SGD momentum, in [0, 1) as panning.train.train and panning.jackpot.search take it."""
+    return checks.number(name, value, low=0.0, high=1.0, high_open=True)
+
+
 def importing(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     """Mark a check that imports heavy modules (torch, an algorithm's package): :func:`resolve` runs it after every
     cheap check, so that a plain typo is reported at once."""
@@ -136,6 +141,16 @@ def _writable(name: str, folder: Path, path: Path) -> Path:
 
 
 @importing
+def agent(name: str, path: Path) -> Path:
+    """A saved agent given by its path without suffix (panning agent --out): its .json and .safetensors exist."""
+    from ..pbt.agent import agent_file
+
+    for suffix in (".json", ".safetensors"):
+        input_file(name, agent_file(path, suffix))
+    return path
+
+
+@importing
 def device(name: str, value: str) -> str:
     """A torch device that exists on this machine (cpu, cuda, cuda:<i>, mps)."""
     import torch  # only once a command runs: --help stays free of torch
@@ -162,6 +177,22 @@ def model_for(opts: dict) -> str:
     return opts["model"] or catalog.DEFAULT_MODEL[opts["data"]]
 
 
+def build_model(opts: dict, bundle):
+    """The model of --model (else the data set's own) at --width for `bundle`'s samples, initialized from --seed;
+    a model that cannot take those samples is named as --model."""
+    import torch
+
+    from .. import models
+
+    torch.manual_seed(opts["seed"])
+    try:
+        return models.build(model_for(opts), bundle.input_shape, bundle.num_classes, width=opts["width"])
+    except ValueError as error:
+        if str(error).startswith("input_shape"):
+            raise UsageError(f"--model: {model_for(opts)} does not take {bundle.name}'s samples ({error})") from None
+        raise
+
+
 def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
     """`opts` with each of `keys` that no flag or config set taken from `function`'s signature, so that a
     library default is written once, in the library."""
@@ -169,6 +200,19 @@ def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
 
     parameters = inspect.signature(function).parameters
     return opts | {key: parameters[key].default for key in keys if opts[key] is None}
+
+
+def load_data(opts: dict, name: str | None = None, seed: int | None = None):
+    """The data set of --data and --seed (or `name`, `seed`) from panning.data.load; a missing or wrong --data-dir
+    is named as that option."""
+    from .. import data
+
+    try:
+        return data.load(name or opts["data"], seed=opts["seed"] if seed is None else seed, data_dir=opts["data_dir"])
+    except ValueError as error:
+        if str(error).startswith("data_dir: "):
+            raise UsageError(f"--data-dir: {str(error).removeprefix('data_dir: ')}") from None
+        raise
 
 
 def load_masks(name: str, path: Path):
@@ -205,7 +249,7 @@ EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (pa
                 check=checks.positive_int)
 BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe", check=checks.positive_int)
 LR = Option("lr", float, "peak learning rate; default: the model's recipe", check=checks.positive)
-MOMENTUM = Option("momentum", float, "SGD momentum; default: the model's recipe", check=checks.non_negative)
+MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the model's recipe", check=momentum)
 WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe",
                       check=checks.non_negative)
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)

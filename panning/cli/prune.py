@@ -21,12 +21,13 @@ OPTIONS = (
     Option("per-class", int, "samples per class in each pruning batch; default: the method's",
            check=checks.positive_int),
     Option("agent", Path, "rl_panning: a trained agent, its path without suffix (panning agent --out)",
-           check=lambda name, path: o.input_file(name, path.with_suffix(".json")) and path),
+           check=o.agent),
     Option("keep-classifier", boolean, "leave the last layer dense", False),
     Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
            check=o.output_file),
     Option("train", boolean, "then train the pruned network and print its test accuracy", False),
-    o.EPOCHS, o.DEVICE, o.THREADS,
+    o.EPOCHS.but(help="with --train: training epochs; default: the model's recipe (panning.train.RECIPES)"),
+    o.DEVICE, o.THREADS, o.PROGRESS.but(help="progress bars, on a terminal"),
 )
 _METHOD_OPTIONS = ("iterations", "per_class", "agent")
 
@@ -35,9 +36,6 @@ def run(opts: dict) -> int:
     """Prune, print per-layer density and effective sparsity, save the masks; with --train, train and test."""
     import time
 
-    import torch
-
-    from .. import data, models
     from ..arena import except_last, prunable
     from ..connectivity import collapse_report
     from ..pbt.methods import METHODS
@@ -45,21 +43,31 @@ def run(opts: dict) -> int:
 
     method = METHODS[opts["method"]]
     extra = {key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None}
+    flag = lambda key: f"--{key.replace('_', '-')}"  # noqa: E731
     for key in extra:
         if key not in method.defaults:
-            raise UsageError(f"--{key.replace('_', '-')}: method {opts['method']!r} does not accept it "
-                             f"(accepts: {', '.join(method.defaults) or 'no options'})")
+            accepted = [flag(k) for k in _METHOD_OPTIONS if k in method.defaults]
+            raise UsageError(f"{flag(key)}: method {opts['method']!r} does not accept it "
+                             f"(it takes {', '.join(accepted) or 'none of ' + ', '.join(map(flag, _METHOD_OPTIONS))})")
     if "agent" in method.defaults and opts["agent"] is None:
         raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
                          f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
     model_name = o.model_for(opts)
-    torch.manual_seed(opts["seed"])
-    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"]).to(opts["device"])
+    if opts["agent"] is not None:
+        from ..pbt.agent import agent_differences
+
+        try:
+            differs = agent_differences(opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
+        except ValueError as error:
+            raise UsageError(f"--agent: {error}") from None
+        if differs:
+            raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
+    bundle = o.load_data(opts)
+    model = o.build_model(opts, bundle).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
-                  progress=sys.stderr.isatty(), **extra)
+                  progress=opts["progress"] and sys.stderr.isatty(), **extra)
     seconds = time.perf_counter() - started
     print(f"{opts['method']} on {model_name} / {bundle.name}, seed {opts['seed']}: pruned in {seconds:.2f} s")
     print(format_report(collapse_report(model, masks, bundle.input_shape),
@@ -71,9 +79,9 @@ def run(opts: dict) -> int:
 
         recipe = {**RECIPES[model_name], **({"epochs": opts["epochs"]} if opts["epochs"] is not None else {})}
         trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
-                        progress=sys.stderr.isatty(), **recipe)
-        print(f"test accuracy after {trained.epochs} epochs: {trained.test_acc:.2%} "
-              f"(trained in {trained.wall_time:.1f} s)")
+                        progress=opts["progress"] and sys.stderr.isatty(), **recipe)
+        epochs = f"{trained.epochs} epoch" + ("s" if trained.epochs != 1 else "")
+        print(f"test accuracy after {epochs}: {trained.test_acc:.2%} (trained in {trained.wall_time:.1f} s)")
     return 0
 
 

@@ -33,9 +33,7 @@ def resume_hint(opts: dict) -> str | None:
 
 def run(opts: dict) -> int:
     """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
-    import torch
-
-    from .. import data, models
+    from .. import models
     from ..io import load_tensors
     from ..train import RECIPES, train
     from .tables import print_row
@@ -43,15 +41,19 @@ def run(opts: dict) -> int:
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
-    bundle = data.load(opts["data"], seed=opts["seed"], data_dir=opts["data_dir"])
+    bundle = o.load_data(opts)
     model_name = o.model_for(opts)
-    torch.manual_seed(opts["seed"])
-    model = models.build(model_name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+    model = o.build_model(opts, bundle)
     if masks is not None:
         o.masks_fit("--masks", masks, model)
     recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}
-    result = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], device=opts["device"],
-                   checkpoint=opts["checkpoint"], progress=opts["progress"])
+    try:
+        result = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], device=opts["device"],
+                       checkpoint=opts["checkpoint"], progress=opts["progress"])
+    except ValueError as error:  # a checkpoint of another run is refused before the first step
+        if str(error).startswith("checkpoint: "):
+            raise o.UsageError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
+        raise
     if opts["save"] is not None:
         models.save(opts["save"], model, name=model_name, input_shape=bundle.input_shape,
                     num_classes=bundle.num_classes, width=opts["width"], data=bundle.name, seed=opts["seed"],
@@ -66,4 +68,6 @@ def run(opts: dict) -> int:
         "test acc": f"{100 * result.test_acc:.2f}%",
         "time": f"{result.wall_time:.1f} s",
     })
+    if opts["save"] is not None:
+        print(f"model saved to {opts['save']} (panning evaluate --weights {opts['save']})")
     return 0

@@ -96,14 +96,14 @@ def _read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
 def _find_folder(data_dir, layout: _Layout, name: str) -> Path:
     if data_dir is None:
         raise ValueError(
-            f"data_dir is required for {name!r}: pass the folder {layout.folder!r} or its parent "
+            f"data_dir: required for {name!r}: pass the folder {layout.folder!r} or its parent "
             "(CIFAR is never downloaded)"
         )
     root = Path(os.fspath(data_dir)).expanduser()
     for candidate in (root, root / layout.folder):
         if (candidate / layout.test_file).is_file():
             return candidate
-    raise ValueError(f"data_dir={str(root)!r} holds neither {layout.folder}/{layout.test_file} nor {layout.test_file}")
+    raise ValueError(f"data_dir: {str(root)!r} holds neither {layout.folder}/{layout.test_file} nor {layout.test_file}")
 
 
 def _normalize(data: np.ndarray, layout: _Layout) -> np.ndarray:

@@ -155,11 +155,14 @@ def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]
     values, tensors, arrays = checkpoints.load(folder)
     spec = values["agent"]
     check_network(spec["network"], network, folder)
-    saved = {key: spec[key] for key in wanted}
-    if saved != json.loads(json.dumps(wanted)):
-        differing = sorted(key for key in wanted if saved[key] != json.loads(json.dumps(wanted[key])))
-        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} "
-                         f"({ {k: saved[k] for k in differing} }); continue with those or use another folder")
+    # Compared setting by setting (the agent's settings one level down), as JSON stores them.
+    flat = lambda run: {**{k: v for k, v in run.items() if k != "settings"}, **run["settings"]}  # noqa: E731
+    saved, now = flat({key: spec[key] for key in wanted}), flat(json.loads(json.dumps(wanted)))
+    differing = sorted(key for key in saved.keys() | now.keys() if saved.get(key) != now.get(key))
+    if differing:
+        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} (it has "
+                         f"{ {k: saved.get(k) for k in differing} }, this run { {k: now.get(k) for k in differing} }); "
+                         "continue with those or use another folder")
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
     checkpoints.restore(agent, values, tensors, arrays)
     env.load_state(values["env"], tensors)
@@ -184,6 +187,16 @@ def rollout(agent: BaseAlgorithm, env: PanningEnv, sparsity: float) -> torch.Ten
     return env.mask.clone()
 
 
+def agent_file(path: str | os.PathLike, suffix: str) -> Path:
+    """The file `suffix` (".json", ".safetensors", ".episodes.csv", ".curve.png") of the agent at `path`, its path
+    without suffix (a trailing .json or .safetensors is dropped). The suffix is appended, not swapped in, so a name
+    such as cnn1d-w0.5 keeps its ".5" (swapped, widths 0.5 and 0.2 both wrote cnn1d-w0.json)."""
+    base = Path(os.fspath(path))
+    if base.suffix in (".json", ".safetensors"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + suffix)
+
+
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
     """Write `path`.safetensors (the policy's weights) and `path`.json (algorithm, seed, settings, network), each
     atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png.
@@ -193,15 +206,14 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
-    base = Path(os.fspath(path))
-    base.parent.mkdir(parents=True, exist_ok=True)
+    agent_file(path, "").parent.mkdir(parents=True, exist_ok=True)
     weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
-    save_tensors(weights, base.with_suffix(".safetensors"))
+    save_tensors(weights, agent_file(path, ".safetensors"))
     text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
-    write_text(base.with_suffix(".json"), text)
+    write_text(agent_file(path, ".json"), text)
     if episodes is not None:
-        write_episodes(base.with_suffix(".episodes.csv"), episodes)
-        plot_curve(base.with_suffix(".curve.png"), episodes)
+        write_episodes(agent_file(path, ".episodes.csv"), episodes)
+        plot_curve(agent_file(path, ".curve.png"), episodes)
 
 
 def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
@@ -213,7 +225,7 @@ def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
 
 def read_agent_file(path: str | os.PathLike) -> dict:
     """The JSON half of a saved agent, checked; a clear error naming the path if it is not one."""
-    file = Path(os.fspath(path)).with_suffix(".json")
+    file = agent_file(path, ".json")
     try:
         spec = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -226,11 +238,10 @@ def read_agent_file(path: str | os.PathLike) -> dict:
 def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = None) -> BaseAlgorithm:
     """Rebuild an agent saved by save_agent for `env`. It must have been trained for the same network: the
     arena layout always, and the model, width and data set named in `network` when given."""
-    base = Path(os.fspath(path))
-    spec = read_agent_file(base)
-    check_network(spec.get("network", {}), network_of(env, **(network or {})), base.with_suffix(".json"))
+    spec = read_agent_file(path)
+    check_network(spec.get("network", {}), network_of(env, **(network or {})), agent_file(path, ".json"))
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec.get("network"), **spec["settings"])
-    file = base.with_suffix(".safetensors")
+    file = agent_file(path, ".safetensors")
     try:
         weights = load_file(str(file))
     except (OSError, SafetensorError) as error:
@@ -245,13 +256,26 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
     return agent
 
 
-def check_network(saved: dict, wanted: dict, path: Path) -> None:
-    """Refuse an agent trained for another network, naming what differs."""
-    differences = [f"{key} {saved.get(key)!r} (here {wanted[key]!r})" for key in wanted
+def network_differences(saved: dict, wanted: dict) -> list[str]:
+    """How the network an agent was trained for (`saved`, its file's "network") differs from `wanted`, one phrase
+    per difference; only the keys both name are compared (an agent trained from Python has no model name)."""
+    differences = [f"{key} {saved[key]!r} (here {wanted[key]!r})" for key in wanted
                    if key in saved and saved[key] != wanted[key] and key != "arena"]
-    if saved.get("arena") is not None and saved["arena"] != wanted["arena"]:
+    if saved.get("arena") is not None and wanted.get("arena") is not None and saved["arena"] != wanted["arena"]:
         differences.append(f"arena of {sum(saved['arena'].values())} weights in {len(saved['arena'])} layers "
                            f"(here {sum(wanted['arena'].values())} in {len(wanted['arena'])})")
+    return differences
+
+
+def agent_differences(path: str | os.PathLike, **network) -> list[str]:
+    """How the network the agent saved at `path` was trained for differs from `network` (model=, width=, data=),
+    read from its JSON file alone: a check before any work (load_agent also compares the arena)."""
+    return network_differences(read_agent_file(path).get("network", {}), network)
+
+
+def check_network(saved: dict, wanted: dict, path: Path) -> None:
+    """Refuse an agent trained for another network, naming what differs."""
+    differences = network_differences(saved, wanted)
     if differences:
         raise ValueError(f"agent {str(path)!r}: trained for another network: " + "; ".join(differences))
 

@@ -78,13 +78,6 @@ class Curriculum:
             low, high = self.late[int(rng.integers(len(self.late)))]
         return float(rng.uniform(low, high))
 
-    def to_json(self) -> dict:
-        return {"early": list(self.early), "switch": self.switch, "late": [list(r) for r in self.late]}
-
-    @classmethod
-    def from_json(cls, value: dict) -> Curriculum:
-        return cls(tuple(value["early"]), value["switch"], tuple(tuple(r) for r in value["late"]))
-
 
 class RunningRange:
     """The smallest and largest value seen; normalizes by them (0 while they are equal)."""

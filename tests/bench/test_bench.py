@@ -2,6 +2,8 @@
 targets' pass/fail rule checked on hand-made times."""
 from __future__ import annotations
 
+import torch
+
 from panning import bench
 from panning.cli import main
 
@@ -12,6 +14,7 @@ def test_quick_bench_measures_every_kernel(tmp_path, capsys):
     text = capsys.readouterr().out
     for group in ("topk_mask", "saliency", "masked_linear fwd+bwd", "sparse_linear fwd", "load average"):
         assert group in text
+    assert f", {torch.get_num_threads()} thread(s), " in text.splitlines()[0]
     assert out.read_text().strip() == text.strip()
 
 

@@ -42,6 +42,7 @@ def test_prune_without_agent_says_how_to_train_one(tmp_path, capsys):
 
 def test_agent_refuses_a_bad_agent_file_and_bad_options(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "bad.safetensors").write_bytes(b"")  # both halves present: the broken JSON is what is refused
     status = main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "bad"), *TINY,
                    "--out", str(tmp_path / "m.safetensors")])
     assert status == 2 and "bad.json" in capsys.readouterr().err

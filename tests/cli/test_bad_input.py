@@ -122,11 +122,27 @@ def test_every_command_refuses_sparsity_outside_0_1_the_same_way(command, sparsi
     ("--threads", "0", "--threads: expected a positive int, got 0"),
     ("--width", "0", "--width: expected a number in (0, inf], got 0.0"),
     ("--init", "psychic", "--init: expected one of magnitude, flat, random, got 'psychic'"),
+    ("--momentum", "1", "--momentum: expected a number in [0, 1), got 1.0"),
 ])
 def test_jackpot_checks_every_option_before_training(option, value, message, tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["jackpot", "--data", "synthetic", option, value, "--out", str(out)]) == 2
     assert message in error_line(capsys, "jackpot")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1"])
+def test_train_refuses_a_momentum_outside_0_1_as_an_option(value, tmp_path, capsys):
+    checkpoint = tmp_path / "run.pt"
+    assert main(["train", "--data", "synthetic", "--momentum", value, "--checkpoint", str(checkpoint)]) == 2
+    assert f"--momentum: expected a number in [0, 1), got {float(value)}" in error_line(capsys, "train")
+    assert not checkpoint.exists()
+
+
+def test_jackpot_refuses_epochs_and_steps_together_before_training(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["jackpot", "--data", "synthetic", "--epochs", "2", "--steps", "3", "--out", str(out)]) == 2
+    assert "--steps: give the search budget as --epochs or as --steps, not both" in error_line(capsys, "jackpot")
     assert not out.exists()
 
 
@@ -154,7 +170,7 @@ def test_backend_that_cannot_run_here_is_one_line_without_traceback(tmp_path):
                            "magnitude", "--device", "cpu", "--out", str(tmp_path / "m.safetensors")],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    reason = "does not run on cpu (runs on cuda)" if torch.cuda.is_available() else "not available here (no CUDA GPU"
+    reason = "does not run on cpu (runs on cuda)" if torch.cuda.is_available() else "not available here: no CUDA GPU"
     assert done.stderr.startswith(f"panning prune: error: PANNING_BACKEND=triton: {reason}")
     assert not (tmp_path / "m.safetensors").exists()
 
@@ -202,7 +218,11 @@ def test_train_masks_file_that_does_not_fit(tmp_path, capsys):
 def test_method_options_are_checked_against_the_method(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     assert main(["prune", "--data", "synthetic", "--method", "snip", "--iterations", "3", "--out", str(out)]) == 2
-    assert "--iterations: method 'snip' does not accept it" in error_line(capsys, "prune")
+    assert "--iterations: method 'snip' does not accept it (it takes --per-class)" in error_line(
+        capsys, "prune")
+    assert main(["prune", "--data", "synthetic", "--method", "magnitude", "--per-class", "3", "--out", str(out)]) == 2
+    assert ("--per-class: method 'magnitude' does not accept it (it takes none of --iterations, --per-class, "
+            "--agent)") in error_line(capsys, "prune")
     assert main(["prune", "--data", "synthetic", "--method", "rl_panning", "--out", str(out)]) == 2
     assert "--agent: method 'rl_panning' needs a trained agent" in error_line(capsys, "prune")
     assert not out.exists()
@@ -214,3 +234,63 @@ def test_usage_errors_are_one_line_too(capsys):
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("panning prune: error: argument --data: invalid choice: 'imagenet'")
+
+
+def test_evaluate_on_a_data_set_the_model_does_not_take(tmp_path, capsys):
+    bundle = data.load("digits")
+    path = tmp_path / "digits.safetensors"
+    models.save(path, models.build("cnn2d", bundle.input_shape, bundle.num_classes), name="cnn2d",
+                input_shape=bundle.input_shape, num_classes=bundle.num_classes, data="digits", seed=0)
+    assert main(["evaluate", "--weights", str(path), "--data", "mnist1d"]) == 2
+    assert error_line(capsys, "evaluate").endswith(
+        "--data: mnist1d has inputs (1, 40) and 10 classes; the model takes (1, 8, 8) and 10 classes")
+
+
+def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path, capsys):
+    from panning.pbt.agent import AGENTS
+
+    agent, out = AGENTS / "cnn1d-w4-mnist1d", tmp_path / "m.safetensors"
+    assert main(["prune", "--method", "rl_panning", "--agent", str(agent), "--width", "1", "--out", str(out)]) == 2
+    assert error_line(capsys, "prune").endswith(
+        f"--agent: {str(agent)!r} was trained for another network: width 4.0 (here 1.0)")
+    (tmp_path / "not-an-agent.json").write_text("{}")
+    (tmp_path / "not-an-agent.safetensors").write_bytes(b"")
+    assert main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "not-an-agent"), "--width", "4",
+                 "--out", str(out)]) == 2
+    assert "--agent: agent " in error_line(capsys, "prune")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "jackpot", "agent"])
+def test_a_cifar_folder_that_is_not_one_is_named_as_data_dir(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = {"prune": ["--out", str(tmp_path / "m.safetensors")], "jackpot": ["--out", str(out)],
+             "agent": ["--out", str(out / "agent")]}.get(command, [])
+    assert main([command, "--data", "cifar10", "--data-dir", str(tmp_path), *flags]) == 2
+    assert error_line(capsys, command).endswith(
+        f"--data-dir: {str(tmp_path)!r} holds neither cifar-10-batches-py/test_batch nor test_batch")
+    assert not out.exists() and not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "jackpot", "agent"])
+def test_a_model_that_does_not_take_the_data_sets_samples_is_named_as_model(command, tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = {"prune": ["--out", str(tmp_path / "m.safetensors")], "jackpot": ["--out", str(out)],
+             "agent": ["--out", str(out / "agent")]}.get(command, [])
+    assert main([command, "--data", "mnist1d", "--model", "cnn2d", *flags]) == 2
+    assert error_line(capsys, command).endswith(
+        "--model: cnn2d does not take mnist1d's samples (input_shape for 'cnn2d' must be (channels, height, width), "
+        "got (1, 40))")
+    assert not out.exists() and not (tmp_path / "m.safetensors").exists()
+
+
+def test_train_refuses_the_checkpoint_of_another_run_as_checkpoint(tmp_path, capsys):
+    checkpoint = tmp_path / "run.pt"
+    command = ["train", "--data", "synthetic", "--epochs", "1", "--checkpoint", str(checkpoint), "--no-progress"]
+    assert main(command) == 0
+    written = checkpoint.read_bytes()
+    capsys.readouterr()
+    assert main([*command, "--lr", "0.5"]) == 2
+    assert error_line(capsys, "train").endswith(
+        f"--checkpoint: {str(checkpoint)!r} belongs to another run: it has {{'lr': 0.01}}, this run {{'lr': 0.5}}")
+    assert checkpoint.read_bytes() == written

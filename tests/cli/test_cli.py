@@ -60,7 +60,7 @@ def test_bad_config_exits_2_naming_it(tmp_path, capsys, text, message):
 
 def test_library_errors_exit_2(capsys):
     assert cli.main(["train", "--data", "cifar10", "--model", "resnet32", "--no-progress"]) == 2
-    assert "data_dir is required" in capsys.readouterr().err
+    assert "panning train: error: --data-dir: required for 'cifar10'" in capsys.readouterr().err
 
 
 def test_threads(capsys):

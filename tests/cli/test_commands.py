@@ -53,7 +53,9 @@ def test_train_under_a_fixed_mask_then_evaluate_the_saved_model(tmp_path, capsys
     masks = Masks.load(masks_path)
     assert main(["train", "--data", "synthetic", "--masks", str(masks_path), "--epochs", "2", "--seed", "3",
                  "--save", str(model_path), "--no-progress"]) == 0
-    trained = table_row(capsys.readouterr().out, "synthetic")
+    printed = capsys.readouterr().out
+    trained = table_row(printed, "synthetic")
+    assert printed.rstrip().endswith(f"model saved to {model_path} (panning evaluate --weights {model_path})")
     assert trained["model"] == "mlp" and trained["sparsity"] == f"{masks.sparsity:.2%}" == "75.00%"
     model, spec = models.load(model_path)
     weights = dict(model.named_parameters())
@@ -164,3 +166,11 @@ def test_a_plain_typo_is_reported_before_torch_is_even_imported(argv):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"panning {argv[0]}: error: --")
+
+
+@pytest.mark.parametrize("flag, shown", [("--progress", True), ("--no-progress", False)])
+def test_prune_draws_its_progress_bar_on_a_terminal_unless_told_not_to(flag, shown, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # as if run in a terminal
+    assert main(["prune", "--data", "synthetic", "--method", "synflow", "--iterations", "3", flag,
+                 "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert ("synflow: " in capsys.readouterr().err) == shown

@@ -161,6 +161,20 @@ def test_a_checkpoint_continues_only_with_its_own_settings(bundle, tmp_path):
     train_agent(make(bundle, lanes=1), 40, seed=0, checkpoint=tmp_path / "ck", **FAST)
     with pytest.raises(ValueError, match="made with other seed"):
         train_agent(make(bundle, lanes=1), 80, seed=1, checkpoint=tmp_path / "ck", **FAST)
-    with pytest.raises(ValueError, match="made with other settings"):
+    with pytest.raises(ValueError, match=r"made with other batch_size \(it has \{'batch_size': 32\}, this run "
+                                         r"\{'batch_size': 8\}\)"):
         train_agent(make(bundle, lanes=1), 80, seed=0, checkpoint=tmp_path / "ck",
                     **{**FAST, "batch_size": 8})
+
+
+def test_an_agent_path_with_a_dot_keeps_its_whole_name(bundle, tmp_path):
+    agent = train_agent(make(bundle, lanes=1), 40, seed=0, **FAST)
+    for width in ("0.5", "0.2"):  # one name per width: the suffix is appended, never swapped in
+        save_agent(agent, tmp_path / f"mlp-w{width}", episodes=[])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"mlp-w{w}{s}" for w in ("0.2", "0.5") for s in (".curve.png", ".episodes.csv", ".json",
+                                                                       ".safetensors")]
+    env = make(bundle, PanningEnv)
+    for given in ("mlp-w0.5", "mlp-w0.5.json", "mlp-w0.5.safetensors"):  # a trailing .json / .safetensors is dropped
+        loaded = load_agent(tmp_path / given, env)
+        assert torch.equal(loaded.actor.mu[0].weight, agent.actor.mu[0].weight)
