@@ -6,7 +6,7 @@ the previous step, on the same network and weights, 1 thread:
                    backward (panning.criteria.passes), float32 SynFlow, one saliency and one top-k call;
   straightforward  written here as a user would: the model's own parameters, one forward + double backward,
                    a float32 |w| * m copy for SynFlow, |x - mean| / std per index, torch.topk for the mask.
-Target (DESIGN section 7, issue 18): panning >= 2x straightforward on the 65K-weight networks.
+Target (docs/benchmarks.md, issue 18): panning >= 2x straightforward on the 65K-weight networks.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest bench/bench_pbt.py --benchmark-only     # pytest-benchmark groups
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_pbt.py --repeats 30                    # interleaved ratios

@@ -8,7 +8,6 @@ learning curve); the checkpoint folder (default: OUT.checkpoint) is resumed if i
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .. import checks
@@ -73,7 +72,7 @@ def run(opts: dict) -> int:
     episodes: list[dict] = []
     started = time.perf_counter()
     agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
-                        progress=opts["progress"] and sys.stderr.isatty(),
+                        progress=opts["progress"],
                         checkpoint=checkpoint_folder(opts),
                         checkpoint_every=opts["checkpoint_every"], episodes=episodes,
                         network=network_of(env, model=model_name, width=opts["width"], data=bundle.name), **settings)

@@ -13,6 +13,7 @@ builds every command's parser from these tables alone.
 from __future__ import annotations
 
 import argparse
+import sys
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -255,7 +256,7 @@ WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the mode
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)
 THREADS = Option("threads", int, "CPU threads for torch; default: torch's choice (1 is as fast for the small "
                  "models and far faster on a busy machine)", check=checks.positive_int)
-PROGRESS = Option("progress", boolean, "progress bars", True)
+PROGRESS = Option("progress", boolean, "progress bars (shown only when stderr is a terminal)", True)
 MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed", check=input_file)
 CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it", check=input_file)
 
@@ -329,4 +330,6 @@ def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
                 values[opt.dest] = opt.check(opt.name, values[opt.dest])
             except (TypeError, ValueError) as error:
                 raise UsageError(str(error)) from None
+    if values.get("progress"):  # bars only where someone watches: not in logs, pipes or CI
+        values["progress"] = sys.stderr.isatty()
     return values

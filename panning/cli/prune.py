@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .. import checks
@@ -67,7 +66,7 @@ def run(opts: dict) -> int:
     include = except_last(model) if opts["keep_classifier"] else prunable
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
-                  progress=opts["progress"] and sys.stderr.isatty(), **extra)
+                  progress=opts["progress"], **extra)
     seconds = time.perf_counter() - started
     print(f"{opts['method']} on {model_name} / {bundle.name}, seed {opts['seed']}: pruned in {seconds:.2f} s")
     print(format_report(collapse_report(model, masks, bundle.input_shape),
@@ -79,7 +78,7 @@ def run(opts: dict) -> int:
 
         recipe = {**RECIPES[model_name], **({"epochs": opts["epochs"]} if opts["epochs"] is not None else {})}
         trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
-                        progress=opts["progress"] and sys.stderr.isatty(), **recipe)
+                        progress=opts["progress"], **recipe)
         epochs = f"{trained.epochs} epoch" + ("s" if trained.epochs != 1 else "")
         print(f"test accuracy after {epochs}: {trained.test_acc:.2%} (trained in {trained.wall_time:.1f} s)")
     return 0

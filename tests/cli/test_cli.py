@@ -112,3 +112,20 @@ def test_every_command_is_implemented():
     assert set(cli.COMMANDS) == {"train", "prune", "jackpot", "evaluate", "agent", "bench", "demo"}
     for name, command in cli.COMMANDS.items():
         assert command.OPTIONS and command.HELP and callable(command.run), name
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    """--progress (the default) draws bars only where stderr is a terminal; --no-progress never does."""
+    import argparse
+    import io as _io
+
+    from panning.cli import options
+
+    def resolved(flag, tty):
+        stream = _io.StringIO()
+        stream.isatty = lambda: tty
+        monkeypatch.setattr(sys, "stderr", stream)
+        return options.resolve([options.PROGRESS], argparse.Namespace(progress=flag, config=None))["progress"]
+
+    assert resolved(None, True) is True and resolved(None, False) is False
+    assert resolved(False, True) is False and resolved(True, False) is False
