@@ -41,7 +41,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     values = check_options(method, options)
     spec = METHODS[method]
     sparsity = checks.sparsity(sparsity)
-    checks.non_negative_int("seed", seed)
+    checks.integer("seed", seed, minimum=0)
     dataset, input_shape = _resolve_data(data, input_shape, method, spec.needs_data)
     arena = Arena(model, include=include, share=False)
     with tqdm(total=spec.steps(values), desc=method, disable=not progress, leave=False) as bar:
