@@ -103,8 +103,9 @@ class PanningLanes:
     """B Panning episodes ("lanes") on one network, stepped together.
 
     Per step: one `ops.saliency` call (the lanes' SynFlow rows and the distinct SNIP/GraSP rows stacked, one
-    weight row per lane), one `ops.topk_mask` call (B masks, each its own k), then per lane its SynFlow
-    (through PanningIndices, so the environment always uses Panning's own indices) and its masked loss.
+    weight row per lane), one `ops.topk_mask` call (B masks, each its own k), the lanes' SynFlow passes together
+    (panning.criteria.lanes where the network is a plain stack, else one PanningIndices.flow per lane), turned
+    into indices by PanningIndices so that the environment always uses Panning's own, and per lane its masked loss.
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, input_shape, lanes: int = 1, *, iterations: int = 100,
@@ -151,8 +152,7 @@ class PanningLanes:
         if sparsity is None:
             sparsity = self.curriculum.draw(self.rng, self.total_steps)
         self.sparsity[lane] = sparsity
-        self.counts[lane] = torch.tensor(exponential_counts(self.numel, float(sparsity), self.iterations))
-        self.scheduled[lane] = scheduled_sparsities(float(sparsity), self.iterations)
+        self._schedule(lane)
         self.step_index[lane] = 0
         self.masks[lane] = True
         self.stacks[lane] = self._first
@@ -161,6 +161,12 @@ class PanningLanes:
         observation = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
         observation[:2] = self.loss_range.position(loss), self.gtg_range.position(gtg)
         return np.clip(observation, 0.0, 1.0), float(sparsity)
+
+    def _schedule(self, lane: int) -> None:
+        """Lane `lane`'s kept count and scheduled sparsity at every step, from its target sparsity."""
+        sparsity = float(self.sparsity[lane])
+        self.counts[lane] = torch.tensor(exponential_counts(self.numel, sparsity, self.iterations))
+        self.scheduled[lane] = scheduled_sparsities(sparsity, self.iterations)
 
     # -- the batched step -------------------------------------------------------------------------
     def step(self, actions: np.ndarray):
@@ -249,7 +255,7 @@ class PanningLanes:
                   "gtg_range": [self.gtg_range.low, self.gtg_range.high], "total_steps": self.total_steps,
                   "sparsity": self.sparsity.tolist(), "step_index": self.step_index.tolist(),
                   "started": self.started.tolist()}
-        return values, {"env.masks": self.masks.cpu(), "env.counts": self.counts}
+        return values, {"env.masks": self.masks.cpu()}
 
     def load_state(self, values: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.rng.bit_generator.state = values["rng"]
@@ -259,9 +265,8 @@ class PanningLanes:
         self.step_index = np.asarray(values["step_index"], dtype=np.int64)
         self.started = np.asarray(values["started"], dtype=bool)
         self.masks = tensors["env.masks"].to(self.arena.device)
-        self.counts = tensors["env.counts"].clone()
-        self.scheduled = np.stack([scheduled_sparsities(float(s), self.iterations) if started else
-                                   np.zeros(self.iterations) for s, started in zip(self.sparsity, self.started)])
+        for lane in np.flatnonzero(self.started):
+            self._schedule(int(lane))
         self.stacks = [self._first if e == 0 else self.indices(int(e), mask) for e, mask in
                        zip(self.step_index, self.masks)]
 
