@@ -29,14 +29,13 @@ from panning.io import write_text
 from panning.pbt import hand_policy
 from panning.pbt.agent import agent_file, load_agent, read_agent_file
 from panning.pbt.env import PanningEnv
+from pbt_results import SINGLE, SPARSITIES, STEM as PBT_STEM, summarize  # this folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 STEM = "agent-mnist1d"
-PBT = RESULTS / "pbt-mnist1d-digits.json"
+PBT = RESULTS / f"{PBT_STEM}.json"
 AGENT = ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
-SPARSITIES = (0.9, 0.95, 0.98, 0.99, 0.995)
-SINGLE = ("synflow", "snip", "grasp", "iterative_snip", "force", "magnitude", "random")
 RANDOM_EPISODES = 3
 
 
@@ -78,15 +77,6 @@ def episode_rewards(agent_path: Path) -> dict:
     return rows
 
 
-def accuracy(runs: list[dict], label: str, sparsity: float) -> dict | None:
-    found = [100 * r["test_acc"] for r in runs if r["label"] == label and r["sparsity"] == sparsity]
-    if not found:
-        return None
-    effective = [r["effective_sparsity"] for r in runs if r["label"] == label and r["sparsity"] == sparsity]
-    return dict(mean=statistics.fmean(found), std=statistics.stdev(found) if len(found) > 1 else 0.0,
-                n=len(found), effective=100 * statistics.fmean(effective))
-
-
 def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
     spec = read_agent_file(agent)
 
@@ -94,7 +84,7 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
         return "—" if stats is None else f"{stats['mean']:.1f} ± {stats['std']:.1f} (n={stats['n']}; eff {stats['effective']:.2f}%)"
 
     def best_single(s):
-        found = {m: st for m in SINGLE if (st := accuracy(runs, m, s))}
+        found = {m: st for m in SINGLE if (st := summarize(runs, "mnist1d", m, s))}
         return max(found.items(), key=lambda item: item[1]["mean"]) if found else (None, None)
 
     header = ["| row | " + " | ".join(f"{100 * s:g}%" for s in SPARSITIES) + " |", "|---|" + "---|" * len(SPARSITIES)]
@@ -105,8 +95,8 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
              "Test accuracy (%) after training, from the pruning-before-training runs "
              "(bench/results/pbt-mnist1d-digits.md: same protocol, recipe and seeds for every row), mean ± std over "
              "the seeds (n), and the mean effective sparsity:", "", *header]
-    lines.append("| rl_panning | " + " | ".join(cell(accuracy(runs, "rl_panning", s)) for s in SPARSITIES) + " |")
-    lines.append("| panning | " + " | ".join(cell(accuracy(runs, "panning", s)) for s in SPARSITIES) + " |")
+    for label in ("rl_panning", "panning"):
+        lines.append(f"| {label} | " + " | ".join(cell(summarize(runs, "mnist1d", label, s)) for s in SPARSITIES) + " |")
     lines.append("| best single criterion | " + " | ".join(
         f"{name}: {cell(stats)}" if name else "—" for name, stats in map(best_single, SPARSITIES)) + " |")
     lines += ["", f"Episode reward in the training environment (the protocol's cnn1d, seed 0; a fresh environment "
@@ -126,10 +116,11 @@ def main() -> None:
     torch.set_num_threads(1)
     cache = RESULTS / f"{STEM}.json"
     cached = json.loads(cache.read_text()) if cache.exists() else {}
-    if cached.get("agent_sha256") != digest(args.agent):
-        cached = {"agent_sha256": digest(args.agent), "rewards": episode_rewards(args.agent)}
+    agent_sha256 = digest(args.agent)
+    if cached.get("agent_sha256") != agent_sha256:
+        cached = {"agent_sha256": agent_sha256, "rewards": episode_rewards(args.agent)}
         write_text(cache, json.dumps(cached, indent=1))
-    runs = [r for r in json.loads(PBT.read_text())["runs"] if r["data"] == "mnist1d"]
+    runs = json.loads(PBT.read_text())["runs"]
     write_text(RESULTS / f"{STEM}.md", markdown(runs, cached["rewards"], args.agent))
 
 
