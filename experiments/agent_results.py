@@ -81,7 +81,9 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
     spec = read_agent_file(agent)
 
     def cell(stats):
-        return "—" if stats is None else f"{stats['mean']:.1f} ± {stats['std']:.1f} (n={stats['n']}; eff {stats['effective']:.2f}%)"
+        if stats is None:
+            return "—"
+        return f"{stats['mean']:.1f} ± {stats['std']:.1f} (n={stats['n']}; eff {stats['effective']:.2f}%)"
 
     def best_single(s):
         found = {m: st for m in SINGLE if (st := summarize(runs, "mnist1d", m, s))}
@@ -96,7 +98,8 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
              "(bench/results/pbt-mnist1d-digits.md: same protocol, recipe and seeds for every row), mean ± std over "
              "the seeds (n), and the mean effective sparsity:", "", *header]
     for label in ("rl_panning", "panning"):
-        lines.append(f"| {label} | " + " | ".join(cell(summarize(runs, "mnist1d", label, s)) for s in SPARSITIES) + " |")
+        cells = (cell(summarize(runs, "mnist1d", label, s)) for s in SPARSITIES)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| best single criterion | " + " | ".join(
         f"{name}: {cell(stats)}" if name else "—" for name, stats in map(best_single, SPARSITIES)) + " |")
     lines += ["", f"Episode reward in the training environment (the protocol's cnn1d, seed 0; a fresh environment "
