@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import platform
 import statistics
@@ -27,7 +26,7 @@ from panning import data as datasets
 from panning import models
 from panning.io import write_text
 from panning.pbt import hand_policy
-from panning.pbt.agent import agent_file, load_agent, read_agent_file
+from panning.pbt.agent import agent_digest, load_agent, read_agent_file
 from panning.pbt.env import PanningEnv
 from pbt_results import SINGLE, SPARSITIES, STEM as PBT_STEM, summarize  # this folder is on sys.path
 
@@ -37,10 +36,6 @@ STEM = "agent-mnist1d"
 PBT = RESULTS / f"{PBT_STEM}.json"
 AGENT = ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
 RANDOM_EPISODES = 3
-
-
-def digest(agent: Path) -> str:
-    return hashlib.sha256(agent_file(agent, ".safetensors").read_bytes()).hexdigest()
 
 
 def episode_rewards(agent_path: Path) -> dict:
@@ -119,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cache = RESULTS / f"{STEM}.json"
     cached = json.loads(cache.read_text()) if cache.exists() else {}
-    agent_sha256 = digest(args.agent)
+    agent_sha256 = agent_digest(args.agent)
     if cached.get("agent_sha256") != agent_sha256:
         cached = {"agent_sha256": agent_sha256, "rewards": episode_rewards(args.agent)}
         write_text(cache, json.dumps(cached, indent=1))

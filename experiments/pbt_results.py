@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import platform
@@ -39,6 +38,7 @@ from panning import models
 from panning.connectivity import collapse_report
 from panning.prune import prune
 from panning.io import save_figure, write_text
+from panning.pbt.agent import agent_digest
 from panning.train import PROTOCOL, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def settings(data: str, label: str) -> dict:
     setup = SETUPS[data]
     found = dict(model=setup["model"], width=setup["width"], recipe=setup["recipe"], method=method, options=options)
     if "agent" in options:
-        found["agent_sha256"] = hashlib.sha256((ROOT / f"{options['agent']}.safetensors").read_bytes()).hexdigest()
+        found["agent_sha256"] = agent_digest(ROOT / options["agent"])
     return found
 
 

@@ -34,7 +34,7 @@ from . import models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
-from .pbt.agent import AGENTS, agent_differences, agent_file
+from .pbt.agent import AGENTS, agent_differences, agent_digest, agent_file
 from .pbt.methods import METHODS
 from .prune import prune
 from .train import PROTOCOL, evaluate, train
@@ -141,7 +141,7 @@ def settings_of(opts: dict, name: str) -> dict:
                              search_epochs=opts["jackpot_epochs"], preset="safe")
     extra = dict(iterations=opts["iterations"]) if "iterations" in METHODS[name].defaults else {}
     if name == "rl_panning":  # a retrained agent is another cell
-        extra["agent_sha1"] = hashlib.sha1(agent_file(opts["agent"], ".safetensors").read_bytes()).hexdigest()
+        extra["agent_sha256"] = agent_digest(opts["agent"])
     return common | dict(method=name, sparsity=opts["sparsity"], **extra)
 
 

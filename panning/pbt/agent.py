@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,11 @@ def agent_file(path: str | os.PathLike, suffix: str) -> Path:
     if base.suffix in (".json", ".safetensors"):
         base = base.with_suffix("")
     return base.with_name(base.name + suffix)
+
+
+def agent_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of the agent's weights file: what a result cached for the agent at `path` depends on."""
+    return hashlib.sha256(agent_file(path, ".safetensors").read_bytes()).hexdigest()
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
