@@ -72,6 +72,11 @@ def sparsity(value, name: str = "sparsity") -> float:
     return float(value)
 
 
+def momentum(name: str, value) -> float:
+    """An SGD momentum: a finite number in [0, 1) (1 would never forget a gradient)."""
+    return number(name, value, low=0.0, high=1.0, high_open=True)
+
+
 def instance(name: str, value, types: type | tuple[type, ...], what: str):
     """`value`, an instance of `types`; `what` names the expected kind in the message ("an nn.Module")."""
     if not isinstance(value, types):

@@ -278,7 +278,7 @@ def train(
     checks.positive_int("epochs", epochs)
     checks.positive_int("batch_size", batch_size)
     checks.positive("lr", lr)
-    checks.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    checks.momentum("momentum", momentum)
     checks.non_negative("weight_decay", weight_decay)
     checks.choice("optimizer", optimizer, OPTIMIZERS)
     checks.choice("schedule", schedule, SCHEDULES)

@@ -68,3 +68,10 @@ def test_instance():
     assert checks.instance("n", 3, (int, float), "a number") == 3
     with pytest.raises(TypeError, match="^state_dict: expected a mapping, got list$"):
         checks.instance("state_dict", [], dict, "a mapping")
+
+
+def test_momentum():
+    assert checks.momentum("momentum", 0) == 0 and checks.momentum("momentum", 0.9) == 0.9
+    for bad in (1.0, -0.1, float("nan"), "0.9"):
+        with pytest.raises(ValueError, match="momentum: expected"):
+            checks.momentum("momentum", bad)

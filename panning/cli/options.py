@@ -75,11 +75,6 @@ def sparsity(name: str, value) -> float:
     return checks.sparsity(value, name)
 
 
-def momentum(name: str, value) -> float:
-    """An SGD momentum, in [0, 1) as panning.train.train and panning.jackpot.search take it."""
-    return checks.number(name, value, low=0.0, high=1.0, high_open=True)
-
-
 def importing(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     """Mark a check that imports heavy modules (torch, an algorithm's package): :func:`resolve` runs it after every
     cheap check, so that a plain typo is reported at once."""
@@ -250,7 +245,7 @@ EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (pa
                 check=checks.positive_int)
 BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe", check=checks.positive_int)
 LR = Option("lr", float, "peak learning rate; default: the model's recipe", check=checks.positive)
-MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the model's recipe", check=momentum)
+MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the model's recipe", check=checks.momentum)
 WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe",
                       check=checks.non_negative)
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)

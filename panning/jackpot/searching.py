@@ -262,7 +262,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     else:
         checks.positive_int("steps", steps)
     checks.positive_int("batch_size", batch_size)
-    checks.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    checks.momentum("momentum", momentum)
     checks.non_negative("weight_decay", weight_decay)
     checks.non_negative_int("seed", seed)
     if checkpoint_every is not None:
