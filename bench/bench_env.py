@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.logger import configure
 
 from panning import data, models
+from panning.bench import interleaved
 from panning.data import class_balanced_batch
 from panning.pbt.agent import make_agent
 from panning.pbt.env import Curriculum, PanningLanes
@@ -90,16 +91,8 @@ def test_transitions_interleaved(benchmark, bundle):
     """B = 1, 4, 8, 16 stepped round-robin (same load for all); extra_info: median transitions/s and the ratio
     of each B to B = 1."""
     steppers = {count: stepper(lanes(bundle, count)) for count in (1, 4, 8, 16)}
-    times = {count: [] for count in steppers}
-
-    def one_round():
-        for count, step in steppers.items():
-            start = time.perf_counter()
-            step()
-            times[count].append((time.perf_counter() - start) / count)
-
-    benchmark.pedantic(one_round, rounds=8, iterations=1, warmup_rounds=1)
-    rate = {count: 1.0 / float(np.median(t[1:])) for count, t in times.items()}
+    times = benchmark.pedantic(interleaved, args=(steppers, 8), rounds=1, iterations=1)
+    rate = {count: count / float(np.median(t)) for count, t in times.items()}
     benchmark.extra_info.update({f"B{count}_per_s": r for count, r in rate.items()})
     benchmark.extra_info.update({f"B{count}_vs_B1": r / rate[1] for count, r in rate.items()})
 
@@ -212,16 +205,8 @@ def test_env_step_ratios(benchmark, bundle):
     plain = Straightforward(network(bundle), bundle.train, bundle.input_shape)
     rng = np.random.default_rng(0)
     variants = {"warm": warm, "afresh": fresh, "straightforward": lambda: plain.step(rng.uniform(-1, 1, 3))}
-    times = {name: [] for name in variants}
-
-    def one_round():
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-
-    benchmark.pedantic(one_round, rounds=10, iterations=1, warmup_rounds=1)
-    median = {name: float(np.median(t[1:])) for name, t in times.items()}
+    times = benchmark.pedantic(interleaved, args=(variants, 10), rounds=1, iterations=1)
+    median = {name: float(np.median(t)) for name, t in times.items()}
     benchmark.extra_info.update({f"{name}_ms": 1e3 * m for name, m in median.items()})
     benchmark.extra_info["speedup_warm"] = median["straightforward"] / median["warm"]
     benchmark.extra_info["speedup_afresh"] = median["straightforward"] / median["afresh"]
@@ -280,17 +265,15 @@ def test_td3_update_threads(benchmark, bundle):
     """The learner's update (8 per call) on 1 and 2 torch threads, interleaved call by call; extra_info has the
     median ms per update of each and the 2-thread time over the 1-thread time."""
     agent = td3_agent(bundle)
-    times = {1: [], 2: []}
 
-    def one_round():
-        for threads in times:
+    def on(threads):
+        def update():
             torch.set_num_threads(threads)
-            start = time.perf_counter()
             agent.train(gradient_steps=8, batch_size=256)
-            times[threads].append((time.perf_counter() - start) / 8)
-        torch.set_num_threads(1)
+        return update
 
-    benchmark.pedantic(one_round, rounds=8, iterations=1, warmup_rounds=1)
-    median = {threads: float(np.median(t[1:])) for threads, t in times.items()}
+    times = benchmark.pedantic(interleaved, args=({1: on(1), 2: on(2)}, 8), rounds=1, iterations=1)
+    torch.set_num_threads(1)
+    median = {threads: float(np.median(t)) / 8 for threads, t in times.items()}
     benchmark.extra_info.update(ms_1_thread=1e3 * median[1], ms_2_threads=1e3 * median[2],
                                 two_over_one=median[2] / median[1])

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
-import time
 
 import pytest
 import torch
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from panning import data, models
+from panning.bench import interleaved, summary
 from panning.arena import PRUNABLE, Arena
 from panning.data import class_balanced_batch
 from panning.pbt import PanningIndices, PanningScorer, exponential_counts, global_mask, index_weights
@@ -111,22 +110,13 @@ def test_panning_step(benchmark, network, variant):
     benchmark.pedantic(step, rounds=20, warmup_rounds=2)
 
 
-def interleaved(repeats: int) -> None:
+def compare(repeats: int) -> None:
     """Median and minimum seconds per step of both variants, alternated call by call, and their ratio."""
     print(f"load average {os.getloadavg()}, torch threads {torch.get_num_threads()}")
     for network in NETWORKS:
         steps = {name: make(*setup(network)) for name, make in VARIANTS.items()}
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(2):
-            for step in steps.values():
-                step()
-        for _ in range(repeats):
-            for name, step in steps.items():
-                started = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - started)
-        med = {name: statistics.median(t) for name, t in times.items()}
-        low = {name: min(t) for name, t in times.items()}
+        stats = summary(interleaved(steps, repeats, warmup=2))
+        low, med = ({name: s[i] for name, s in stats.items()} for i in (0, 1))
         print(f"{network}: panning {1e3 * med['panning']:.1f} ms, straightforward {1e3 * med['straightforward']:.1f} ms"
               f" (median); speed-up {med['straightforward'] / med['panning']:.2f}x median, "
               f"{low['straightforward'] / low['panning']:.2f}x min")
@@ -136,4 +126,4 @@ def interleaved(repeats: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    interleaved(parser.parse_args().repeats)
+    compare(parser.parse_args().repeats)
