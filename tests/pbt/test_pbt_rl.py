@@ -17,14 +17,6 @@ from panning.pbt.schedule import keep_count
 from panning.prune import prune
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: more threads only add contention
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bundle():
     return data.load("synthetic", num_classes=3, input_shape=(8,), n_train=60, n_test=30)
