@@ -319,8 +319,8 @@ def probe_section(cells: dict) -> list[str]:
               "| start, lr | " + " | ".join(label for _, label in configs) + " |",
               "|---|" + "---|" * len(configs)]
     for probe in PROBES:
-        lines.append(f"| {probe.replace('|', chr(92) + '|')} | " + " | ".join(f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}"
-                                                  for c, _ in configs) + " |")
+        accs = (f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}" for c, _ in configs)
+        lines.append(f"| {probe.replace('|', chr(92) + '|')} | " + " | ".join(accs) + " |")
     return lines
 
 
