@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from panning import ops
 from panning.arena import Arena, except_last
 from panning.bench import interleaved, summary
-from panning.jackpot import SearchSpace, Searcher, initial_scores, layer_budgets
+from panning.jackpot import Searcher, SearchSpace, initial_scores, layer_budgets
 from panning.models import build
 
 # name -> (model, input shape, classes, width, batch)

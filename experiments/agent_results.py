@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from panning import data as datasets
-from panning import models
+from panning import data as datasets, models
 from panning.io import write_text
 from panning.pbt import hand_policy
 from panning.pbt.agent import agent_digest, load_agent, read_agent_file

@@ -30,9 +30,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from panning import data as datasets
-from panning import models
-from panning import train as training
+from panning import data as datasets, models, train as training
 from panning.arena import except_last
 from panning.io import save_figure, write_text
 from panning.jackpot import SearchSpace, layer_budgets, magnitude_mask, magnitude_masks, search

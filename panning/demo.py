@@ -29,8 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import data as datasets
-from . import models
+from . import data as datasets, models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search

@@ -13,9 +13,9 @@ builds every command's parser from these tables alone.
 from __future__ import annotations
 
 import argparse
-import sys
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence

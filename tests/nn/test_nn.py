@@ -10,8 +10,7 @@ from torch.nn.utils import prune
 
 from panning.arena import Arena
 from panning.masks import Masks
-from panning.nn import (SparseConv1d, SparseConv2d, SparseLinear, dense_state_dict, densify, layers,
-                        sparsify)
+from panning.nn import SparseConv1d, SparseConv2d, SparseLinear, dense_state_dict, densify, layers, sparsify
 
 MODES = ["masked", "compressed"]
 

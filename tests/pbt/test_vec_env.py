@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from gymnasium.utils.env_checker import check_env
+from torch import nn
 
 from panning import data, models
 from panning.connectivity import effective_sparsity
