@@ -101,7 +101,7 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
               "", *header]
     for policy in ("agent", "hand", "random"):
         lines.append(f"| {policy} | " + " | ".join(
-            "{:.2f} ({:.2f}%)".format(rewards[str(s)][policy][0], 100 * rewards[str(s)][policy][1])
+            f"{rewards[str(s)][policy][0]:.2f} ({100 * rewards[str(s)][policy][1]:.2f}%)"
             for s in SPARSITIES) + " |")
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -209,7 +208,7 @@ def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
         raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
 
 
-def _pruned_positions(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def _pruned_positions(model: nn.Module, masks: Mapping | None, device) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """(parameter, pruned-positions) pairs on ``device``; the masks are validated by panning.masks.Masks."""
     masks = Masks(masks if masks is not None else {})
     return [(param, ~masks[name].to(device)) for name, param in masks.check(model).items()]
@@ -260,7 +259,7 @@ def train(
     nesterov: bool = False,
     optimizer: str = "sgd",
     schedule: str = "cosine",
-    masks: Optional[Mapping[str, torch.Tensor]] = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
     device="cpu",
     seed: int = 0,
     checkpoint=None,
