@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from stable_baselines3.common.logger import configure
 
 from panning import data, models

@@ -96,7 +96,7 @@ def floors(rows: list[Row]) -> tuple[float, dict[str, float]]:
     bandwidth = max(read, copy)
     rows.append(Row("floor", "1 GiB fp32", "read (sum)", nbytes / read / 1e6, note=f"{read:.0f} GB/s"))
     rows.append(Row("floor", "1 GiB fp32", "copy", 2 * nbytes / copy / 1e6, note=f"{copy:.0f} GB/s (read+write)"))
-    del x, y
+    x = y = None  # free the 2 GiB before the matmuls
     rates = {}
     n = 8192
     for name, dtype, allow_tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),

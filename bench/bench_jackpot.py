@@ -3,7 +3,8 @@
 For each network, on the same batch:
   dense   one ordinary training step: forward, backward, SGD (momentum, weight decay) on all parameters;
   search  one panning.jackpot.Searcher step (restriction none, then short): straight-through forward through
-          the panning.nn sparse layers with scores, backward into the scores, SGD on the scores, ONE segmented ops.topk_mask over all layers;
+          the panning.nn sparse layers with scores, backward into the scores, SGD on the scores, ONE segmented
+          ops.topk_mask over all layers;
   plain   the same algorithm written the straightforward way: a score tensor per layer, W * M materialized
           for every layer (Linear too), and a full sort per layer per step to rebuild the mask.
 Design target (docs/benchmarks.md): search <= 1.3x dense.
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 from panning import ops
 from panning.arena import Arena, except_last
 from panning.bench import interleaved, summary
-from panning.jackpot import SearchSpace, Searcher, initial_scores, layer_budgets
+from panning.jackpot import Searcher, SearchSpace, initial_scores, layer_budgets
 from panning.models import build
 
 # name -> (model, input shape, classes, width, batch)

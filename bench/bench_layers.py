@@ -6,8 +6,9 @@ One step = zero_grad, forward, MSE loss, backward, SGD (momentum) step on a batc
 - panning masked / compressed: panning.sparsify(model, panning global_prune masks, mode=...);
 - panning auto: what a user gets by default (the path it picks is printed).
 
-The masks of torch and panning are checked to agree (up to the order among tied |w|). The ops run on whatever backend the dispatch picks
-(PANNING_BACKEND or --backend forces one), so the same command measures the compiled kernels once they land.
+The masks of torch and panning are checked to agree (up to the order among tied |w|). The ops run on whatever
+backend the dispatch picks (PANNING_BACKEND or --backend forces one), so the same command measures whichever
+kernels are built.
 
     python bench/bench_layers.py                      # 4096-4096-4096, batch 256, 90/95/99%
     python bench/bench_layers.py --width 1024 --repeats 3

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from panning import data, models
-from panning.bench import interleaved, summary
 from panning.arena import PRUNABLE, Arena
+from panning.bench import interleaved, summary
 from panning.data import class_balanced_batch
 from panning.pbt import PanningIndices, PanningScorer, exponential_counts, global_mask, index_weights
 

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from panning import data as datasets
-from panning import models
+from panning import data as datasets, models
 from panning.io import write_text
 from panning.pbt import hand_policy
 from panning.pbt.agent import agent_digest, load_agent, read_agent_file
@@ -102,7 +101,7 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
               "", *header]
     for policy in ("agent", "hand", "random"):
         lines.append(f"| {policy} | " + " | ".join(
-            "{:.2f} ({:.2f}%)".format(rewards[str(s)][policy][0], 100 * rewards[str(s)][policy][1])
+            f"{rewards[str(s)][policy][0]:.2f} ({100 * rewards[str(s)][policy][1]:.2f}%)"
             for s in SPARSITIES) + " |")
     return "\n".join(lines) + "\n"
 

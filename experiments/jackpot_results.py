@@ -30,9 +30,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from panning import data as datasets
-from panning import models
-from panning import train as training
+from panning import data as datasets, models, train as training
 from panning.arena import except_last
 from panning.io import save_figure, write_text
 from panning.jackpot import SearchSpace, layer_budgets, magnitude_mask, magnitude_masks, search
@@ -319,8 +317,8 @@ def probe_section(cells: dict) -> list[str]:
               "| start, lr | " + " | ".join(label for _, label in configs) + " |",
               "|---|" + "---|" * len(configs)]
     for probe in PROBES:
-        lines.append(f"| {probe.replace('|', chr(92) + '|')} | " + " | ".join(f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}"
-                                                  for c, _ in configs) + " |")
+        accs = (f"{100 * cells[f'{c}/seed0/probe/{probe}']['acc']:.1f}" for c, _ in configs)
+        lines.append(f"| {probe.replace('|', chr(92) + '|')} | " + " | ".join(accs) + " |")
     return lines
 
 

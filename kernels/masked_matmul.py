@@ -21,7 +21,6 @@ import triton.language as tl
 
 from ._config import INTERPRETED, accumulator, on_device
 
-
 # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages). Chosen from register and spill counts of sm_90 builds
 # (cuobjdump of Triton's ahead-of-time compiles), not from timings: no GPU was available.
 _TENSOR_CORE = [(128, 128, 32, 8, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (64, 64, 32, 8, 3),

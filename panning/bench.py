@@ -4,7 +4,8 @@ Each case is one op at one shape. Its variants are timed side by side: `ours` (p
 dispatch picks by default), the way a user would write it in plain torch (and torch.sparse CSR for the
 sparse path), and the `floor`: a torch primitive that moves the bytes the op must move (one read of the
 scores, two reads of the indices and one write of the output), or runs the dense GEMM a masked matmul cannot
-beat, or a dense GEMM with as many multiply-adds as a sparse matmul's kept entries. Each target is a ratio between two variants of the same case, so it is read off one run.
+beat, or a dense GEMM with as many multiply-adds as a sparse matmul's kept entries. Each target is a ratio between
+two variants of the same case, so it is read off one run.
 
 Three ways to run the cases, all on the same definitions:
 - `python -m bench` runs bench/test_cpu_kernels.py under pytest-benchmark (one group per case) and writes

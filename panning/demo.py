@@ -21,16 +21,15 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import data as datasets
-from . import models
+from . import data as datasets, models
 from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
@@ -325,7 +324,8 @@ def report(table: list[dict], rows: dict[str, dict], opts: dict, seconds: float)
                   f"{BUDGETS['full']['jackpot_epochs']}. The numbers below are not the protocol's.**", ""]
     lines += [
         f"Generated {datetime.date.today().isoformat()} by `panning demo` (options: {_command(opts)}) on "
-        f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; this invocation took "
+        f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
+        "this invocation took "
         f"{seconds:.0f} s" + (f" (reused finished cells: {', '.join(reused)})" if reused else "") + ".", "",
         f"Model: {MODEL} width {opts['width']:g} on {DATA} (4000 training, 1000 test sequences), seed "
         f"{opts['seed']}: the initialization, the data order and the pruning batches. Training recipe (dense and "

@@ -2,8 +2,8 @@
 derived random streams for the long-running loops.
 
 Writing: :func:`atomic_path` hands out a temporary name beside the target; whatever writes there (torch.save,
-safetensors, matplotlib (:func:`save_figure`), plain text) is flushed to disk and renamed over the target only when it succeeded, so a
-crash or an error leaves either the old file or the new one, never a torn or stray one.
+safetensors, matplotlib (:func:`save_figure`), plain text) is flushed to disk and renamed over the target only
+when it succeeded, so a crash or an error leaves either the old file or the new one, never a torn or stray one.
 
 Reading: :func:`load_tensors` reads a torch.save file (``weights_only``, never unpickling code) or a safetensors
 file, recognized by content, and turns every way a file can be wrong (missing, empty, truncated, garbage, a pickle

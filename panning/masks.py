@@ -80,25 +80,25 @@ class Masks(Mapping):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_flat(cls, arena: Arena, flat: torch.Tensor) -> "Masks":
+    def from_flat(cls, arena: Arena, flat: torch.Tensor) -> Masks:
         """Masks from a flat bool buffer in the arena's layout (copied, so later writes do not leak in)."""
         if flat.dtype != torch.bool:
             raise TypeError(f"flat: expected a bool tensor, got {flat.dtype}")
         return cls({name: view.clone() for name, view in arena.split(flat).items()})
 
     @classmethod
-    def ones(cls, arena: Arena) -> "Masks":
+    def ones(cls, arena: Arena) -> Masks:
         return cls.from_flat(arena, torch.ones(arena.numel, dtype=torch.bool, device=arena.device))
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "Masks":
+    def from_model(cls, model: nn.Module) -> Masks:
         """The masks held by the sparse layers (panning.nn) of a model, copied."""
         checks.instance("model", model, nn.Module, "an nn.Module")
         return cls({f"{name}.weight" if name else "weight": module.mask.detach().clone()
                     for name, module in model.named_modules() if _takes_masks(module, "weight")})
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "Masks":
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> Masks:
         """The masks in a checkpoint of a sparsified model, keyed by the weights they cover."""
         checks.instance("state_dict", state_dict, Mapping, "a mapping")
         return cls({weight: state_dict[mask].clone() for weight, mask in mask_keys(state_dict).items()})
@@ -185,7 +185,7 @@ class Masks(Mapping):
             exported[name] = ops.to_sparse(weight, self._masks[name].to(param.device).reshape(rows, -1))
         return exported
 
-    def to(self, device: torch.device | str) -> "Masks":
+    def to(self, device: torch.device | str) -> Masks:
         return Masks({name: m.to(device) for name, m in self._masks.items()})
 
     # -- files ----------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ class Masks(Mapping):
         save_tensors({name: m.contiguous().cpu() for name, m in self._masks.items()}, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Masks":
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Masks:
         """Read masks written by `save` (either format, recognized by content); never executes code."""
         tensors = load_tensors(path, device=device, name="path")
         if not isinstance(tensors, Mapping):

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -209,7 +208,7 @@ def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
         raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
 
 
-def _pruned_positions(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def _pruned_positions(model: nn.Module, masks: Mapping | None, device) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """(parameter, pruned-positions) pairs on ``device``; the masks are validated by panning.masks.Masks."""
     masks = Masks(masks if masks is not None else {})
     return [(param, ~masks[name].to(device)) for name, param in masks.check(model).items()]
@@ -260,7 +259,7 @@ def train(
     nesterov: bool = False,
     optimizer: str = "sgd",
     schedule: str = "cosine",
-    masks: Optional[Mapping[str, torch.Tensor]] = None,
+    masks: Mapping[str, torch.Tensor] | None = None,
     device="cpu",
     seed: int = 0,
     checkpoint=None,
@@ -300,7 +299,7 @@ def train(
     config = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
         nesterov=nesterov, optimizer=optimizer, schedule=schedule, seed=seed, data=data.name, train_size=n,
-    )  # fmt: skip
+    )
     mask_state = {p_name: m.detach().cpu() for p_name, m in (masks or {}).items()}
     history: list[EpochStats] = []
     path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
@@ -338,7 +337,7 @@ def train(
         history.append(EpochStats(
             epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum / count, train_acc=correct / count,
             test_loss=test_loss, test_acc=test_acc, seconds=seconds,
-        ))  # fmt: skip
+        ))
         bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{test_acc:.2%}")
 
     def save() -> None:
@@ -349,13 +348,13 @@ def train(
                 history=[asdict(h) for h in history],
             ),
             path,
-        )  # fmt: skip
+        )
 
     loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=len(history) * steps_per_epoch)
     bar = tqdm(
         total=total, initial=loop.position, disable=not progress, desc=f"train {data.name}", unit="step",
         dynamic_ncols=True,
-    )  # fmt: skip
+    )
     model.train()  # evaluate() puts the mode back after every epoch
     try:
         loop.run(stop=total, batch=batch, step=step, end_epoch=end_epoch, save=save if path is not None else None,

@@ -7,9 +7,9 @@ from torch import nn
 
 from panning import data, models
 from panning.arena import except_last
+from panning.cli import main
 from panning.masks import Masks
 from panning.pbt import METHODS
-from panning.cli import main
 from panning.pbt.schedule import keep_count
 from panning.prune import prune
 from panning.train import RECIPES, train

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Optional, Sequence
 
 from . import agent, bench, demo, evaluate, jackpot, prune, train
 from .options import Parser, UsageError, add_options, resolve
@@ -38,7 +38,7 @@ def parser() -> Parser:
     return top
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status."""
     args = parser().parse_args(argv)
     command = COMMANDS[args.command]

@@ -13,12 +13,13 @@ builds every command's parser from these tables alone.
 from __future__ import annotations
 
 import argparse
-import sys
 import dataclasses
 import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from .. import catalog, checks
 
@@ -45,8 +46,8 @@ class Option:
     type: Callable[[Any], Any]
     help: str
     default: Any = None
-    choices: Optional[Sequence[str]] = None
-    check: Optional[Callable[[str, Any], Any]] = None
+    choices: Sequence[str] | None = None
+    check: Callable[[str, Any], Any] | None = None
 
     @property
     def dest(self) -> str:
@@ -56,7 +57,7 @@ class Option:
     def name(self) -> str:
         return f"--{self.flag}"
 
-    def but(self, **changes) -> "Option":
+    def but(self, **changes) -> Option:
         """This option with some fields changed (another default, help or check for one command)."""
         return dataclasses.replace(self, **changes)
 

@@ -14,15 +14,14 @@ synthetic   Gaussian class clusters; size set by keyword options         (1, 16)
 """
 from __future__ import annotations
 
+from .. import checks
+from ..catalog import DATASETS as NAMES
 from .balanced import class_balanced_batch, class_balanced_indices
 from .bundle import DataBundle
 from .cifar import load_cifar
 from .digits import load_digits
 from .mnist1d import load_mnist1d
 from .synthetic import load_synthetic
-
-from .. import checks
-from ..catalog import DATASETS as NAMES
 
 
 def available() -> tuple[str, ...]:

@@ -2,8 +2,6 @@
 (SNIP, GraSP, Panning's per-step batches) expect."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch.utils.data import Dataset
 
@@ -21,7 +19,7 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
 
 
 def class_balanced_indices(
-    labels: torch.Tensor, per_class: int, *, generator: Optional[torch.Generator] = None
+    labels: torch.Tensor, per_class: int, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Indices of ``per_class`` samples of every class present in ``labels``, drawn without replacement within
     a class, grouped by class in ascending label order (so ``labels[result]`` is sorted)."""
@@ -45,7 +43,7 @@ def class_balanced_indices(
 
 
 def class_balanced_batch(
-    dataset: Dataset, per_class: int, *, generator: Optional[torch.Generator] = None
+    dataset: Dataset, per_class: int, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch ``(x, y)`` with exactly ``per_class`` samples of every class in ``dataset``, grouped by class.
 

@@ -1,8 +1,8 @@
 """The container every data source returns: train/test tensors plus what a model needs to know about them."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class DataBundle:
     test: TensorDataset
     input_shape: tuple[int, ...]
     num_classes: int
-    augment: Optional[Augment] = None
+    augment: Augment | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):

@@ -9,8 +9,16 @@ swaps the loss does not object to. See docs/jackpot.md.
     result.masks          # panning.masks.Masks; result.model wears them
     panning.jackpot.search(model, data, sparsity=0.9, preset="authors")   # the authors' code, step for step
 """
-from .budget import (BUDGETS, INITS, ROUNDINGS, initial_scores, layer_budgets, magnitude_baseline, magnitude_mask,
-                     magnitude_masks)
+from .budget import (
+    BUDGETS,
+    INITS,
+    ROUNDINGS,
+    initial_scores,
+    layer_budgets,
+    magnitude_baseline,
+    magnitude_mask,
+    magnitude_masks,
+)
 from .finetune import finetune
 from .restriction import rate, short_restriction, top_k_refresh
 from .searching import PRESETS, RESTRICTIONS, EpochRecord, Searcher, SearchResult, resolve_settings, search

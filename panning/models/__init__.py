@@ -17,7 +17,7 @@ resnet32  CIFAR ResNet-32, widths 32/64/128 ("ResNet-32 (x2)")              (C, 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

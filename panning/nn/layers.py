@@ -21,7 +21,7 @@ model pruned by the sparse model's masks.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -38,7 +38,7 @@ MODES = ("auto", "masked", "compressed")
 AUTO_MAX_DENSITY = 0.15
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiled_sparse_kernel(device_type: str) -> bool:
     """Whether a compiled backend (not the plain-torch reference, whose sparse kernel is a dense matmul) can
     run `sparse_linear` on this device type, as `panning.ops.backends()` reports it. Fixed for a process."""
@@ -74,7 +74,7 @@ class SparseLayer:
 
     @classmethod
     def from_dense(cls, module: nn.Module, mask: torch.Tensor | None = None, *, scores: bool = False,
-                   **options) -> "SparseLayer":
+                   **options) -> SparseLayer:
         """A sparse layer that takes over `module`'s parameters (the same Parameter objects, so an optimizer
         built on them keeps working) and bakes `mask` (default: all kept) into the weight. With `scores=True`
         it gets scores for mask search instead (initialized to |weight|) and the weights are kept. `options` go
@@ -106,7 +106,7 @@ class SparseLayer:
         return float(self.mask.count_nonzero()) / self.mask.numel() if self.mask.numel() else 0.0
 
     @torch.no_grad()
-    def set_mask(self, mask: torch.Tensor) -> "SparseLayer":
+    def set_mask(self, mask: torch.Tensor) -> SparseLayer:
         """Replace the mask in place (the buffer keeps its identity); zeroes the newly masked weights
         unless the layer has scores."""
         self.mask.copy_(check_mask(mask, self.weight))

@@ -73,8 +73,8 @@ def global_prune(model: nn.Module, amount: float | int, *, score: Score = "l1",
     always a fraction in [0, 1); see docs/cli.md.)
 
     The semantics of torch.nn.utils.prune.global_unstructured over the weights `include` selects (by default
-    every Linear, Conv1d and Conv2d weight): the lowest scores are pruned; weights already pruned (masks of sparse layers) stay
-    pruned. score: "l1" (|weight|), a function (name, weight) -> scores of the weight's shape, or a mapping
+    every Linear, Conv1d and Conv2d weight): the lowest scores are pruned; weights already pruned (masks of sparse
+    layers) stay pruned. score: "l1" (|weight|), a function (name, weight) -> scores of the weight's shape, or a mapping
     name -> scores (like torch's importance_scores, but ranked as given: torch's L1Unstructured ranks their
     absolute values). Unlike torch, ties are broken deterministically (the lower
     flat index is kept) and the work is one top-k over the arena. Apply with `panning.sparsify(model, masks)`.

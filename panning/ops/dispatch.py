@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from types import ModuleType
-from typing import Callable
 
 import torch
 
@@ -63,7 +63,7 @@ class BackendError(RuntimeError):
     """A requested backend cannot run the requested op on the requested device."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"panning.ops.{name}_backend" if name != "reference" else "panning.ops.reference")
 
@@ -140,7 +140,7 @@ def _resolve(op: str, device_type: str, backend: str | None) -> str:
     return name
 
 
-@lru_cache(maxsize=None)  # backends do not come and go within a process; this runs on every op call
+@cache  # backends do not come and go within a process; this runs on every op call
 def _automatic(op: str, device_type: str) -> str | None:
     for candidate in order(op, device_type)[0]:
         if _can_run(candidate, op, device_type) is None:

@@ -6,7 +6,6 @@ straight-through gradient dL/dW_eff * W in the same backward pass.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -14,7 +13,7 @@ from . import _checks, dispatch
 
 
 @torch.library.custom_op("panning::masked_linear", mutates_args=())
-def _masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
+def _masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None,
                    backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     y, w_eff = dispatch.kernel("masked_linear_fwd", backend)(x, weight, mask, bias)
     # W * M travels to the backward where the backend made it (custom ops return tensors, not None).

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -18,7 +17,7 @@ def _structure(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, in_f
 
 @torch.library.custom_op("panning::sparse_linear", mutates_args=())
 def _sparse_linear(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
-                   in_features: int, bias: Optional[torch.Tensor], backend: str) -> torch.Tensor:
+                   in_features: int, bias: torch.Tensor | None, backend: str) -> torch.Tensor:
     sw = _structure(crow, col, values, in_features)
     return dispatch.kernel("sparse_linear_fwd", backend)(x, sw, bias)
 

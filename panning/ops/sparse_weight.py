@@ -108,7 +108,7 @@ class SparseWeight:
         _check_values(self.values, self.col_indices)
 
     @classmethod
-    def from_dense(cls, weight: torch.Tensor, mask: torch.Tensor) -> "SparseWeight":
+    def from_dense(cls, weight: torch.Tensor, mask: torch.Tensor) -> SparseWeight:
         rows, cols = mask.nonzero(as_tuple=True)
         counts = torch.bincount(rows, minlength=weight.shape[0])
         crow = torch.zeros(weight.shape[0] + 1, dtype=torch.int64, device=weight.device)
@@ -117,7 +117,7 @@ class SparseWeight:
 
     @classmethod
     def trusted(cls, shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor,
-                values: torch.Tensor) -> "SparseWeight":
+                values: torch.Tensor) -> SparseWeight:
         """A SparseWeight around a structure built by a to_sparse kernel: recorded as checked without the
         O(nnz) scan (the kernels' tests pin that their output is valid CSR)."""
         shape = (int(shape[0]), int(shape[1]))
@@ -150,7 +150,7 @@ class SparseWeight:
         flat = flat.index_put((self.row_indices() * self.shape[1] + self.col_indices,), self.values)
         return flat.view(self.shape)
 
-    def with_values(self, values: torch.Tensor) -> "SparseWeight":
+    def with_values(self, values: torch.Tensor) -> SparseWeight:
         """The same structure carrying other values (e.g. a trainable parameter)."""
         return SparseWeight(self.shape, self.crow_indices, self.col_indices, values)
 

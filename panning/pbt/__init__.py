@@ -7,8 +7,18 @@ from .batches import Batches
 from .iterative import prune_loop
 from .masking import global_mask
 from .methods import METHODS, Method, Problem
-from .panning import (INDICES, VARIANTS, WEIGHTS_BY_SPARSITY, HandPolicy, PanningIndices, PanningScorer, combine,
-                      hand_policy, index_weights, step_mask)
+from .panning import (
+    INDICES,
+    VARIANTS,
+    WEIGHTS_BY_SPARSITY,
+    HandPolicy,
+    PanningIndices,
+    PanningScorer,
+    combine,
+    hand_policy,
+    index_weights,
+    step_mask,
+)
 from .schedule import exponential, exponential_counts, keep_count, scheduled_sparsities
 
 __all__ = ["Batches", "HandPolicy", "INDICES", "METHODS", "Method", "PanningIndices",

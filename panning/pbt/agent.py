@@ -13,8 +13,8 @@ safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.checkpoint).
 from __future__ import annotations
 
 import csv
-import json
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any

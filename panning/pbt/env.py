@@ -37,10 +37,8 @@ from torch.utils.data import Dataset
 
 from .. import checks, criteria, ops
 from ..arena import Arena
-from ..criteria import lanes as lowered
-from ..criteria import passes
+from ..criteria import _checks, lanes as lowered, passes
 from ..criteria._functional import loss_grad
-from ..criteria import _checks
 from .panning import PanningIndices
 from .schedule import exponential_counts, scheduled_sparsities
 

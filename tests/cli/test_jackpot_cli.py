@@ -7,8 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from panning import data as datasets
-from panning import models
+from panning import data as datasets, models
 from panning.cli import main
 from panning.masks import Masks
 

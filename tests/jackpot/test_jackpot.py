@@ -10,11 +10,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from panning import data as datasets
-from panning import ops
+from panning import data as datasets, ops
 from panning.arena import Arena, except_last, prunable
-from panning.jackpot import (SearchSpace, Searcher, finetune, initial_scores, layer_budgets, magnitude_mask,
-                             magnitude_masks, rate, search, short_restriction, top_k_refresh)
+from panning.jackpot import (
+    Searcher,
+    SearchSpace,
+    finetune,
+    initial_scores,
+    layer_budgets,
+    magnitude_mask,
+    magnitude_masks,
+    rate,
+    search,
+    short_restriction,
+    top_k_refresh,
+)
 from panning.nn import SparseLayer
 
 

@@ -10,8 +10,7 @@ from torch.nn.utils import prune
 
 from panning.arena import Arena
 from panning.masks import Masks
-from panning.nn import (SparseConv1d, SparseConv2d, SparseLinear, dense_state_dict, densify, layers,
-                        sparsify)
+from panning.nn import SparseConv1d, SparseConv2d, SparseLinear, dense_state_dict, densify, layers, sparsify
 
 MODES = ["masked", "compressed"]
 
@@ -266,7 +265,7 @@ def test_compressed_layout_follows_mask_and_weight_changes():
     twin.load_state_dict(layer.state_dict())
     g = torch.Generator().manual_seed(1)
     x = torch.randn(5, 16, generator=g)
-    for step in range(3):
+    for _ in range(3):
         mask = torch.rand(8, 16, generator=g) < 0.3
         layer.set_mask(mask)
         twin.set_mask(mask)

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from panning import ops
-from panning.kernels import saliency as saliency_kernels
-from panning.kernels import topk as topk_kernels
+from panning.kernels import saliency as saliency_kernels, topk as topk_kernels
 from panning.ops import reference
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,10 +8,20 @@ from torch import nn
 import panning.ops
 from panning import data, models
 from panning.arena import Arena
+from panning.pbt import (
+    WEIGHTS_BY_SPARSITY,
+    PanningIndices,
+    PanningScorer,
+    exponential,
+    exponential_counts,
+    global_mask,
+    index_weights,
+    keep_count,
+    prune_loop,
+    step_mask,
+)
 from panning.pbt.env import PanningEnv
 from panning.pbt.prune import prune
-from panning.pbt import (WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, exponential, exponential_counts,
-                         global_mask, index_weights, keep_count, prune_loop, step_mask)
 
 
 def pan(indices, sparsity, *, iterations, policy=None, on_step=None):

@@ -11,9 +11,8 @@ import panning.criteria
 from panning import data, models
 from panning.pbt.agent import load_agent, make_agent, rollout, save_agent, train_agent
 from panning.pbt.env import Curriculum, PanningEnv
+from panning.pbt.schedule import exponential_counts, keep_count
 from panning.pbt.vec_env import PanningVecEnv
-from panning.pbt.schedule import exponential_counts
-from panning.pbt.schedule import keep_count
 from panning.prune import prune
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from gymnasium.utils.env_checker import check_env
+from torch import nn
 
 from panning import data, models
 from panning.connectivity import effective_sparsity
@@ -88,7 +88,7 @@ def test_vec_env_contract_and_auto_reset(bundle):
     observations = env.reset()
     assert observations.shape == (3, 7) and observations.dtype == np.float32
     assert all(env.observation_space.contains(o) for o in observations)
-    for step in range(4):
+    for _ in range(4):
         observations, rewards, dones, infos = env.step(np.zeros((3, 3), dtype=np.float32))
         assert rewards.shape == (3,) and dones.shape == (3,) and len(infos) == 3
     assert dones.all()
