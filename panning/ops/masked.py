@@ -2,6 +2,10 @@
 
 The weight gradient is masked (sparse training) and, for mask search, the mask can receive the
 straight-through gradient dL/dW_eff * W in the same backward pass.
+
+Second order: a backward that must itself be differentiated (`create_graph=True`, as GraSP's Hessian-gradient
+product and Panning's indices need) runs the plain-torch reference formulas, which autograd differentiates; the
+compiled kernels write into preallocated outputs and run only when no graph is recorded.
 """
 from __future__ import annotations
 
@@ -43,6 +47,13 @@ def _(dy, x, weight, mask, w_eff, need_dx, need_dw, need_dscore, backend):
             weight.new_empty(weight.shape) if need_dscore else dy.new_empty(0))
 
 
+def _differentiable_backward(dy, x, weight, mask, need_dx, need_dw, need_dscore):
+    """(dx, dw, dscore) from the reference formulas, recorded by autograd for a double backward. W * M is
+    recomputed from `weight` (the forward's copy carries no history)."""
+    return dispatch.kernel("masked_linear_bwd", "reference")(dy, x, weight, mask, None, need_dx, need_dw,
+                                                             need_dscore)
+
+
 def _setup(ctx, inputs, output):
     x, weight, mask, bias, backend = inputs
     ctx.save_for_backward(x, weight, mask, output[1])
@@ -53,8 +64,11 @@ def _backward(ctx, dy, _):
     x, weight, mask, w_eff = ctx.saved_tensors
     need_dx, need_dw, need_dscore, need_db = ctx.needs_input_grad[:4]
     dy = dy.contiguous()
-    dx, dw, dscore = _masked_linear_backward(dy, x, weight, mask, w_eff, need_dx, need_dw, need_dscore,
-                                             ctx.backend)
+    if torch.is_grad_enabled():
+        dx, dw, dscore = _differentiable_backward(dy, x, weight, mask, need_dx, need_dw, need_dscore)
+    else:
+        dx, dw, dscore = _masked_linear_backward(dy, x, weight, mask, w_eff, need_dx, need_dw, need_dscore,
+                                                 ctx.backend)
     db = dy.sum(0) if need_db else None
     return (dx if need_dx else None, dw if need_dw else None, dscore if need_dscore else None, db, None)
 
@@ -79,8 +93,11 @@ class _EagerMaskedLinear(torch.autograd.Function):
         x, weight, mask, w_eff = ctx.saved_tensors
         need_dx, need_dw, need_dscore, need_db = ctx.needs_input_grad[:4]
         dy = dy.contiguous()
-        dx, dw, dscore = dispatch.kernel("masked_linear_bwd", ctx.backend)(dy, x, weight, mask, w_eff, need_dx,
-                                                                           need_dw, need_dscore)
+        if torch.is_grad_enabled():
+            dx, dw, dscore = _differentiable_backward(dy, x, weight, mask, need_dx, need_dw, need_dscore)
+        else:
+            dx, dw, dscore = dispatch.kernel("masked_linear_bwd", ctx.backend)(dy, x, weight, mask, w_eff,
+                                                                               need_dx, need_dw, need_dscore)
         return dx, dw, dscore, dy.sum(0) if need_db else None, None
 
 

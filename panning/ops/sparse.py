@@ -1,4 +1,9 @@
-"""Compressed sparse linear for a fixed mask: training and inference of the pruned network."""
+"""Compressed sparse linear for a fixed mask: training and inference of the pruned network.
+
+Second order: a backward that must itself be differentiated (`create_graph=True`) runs the plain-torch reference
+formulas (dx = dy W with W scattered from the values, dvalues = (dy^T x) at the kept entries), which autograd
+differentiates in x, dy and the values; the compiled kernels run only when no graph is recorded.
+"""
 from __future__ import annotations
 
 import math
@@ -42,6 +47,11 @@ def _(dy, x, crow, col, values, in_features, need_dx, need_dvalues, backend):
             values.new_empty(values.shape) if need_dvalues else dy.new_empty(0))
 
 
+def _backward_kernel(backend: str):
+    """The backward kernel: the backend's, or the reference's differentiable formulas under create_graph."""
+    return dispatch.kernel("sparse_linear_bwd", "reference" if torch.is_grad_enabled() else backend)
+
+
 def _setup(ctx, inputs, output):
     x, crow, col, values, in_features, bias, backend = inputs
     ctx.save_for_backward(x, crow, col, values)
@@ -52,8 +62,12 @@ def _backward(ctx, dy):
     x, crow, col, values = ctx.saved_tensors
     need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[5]
     dy = dy.contiguous()
-    dx, dvalues = _sparse_linear_backward(dy, x, crow, col, values, ctx.in_features, need_dx, need_dvalues,
-                                          ctx.backend)
+    if torch.is_grad_enabled():
+        sw = _structure(crow, col, values, ctx.in_features)
+        dx, dvalues = _backward_kernel(ctx.backend)(dy, x, sw, need_dx, need_dvalues)
+    else:
+        dx, dvalues = _sparse_linear_backward(dy, x, crow, col, values, ctx.in_features, need_dx, need_dvalues,
+                                              ctx.backend)
     db = dy.sum(0) if need_db else None
     return (dx if need_dx else None, None, None, dvalues if need_dvalues else None, None, db, None)
 
@@ -76,7 +90,7 @@ class _EagerSparseLinear(torch.autograd.Function):
         x, crow, col, values = ctx.saved_tensors
         need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[5]
         sw = _structure(crow, col, values, ctx.in_features)
-        dx, dvalues = dispatch.kernel("sparse_linear_bwd", ctx.backend)(dy.contiguous(), x, sw, need_dx, need_dvalues)
+        dx, dvalues = _backward_kernel(ctx.backend)(dy.contiguous(), x, sw, need_dx, need_dvalues)
         return dx, None, None, dvalues, None, dy.sum(0) if need_db else None, None
 
 

@@ -209,6 +209,21 @@ def test_masked_linear_gradcheck(backend):
 
 
 @pytest.mark.parametrize("backend", runnable("masked_linear_fwd"))
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "custom_op"])
+def test_masked_linear_gradgradcheck(backend, compiled, monkeypatch):
+    """Second derivatives (GraSP's Hessian-gradient product differentiates the backward) in x, weight and bias,
+    through the eager function and through the custom op that torch.compile runs."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiled)
+    x, w, mask, b = _linear_inputs(4, 6, 3, seed=5)
+    x, w, b = (t.to(DEVICE).requires_grad_() for t in (x, w, b))
+    mask = mask.to(DEVICE)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: ops.masked_linear(x, w, mask, b, backend=backend),
+                                        (x, w, b))
+    assert torch.autograd.gradgradcheck(
+        lambda x, w: ops.masked_linear(x, w, mask.double(), None, backend=backend), (x, w))
+
+
+@pytest.mark.parametrize("backend", runnable("masked_linear_fwd"))
 def test_masked_linear_batched_input(backend):
     x, w, mask, b = _linear_inputs(6, 5, 4, torch.float32)
     x3 = x.view(2, 3, 5).to(DEVICE)
@@ -262,6 +277,17 @@ def test_sparse_linear_gradcheck(backend):
     sw = ops.to_sparse(w.to(DEVICE), mask.to(DEVICE), backend=backend)
     x, values, b = (t.to(DEVICE).requires_grad_() for t in (x, sw.values.clone(), b))
     assert torch.autograd.gradcheck(
+        lambda x, v, b: ops.sparse_linear(x, sw.with_values(v), b, backend=backend), (x, values, b))
+
+
+@pytest.mark.parametrize("backend", runnable("sparse_linear_fwd"))
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "custom_op"])
+def test_sparse_linear_gradgradcheck(backend, compiled, monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiled)
+    x, w, mask, b = _linear_inputs(4, 6, 5, seed=4)
+    sw = ops.to_sparse(w.to(DEVICE), mask.to(DEVICE), backend=backend)
+    x, values, b = (t.to(DEVICE).requires_grad_() for t in (x, sw.values.clone(), b))
+    assert torch.autograd.gradgradcheck(
         lambda x, v, b: ops.sparse_linear(x, sw.with_values(v), b, backend=backend), (x, values, b))
 
 
