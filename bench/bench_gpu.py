@@ -1,21 +1,28 @@
 """GPU benchmark of panning's kernels against what a user would otherwise use (docs/benchmarks.md).
 
-    python bench/bench_gpu.py [--numel 20000000] [--output-dir bench/results]   (after pip install -e .)
+    python bench/bench_gpu.py [--output-dir bench/results]       (after pip install -e .; needs a CUDA GPU)
+    python bench/bench_gpu.py --list                              the sections and cases, nothing run
+    python bench/bench_gpu.py --smoke                             tiny shapes, any machine: checks the code runs
 
-Needs a CUDA GPU; it exits with a message otherwise (and under TRITON_INTERPRET=1, whose timings mean
-nothing). Times are medians of triton.testing.do_bench (CUDA events, cache flushed between runs).
-It measures, on the same device in one run:
+Everything is timed side by side in one process on one device; times are medians of triton.testing.do_bench
+(CUDA events, L2 flushed between calls). It measures:
 - the floors: read bandwidth (sum and copy of 1 GiB) and the dense matmul rate (fp32, tf32, bf16);
-- top-k mask, global over `numel` fp32 scores keeping 10% (90% sparsity), and per layer over 64
-  segments: panning's Triton and CUDA kernels against torch.topk and torch.kthvalue (which only select,
-  and write no mask), and against one read of the scores at the measured bandwidth; plus the extra
-  device memory beyond the mask;
-- saliency combine of 3 indices over `numel` weights: Triton against the same math in plain torch
-  and against the two-pass floor;
-- masked and sparse (CSR) linear at 90/95/99% sparsity, x (M x 4096) by W (4096 x 4096), M = 16 and
-  256, in fp32, tf32 and bf16: against dense cuBLAS (F.linear), torch.sparse CSR, and 2:4
-  semi-structured sparsity (50%, bf16, where the GPU supports it) as a reference point.
-The markdown table goes to <output-dir>/gpu-<device>-<date>.md.
+- top-k mask, global over `numel` fp32 scores keeping 10% (90% sparsity), and per layer over 64 segments:
+  panning's Triton and CUDA kernels against torch.topk (with and without writing the mask), torch.kthvalue
+  and one read of the scores at the measured bandwidth; the extra device memory beyond the mask; and which
+  of the two kernels was faster (the one to make the default in panning/ops/dispatch.py);
+- saliency combine of 3 indices over `numel` weights: Triton against the same math in plain torch and
+  against the two-pass floor;
+- masked and compressed (CSR) sparse linear, forward and forward + backward, x (M x F) by W (F x F) at
+  90/95/99% sparsity for M = 1, 16, 64, 256, in fp32, tf32 and bf16: against dense cuBLAS (F.linear), with
+  torch.sparse CSR (cuSPARSE) and 2:4 semi-structured sparsity (50%, bf16) as reference points;
+- one jackpot search step (panning.jackpot.Searcher, no restriction and the short one) against one dense
+  training step on VGG-19-BN at CIFAR shape (bench/bench_jackpot.py builds both steps).
+Each target of docs/benchmarks.md ("GPU targets") is printed as met / missed with its figure. The markdown
+table goes to <output-dir>/gpu-<device>-<date>.md.
+
+--smoke runs every section at tiny shapes on whatever is there (without a GPU: the Triton interpreter on the
+CPU, timed with a wall clock); its table says so and judges no target: it checks the code, not the speed.
 """
 from __future__ import annotations
 
@@ -26,23 +33,81 @@ import os
 import platform
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from panning.io import write_text  # imports no kernel: TRITON_INTERPRET is still checked first
+from panning.io import write_text  # imports no kernel: TRITON_INTERPRET can still be set before they load
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def require_gpu() -> None:
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        raise SystemExit("bench_gpu.py: TRITON_INTERPRET=1 is set; the interpreter's timings mean nothing. Unset it.")
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_gpu.py needs a CUDA GPU: torch.cuda.is_available() is False on this machine "
-                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Run it on a GPU machine.")
+@dataclass(frozen=True)
+class Settings:
+    """The shapes of one run: FULL is docs/benchmarks.md's, SMOKE a tiny one for CI."""
+
+    numel: int  # scores of the top-k, weights of the saliency
+    segments: int  # layers of the per-layer top-k
+    features: int  # in = out features of the matmuls
+    batches: tuple[int, ...]
+    sparsities: tuple[float, ...]
+    precisions: tuple[str, ...]
+    floor_elements: int  # float32 elements read / copied for the bandwidth floor
+    floor_matmul: int  # n of the n x n x n matmuls of the rate floor
+    jackpot: tuple[float, int]  # VGG-19-BN width, batch (CIFAR shape 3 x 32 x 32)
+
+
+FULL = Settings(numel=20_000_000, segments=64, features=4096, batches=(1, 16, 64, 256),
+                sparsities=(0.90, 0.95, 0.99), precisions=("fp32", "tf32", "bf16"), floor_elements=2**28,
+                floor_matmul=8192, jackpot=(1.0, 128))
+SMOKE = Settings(numel=3000, segments=4, features=48, batches=(1, 16), sparsities=(0.95,),
+                 precisions=("fp32", "bf16"), floor_elements=2**16, floor_matmul=64, jackpot=(0.0625, 2))
+PRECISIONS = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}
+SPARSE_TARGET = (0.95, 64)  # compressed sparse linear faster than dense at >= 95% sparsity for batch <= 64
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class Run:
+    """The device, the clock and the rows of one benchmark run."""
+
+    def __init__(self, settings: Settings, smoke: bool):
+        self.settings, self.smoke = settings, smoke
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.rows: list[Row] = []
+        self.checks: list[Check] = []
+        self.notes: list[str] = []
+
+    def timed(self, fn) -> float:
+        """Median milliseconds of `fn`: triton.testing.do_bench on a GPU, else the best of a few wall-clock calls
+        (one in a smoke run)."""
+        if self.device.type == "cuda":
+            from triton.testing import do_bench
+            return do_bench(fn, warmup=5 if self.smoke else 25, rep=10 if self.smoke else 100,
+                            return_mode="median")
+        from panning.bench import interleaved
+        return 1e3 * min(interleaved({"fn": fn}, repeats=1 if self.smoke else 3)["fn"])
+
+    def attempt(self, fn) -> tuple[float | None, str]:
+        """(median ms, "") or (None, why it cannot run here)."""
+        try:
+            return self.timed(fn), ""
+        except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:
+            return None, f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
+
+    def add(self, *args, **kwargs) -> Row:
+        self.rows.append(Row(*args, **kwargs))
+        return self.rows[-1]
+
+    def check(self, target: str, figure: str, met: bool) -> None:
+        self.checks.append(Check(target, figure, None if self.smoke else met))
+
+    def generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
 
 
 @dataclass
@@ -60,17 +125,27 @@ class Row:
         return [self.section, self.case, self.method, time, speedup, self.note]
 
 
-def timed(fn) -> float:
-    from triton.testing import do_bench
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+@dataclass
+class Check:
+    target: str
+    figure: str
+    met: bool | None  # None: not judged (a smoke run)
+
+    def cells(self) -> list[str]:
+        verdict = "not judged (smoke run)" if self.met is None else ("met" if self.met else "MISSED")
+        return [self.target, self.figure, verdict]
 
 
-def attempt(fn) -> tuple[float | None, str]:
-    """(median ms, "") or (None, why it cannot run here)."""
-    try:
-        return timed(fn), ""
-    except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:
-        return None, f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
+def faster(ours: float | None, baseline: float | None, ratio: float) -> bool:
+    """Whether ours is at least `ratio` times faster than baseline (panning.bench.Target's rule)."""
+    from panning.bench import Target
+    return ours is not None and baseline is not None and Target("baseline", ratio).met(ours, baseline)
+
+
+def within(ours: float | None, floor: float, ratio: float) -> bool:
+    """Whether ours is at most `ratio` times the floor."""
+    from panning.bench import Target
+    return ours is not None and Target("floor", ratio).met(ours, floor)
 
 
 @contextlib.contextmanager
@@ -83,93 +158,143 @@ def tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
+def plan(s: Settings) -> list[tuple[str, str]]:
+    """(section, case) of everything a run with settings `s` measures, in order (what --list prints)."""
+    n = f"{s.numel:,} fp32"
+    cases = [("floor", f"read and copy of {s.floor_elements:,} fp32"),
+             ("floor", f"{s.floor_matmul}^3 matmul in fp32, tf32, bf16"),
+             ("top-k", f"{n}, keep 10%: torch.topk, torch.kthvalue, panning triton / cuda, global and "
+                       f"{s.segments} layers"),
+             ("saliency", f"3 indices x {n}: plain torch, panning triton")]
+    for precision in s.precisions:
+        for m in s.batches:
+            sparsities = ", ".join(f"{p:.0%}" for p in s.sparsities)
+            cases.append(("matmul", f"{m}x{s.features} @ {s.features}x{s.features}^T {precision}: dense cuBLAS, "
+                                    f"panning masked and compressed at {sparsities}, fwd and fwd+bwd"))
+    width, batch = s.jackpot
+    cases.append(("jackpot", f"VGG-19-BN width {width:g}, batch {batch} x 3 x 32 x 32: dense step, search step "
+                             "(no restriction, short)"))
+    return cases
+
+
 # ---------------------------------------------------------------------------------------------- floors
 
 
-def floors(rows: list[Row]) -> tuple[float, dict[str, float]]:
-    """Measured read bandwidth (GB/s) and dense matmul rates (TFLOP/s) by precision."""
-    x = torch.empty(2**28, device="cuda")  # 1 GiB of float32
+def floors(run: Run) -> float:
+    """Measured read bandwidth in GB/s (the larger of a sum and a copy); the dense matmul rates as rows."""
+    s = run.settings
+    x = torch.randn(s.floor_elements, device=run.device, generator=run.generator(0))
     y = torch.empty_like(x)
     nbytes = x.numel() * x.element_size()
-    read = nbytes / timed(lambda: x.sum()) / 1e6
-    copy = 2 * nbytes / timed(lambda: y.copy_(x)) / 1e6
-    bandwidth = max(read, copy)
-    rows.append(Row("floor", "1 GiB fp32", "read (sum)", nbytes / read / 1e6, note=f"{read:.0f} GB/s"))
-    rows.append(Row("floor", "1 GiB fp32", "copy", 2 * nbytes / copy / 1e6, note=f"{copy:.0f} GB/s (read+write)"))
-    x = y = None  # free the 2 GiB before the matmuls
-    rates = {}
-    n = 8192
-    for name, dtype, allow_tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
-                                    ("bf16", torch.bfloat16, False)):
-        a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
+    read = nbytes / run.timed(lambda: x.sum()) / 1e6
+    copy = 2 * nbytes / run.timed(lambda: y.copy_(x)) / 1e6
+    case = f"{s.floor_elements:,} fp32"
+    run.add("floor", case, "read (sum)", nbytes / read / 1e6, note=f"{read:.0f} GB/s")
+    run.add("floor", case, "copy", 2 * nbytes / copy / 1e6, note=f"{copy:.0f} GB/s (read+write)")
+    x = y = None  # free them before the matmuls
+    n = s.floor_matmul
+    for name, (dtype, allow_tf32) in PRECISIONS.items():
+        a, b = (torch.randn(n, n, device=run.device, generator=run.generator(1)).to(dtype) for _ in range(2))
         with tf32(allow_tf32):
-            ms = timed(lambda: a @ b)
-        rates[name] = 2 * n**3 / ms / 1e9
-        rows.append(Row("floor", f"{n}^3 matmul", name, ms, note=f"{rates[name]:.1f} TFLOP/s"))
-    return bandwidth, rates
+            ms = run.timed(lambda: a @ b)
+        run.add("floor", f"{n}^3 matmul", name, ms, note=f"{2 * n**3 / ms / 1e9:.1f} TFLOP/s")
+    return max(read, copy)
 
 
 # ---------------------------------------------------------------------------------------------- top-k
 
 
-def bench_topk(rows: list[Row], numel: int, bandwidth: float) -> None:
+def topk_backends(run: Run) -> list[str]:
+    """The compiled top-k kernels to time: triton and cuda where they run on this device (rows say why not)."""
     from panning import ops
 
-    g = torch.Generator(device="cuda").manual_seed(0)
-    scores = torch.randn(numel, device="cuda", generator=g)
-    k = numel // 10  # keep 10%: 90% sparsity
-    case = f"{numel / 1e6:.0f}M fp32, keep 10%"
-    floor_ms = numel * 4 / bandwidth / 1e6
-    topk_ms, _ = attempt(lambda: torch.topk(scores, k, sorted=False))
-    kth_ms, note = attempt(lambda: torch.kthvalue(scores, numel - k + 1))
-    best_torch = min(t for t in (topk_ms, kth_ms) if t is not None)
-    rows.append(Row("top-k", case, "one read of the scores (floor)", floor_ms, best_torch))
-    rows.append(Row("top-k", case, "torch.topk (select only)", topk_ms, best_torch))
-    rows.append(Row("top-k", case, "torch.kthvalue (select only)", kth_ms, best_torch, note))
-    layers = torch.linspace(0, numel, 65, device="cpu").round().long()  # 64 layers of about equal size
-    layer_k = (layers.diff() // 10).tolist()
+    names = []
     for backend in ("triton", "cuda"):
-        if not ops.backends()[backend]["available"]:
-            rows.append(Row("top-k", case, f"panning {backend}", None, note=ops.backends()[backend]["reason"][:80]))
-            continue
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        ops.topk_mask(scores, k, backend=backend)
-        torch.cuda.synchronize()
-        extra = torch.cuda.max_memory_allocated() - before - numel  # beyond the bool mask itself
-        ms = timed(lambda: ops.topk_mask(scores, k, backend=backend))
-        rows.append(Row("top-k", case, f"panning {backend}", ms, best_torch,
-                        f"{ms / floor_ms:.1f}x the floor; extra memory {extra / numel:.3f} B/score"))
-        ms = timed(lambda: ops.topk_mask(scores, layer_k, offsets=layers, backend=backend))
-        rows.append(Row("top-k", f"{case}, 64 layers", f"panning {backend}", ms, best_torch,
-                        f"{ms / floor_ms:.1f}x the floor"))
+        info = ops.backends()[backend]
+        if info["available"] and run.device.type in info["devices"]:
+            names.append(backend)
+        else:
+            why = info["reason"] if not info["available"] else f"does not run on {run.device.type}"
+            run.add("top-k", "every case", f"panning {backend}", None, note=why[:100])
+    return names
+
+
+def bench_topk(run: Run, bandwidth: float) -> None:
+    from panning import ops
+
+    s = run.settings
+    scores = torch.randn(s.numel, device=run.device, generator=run.generator(0))
+    k = s.numel // 10  # keep 10%: 90% sparsity
+    case = f"{s.numel:,} fp32, keep 10%"
+    floor_ms = s.numel * 4 / bandwidth / 1e6
+
+    def topk_mask():
+        mask = torch.zeros(s.numel, dtype=torch.bool, device=run.device)
+        return mask.index_fill_(0, torch.topk(scores, k, sorted=False).indices, True)
+
+    with_mask, _ = run.attempt(topk_mask)
+    select, _ = run.attempt(lambda: torch.topk(scores, k, sorted=False))
+    kth, note = run.attempt(lambda: scores >= torch.kthvalue(scores, s.numel - k + 1).values)
+    run.add("top-k", case, "one read of the scores (floor)", floor_ms, with_mask, "at the measured bandwidth")
+    run.add("top-k", case, "torch.topk + mask (baseline)", with_mask, with_mask)
+    run.add("top-k", case, "torch.topk, select only", select, with_mask)
+    run.add("top-k", case, "torch.kthvalue threshold mask", kth, with_mask, note)
+    bounds = torch.linspace(0, s.numel, s.segments + 1).round().long()  # layers of about equal size
+    layer_k = (bounds.diff() // 10).tolist()
+    best = {}
+    for backend in topk_backends(run):
+        extra = extra_memory(run, lambda: ops.topk_mask(scores, k, backend=backend), s.numel)
+        ms = run.timed(lambda: ops.topk_mask(scores, k, backend=backend))
+        best[backend] = ms
+        run.add("top-k", case, f"panning {backend}", ms, with_mask,
+                f"{ms / floor_ms:.2f}x the floor" + (f"; extra memory {extra / s.numel:.3f} B/score"
+                                                     if extra is not None else ""))
+        layered = run.timed(lambda: ops.topk_mask(scores, layer_k, offsets=bounds, backend=backend))
+        run.add("top-k", f"{case}, {s.segments} layers", f"panning {backend}", layered, with_mask,
+                f"{layered / floor_ms:.2f}x the floor")
+        run.check(f"top-k {backend} <= 2x one read at the measured bandwidth",
+                  f"{ms / floor_ms:.2f}x ({ms:.3f} ms, floor {floor_ms:.3f} ms)", within(ms, floor_ms, 2))
+        run.check(f"top-k {backend} >= 10x torch.topk (+ mask)",
+                  f"{with_mask / ms:.1f}x" if with_mask else "torch.topk failed", faster(ms, with_mask, 10))
+    if best:
+        winner = min(best, key=best.get)
+        others = ", ".join(f"{name} {ms:.3f} ms" for name, ms in best.items())
+        run.notes.append(f"Faster top-k here: **{winner}** ({others}); the default of topk_mask on cuda is "
+                         "MEASURED[('cuda', 'topk_mask')] in panning/ops/dispatch.py.")
+
+
+def extra_memory(run: Run, fn, output_bytes: int) -> int | None:
+    """Peak device bytes `fn` allocates beyond its output and what was allocated before (None off a GPU)."""
+    if run.device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before - output_bytes
 
 
 # ---------------------------------------------------------------------------------------------- saliency
 
 
-def bench_saliency(rows: list[Row], numel: int, bandwidth: float) -> None:
+def bench_saliency(run: Run, bandwidth: float) -> None:
     from panning import ops
     from panning.ops import reference
 
-    g = torch.Generator(device="cuda").manual_seed(1)
-    indices = torch.randn(3, numel, device="cuda", generator=g)
-    weights = torch.tensor([[0.2, 0.5, 0.3]], device="cuda", dtype=torch.float64)
-    case = f"3 indices x {numel / 1e6:.0f}M fp32"
-    plain, _ = attempt(lambda: reference.saliency(indices, weights))
-    floor_ms = (2 * indices.numel() + numel) * 4 / bandwidth / 1e6  # read twice, write once
-    rows.append(Row("saliency", case, "two-pass floor", floor_ms, plain))
-    rows.append(Row("saliency", case, "plain torch (float64 statistics)", plain, plain))
-    ms = timed(lambda: ops.saliency(indices, weights, backend="triton"))
-    rows.append(Row("saliency", case, "panning triton", ms, plain, f"{ms / floor_ms:.1f}x the floor"))
+    s = run.settings
+    indices = torch.randn(3, s.numel, device=run.device, generator=run.generator(1))
+    weights = torch.tensor([[0.2, 0.5, 0.3]], device=run.device, dtype=torch.float64)
+    case = f"3 indices x {s.numel:,} fp32"
+    plain, _ = run.attempt(lambda: reference.saliency(indices, weights))
+    floor_ms = (2 * indices.numel() + s.numel) * 4 / bandwidth / 1e6  # read twice, write once
+    run.add("saliency", case, "two-pass floor", floor_ms, plain, "at the measured bandwidth")
+    run.add("saliency", case, "plain torch (float64 statistics)", plain, plain)
+    ms = run.timed(lambda: ops.saliency(indices, weights, backend="triton"))
+    run.add("saliency", case, "panning triton", ms, plain, f"{ms / floor_ms:.2f}x the floor")
 
 
 # ---------------------------------------------------------------------------------------------- matmuls
-
-
-def random_mask(shape, sparsity: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, device="cuda", generator=g) >= sparsity
 
 
 def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
@@ -179,96 +304,234 @@ def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
     return keep.view_as(weight)
 
 
-def semi_structured_row(x: torch.Tensor, weight: torch.Tensor, shape: str, dense_ms: float) -> Row:
+def semi_structured(run: Run, x: torch.Tensor, weight: torch.Tensor, shape: str, dense_ms: float) -> None:
     """2:4 semi-structured sparsity (cuSPARSELt / CUTLASS) at its one sparsity, 50%, for scale."""
     method = "2:4 semi-structured (50%)"
-    if torch.cuda.get_device_capability() < (8, 0):
-        return Row("matmul fwd", shape, method, None, note="needs compute capability >= 8.0")
+    if run.device.type != "cuda" or torch.cuda.get_device_capability() < (8, 0):
+        run.add("matmul fwd", shape, method, None, note="needs a GPU of compute capability >= 8.0")
+        return
     try:
         compressed = torch.sparse.to_sparse_semi_structured(weight * two_four_mask(weight))
     except (RuntimeError, NotImplementedError, ValueError) as error:
-        return Row("matmul fwd", shape, method, None, note=f"conversion failed: {str(error).splitlines()[0][:60]}")
-    ms, note = attempt(lambda: F.linear(x, compressed))
-    return Row("matmul fwd", shape, method, ms, dense_ms, note)
+        run.add("matmul fwd", shape, method, None, note=f"conversion failed: {str(error).splitlines()[0][:60]}")
+        return
+    ms, note = run.attempt(lambda: F.linear(x, compressed))
+    run.add("matmul fwd", shape, method, ms, dense_ms, note)
 
 
-def bench_matmul(rows: list[Row], batch_sizes: list[int], sparsities: list[float], features: int) -> None:
+def matmul_inputs(device: torch.device, g: torch.Generator, precision: str, m: int, f: int):
+    """x (m, f), dy (m, f) and a weight (f, f) of `precision`'s dtype."""
+    dtype = PRECISIONS[precision][0]
+    return tuple(torch.randn(shape, device=device, generator=g).to(dtype) for shape in ((m, f), (m, f), (f, f)))
+
+
+def sparse_variants(x: torch.Tensor, dy: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> dict:
+    """{method: fn} of one sparse case: panning's masked and compressed linear (Triton), forward and forward +
+    backward (dx and, as in a mask search, the score gradient; dx and the values' gradient), and cuSPARSE."""
     from panning import ops
 
-    g = torch.Generator(device="cuda").manual_seed(2)
-    for precision, dtype, allow_tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
-                                         ("bf16", torch.bfloat16, False)):
-        with tf32(allow_tf32):
-            for m in batch_sizes:
-                x = torch.randn(m, features, device="cuda", dtype=dtype, generator=g)
-                weight = torch.randn(features, features, device="cuda", dtype=dtype, generator=g)
-                dy = torch.randn(m, features, device="cuda", dtype=dtype, generator=g)
-                shape = f"{m}x{features} @ {features}x{features}^T {precision}"
-                dense = timed(lambda: F.linear(x, weight))
-                rows.append(Row("matmul fwd", shape, "dense cuBLAS", dense, dense))
+    xg = x.clone().requires_grad_()
+    score = mask.to(x.dtype).requires_grad_()
+    sw = ops.to_sparse(weight, mask, backend="triton")
+    swg = sw.with_values(sw.values.clone().requires_grad_())
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        csr = (weight * mask).to_sparse_csr()
+    return {
+        "masked fwd": lambda: ops.masked_linear(x, weight, mask, backend="triton"),
+        "compressed fwd": lambda: ops.sparse_linear(x, sw, backend="triton"),
+        "cuSPARSE fwd": lambda: torch.mm(csr, x.t()),
+        "masked fwd+bwd": lambda: ops.masked_linear(xg, weight, score, score_grad=True,
+                                                    backend="triton").backward(dy),
+        "compressed fwd+bwd": lambda: ops.sparse_linear(xg, swg, backend="triton").backward(dy),
+    }
+
+
+METHODS = {  # sparse_variants' names -> (section, method, note)
+    "masked fwd": ("matmul fwd", "panning masked (triton)", ""),
+    "compressed fwd": ("matmul fwd", "panning compressed CSR (triton)", ""),
+    "cuSPARSE fwd": ("matmul fwd", "torch.sparse CSR (cuSPARSE)", ""),
+    "masked fwd+bwd": ("matmul fwd+bwd", "panning masked (triton)", "dx and dScore"),
+    "compressed fwd+bwd": ("matmul fwd+bwd", "panning compressed CSR (triton)", "dx and dValues"),
+}
+
+
+def bench_matmul(run: Run) -> None:
+    s, g, device = run.settings, run.generator(2), run.device
+    f = s.features
+    for precision in s.precisions:
+        with tf32(PRECISIONS[precision][1]):
+            for m in s.batches:
+                x, dy, weight = matmul_inputs(device, g, precision, m, f)
+                shape = f"{m}x{f} @ {f}x{f}^T {precision}"
+                dense = {"fwd": run.timed(lambda: F.linear(x, weight))}
+                run.add("matmul fwd", shape, "dense cuBLAS", dense["fwd"], dense["fwd"])
                 xg, wg = x.clone().requires_grad_(), weight.clone().requires_grad_()
-                dense_fb = timed(lambda: F.linear(xg, wg).backward(dy))
-                rows.append(Row("matmul fwd+bwd", shape, "dense cuBLAS", dense_fb, dense_fb))
-                if dtype == torch.bfloat16:
-                    rows.append(semi_structured_row(x, weight, shape, dense))
-                for sparsity in sparsities:
+                dense["fwd+bwd"] = run.timed(lambda: F.linear(xg, wg).backward(dy))
+                run.add("matmul fwd+bwd", shape, "dense cuBLAS", dense["fwd+bwd"], dense["fwd+bwd"], "dx and dW")
+                if precision == "bf16":
+                    semi_structured(run, x, weight, shape, dense["fwd"])
+                for sparsity in s.sparsities:
                     case = f"{shape}, {sparsity:.0%} sparse"
-                    mask = random_mask(weight.shape, sparsity, g)
-                    ms = timed(lambda: ops.masked_linear(x, weight, mask, backend="triton"))
-                    rows.append(Row("matmul fwd", case, "panning masked (triton)", ms, dense))
-                    sw = ops.to_sparse(weight, mask, backend="triton")
-                    ms = timed(lambda: ops.sparse_linear(x, sw, backend="triton"))
-                    rows.append(Row("matmul fwd", case, "panning sparse CSR (triton)", ms, dense))
-                    csr = (weight * mask).to_sparse_csr()
-                    ms, note = attempt(lambda: torch.mm(csr, x.t()))
-                    rows.append(Row("matmul fwd", case, "torch.sparse CSR (cuSPARSE)", ms, dense, note))
-                    maskf = mask.to(dtype)
-                    ms = timed(lambda: ops.masked_linear(xg, wg, maskf, backend="triton").backward(dy))
-                    rows.append(Row("matmul fwd+bwd", case, "panning masked (triton)", ms, dense_fb))
-                    values = sw.values.clone().requires_grad_()
-                    swg = sw.with_values(values)
-                    ms = timed(lambda: ops.sparse_linear(xg, swg, backend="triton").backward(dy))
-                    rows.append(Row("matmul fwd+bwd", case, "panning sparse CSR (triton)", ms, dense_fb))
+                    mask = torch.rand(weight.shape, device=device, generator=g) >= sparsity
+                    times = {}
+                    for name, fn in sparse_variants(x, dy, weight, mask).items():
+                        section, method, note = METHODS[name]
+                        times[name], why = run.attempt(fn)
+                        run.add(section, case, method, times[name], dense[section.split()[1]], why or note)
+                    if sparsity >= SPARSE_TARGET[0] and m <= SPARSE_TARGET[1]:
+                        for what in ("fwd", "fwd+bwd"):
+                            ours, base = times[f"compressed {what}"], dense[what]
+                            run.check(f"compressed {what} faster than dense cuBLAS, {case}",
+                                      f"{base / ours:.2f}x ({ours:.4f} vs {base:.4f} ms)" if ours else "failed",
+                                      faster(ours, base, 1.0))
+
+
+def warm_case(precision: str, m: int, settings: Settings) -> None:
+    """Call every matmul variant of one (precision, batch) once: compiles and autotunes its Triton kernels into
+    Triton's on-disk cache (run in a worker process, so that the cases compile in parallel)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator(device=device).manual_seed(2)
+    with tf32(PRECISIONS[precision][1]):
+        x, dy, weight = matmul_inputs(device, g, precision, m, settings.features)
+        for sparsity in settings.sparsities:
+            mask = torch.rand(weight.shape, device=device, generator=g) >= sparsity
+            for name, fn in sparse_variants(x, dy, weight, mask).items():
+                if name != "cuSPARSE fwd":
+                    fn()
+
+
+def warm(run: Run, workers: int) -> None:
+    """Compile the matmul kernels of every case in `workers` processes before timing (each Triton compile is
+    single-threaded; the autotuner compiles every configuration of every specialization)."""
+    import concurrent.futures
+    import multiprocessing
+    import time
+
+    s = run.settings
+    cases = [(precision, m) for precision in s.precisions for m in s.batches]
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(cases)), mp_context=context) as pool:
+        for done in [pool.submit(warm_case, precision, m, s) for precision, m in cases]:
+            done.result()
+    run.notes.append(f"The matmul kernels were compiled beforehand in {min(workers, len(cases))} worker process(es) "
+                     f"({time.perf_counter() - start:.0f} s); the autotuner still ran in this one.")
+
+
+# ---------------------------------------------------------------------------------------------- jackpot
+
+
+def bench_jackpot(run: Run) -> None:
+    """One search step against one dense training step, built by bench/bench_jackpot.py (the CPU benchmark)."""
+    import copy
+
+    from bench_jackpot import dense_step, search_step  # bench/ is on sys.path: this file runs as a script
+    from panning import models
+
+    width, batch = run.settings.jackpot
+    torch.manual_seed(0)
+    base = models.build("vgg19_bn", (3, 32, 32), 10, width=width).to(run.device)
+    x = torch.randn(batch, 3, 32, 32, device=run.device, generator=run.generator(3))
+    y = torch.randint(0, 10, (batch,), device=run.device, generator=run.generator(4))
+    case = f"VGG-19-BN width {width:g}, batch {batch}, 90% sparse"
+    dense = run.timed(dense_step(copy.deepcopy(base), x, y))
+    run.add("jackpot", case, "dense training step", dense, dense)
+    total = 1_000_000  # schedule length: never runs out while timing
+    for restriction in ("none", "short"):
+        step, topk = search_step(copy.deepcopy(base), x, y, restriction, total)
+        ms = run.timed(step)
+        run.add("jackpot", case, f"search step (restriction {restriction})", ms, dense)
+        run.check(f"jackpot step (restriction {restriction}) <= 1.3x a dense step, {case}",
+                  f"{ms / dense:.2f}x ({ms:.2f} vs {dense:.2f} ms)", within(ms, dense, 1.3))
+    run.add("jackpot", case, "the step's segmented top-k alone", run.timed(topk), dense)
 
 
 # ---------------------------------------------------------------------------------------------- report
 
 
-def report(rows: list[Row], args, elapsed: float) -> str:
+def report(run: Run, command: str, elapsed: float) -> str:
     import triton
 
-    device = torch.cuda.get_device_name()
-    lines = [f"# panning GPU benchmark: {device}, {datetime.date.today().isoformat()}", "",
-             f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, "
-             f"Python {platform.python_version()}; `python bench/bench_gpu.py --numel {args.numel}` "
-             f"({elapsed:.0f} s). Times are medians of triton.testing.do_bench; speedup = baseline time / "
-             "time (above 1: faster than the section's baseline, the first row of each case).", "",
-             "| section | case | method | ms | speedup | note |", "|---|---|---|---:|---:|---|"]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    device = torch.cuda.get_device_name() if run.device.type == "cuda" else f"CPU ({platform.machine()})"
+    driver = nvidia_driver()
+    title = "SMOKE RUN (tiny shapes; no figure here is a GPU measurement)" if run.smoke else "GPU benchmark"
+    lines = [f"# panning {title}: {device}, {datetime.date.today().isoformat()}", "",
+             f"torch {torch.__version__} (CUDA {torch.version.cuda}), NVIDIA driver {driver}, "
+             f"triton {triton.__version__}, Python {platform.python_version()}; `{command}` ({elapsed:.0f} s). "
+             + ("Times are medians of triton.testing.do_bench" if run.device.type == "cuda" else
+                "Times are wall-clock minima of the Triton interpreter and the CPU")
+             + "; speedup = the case's baseline time / time (above 1: faster than the baseline).", ""]
+    if run.checks:
+        lines += ["## Targets", "", "| target | figure | verdict |", "|---|---|---|"]
+        lines += ["| " + " | ".join(c.cells()) + " |" for c in run.checks]
+        lines.append("")
+    lines += [f"- {note}" for note in run.notes] + ([""] if run.notes else [])
+    lines += ["## All rows", "", "| section | case | method | ms | speedup | note |", "|---|---|---|---:|---:|---|"]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in run.rows]
     return "\n".join(lines) + "\n"
+
+
+def nvidia_driver() -> str:
+    """The NVIDIA driver version as nvidia-smi reports it, or why it is unknown."""
+    import subprocess
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unknown ({type(error).__name__})"
+    return found.stdout.strip().splitlines()[0] if found.returncode == 0 and found.stdout.strip() else "unknown"
+
+
+def require_gpu() -> None:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("bench_gpu.py: TRITON_INTERPRET=1 is set; the interpreter's timings mean nothing. Unset it "
+                         "(or pass --smoke to check the code without timing anything that counts).")
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_gpu.py needs a CUDA GPU: torch.cuda.is_available() is False on this machine "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Run it on a GPU machine, "
+                         "or pass --smoke to check the code at tiny shapes.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--numel", type=int, default=20_000_000, help="scores / weights for top-k and saliency")
-    parser.add_argument("--features", type=int, default=4096, help="in = out features of the matmuls")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on any machine: checks the code runs")
+    parser.add_argument("--list", action="store_true", help="print the sections and cases, run nothing")
+    parser.add_argument("--compile-workers", type=int, default=None,
+                        help="processes that compile the matmul kernels before timing (0: compile while timing; "
+                             "default: up to 12 on a GPU, 0 with --smoke)")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    require_gpu()
-    from panning import ops  # the installed package: kernels/ becomes panning.kernels at install time
+    settings = SMOKE if args.smoke else FULL
+    if args.list:
+        for section, case in plan(settings):
+            print(f"{section}: {case}")
+        return 0
+    if not args.smoke:
+        require_gpu()
+    elif not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"  # before panning.kernels is imported: the kernels run on the CPU
+    from panning import ops
 
     if not ops.backends()["triton"]["available"]:
         raise SystemExit(f"bench_gpu.py: the Triton backend is unavailable: {ops.backends()['triton']['reason']}")
     start = datetime.datetime.now()
-    rows: list[Row] = []
-    bandwidth, _ = floors(rows)
-    bench_topk(rows, args.numel, bandwidth)
-    bench_saliency(rows, args.numel, bandwidth)
-    bench_matmul(rows, [16, 256], [0.9, 0.95, 0.99], args.features)
-    text = report(rows, args, (datetime.datetime.now() - start).total_seconds())
+    run = Run(settings, args.smoke)
+    bandwidth = floors(run)
+    bench_topk(run, bandwidth)
+    bench_saliency(run, bandwidth)
+    workers = args.compile_workers if args.compile_workers is not None else (0 if args.smoke else
+                                                                              min(12, os.cpu_count() or 1))
+    if workers > 0:
+        warm(run, workers)
+    bench_matmul(run)
+    bench_jackpot(run)
+    command = "python bench/bench_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = report(run, command.strip(), (datetime.datetime.now() - start).total_seconds())
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name()).strip("-").lower()
-    path = args.output_dir / f"gpu-{name}-{datetime.date.today().isoformat()}.md"
+    name = torch.cuda.get_device_name() if run.device.type == "cuda" else "cpu"
+    name = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+    path = args.output_dir / f"gpu-{name}{'-smoke' if args.smoke else ''}-{datetime.date.today().isoformat()}.md"
     write_text(path, text)
     print(text)
     print(f"written to {path}")

@@ -1,0 +1,80 @@
+"""bench/bench_gpu.py off a GPU: it refuses a real run with a clear message, lists its cases, and its --smoke
+run executes every section at tiny shapes (Triton interpreter, CPU) and judges no target.
+
+The benchmark itself needs a GPU (scripts/gpu_check.sh runs it there; docs/benchmarks.md, "GPU check").
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_gpu.py"
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the benchmark would really run")
+
+
+def bench_gpu(*args: str, interpret: bool = False) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@NO_GPU
+def test_gpu_benchmark_refuses_to_run_without_a_gpu():
+    result = bench_gpu()
+    assert result.returncode != 0
+    assert "bench_gpu.py needs a CUDA GPU" in result.stderr
+    result = bench_gpu(interpret=True)
+    assert result.returncode != 0 and "TRITON_INTERPRET=1 is set" in result.stderr
+
+
+def test_list_names_every_section_and_the_shapes_of_docs_benchmarks():
+    result = bench_gpu("--list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["floor", "floor", "top-k", "saliency"] + ["matmul"] * 12 + [
+        "jackpot"]
+    assert "20,000,000 fp32" in lines[2] and "3 indices x 20,000,000" in lines[3]
+    matmuls = [line for line in lines if line.startswith("matmul")]
+    for m in (1, 16, 64, 256):
+        for precision in ("fp32", "tf32", "bf16"):
+            assert sum(f"matmul: {m}x4096 @ 4096x4096^T {precision}:" in line for line in matmuls) == 1
+    assert all("90%, 95%, 99%" in line for line in matmuls)
+    assert "VGG-19-BN width 1, batch 128 x 3 x 32 x 32" in lines[-1]
+
+
+@NO_GPU
+def test_smoke_run_executes_every_section_and_judges_nothing(tmp_path):
+    result = bench_gpu("--smoke", "--compile-workers", "1", "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [written] = tmp_path.glob("gpu-cpu-smoke-*.md")
+    text = written.read_text()
+    assert text.startswith("# panning SMOKE RUN (tiny shapes; no figure here is a GPU measurement): CPU")
+    rows = [line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(("| section |", "| target |"))]
+    sections = {row[0].lstrip("| ") for row in rows}
+    assert {"floor", "top-k", "saliency", "matmul fwd", "matmul fwd+bwd", "jackpot"} <= sections
+    timed = {(row[0].lstrip("| "), row[2]) for row in rows if len(row) == 6 and re.fullmatch(r"\d+\.\d{4}", row[3])}
+    for method in ("panning triton", "torch.topk + mask (baseline)"):
+        assert ("top-k", method) in timed
+    for section in ("matmul fwd", "matmul fwd+bwd"):
+        for method in ("dense cuBLAS", "panning masked (triton)", "panning compressed CSR (triton)"):
+            assert (section, method) in timed
+    for method in ("dense training step", "search step (restriction none)", "search step (restriction short)"):
+        assert ("jackpot", method) in timed
+    verdicts = [row[-1].rstrip(" |") for row in rows if len(row) == 3]
+    targets = [row[0].lstrip("| ") for row in rows if len(row) == 3]
+    assert verdicts and set(verdicts) == {"not judged (smoke run)"}
+    assert any(t.startswith("top-k triton <= 2x one read") for t in targets)
+    assert any(t.startswith("compressed fwd+bwd faster than dense cuBLAS, 16x48") for t in targets)
+    assert any(t.startswith("jackpot step (restriction short) <= 1.3x a dense step") for t in targets)
+    assert "Faster top-k here: **triton**" in text
+    assert "compiled beforehand in 1 worker process(es)" in text
+    assert "met" not in verdicts and "MISSED" not in text
