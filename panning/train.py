@@ -1,4 +1,5 @@
-"""Train (or fine-tune) a model on a :class:`~panning.data.DataBundle`, optionally under fixed pruning masks.
+"""Train (or fine-tune) a model on a :class:`~panning.data.DataBundle`, a Dataset or a DataLoader, optionally under
+fixed pruning masks.
 
 - SGD with momentum (optionally Nesterov) or Adam, weight decay, a per-step cosine (or constant) learning rate.
 - Masks stay exact: masked weights are zeroed before training, their gradients are zeroed before every
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from panning import checks
-from panning.data import DataBundle
+from panning.data import Data, as_tensors, split
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
 
@@ -91,20 +92,15 @@ class TrainResult:
         return self.history[-1].test_acc if self.history else math.nan
 
 
-def _tensors(dataset, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
-    tensors = getattr(dataset, "tensors", None)
-    if not isinstance(dataset, TensorDataset) or len(tensors) != 2:
-        raise TypeError(f"{argument} must be a TensorDataset of (inputs, labels), got {type(dataset).__name__}")
-    return tensors
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, device="cpu") -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset``, in eval mode.
+def evaluate(model: nn.Module, dataset: Dataset | DataLoader, batch_size: int = 1000,
+             device="cpu") -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset`` (a Dataset of (input, label)
+    items or a DataLoader of batches, read once: panning.data.as_tensors), in eval mode.
 
     The model's train/eval mode is restored afterwards. ``model`` must already be on ``device``.
     """
-    x_all, y_all = _tensors(dataset, "dataset")
+    x_all, y_all = as_tensors(dataset, "dataset").tensors
     checks.positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
@@ -124,7 +120,8 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, d
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, dataset: TensorDataset, batch_size: int = 256, device="cpu") -> int:
+def reestimate_batchnorm(model: nn.Module, dataset: Dataset | DataLoader, batch_size: int = 256,
+                         device="cpu") -> int:
     """Re-estimate the running statistics of every BatchNorm layer of ``model`` for its current weights (and
     masks): reset them, run one pass over ``dataset`` in order in train mode, averaging over all batches (not
     an exponential average), and restore each layer's momentum and the model's mode. No parameter changes.
@@ -132,7 +129,7 @@ def reestimate_batchnorm(model: nn.Module, dataset: TensorDataset, batch_size: i
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
-    x_all, _ = _tensors(dataset, "dataset")
+    x_all, _ = as_tensors(dataset, "dataset").tensors
     momenta = [m.momentum for m in norms]
     was_training = model.training
     for m in norms:
@@ -249,7 +246,7 @@ def _set_rng_state(state: dict) -> None:
 
 def train(
     model: nn.Module,
-    data: DataBundle,
+    data: Data,
     *,
     epochs: int,
     batch_size: int = 128,
@@ -260,13 +257,17 @@ def train(
     optimizer: str = "sgd",
     schedule: str = "cosine",
     masks: Mapping[str, torch.Tensor] | None = None,
+    test: Dataset | DataLoader | None = None,
     device="cpu",
     seed: int = 0,
     checkpoint=None,
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``model`` in place on ``data.train`` for ``epochs``, evaluating on ``data.test`` after each epoch.
+    """Train ``model`` in place for ``epochs`` on ``data``: a DataBundle (trained on ``.train``, evaluated on
+    ``.test`` after each epoch), or a Dataset of (input, label) items or a DataLoader of (inputs, labels) batches,
+    read once into memory (panning.data.split). ``test`` (the same kinds; given, it replaces a bundle's test split)
+    is evaluated after each epoch; without any, the history's test loss and accuracy are NaN.
 
     ``optimizer`` is "sgd" (uses ``momentum``, ``nesterov``) or "adam"; ``weight_decay`` is L2 added to the
     gradient in both. ``schedule`` "cosine" decays the learning rate per step from ``lr`` to 0. ``masks`` maps
@@ -282,12 +283,12 @@ def train(
     checks.choice("optimizer", optimizer, OPTIMIZERS)
     checks.choice("schedule", schedule, SCHEDULES)
     checks.non_negative_int("seed", seed)
-    checks.instance("data", data, DataBundle, "a DataBundle (see panning.data.load)")
+    train_set, test, augment, name = split(data, test)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
     pruned = _pruned_positions(model, masks, device)
-    x_train, y_train = (t.to(device) for t in _tensors(data.train, "data.train"))
+    x_train, y_train = (t.to(device) for t in train_set.tensors)
     n = len(y_train)
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
@@ -298,7 +299,7 @@ def train(
     # Everything that must agree for a checkpoint to continue this run rather than some other one.
     config = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        nesterov=nesterov, optimizer=optimizer, schedule=schedule, seed=seed, data=data.name, train_size=n,
+        nesterov=nesterov, optimizer=optimizer, schedule=schedule, seed=seed, data=name, train_size=n,
     )
     mask_state = {p_name: m.detach().cpu() for p_name, m in (masks or {}).items()}
     history: list[EpochStats] = []
@@ -318,7 +319,7 @@ def train(
         order, generator = epoch_data[epoch]
         idx = order[index * batch_size : (index + 1) * batch_size]
         x, y = x_train[idx], y_train[idx]
-        return (data.augment(x, generator) if data.augment is not None else x), y
+        return (augment(x, generator) if augment is not None else x), y
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
@@ -332,7 +333,7 @@ def train(
         return loss.detach(), logits.detach()
 
     def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
-        test_loss, test_acc = evaluate(model, data.test, device=device)
+        test_loss, test_acc = evaluate(model, test, device=device) if test is not None else (math.nan, math.nan)
         loss_sum, correct, count = tally.tolist()
         history.append(EpochStats(
             epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum / count, train_acc=correct / count,
@@ -352,7 +353,7 @@ def train(
 
     loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=len(history) * steps_per_epoch)
     bar = tqdm(
-        total=total, initial=loop.position, disable=not progress, desc=f"train {data.name}", unit="step",
+        total=total, initial=loop.position, disable=not progress, desc=f"train {name}", unit="step",
         dynamic_ncols=True,
     )
     model.train()  # evaluate() puts the mode back after every epoch

@@ -54,7 +54,7 @@ def test_evaluate_restores_mode(bundle):
     model.train()
     loss, acc = evaluate(model, bundle.test, batch_size=7)
     assert model.training and math.isfinite(loss) and 0 <= acc <= 1
-    with pytest.raises(TypeError, match="dataset must be a TensorDataset"):
+    with pytest.raises(TypeError, match="dataset: expected a torch Dataset of"):
         evaluate(model, [(torch.zeros(1, 16), 0)])
 
 

@@ -11,6 +11,9 @@ cifar10     standard python-pickle folder given by ``data_dir``          (3, 32,
 cifar100    standard python-pickle folder given by ``data_dir``          (3, 32, 32)
 synthetic   Gaussian class clusters; size set by keyword options         (1, 16) default
 =========== ============================================================ ==============
+
+Every entry point that takes data also takes a user's own: a Dataset of (input, label) items or a DataLoader of
+(inputs, labels) batches, converted once by :func:`as_tensors` / :func:`split` (``panning/data/convert.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from ..catalog import DATASETS as NAMES
 from .balanced import class_balanced_batch, class_balanced_indices
 from .bundle import DataBundle
 from .cifar import load_cifar
+from .convert import Data, Split, as_tensors, split
 from .digits import load_digits
 from .mnist1d import load_mnist1d
 from .synthetic import load_synthetic
@@ -49,9 +53,13 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
 
 
 __all__ = [
+    "Data",
     "DataBundle",
+    "Split",
+    "as_tensors",
     "available",
     "class_balanced_batch",
     "class_balanced_indices",
     "load",
+    "split",
 ]

@@ -41,12 +41,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from .. import checks, ops
 from ..arena import except_last, prunable
-from ..data import DataBundle
+from ..data import Data, split
 from ..io import derived_generator, save_atomically, save_tensors
 from ..masks import Masks
 from ..train import Loop, check_run, cosine, evaluate, reestimate_batchnorm
@@ -206,41 +206,32 @@ class Searcher:
 # the search
 
 
-def _datasets(data, test) -> tuple[TensorDataset, TensorDataset | None, object, str]:
-    if isinstance(data, DataBundle):
-        return data.train, test if test is not None else data.test, data.augment, data.name
-    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
-        return data, test, None, "tensors"
-    raise TypeError(f"data: expected a DataBundle or a TensorDataset of (inputs, labels), got {type(data).__name__}")
-
-
 def resolve_settings(preset: str = "safe", **given) -> dict:
     """The preset's settings with the explicitly given (not None) ones on top."""
     checks.choice("preset", preset, PRESETS)
     return {**PRESETS[preset], **{name: value for name, value in given.items() if value is not None}}
 
 
-def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None, steps: int | None = None,
+def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None = None, steps: int | None = None,
            preset: str = "safe", init: str | None = None, lr: float | None = None, restriction: str | None = None,
            bn_reestimation: bool | None = None, budget: str = "global", include_classifier: bool = False,
            batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
-           test: TensorDataset | None = None, seed: int = 0, checkpoint=None, resume: bool = True,
+           test: Dataset | DataLoader | None = None, seed: int = 0, checkpoint=None, resume: bool = True,
            checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True) -> SearchResult:
     """Search a lottery jackpot of `sparsity` in the pre-trained `model` (its layers swapped in place for
     sparse layers with scores; the weights untouched).
 
-    data: a DataBundle (searched on .train, evaluated on .test after every epoch) or a TensorDataset (then
-    `test` optional). Budget of the search: `epochs` (default 10) or `steps` (optimizer steps; the last epoch
-    may be partial), not both. preset: "safe" | "authors" (module doc); init ("magnitude" | "flat" |
-    "random"), lr, restriction ("short" | "none") and bn_reestimation override it. budget: "global" (one
-    magnitude threshold) | "uniform"; include_classifier: search the last layer too. The model runs where
+    data: a DataBundle (searched on .train, evaluated on .test after every epoch), or a Dataset of (input, label)
+    items or a DataLoader of (inputs, labels) batches to search on (then `test`, the same kinds, is optional;
+    given, it replaces a bundle's test split); either is read once into memory (panning.data.split). Budget of
+    the search: `epochs` (default 10) or `steps` (optimizer steps; the last epoch may be partial), not both.
+    preset: "safe" | "authors" (module doc); init ("magnitude" | "flat" | "random"), lr, restriction ("short" |
+    "none") and bn_reestimation override it. budget: "global" (one magnitude threshold) | "uniform";
+    include_classifier: search the last layer too. The model runs where
     its parameters are. checkpoint: file written every `checkpoint_every` steps (default: every epoch) and at
     the end; with `resume` an existing one is continued. max_steps: stop (checkpointed) after this many steps
     in total; a later call with the same checkpoint goes on. All arguments are checked before any work.
     """
-    train, test, augment, data_name = _datasets(data, test)
-    if test is not None and not (isinstance(test, TensorDataset) and len(test.tensors) == 2):
-        raise TypeError(f"test: expected a TensorDataset of (inputs, labels), got {type(test).__name__}")
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
     checks.instance("model", model, nn.Module, "an nn.Module")
@@ -269,6 +260,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
         checks.positive_int("checkpoint_every", checkpoint_every)
     if max_steps is not None:
         checks.non_negative_int("max_steps", max_steps)
+    train, test, augment, data_name = split(data, test)  # reads a DataLoader: after the cheap checks
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     if batch_size % world:
         raise ValueError(f"batch_size: {batch_size} does not split evenly over {world} processes")

@@ -11,12 +11,12 @@ from tqdm.auto import tqdm
 from .. import checks
 from ..arena import Arena, prunable
 from ..criteria import _checks
-from ..data import DataBundle
+from ..data import Data, DataBundle, split
 from ..masks import Masks
 from .methods import METHODS, Problem, check_options
 
 
-def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data: DataBundle | Dataset | None = None,
+def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data: Data | None = None,
           *, seed: int = 0, include: Callable[[str, nn.Module], bool] = prunable, input_shape=None,
           progress: bool = False, **options) -> Masks:
     """Masks that keep round(N * (1 - sparsity)) of the N prunable weights of `model`, chosen by `method`.
@@ -24,7 +24,8 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     method: one of panning.pbt.METHODS — "random", "magnitude", "snip", "grasp", "synflow",
         "iterative_snip", "force", "panning", "rl_panning" (needs agent=, see panning.pbt.agent).
     sparsity: the fraction of weights to remove, in [0, 1).
-    data: a DataBundle (its training split is used) or a dataset of (input, label) pairs; required by the
+    data: a DataBundle (its training split is used), a Dataset of (input, label) items or a DataLoader of
+        (inputs, labels) batches, read once into memory (panning.data.split); required by the
         data-dependent methods, which draw class-balanced batches from it.
     seed: seeds every random draw (random scores, batches), so a seed gives the same masks.
     include: the Arena filter of prunable layers (default every Linear/Conv weight; see
@@ -57,14 +58,11 @@ def _resolve_data(data, input_shape, method: str, needs_data: bool) -> tuple[Dat
         dataset, shape = data.train, data.input_shape
     elif data is None:
         if needs_data:
-            raise ValueError(f"data: method {method!r} needs data (a DataBundle or a dataset)")
+            raise ValueError(f"data: method {method!r} needs data (a DataBundle, a Dataset or a DataLoader)")
         dataset, shape = None, None
-    elif isinstance(data, Dataset):
-        if len(data) == 0:
-            raise ValueError("data: the dataset is empty")
-        dataset, shape = data, tuple(data[0][0].shape)
     else:
-        raise TypeError(f"data: expected a DataBundle, a torch Dataset or None, got {type(data).__name__}")
+        dataset = split(data).train
+        shape = tuple(dataset.tensors[0].shape[1:])
     if input_shape is not None:
         shape = _checks.input_shape(input_shape)
     if shape is None and method == "synflow":

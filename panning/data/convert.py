@@ -1,0 +1,95 @@
+"""The one conversion of a user's data for every entry point that takes data (``panning.prune``,
+``panning.jackpot.search``, ``panning.train.train`` and ``evaluate``): a :class:`DataBundle`, a ``Dataset`` of
+``(input, label)`` items or a ``DataLoader`` of ``(inputs, labels)`` batches becomes tensors in memory, read once.
+
+The library's loops draw batches by indexing those tensors on the model's device (a seeded order per epoch,
+class-balanced draws, resumable positions), which is why the data is read into memory rather than streamed.
+Inputs keep their dtype (float images, integer token ids); labels become int64 class indices.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .bundle import Augment, DataBundle
+
+#: What the entry points accept as data.
+Data = DataBundle | Dataset | DataLoader
+#: Items read at once from a Dataset that is not a TensorDataset.
+READ_BATCH = 256
+
+
+class Split(NamedTuple):
+    """Data as the loops use it: training and test tensors (test None when there is none), the bundle's augment
+    (None for other data) and a name for progress bars and checkpoints ("tensors" for data not from a bundle)."""
+
+    train: TensorDataset
+    test: TensorDataset | None
+    augment: Augment | None
+    name: str
+
+
+def as_tensors(data: Dataset | DataLoader, argument: str = "data") -> TensorDataset:
+    """``data`` as a TensorDataset of (inputs, int64 labels).
+
+    A TensorDataset of two tensors with int64 labels is returned as it is (no copy); any other Dataset is read in
+    order through a DataLoader (batches of :data:`READ_BATCH`, torch's default collation); a DataLoader is read
+    once, batch by batch, in the order it yields (its shuffling, sampler and ``drop_last`` apply). Errors name
+    ``argument``.
+    """
+    if isinstance(data, DataBundle):
+        raise TypeError(f"{argument}: expected a Dataset or a DataLoader, got a DataBundle (give bundle.train or "
+                        "bundle.test)")
+    tensors = getattr(data, "tensors", None)
+    if isinstance(data, TensorDataset) and len(tensors) == 2:
+        x, y = tensors
+    elif isinstance(data, (Dataset, DataLoader)):
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=READ_BATCH)
+        x, y = _read(loader, argument)
+    else:
+        raise TypeError(f"{argument}: expected a torch Dataset of (input, label) items or a DataLoader of "
+                        f"(inputs, labels) batches, got {type(data).__name__}")
+    if len(y) == 0:
+        raise ValueError(f"{argument}: the dataset is empty")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex() or y.dim() != 1 or len(x) != len(y):
+        raise ValueError(f"{argument}: expected one integer class index per input, got labels of dtype "
+                         f"{y.dtype} and shape {tuple(y.shape)} for inputs of shape {tuple(x.shape)}")
+    if int(y.min()) < 0:
+        raise ValueError(f"{argument}: class indices must be >= 0, got {int(y.min())}")
+    return data if isinstance(data, TensorDataset) and y.dtype == torch.int64 else TensorDataset(x, y.long())
+
+
+def _read(loader: DataLoader, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs, labels = [], []
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except (TypeError, RuntimeError) as error:  # default_collate on items it cannot batch (e.g. PIL images)
+            raise TypeError(f"{argument}: its items could not be batched into tensors "
+                            f"({' '.join(str(error).split())}); give inputs as tensors, e.g. with a transform "
+                            "ending in ToTensor()") from None
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(map(torch.is_tensor, batch))):
+            raise TypeError(f"{argument}: expected (input, label) items, got a batch of {type(batch).__name__}")
+        inputs.append(batch[0])
+        labels.append(batch[1])
+    if not inputs:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64)
+    return torch.cat(inputs), torch.cat(labels)
+
+
+def split(data: Data, test: Dataset | DataLoader | None = None, *, argument: str = "data",
+          test_argument: str = "test") -> Split:
+    """The training and test tensors of ``data`` (a DataBundle's splits, or ``data`` itself for training) and of
+    ``test`` (given: it replaces a bundle's test split)."""
+    if not isinstance(data, (DataBundle, Dataset, DataLoader)):
+        raise TypeError(f"{argument}: expected a DataBundle, a torch Dataset of (input, label) items or a "
+                        f"DataLoader of (inputs, labels) batches, got {type(data).__name__}")
+    test = None if test is None else as_tensors(test, test_argument)
+    if isinstance(data, DataBundle):
+        return Split(data.train, data.test if test is None else test, data.augment, data.name)
+    return Split(as_tensors(data, argument), test, None, "tensors")
