@@ -65,7 +65,6 @@ def run(opts: dict, out=None) -> int:
     opts["agent"] = agent
     bundle = datasets.load(DATA)
     recipe = RECIPE | {"epochs": opts["epochs"]}
-    folder.mkdir(parents=True, exist_ok=True)
     cells = Cells(folder)
 
     plan = ["dense", *opts["methods"], "jackpot"]
@@ -109,7 +108,6 @@ class Cells:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        (folder / "cells").mkdir(exist_ok=True)
 
     def get(self, name: str, settings: dict, compute: Callable[[], dict]) -> dict:
         settings = json.loads(json.dumps(settings))
@@ -126,7 +124,6 @@ class Cells:
     def checkpoint(self, name: str, opts: dict) -> Path:
         """A checkpoint file of cell `name`, named by its settings (other settings never resume it)."""
         tag = hashlib.sha1(json.dumps(settings_of(opts, name), sort_keys=True).encode()).hexdigest()[:10]
-        (self.folder / "checkpoints").mkdir(exist_ok=True)
         return self.folder / "checkpoints" / f"{name}-{tag}.pt"
 
 
@@ -164,7 +161,6 @@ def _pruned(opts: dict, bundle, recipe: dict, method: str, folder: Path) -> dict
     started = time.perf_counter()
     masks = prune(model, method, opts["sparsity"], bundle, seed=opts["seed"], progress=opts["progress"], **options)
     prune_seconds = time.perf_counter() - started
-    (folder / "masks").mkdir(exist_ok=True)
     masks.save(folder / "masks" / f"{method}.safetensors")
     effective = effective_sparsity(model, masks, bundle.input_shape)
     trained = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], progress=opts["progress"])

@@ -1,14 +1,29 @@
 """panning.io: the one atomic writer (nothing torn or stray on any failure) and the one safe loader."""
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from panning.io import atomic_path, load_tensors, save_atomically, save_tensors, write_text
+from panning.io import (
+    WriteError,
+    atomic_folder,
+    atomic_path,
+    folder_lock,
+    load_tensors,
+    save_atomically,
+    save_tensors,
+    write_text,
+)
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
@@ -54,10 +69,91 @@ def test_written_files_get_the_permissions_of_a_plain_open(tmp_path):
     assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("t.safetensors", "x.txt")} == {expected}
 
 
-def test_writing_into_a_missing_folder_fails_cleanly(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        write_text(tmp_path / "missing" / "x.txt", "hello")
-    assert list(tmp_path.iterdir()) == []
+def test_writing_into_a_missing_folder_creates_it_and_a_failed_write_removes_it_again(tmp_path):
+    write_text(tmp_path / "made" / "x.txt", "hello")
+    assert (tmp_path / "made" / "x.txt").read_text() == "hello"
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        with atomic_path(tmp_path / "run" / "deeper" / "x.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("the writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made"]
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("writer", ["torch", "safetensors", "text", "folder"])
+def test_a_full_disk_is_one_write_error_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch, writer):
+    """Every writer's way of failing on a full disk (torch.save's "unexpected pos", safetensors' I/O error, a
+    plain OSError) is the same WriteError; the old file is kept and no temporary file or new folder remains."""
+    target = tmp_path / "old.pt"
+    target.write_bytes(b"old")
+    tensors = {"w": torch.zeros(10)}
+    if writer == "torch":  # torch.save reports a full disk as a RuntimeError of its zip writer, saying no more
+        monkeypatch.setattr("panning.io._free_bytes", lambda folder: 0)
+        monkeypatch.setattr(torch.serialization, "_open_zipfile_writer",
+                            lambda f: (_ for _ in ()).throw(RuntimeError("[enforce fail at inline_container.cc:672] "
+                                                                         ". unexpected pos 6656 vs 6560")))
+        write, path = (lambda: save_atomically(tensors, tmp_path / "new" / "old.pt")), tmp_path / "new" / "old.pt"
+        target = path
+    elif writer == "safetensors":
+        monkeypatch.setattr("panning.io.save_file", lambda *a, **k: (_ for _ in ()).throw(
+            SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")))
+        path = tmp_path / "new" / "m.safetensors"
+        write = lambda: save_tensors(tensors, path)  # noqa: E731
+    elif writer == "text":
+        monkeypatch.setattr(Path, "write_text", _no_space)
+        write, path = (lambda: write_text(target, "new")), target
+    else:
+        def write():
+            with atomic_folder(tmp_path / "snapshots" / "step-1") as folder:
+                (folder / "a.bin").write_bytes(b"a")
+                _no_space()
+        path = tmp_path / "snapshots" / "step-1"
+    with pytest.raises(WriteError) as error:
+        write()
+    assert str(error.value).startswith(f"cannot write {str(path)!r}: no space left on the device")
+    assert isinstance(error.value, OSError)  # the command line's one-line handler takes it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
+    assert (tmp_path / "old.pt").read_bytes() == b"old"
+
+
+def test_a_real_full_disk(tmp_path):
+    """A 64 KiB tmpfs, where root may mount one: torch.save's own failure there becomes the same WriteError."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        write_text(folder / "small.txt", "kept")
+        for write in (lambda path: save_atomically({"w": torch.zeros(100_000)}, path),
+                      lambda path: save_tensors({"w": torch.zeros(100_000)}, path.with_suffix(".safetensors"))):
+            with pytest.raises(WriteError, match="no space left on the device"):
+                write(folder / "run" / "big.pt")
+        assert [p.name for p in folder.iterdir()] == ["small.txt"]
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_folder_is_held_by_one_process_at_a_time(tmp_path):
+    with folder_lock(tmp_path / "ckpt", "checkpoint"):
+        lock = tmp_path / "ckpt" / ".lock"
+        assert lock.read_text() == str(os.getpid())
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            lock.write_text(str(other.pid))  # as if the other process held it
+            with pytest.raises(ValueError, match=rf"^checkpoint: '.*ckpt' is in use by another run \(process "
+                                                 rf"{other.pid}, lock file"):
+                with folder_lock(tmp_path / "ckpt", "checkpoint"):
+                    pass
+        finally:
+            other.kill()
+            other.wait()
+        with folder_lock(tmp_path / "ckpt", "checkpoint"):  # its process has ended: taken over
+            assert lock.read_text() == str(os.getpid())
+    assert not (tmp_path / "ckpt").exists()  # made for the run, nothing written into it: removed
 
 
 class Code:

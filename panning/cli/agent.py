@@ -8,6 +8,7 @@ learning curve); the checkpoint folder (default: OUT.checkpoint) is resumed if i
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .. import checks
@@ -71,11 +72,19 @@ def run(opts: dict) -> int:
     out = opts["out"]
     episodes: list[dict] = []
     started = time.perf_counter()
-    agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
-                        progress=opts["progress"],
-                        checkpoint=checkpoint_folder(opts),
-                        checkpoint_every=opts["checkpoint_every"], episodes=episodes,
-                        network=network_of(env, model=model_name, width=opts["width"], data=bundle.name), **settings)
+    try:
+        agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
+                            progress=opts["progress"], checkpoint=checkpoint_folder(opts),
+                            checkpoint_every=opts["checkpoint_every"], episodes=episodes,
+                            network=network_of(env, model=model_name, width=opts["width"], data=bundle.name),
+                            **settings)
+    except ValueError as error:  # a checkpoint of other settings, or in use: named by the options
+        if not str(error).startswith("checkpoint"):
+            raise
+        text = str(error).removeprefix("checkpoint: ").removeprefix("checkpoint ")
+        for opt in OPTIONS:
+            text = re.sub(rf"(\(|; ){opt.dest} ", rf"\g<1>{opt.name} ", text)
+        raise o.UsageError(f"--checkpoint: {text}") from None
     seconds = time.perf_counter() - started
     save_agent(agent, out, episodes)
     rewards = [row["reward"] for row in episodes]

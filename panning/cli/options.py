@@ -131,6 +131,18 @@ def output_folder(name: str, path: Path) -> Path:
     return _writable(name, existing, path)
 
 
+def distinct_files(opts: dict, *keys: str) -> None:
+    """Refuse two options of `keys` that name the same file (one would overwrite the other)."""
+    seen: dict[Path, str] = {}
+    for key in keys:
+        if opts.get(key) is not None:
+            path = Path(os.path.realpath(opts[key]))
+            if path in seen:
+                raise UsageError(f"--{key.replace('_', '-')}: the same file as --{seen[path].replace('_', '-')} "
+                                 f"({str(opts[key])!r}); writing one would destroy the other")
+            seen[path] = key
+
+
 def _writable(name: str, folder: Path, path: Path) -> Path:
     if not os.access(folder, os.W_OK):
         raise UsageError(f"{name}: the folder {str(folder)!r} is not writable")

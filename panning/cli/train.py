@@ -34,10 +34,11 @@ def resume_hint(opts: dict) -> str | None:
 def run(opts: dict) -> int:
     """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
     from .. import models
-    from ..io import load_tensors
+    from ..io import WriteError, load_tensors
     from ..train import RECIPES, train
     from .tables import print_row
 
+    o.distinct_files(opts, "checkpoint", "save")
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
@@ -55,9 +56,15 @@ def run(opts: dict) -> int:
             raise o.UsageError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
         raise
     if opts["save"] is not None:
-        models.save(opts["save"], model, name=model_name, input_shape=bundle.input_shape,
-                    num_classes=bundle.num_classes, width=opts["width"], data=bundle.name, seed=opts["seed"],
-                    test_acc=result.test_acc)
+        try:
+            models.save(opts["save"], model, name=model_name, input_shape=bundle.input_shape,
+                        num_classes=bundle.num_classes, width=opts["width"], data=bundle.name, seed=opts["seed"],
+                        test_acc=result.test_acc)
+        except WriteError as error:
+            kept = (f"the trained model is in the checkpoint {str(opts['checkpoint'])!r}: run the same command "
+                    "again, with space, to write it" if opts["checkpoint"] is not None else
+                    "the trained model is lost (--checkpoint keeps a run to write it again)")
+            raise WriteError(f"{error}; {kept}") from None
     print_row("panning train", {
         "data": bundle.name,
         "model": model_name + ("" if opts["width"] == 1.0 else f" x{opts['width']:g}"),

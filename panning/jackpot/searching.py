@@ -107,7 +107,6 @@ class SearchResult:
     def save(self, directory: str | os.PathLike) -> None:
         """Write masks.safetensors and scores.safetensors into `directory` (atomically each)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         self.masks.save(directory / "masks.safetensors")
         save_tensors({name: s.contiguous().cpu() for name, s in self.scores.items()},
                      directory / "scores.safetensors")

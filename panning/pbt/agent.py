@@ -12,6 +12,7 @@ safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.checkpoint).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -30,7 +31,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
 from .. import checks
-from ..io import atomic_path, save_figure, save_tensors, write_text
+from ..io import atomic_path, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
 from .vec_env import PanningVecEnv
@@ -120,25 +121,28 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     episodes = [] if episodes is None else episodes
     folder = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     network = network if network is not None else network_of(env)
-    if folder is not None and checkpoints.exists(folder):
-        checks.choice("algorithm", algorithm, ALGORITHMS)
-        wanted = {"algorithm": algorithm, "seed": seed, "settings": {**SETTINGS[algorithm], **settings}}
-        agent = resume(folder, env, network, episodes, wanted)
-    else:
-        agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
-    chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
-    bar = tqdm(total=timesteps, initial=min(agent.num_timesteps, timesteps), unit="step", dynamic_ncols=True,
-               desc="panning agent") if progress else None
-    callback = _Progress(episodes, bar)
-    try:
-        while agent.num_timesteps < timesteps:
-            agent.learn(total_timesteps=min(chunk, timesteps - agent.num_timesteps), reset_num_timesteps=False,
-                        callback=callback)
-            if folder is not None:
-                save_checkpoint(folder, agent, env, episodes)
-    finally:
-        if bar is not None:
-            bar.close()
+    with folder_lock(folder, "checkpoint") if folder is not None else contextlib.nullcontext():
+        if folder is not None and checkpoints.exists(folder):
+            checks.choice("algorithm", algorithm, ALGORITHMS)
+            wanted = {"algorithm": algorithm, "seed": seed, "settings": {**SETTINGS[algorithm], **settings},
+                      "env": env.core.settings()}
+            agent = resume(folder, env, network, episodes, wanted)
+        else:
+            agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
+        agent.panning_settings["env"] = env.core.settings()
+        chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
+        bar = tqdm(total=timesteps, initial=min(agent.num_timesteps, timesteps), unit="step", dynamic_ncols=True,
+                   desc="panning agent", disable=None) if progress else None
+        callback = _Progress(episodes, bar)
+        try:
+            while agent.num_timesteps < timesteps:
+                agent.learn(total_timesteps=min(chunk, timesteps - agent.num_timesteps), reset_num_timesteps=False,
+                            callback=callback)
+                if folder is not None:
+                    save_checkpoint(folder, agent, env, episodes)
+        finally:
+            if bar is not None:
+                bar.close()
     return agent
 
 
@@ -156,14 +160,17 @@ def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]
     values, tensors, arrays = checkpoints.load(folder)
     spec = values["agent"]
     check_network(spec["network"], network, folder)
-    # Compared setting by setting (the agent's settings one level down), as JSON stores them.
-    flat = lambda run: {**{k: v for k, v in run.items() if k != "settings"}, **run["settings"]}  # noqa: E731
-    saved, now = flat({key: spec[key] for key in wanted}), flat(json.loads(json.dumps(wanted)))
+    # Compared setting by setting (the agent's and the environment's settings one level down), as JSON stores
+    # them; a checkpoint written before the environment's settings were recorded has none to compare.
+    flat = lambda run: {**{k: v for k, v in run.items() if k not in ("settings", "env")},  # noqa: E731
+                        **run["settings"], **run.get("env", {})}
+    saved = flat({key: spec[key] for key in wanted if key in spec})
+    now = flat(json.loads(json.dumps({key: value for key, value in wanted.items() if key in spec})))
     differing = sorted(key for key in saved.keys() | now.keys() if saved.get(key) != now.get(key))
     if differing:
-        raise ValueError(f"checkpoint {str(folder)!r}: made with other {', '.join(differing)} (it has "
-                         f"{ {k: saved.get(k) for k in differing} }, this run { {k: now.get(k) for k in differing} }); "
-                         "continue with those or use another folder")
+        both = "; ".join(f"{key} {saved.get(key)!r} there, {now.get(key)!r} here" for key in differing)
+        raise ValueError(f"checkpoint {str(folder)!r}: made with other settings ({both}); continue with the "
+                         "checkpoint's, or start afresh with another checkpoint folder (or delete this one)")
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
     checkpoints.restore(agent, values, tensors, arrays)
     env.load_state(values["env"], tensors)
@@ -212,7 +219,6 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
-    agent_file(path, "").parent.mkdir(parents=True, exist_ok=True)
     weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
     save_tensors(weights, agent_file(path, ".safetensors"))
     text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)

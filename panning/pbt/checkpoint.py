@@ -5,13 +5,13 @@ A checkpoint folder holds `latest.json`, naming the newest complete snapshot `st
   the Python / NumPy / action-space random states, the environment's state and the episode log;
 - `tensors.safetensors`: policy and target networks, optimizer moments, torch's RNG state, the masks;
 - `buffer.npz`: the replay buffer (numpy, read with allow_pickle=False).
-A snapshot is written into a temporary folder, flushed, renamed into place, and only then is `latest.json`
-replaced (atomically); older snapshots are removed afterwards. Loading reads only what `latest.json` names.
+A snapshot is written into a temporary folder, flushed, renamed into place (panning.io.atomic_folder), and only
+then is `latest.json` replaced (atomically); older snapshots are removed afterwards. Loading reads only what
+`latest.json` names.
 """
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from ..io import write_text
+from ..io import atomic_folder, write_text
 
 FORMAT = 1
 POINTER = "latest.json"
@@ -122,31 +122,17 @@ def _tuplify(value):
 def save(folder: Path, values: dict, tensors: dict[str, torch.Tensor], arrays: dict[str, np.ndarray]) -> Path:
     """Write one snapshot and point `latest.json` at it; returns the snapshot's folder."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"step-{values['num_timesteps']:09d}"
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **values}))
-    save_file(tensors, str(tmp / "tensors.safetensors"))
-    with open(tmp / "buffer.npz", "wb") as f:
-        np.savez(f, **arrays)
-    for file in tmp.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
-    final = folder / name
-    if final.exists():  # a snapshot of the same step that latest.json may name: replace it in two renames
-        old = folder / f".{name}.{os.getpid()}.old"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+    with atomic_folder(folder / name) as tmp:  # a snapshot of the same step that latest.json may name is replaced
+        (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **values}))
+        save_file(tensors, str(tmp / "tensors.safetensors"))
+        with open(tmp / "buffer.npz", "wb") as f:
+            np.savez(f, **arrays)
     write_text(folder / POINTER, json.dumps({"snapshot": name}))
     for other in folder.iterdir():
         if other.is_dir() and other.name != name and (other.name.startswith("step-") or other.name.endswith(".tmp")):
             shutil.rmtree(other, ignore_errors=True)
-    return final
+    return folder / name
 
 
 def load(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:

@@ -27,6 +27,8 @@ panning.pbt.vec_env.PanningVecEnv the stable-baselines3 one for any B.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -247,6 +249,14 @@ class PanningLanes:
         return losses, gtgs
 
     # -- checkpointing ----------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """What this environment was made with that changes what an agent learns on it (JSON-able): a run resumed
+        from a checkpoint must have the same."""
+        curriculum = json.loads(json.dumps(dataclasses.asdict(self.curriculum)))
+        return {"lanes": self.lanes, "iterations": self.iterations, "per_class": self.indices.per_class,
+                "batches": self.batches, "temperature": self.temperature,
+                **{f"curriculum_{key}": value for key, value in curriculum.items()}}
+
     def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """(JSON-able values, tensors) that restore the environment exactly with load_state."""
         values = {"rng": self.rng.bit_generator.state, "loss_range": [self.loss_range.low, self.loss_range.high],

@@ -3,6 +3,7 @@ to the same agent bit for bit, nothing is unpickled on load, and an agent refuse
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -158,13 +159,30 @@ def test_an_agent_refuses_another_network(bundle, tmp_path):
 
 
 def test_a_checkpoint_continues_only_with_its_own_settings(bundle, tmp_path):
+    """Every setting of the agent and of its environment is recorded; another value of any is refused before a
+    step, naming it with both values (another lane count used to fail in numpy's broadcasting)."""
     train_agent(make(bundle, lanes=1), 40, seed=0, checkpoint=tmp_path / "ck", **FAST)
-    with pytest.raises(ValueError, match="made with other seed"):
-        train_agent(make(bundle, lanes=1), 80, seed=1, checkpoint=tmp_path / "ck", **FAST)
-    with pytest.raises(ValueError, match=r"made with other batch_size \(it has \{'batch_size': 32\}, this run "
-                                         r"\{'batch_size': 8\}\)"):
-        train_agent(make(bundle, lanes=1), 80, seed=0, checkpoint=tmp_path / "ck",
-                    **{**FAST, "batch_size": 8})
+    before = (tmp_path / "ck" / "latest.json").read_text()
+    cases = [({"seed": 1}, {}, "seed 0 there, 1 here"), ({"batch_size": 8}, {}, "batch_size 32 there, 8 here"),
+             ({}, {"lanes": 2}, "lanes 1 there, 2 here"), ({}, {"iterations": 5}, "iterations 4 there, 5 here"),
+             ({}, {"per_class": 3}, "per_class 4 there, 3 here"), ({}, {"batches": 3}, "batches 2 there, 3 here"),
+             ({}, {"curriculum": Curriculum(switch=70)}, "curriculum_switch 60 there, 70 here")]
+    for run, env, message in cases:
+        with pytest.raises(ValueError, match=rf"made with other settings \({message}\); continue with the "
+                                             r"checkpoint's, or start afresh with another checkpoint folder"):
+            train_agent(make(bundle, **{"lanes": 1, **env}), 80, checkpoint=tmp_path / "ck",
+                        **{"seed": 0, **FAST, **run})
+    assert (tmp_path / "ck" / "latest.json").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest.json", "step-000000040"]
+
+
+def test_a_checkpoint_folder_in_use_by_another_run_is_refused(bundle, tmp_path, monkeypatch):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / ".lock").write_text(str(os.getppid()))  # a live process that is not this one
+    with pytest.raises(ValueError, match=rf"^checkpoint: '.*ck' is in use by another run \(process {os.getppid()}"):
+        train_agent(make(bundle, lanes=1), 40, seed=0, checkpoint=folder, **FAST)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
 
 
 def test_an_agent_path_with_a_dot_keeps_its_whole_name(bundle, tmp_path):
