@@ -40,6 +40,7 @@ def pct(x: float, digits: int) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_table_report_plots(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", *TINY, "--quick", "--methods", "panning,rl_panning,synflow,random", "--sparsity", "0.8",
@@ -99,6 +100,7 @@ def test_demo_end_to_end_table_report_plots(tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == PNG and f"({name})" in report
 
 
+@pytest.mark.slow
 def test_rl_panning_row_with_an_agent(tmp_path, monkeypatch, capsys):
     agent = tmp_path / "agents" / "tiny"
     assert main(["agent", "--action", "train", "--data", "mnist1d", "--model", "cnn1d", "--width", "0.2",
@@ -126,6 +128,7 @@ def test_rl_panning_row_with_an_agent(tmp_path, monkeypatch, capsys):
     assert report_rows(other)["RL Panning"] == ["-", "-", "skipped", "-"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     args = ["demo", *TINY, "--methods", "magnitude,random,snip", "--sparsity", "0.8", "--out", str(out)]
@@ -162,6 +165,7 @@ def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeyp
     assert cell(out, "random")["settings"]["sparsity"] == 0.7
 
 
+@pytest.mark.slow
 def test_the_dense_training_resumes_from_its_checkpoint_to_the_same_result(tmp_path, monkeypatch):
     """Stopped after its first epoch, the dense training continues from train's checkpoint on the rerun and ends
     where an uninterrupted demo ends."""

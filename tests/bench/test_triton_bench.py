@@ -15,6 +15,7 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_gpu.py"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the benchmark would really run")
 def test_gpu_benchmark_refuses_to_run_without_a_gpu():
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}

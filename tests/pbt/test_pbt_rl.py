@@ -78,6 +78,7 @@ def test_env_draws_target_sparsity_per_episode_and_caches_dense_indices(bundle, 
     assert len(calls) == 2  # 2 batches, scored once each (when the environment is made) over 3 episodes of 5 steps
 
 
+@pytest.mark.slow
 def test_tiny_td3_run_rollout_save_and_load(bundle, tmp_path):
     env = make_env(bundle)
     agent = train_agent(make_env(bundle, PanningVecEnv, lanes=1), 200, learning_starts=50, batch_size=32)
