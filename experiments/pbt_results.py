@@ -33,11 +33,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from panning import data as datasets, models
+from panning import data as datasets, models, prune
 from panning.connectivity import collapse_report
 from panning.io import save_figure, write_text
 from panning.pbt.agent import agent_digest
-from panning.prune import prune
 from panning.train import PROTOCOL, train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,8 +34,8 @@ from .connectivity import effective_sparsity
 from .io import save_figure, write_text
 from .jackpot import magnitude_baseline, search
 from .pbt.agent import AGENTS, agent_differences, agent_digest, agent_file
+from .pbt.entry import prune
 from .pbt.methods import METHODS
-from .prune import prune
 from .train import PROTOCOL, evaluate, train
 
 DATA = "mnist1d"

@@ -1,7 +1,7 @@
 """Pruning before training: schedules, batches, the pruning loop, the methods, Panning, and
 (panning.pbt.env / panning.pbt.agent) the reinforcement-learning panning agent.
 
-Use `panning.prune(model, method=..., sparsity=..., data=...)` (panning.pbt.prune); this package holds the parts.
+Use `panning.prune(model, method=..., sparsity=..., data=...)` (panning.pbt.entry); this package holds the parts.
 """
 from .batches import Batches
 from .iterative import prune_loop

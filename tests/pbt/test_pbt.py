@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import panning.ops
-from panning import data, models
+from panning import data, models, prune
 from panning.arena import Arena
 from panning.pbt import (
     WEIGHTS_BY_SPARSITY,
@@ -21,7 +21,6 @@ from panning.pbt import (
     step_mask,
 )
 from panning.pbt.env import PanningEnv
-from panning.pbt.prune import prune
 
 
 def pan(indices, sparsity, *, iterations, policy=None, on_step=None):

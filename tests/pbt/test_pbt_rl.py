@@ -8,12 +8,11 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import panning.criteria
-from panning import data, models
+from panning import data, models, prune
 from panning.pbt.agent import load_agent, make_agent, rollout, save_agent, train_agent
 from panning.pbt.env import Curriculum, PanningEnv
 from panning.pbt.schedule import exponential_counts, keep_count
 from panning.pbt.vec_env import PanningVecEnv
-from panning.prune import prune
 
 
 @pytest.fixture(scope="module")

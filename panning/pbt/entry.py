@@ -1,4 +1,4 @@
-"""`panning.prune`: pruning before training with any method of panning.pbt, returning Masks."""
+"""`panning.prune`, the entry point of pruning before training: any method of panning.pbt, returning Masks."""
 from __future__ import annotations
 
 from collections.abc import Callable
