@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from panning import data as datasets, models, train as training
 from panning.arena import except_last
 from panning.io import save_figure, write_text
-from panning.jackpot import SearchSpace, layer_budgets, magnitude_mask, magnitude_masks, search
+from panning.jackpot import SearchSpace, magnitude_mask, magnitude_masks, search
+from panning.sparsity import layer_budgets
 
 # (data, model, width, sparsity): MNIST-1D at widths where the sparsity is not trivial, digits at 90%; in the
 # order they run (the done-when configurations first, the costly wide ones last).

@@ -10,7 +10,7 @@ from panning.arena import except_last
 from panning.cli import main
 from panning.masks import Masks
 from panning.pbt import METHODS
-from panning.pbt.schedule import keep_count
+from panning.sparsity import keep_count
 from panning.train import RECIPES, train
 
 FAST = {"iterations": 4, "per_class": 3}

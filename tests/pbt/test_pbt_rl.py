@@ -11,8 +11,8 @@ import panning.criteria
 from panning import data, models, prune
 from panning.pbt.agent import load_agent, make_agent, rollout, save_agent, train_agent
 from panning.pbt.env import Curriculum, PanningEnv
-from panning.pbt.schedule import exponential_counts, keep_count
 from panning.pbt.vec_env import PanningVecEnv
+from panning.sparsity import exponential_counts, keep_count
 
 
 @pytest.fixture(scope="module")
