@@ -24,8 +24,9 @@ from torch.nn import functional as F
 from panning import ops
 from panning.arena import Arena, except_last
 from panning.bench import interleaved, summary
-from panning.jackpot import Searcher, SearchSpace, initial_scores, layer_budgets
+from panning.jackpot import Searcher, SearchSpace, initial_scores
 from panning.models import build
+from panning.sparsity import layer_budgets
 
 # name -> (model, input shape, classes, width, batch)
 NETWORKS = {

@@ -26,7 +26,8 @@ from panning import data, models
 from panning.arena import PRUNABLE, Arena
 from panning.bench import interleaved, summary
 from panning.data import class_balanced_batch
-from panning.pbt import PanningIndices, PanningScorer, exponential_counts, global_mask, index_weights
+from panning.pbt import PanningIndices, PanningScorer, index_weights
+from panning.sparsity import exponential_counts, global_mask
 
 torch.set_num_threads(1)
 

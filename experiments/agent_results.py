@@ -5,7 +5,7 @@ Accuracy comes from the pruning-before-training runs (experiments/pbt_results.py
 the shipped agent on mnist1d under the same protocol as every other row, 3 seeds), so there is one training
 recipe and one record. This script adds what only the agent has: the episode reward of the agent's
 deterministic rollout, the hand schedule and random actions in the training environment, at each target, and
-the agent's training cost. The reward table is cached in bench/results/agent-mnist1d.json with the agent's digest
+the agent's training cost. The reward table is cached in experiments/results/agent-mnist1d.json with the agent's digest
 and remeasured when the agent changes.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/pbt_results.py     # the accuracy rows first
@@ -30,7 +30,7 @@ from panning.pbt.env import PanningEnv
 from pbt_results import SINGLE, SPARSITIES, STEM as PBT_STEM, summarize  # this folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "experiments" / "results"
 STEM = "agent-mnist1d"
 PBT = RESULTS / f"{PBT_STEM}.json"
 AGENT = ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
@@ -89,8 +89,8 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
              "", f"Agent: `{agent.relative_to(ROOT)}` ({spec['algorithm']}, seed {spec['seed']}, {spec['timesteps']} "
              "transitions; its training cost is in docs/agent.md).", "",
              "Test accuracy (%) after training, from the pruning-before-training runs "
-             "(bench/results/pbt-mnist1d-digits.md: same protocol, recipe and seeds for every row), mean ± std over "
-             "the seeds (n), and the mean effective sparsity:", "", *header]
+             "(experiments/results/pbt-mnist1d-digits.md: same protocol, recipe and seeds for every row), "
+             "mean ± std over the seeds (n), and the mean effective sparsity:", "", *header]
     for label in ("rl_panning", "panning"):
         cells = (cell(summarize(runs, "mnist1d", label, s)) for s in SPARSITIES)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

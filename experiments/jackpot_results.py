@@ -11,7 +11,7 @@ panning.train and the model's recipe, splits digits, and orders the search's bat
   - why the safe start (seed 0 of the first two configurations, search seed 100, 3 epochs): starts |w| and
     flat at lr 0.1 and 0.01, and how far one lr-0.1 step moves the scores against the flat start's margin.
 Every finished cell is cached in --cache/cells.json (atomically), so an interrupted run continues where it
-stopped. Writes bench/results/jackpot-mnist1d-digits.md, .png and .json.
+stopped. Writes experiments/results/jackpot-mnist1d-digits.md, .png and .json.
 
     nice -n 10 .venv/bin/python experiments/jackpot_results.py          # one thread; --seeds 3 by default
 """
@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from panning import data as datasets, models, train as training
 from panning.arena import except_last
 from panning.io import save_figure, write_text
-from panning.jackpot import SearchSpace, layer_budgets, magnitude_mask, magnitude_masks, search
+from panning.jackpot import SearchSpace, magnitude_mask, magnitude_masks, search
+from panning.sparsity import layer_budgets
 
 # (data, model, width, sparsity): MNIST-1D at widths where the sparsity is not trivial, digits at 90%; in the
 # order they run (the done-when configurations first, the costly wide ones last).
@@ -46,7 +47,7 @@ ABLATION_EPOCHS = 30
 PROBES = {"|w|, lr 0.1 (safe)": dict(), "|w|, lr 0.01": dict(lr=0.01), "flat, lr 0.1": dict(init="flat"),
           "flat, lr 0.01": dict(init="flat", lr=0.01), "authors' preset": dict(preset="authors")}
 PROBED = PROTOCOL[:2]
-OUT = Path("bench/results/jackpot-mnist1d-digits")
+OUT = Path("experiments/results/jackpot-mnist1d-digits")
 
 
 class Cells:

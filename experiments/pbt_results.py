@@ -6,7 +6,7 @@ and trained with the data set's recipe (masks held at zero); its final test accu
 run is one JSON file under --runs (written atomically); a run whose file exists with the same settings is
 skipped, so an interrupted invocation resumes where it stopped. Runs go seed by seed (both data sets, the
 main grid then the ablation), so a cut-short invocation leaves whole seeds.
-At the end the script writes bench/results/pbt-mnist1d-digits.{md,png,json} from every run present. The
+At the end the script writes experiments/results/pbt-mnist1d-digits.{md,png,json} from every run present. The
 committed JSON is the durable record: its runs count as done (when their settings are current) even where the
 runs folder is empty, e.g. on a fresh clone, so a new row runs alone.
 
@@ -33,15 +33,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from panning import data as datasets, models
+from panning import data as datasets, models, prune
 from panning.connectivity import collapse_report
 from panning.io import save_figure, write_text
 from panning.pbt.agent import agent_digest
-from panning.prune import prune
 from panning.train import PROTOCOL, train
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "experiments" / "results"
 STEM = "pbt-mnist1d-digits"
 
 #: data set -> model, width and training recipe: the protocol of panning.train.PROTOCOL.

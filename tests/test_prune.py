@@ -5,13 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from panning import data, models
+from panning import data, models, prune
 from panning.arena import except_last
 from panning.cli import main
 from panning.masks import Masks
 from panning.pbt import METHODS
-from panning.pbt.schedule import keep_count
-from panning.prune import prune
+from panning.sparsity import keep_count
 from panning.train import RECIPES, train
 
 FAST = {"iterations": 4, "per_class": 3}
@@ -127,3 +126,13 @@ def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
     assert "unknown option" in capsys.readouterr().err
     assert main(["prune", "--data", "synthetic", "--method", "snip", "--iterations", "3"]) == 2
     assert "does not accept" in capsys.readouterr().err
+
+
+def test_panning_prune_is_the_entry_point_function_and_no_module_shadows_it():
+    import importlib.util
+
+    import panning
+    import panning.pbt.entry
+
+    assert importlib.util.find_spec("panning.prune") is None
+    assert panning.prune is panning.pbt.entry.prune and callable(panning.prune)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 #: Only the budgets shrink; every call, argument name and value that is not a budget stays as the README has it.
@@ -15,6 +17,7 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     (block,) = python_blocks(README.read_text())
     for pattern, budget in SMALLER:

@@ -1,4 +1,4 @@
-"""`panning demo`: both jobs of the library in small on MNIST-1D (panning.demo), resumable.
+"""`panning demo`: both jobs of the library in small on MNIST-1D (panning.cli.demo_run), resumable.
 
     panning demo                      # the full demo: a few minutes on 2 CPU cores
     panning demo --quick              # about a minute: fewer epochs and steps (the report says so)
@@ -68,6 +68,6 @@ def resume_hint(opts: dict) -> str:
 
 
 def run(opts: dict) -> int:
-    from .. import demo
+    from . import demo_run
 
-    return demo.run(opts)
+    return demo_run.run(opts)

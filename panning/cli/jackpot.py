@@ -41,7 +41,7 @@ OPTIONS = (
            check=o.one_of("panning.jackpot.searching", "RESTRICTIONS")),
     Option("bn-reestimation", boolean, "re-estimate BatchNorm statistics for the start mask; default: the preset's"),
     Option("budget", str, "per-layer budgets: global (one magnitude threshold) or uniform" + _SEARCH,
-           check=o.one_of("panning.jackpot.budget", "BUDGETS")),
+           check=o.one_of("panning.sparsity", "BUDGETS")),
     Option("include-classifier", boolean, "search the last layer too" + _SEARCH),
     o.BATCH_SIZE.but(help="global batch size" + _SEARCH),
     o.LR.but(help="score learning rate; default: the preset's"),

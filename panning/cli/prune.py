@@ -37,8 +37,8 @@ def run(opts: dict) -> int:
 
     from ..arena import except_last, prunable
     from ..connectivity import collapse_report
+    from ..pbt.entry import prune
     from ..pbt.methods import METHODS
-    from ..prune import prune
 
     method = METHODS[opts["method"]]
     extra = {key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None}

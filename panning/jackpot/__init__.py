@@ -9,22 +9,13 @@ swaps the loss does not object to. See docs/jackpot.md.
     result.masks          # panning.masks.Masks; result.model wears them
     panning.jackpot.search(model, data, sparsity=0.9, preset="authors")   # the authors' code, step for step
 """
-from .budget import (
-    BUDGETS,
-    INITS,
-    ROUNDINGS,
-    initial_scores,
-    layer_budgets,
-    magnitude_baseline,
-    magnitude_mask,
-    magnitude_masks,
-)
+from .budget import INITS, initial_scores, magnitude_baseline, magnitude_mask, magnitude_masks
 from .finetune import finetune
 from .restriction import rate, short_restriction, top_k_refresh
 from .searching import PRESETS, RESTRICTIONS, EpochRecord, Searcher, SearchResult, resolve_settings, search
 from .space import SearchSpace
 
-__all__ = ["BUDGETS", "INITS", "PRESETS", "RESTRICTIONS", "ROUNDINGS", "EpochRecord", "SearchResult",
-           "SearchSpace", "Searcher", "finetune", "initial_scores", "layer_budgets", "magnitude_baseline",
+__all__ = ["INITS", "PRESETS", "RESTRICTIONS", "EpochRecord", "SearchResult",
+           "SearchSpace", "Searcher", "finetune", "initial_scores", "magnitude_baseline",
            "magnitude_mask", "magnitude_masks", "rate", "resolve_settings", "search", "short_restriction",
            "top_k_refresh"]

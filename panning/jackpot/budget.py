@@ -1,10 +1,9 @@
-"""Per-layer budgets and the starting scores of a lottery-jackpot search.
+"""The magnitude masks and the starting scores of a lottery-jackpot search.
 
-The search keeps exactly k[s] weights in every layer s of the arena. The budgets come from one global
-magnitude threshold over all prunable weights (as magnitude pruning would place them), or uniformly (the
-same kept fraction in every layer). `rounding="floor"` counts them as the authors' code does (kept weights
-int((1 - s) * N) before the threshold, then int(size * pruned fraction) pruned per layer); the default
-rounds to the nearest count.
+The search keeps exactly k[s] weights in every layer s of the arena: the per-layer budgets of
+panning.sparsity.layer_budgets, from one global magnitude threshold over all prunable weights (as magnitude
+pruning would place them) or uniform (the same kept fraction in every layer), rounded "nearest" or "floor"
+(the authors' counts).
 
 Starting scores (docs/jackpot.md, "Starts"):
 - "magnitude" (default): scores = |w|. Their per-layer top-k is the magnitude mask, and the margin between
@@ -24,46 +23,13 @@ from torch import nn
 from .. import checks, ops
 from ..arena import Arena, except_last, prunable
 from ..masks import Masks
+from ..sparsity import BUDGETS, ROUNDINGS, layer_budgets
 from ..train import evaluate, reestimate_batchnorm
 
-BUDGETS = ("global", "uniform")
 INITS = ("magnitude", "flat", "random")
-ROUNDINGS = ("nearest", "floor")
 
 #: Score gap of the authors' flat start: kept weights score 1, pruned ones 1 - FLAT_MARGIN.
 FLAT_MARGIN = 0.01
-
-
-def _segment_counts(arena: Arena, flat: torch.Tensor) -> torch.Tensor:
-    """How many True entries every segment of a flat bool buffer holds, as int64 on the host."""
-    ends = torch.cat([flat.new_zeros(1, dtype=torch.int64), flat.cumsum(0, dtype=torch.int64)]).cpu()
-    return ends[arena.offsets[1:]] - ends[arena.offsets[:-1]]
-
-
-def layer_budgets(arena: Arena, sparsity: float, *, budget: str = "global", rounding: str = "nearest") -> torch.Tensor:
-    """Kept weights per layer, an (S,) int64 tensor on the host.
-
-    "global": one magnitude threshold for all layers. nearest: k[s] is the number of layer-s weights among
-    the round((1 - sparsity) * N) largest |w| of the arena (ties to the lower flat index), so sum(k) is that
-    count. floor (the authors' count): the threshold is the int((1 - sparsity) * N)-th largest |w|, layer s
-    prunes int(size[s] * f[s]) weights where f[s] is the fraction of its |w| strictly below the threshold.
-    "uniform": k[s] = round((1 - sparsity) * size[s]) (nearest) or size[s] - int(size[s] * sparsity) (floor).
-    The arguments are checked by the callers (`search`, `magnitude_masks`).
-    """
-    sizes = arena.sizes
-    if budget == "uniform":
-        if rounding == "nearest":
-            return torch.round((1.0 - sparsity) * sizes.double()).to(torch.int64)
-        return torch.tensor([n - int(n * sparsity) for n in sizes.tolist()], dtype=torch.int64)
-    magnitudes = arena.weights.detach().abs()
-    if rounding == "nearest":
-        return _segment_counts(arena, ops.topk_mask(magnitudes, round((1.0 - sparsity) * arena.numel)))
-    kept = int(arena.numel * (1.0 - sparsity))
-    if kept == 0:
-        return torch.zeros(len(arena), dtype=torch.int64)
-    threshold = torch.topk(magnitudes, kept).values[-1]
-    below = _segment_counts(arena, magnitudes < threshold).tolist()
-    return torch.tensor([n - int(n * (b / n)) for n, b in zip(sizes.tolist(), below)], dtype=torch.int64)
 
 
 def magnitude_mask(arena: Arena, k: torch.Tensor) -> torch.Tensor:

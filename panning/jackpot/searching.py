@@ -49,8 +49,9 @@ from ..arena import except_last, prunable
 from ..data import Data, split
 from ..io import derived_generator, save_atomically, save_tensors
 from ..masks import Masks
+from ..sparsity import BUDGETS, layer_budgets
 from ..train import Loop, check_run, cosine, evaluate, reestimate_batchnorm
-from .budget import BUDGETS, INITS, initial_scores, layer_budgets, magnitude_mask
+from .budget import INITS, initial_scores, magnitude_mask
 from .restriction import rate, short_restriction, top_k_refresh
 from .space import SearchSpace
 

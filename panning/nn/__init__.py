@@ -6,8 +6,8 @@
     panning.densify(model)                        # a plain torch model with the zeros baked in
 """
 from .convert import dense_state_dict, densify, sparsify
+from .global_pruning import global_prune
 from .layers import AUTO_MAX_DENSITY, MODES, SparseConv1d, SparseConv2d, SparseLayer, SparseLinear
-from .prune import global_prune
 
 __all__ = ["AUTO_MAX_DENSITY", "MODES", "SparseConv1d", "SparseConv2d", "SparseLayer", "SparseLinear",
            "dense_state_dict", "densify", "global_prune", "sparsify"]

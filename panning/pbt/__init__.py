@@ -1,11 +1,11 @@
-"""Pruning before training: schedules, batches, the pruning loop, the methods, Panning, and
+"""Pruning before training: batches, the pruning loop, the methods, Panning, and
 (panning.pbt.env / panning.pbt.agent) the reinforcement-learning panning agent.
 
-Use `panning.prune(model, method=..., sparsity=..., data=...)` (panning.pbt.prune); this package holds the parts.
+Use `panning.prune(model, method=..., sparsity=..., data=...)` (panning.pbt.entry); this package holds the parts.
+Kept counts, the exponential schedule and the global mask are panning.sparsity's.
 """
 from .batches import Batches
 from .iterative import prune_loop
-from .masking import global_mask
 from .methods import METHODS, Method, Problem
 from .panning import (
     INDICES,
@@ -19,9 +19,7 @@ from .panning import (
     index_weights,
     step_mask,
 )
-from .schedule import exponential, exponential_counts, keep_count, scheduled_sparsities
 
 __all__ = ["Batches", "HandPolicy", "INDICES", "METHODS", "Method", "PanningIndices",
-           "PanningScorer", "Problem", "VARIANTS", "WEIGHTS_BY_SPARSITY", "combine", "exponential",
-           "exponential_counts", "global_mask", "hand_policy", "index_weights", "keep_count", "prune_loop",
-           "scheduled_sparsities", "step_mask"]
+           "PanningScorer", "Problem", "VARIANTS", "WEIGHTS_BY_SPARSITY", "combine", "hand_policy",
+           "index_weights", "prune_loop", "step_mask"]

@@ -41,8 +41,8 @@ from .. import checks, criteria, ops
 from ..arena import Arena
 from ..criteria import _checks, lanes as lowered, passes
 from ..criteria._functional import loss_grad
+from ..sparsity import exponential_counts, scheduled_sparsities
 from .panning import PanningIndices
-from .schedule import exponential_counts, scheduled_sparsities
 
 SPARSITY_PENALTY = 100.0
 GRADNORM_DIVISOR = 5.0

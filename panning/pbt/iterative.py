@@ -1,7 +1,7 @@
 """The pruning loop: every iterative method (SynFlow, iterative SNIP, FORCE, Panning) is a scorer in it.
 
-As in Synaptic-Flow's `prune_loop`: a scorer only computes scores; the schedule (the kept counts, from
-panning.pbt.schedule) and the masking (one global top-k, panning.pbt.masking) live here.
+As in Synaptic-Flow's `prune_loop`: a scorer only computes scores; the loop applies the schedule (the kept
+counts) and the masking (one global top-k), both from panning.sparsity.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .masking import global_mask
+from ..sparsity import global_mask
 
 #: score(step, mask) -> flat scores of every weight, given the mask after the previous step (all True first).
 Scorer = Callable[[int, torch.Tensor], torch.Tensor]

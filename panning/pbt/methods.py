@@ -19,10 +19,10 @@ from .. import checks, criteria
 from ..arena import Arena
 from ..criteria import passes
 from ..ops import product_score
+from ..sparsity import ROUNDINGS, exponential_counts
 from .batches import Batches
 from .iterative import Scorer, StepHook, prune_loop
 from .panning import VARIANTS, PanningIndices, PanningScorer
-from .schedule import ROUNDINGS, exponential_counts
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Problem:
     def one_shot(self, scores: torch.Tensor) -> torch.Tensor:
         return self.loop(lambda step, mask: scores, 1, keep_pruned=True)
 
-    def loop(self, score: Scorer, iterations: int, *, keep_pruned: bool, rounding: str = "round") -> torch.Tensor:
+    def loop(self, score: Scorer, iterations: int, *, keep_pruned: bool, rounding: str = "nearest") -> torch.Tensor:
         counts = exponential_counts(self.arena.numel, self.sparsity, iterations, rounding)
         return prune_loop(score, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
                           on_step=self.on_step)
@@ -139,7 +139,7 @@ METHODS: dict[str, Method] = {
     "iterative_snip": Method(iterative_snip, True, {**_ITERATIONS, **_BATCH}),
     "force": Method(force, True, {**_ITERATIONS, **_BATCH}),
     "panning": Method(panning, True, {**_ITERATIONS, **_BATCH, "temperature": criteria.TEMPERATURE,
-                                      "indices": "authors", "rounding": "round"}),
+                                      "indices": "authors", "rounding": "nearest"}),
     "rl_panning": Method(rl_panning, True, {"agent": None, **_ITERATIONS, **_BATCH,
                                             "temperature": criteria.TEMPERATURE}),
 }

@@ -23,9 +23,8 @@ from torch.utils.data import Dataset
 
 from .. import criteria, ops
 from ..criteria import passes
+from ..sparsity import global_mask, scheduled_sparsities
 from .batches import Batches
-from .masking import global_mask
-from .schedule import scheduled_sparsities
 
 #: The order of the indices in every (3, N) index stack and every weight vector.
 INDICES = ("synflow", "snip", "grasp")

@@ -92,6 +92,7 @@ def test_checkpoint_and_save(tmp_path, capsys):
     assert _row(capsys.readouterr().out)[4] == "1"
 
 
+@pytest.mark.slow
 def test_runs_as_a_module():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(

@@ -105,6 +105,7 @@ def run_until_checkpoint(command: list[str], checkpoints: Path, pattern: str,
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stopped_training_says_how_to_resume(stop, tmp_path):
     checkpoint = tmp_path / "run.pt"
@@ -117,6 +118,7 @@ def test_a_stopped_training_says_how_to_resume(stop, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]
 
 
+@pytest.mark.slow
 def test_a_stopped_jackpot_search_says_how_to_resume(tmp_path):
     bundle = data.load("synthetic")
     dense = tmp_path / "dense.pt"

@@ -54,7 +54,7 @@ def test_float32_synflow_agrees_with_float64():
     s64 = criteria.synflow(net64, a64, (1, 40), mask=mask)
     assert s32.dtype == torch.float32 and s64.dtype == torch.float64
     torch.testing.assert_close(s32.double(), s64, rtol=1e-5, atol=1e-6 * float(s64.abs().max()))
-    from panning.prune import prune
+    from panning import prune
     for sparsity in (0.9, 0.99):
         m32 = prune(net32, "synflow", sparsity, input_shape=(1, 40), iterations=100)
         m64 = prune(net64, "synflow", sparsity, input_shape=(1, 40), iterations=100)
@@ -96,9 +96,8 @@ def test_flow_effective_mask_equals_connectivity_without_biases():
 
 def test_prune_never_rechecks_the_model_against_its_arena(monkeypatch):
     """prune builds the arena from the model itself, so no step (and no internal criterion call) checks them."""
-    from panning import data
+    from panning import data, prune
     from panning.criteria import _checks
-    from panning.prune import prune
     calls = []
     original = _checks.model_and_arena
     monkeypatch.setattr(_checks, "model_and_arena", lambda *a: calls.append(1) or original(*a))

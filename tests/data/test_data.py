@@ -12,6 +12,7 @@ from panning.data.augment import crop_flip
 from ..cifar_folder import LAYOUTS, write_cifar
 
 
+@pytest.mark.slow
 def test_mnist1d_shapes_and_cache():
     bundle = data.load("mnist1d")
     x, y = bundle.train.tensors

@@ -17,7 +17,6 @@ from panning.jackpot import (
     SearchSpace,
     finetune,
     initial_scores,
-    layer_budgets,
     magnitude_mask,
     magnitude_masks,
     rate,
@@ -26,6 +25,7 @@ from panning.jackpot import (
     top_k_refresh,
 )
 from panning.nn import SparseLayer
+from panning.sparsity import layer_budgets
 
 
 def small_net() -> nn.Module:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -16,6 +17,7 @@ from torch.utils.data import TensorDataset
 from panning import data as datasets
 from panning.jackpot import search
 
+pytestmark = pytest.mark.slow
 SETTINGS = dict(sparsity=0.8, epochs=2, batch_size=32, restriction="short", monitor=True, progress=False, seed=3)
 
 

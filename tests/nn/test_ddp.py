@@ -6,6 +6,7 @@ import faulthandler
 import os
 import time
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -15,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from panning.masks import Masks
 from panning.nn import global_prune, sparsify
 
+pytestmark = pytest.mark.slow
 WORLD = 2
 STEPS = 3
 DEADLINE_S = 120

@@ -302,6 +302,7 @@ def test_auto_mode_takes_the_compressed_path_only_with_a_fast_kernel(monkeypatch
     assert layer.path == "masked"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 @pytest.mark.parametrize("mode", MODES)
 def test_torch_compile_matches_eager(backend, mode):

@@ -26,8 +26,9 @@ def _nvcc() -> str | None:
 
 
 NVCC = _nvcc()
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, CUDA_HOME, /usr/local/cuda): "
-                                                     "the CUDA sources cannot be compile-checked on this machine")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, CUDA_HOME, /usr/local/cuda): "
+                                                      "the CUDA sources cannot be compile-checked on this machine")]
 
 
 def _generic_arch() -> str:

@@ -22,7 +22,8 @@ from panning.ops import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 CXX = shutil.which("g++") or shutil.which("clang++")
-pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to build the CUDA emulation")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++ or clang++) to build the CUDA emulation")]
 
 # Stands in for <cuda_runtime_api.h> (found first on the include path) and the CUDA built-ins.
 EMULATION = r"""

@@ -344,6 +344,7 @@ def test_compiled_cpu_backend_is_built_and_the_default_where_it_measured_faster(
         assert dispatch.resolve(f"{op}_fwd", cpu) == dispatch.resolve(f"{op}_bwd", cpu)
 
 
+@pytest.mark.slow
 def test_ops_work_under_torch_compile():
     x, w, mask, b = _linear_inputs(4, 6, 3, torch.float32)
     w = w.requires_grad_()

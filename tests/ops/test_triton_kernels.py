@@ -47,6 +47,7 @@ def test_topk_global_with_ties(dtype, n, k):
     assert int(got.sum()) == k
 
 
+@pytest.mark.slow
 def test_topk_special_values():
     values = [0.0, -0.0, float("inf"), -float("inf"), 0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38,
               float("inf"), 0.0, -float("inf"), 1.0]
@@ -63,6 +64,7 @@ def test_topk_all_equal_keeps_lowest_indices():
         assert got[:123].all() and not got[123:].any()
 
 
+@pytest.mark.slow
 def test_topk_batched_rows_and_many_segments():
     g = gen(1)
     sizes = torch.randint(0, 40, (16,), generator=g)
@@ -89,6 +91,7 @@ def test_topk_nan_is_rejected_by_the_kernel():
 
 @pytest.mark.parametrize("dtype,digit_bits", [(torch.float32, 8), (torch.float32, 11), (torch.float64, 12),
                                               (torch.bfloat16, 8)])
+@pytest.mark.slow
 def test_topk_kernel_ties_across_many_tiles(dtype, digit_bits):
     """Small tiles: equal scores spread over many tiles and segments need the tile prefix sums."""
     g = gen(digit_bits)
@@ -123,6 +126,7 @@ def test_saliency_constant_index_empty_and_float64():
                         backend="triton").shape == (2, 0)
 
 
+@pytest.mark.slow
 def test_saliency_kernel_many_tiles_keeps_precision():
     """Small tiles and merges cross every boundary; the large offset tests the float64 statistics."""
     g = gen(3)
@@ -190,6 +194,7 @@ def test_masked_linear_half(dtype):
     torch.testing.assert_close(got, want, **_tolerance(dtype))
 
 
+@pytest.mark.slow
 def test_masked_linear_gradcheck():
     x, w, mask, bias = _linear(4, 6, 3, torch.float64, seed=7)
     x, w, bias = (t.requires_grad_() for t in (x, w, bias))
@@ -219,6 +224,7 @@ def test_sparse_linear_forward_and_gradients(m, i, o, density, dtype):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.slow
 def test_sparse_linear_bfloat16_and_gradcheck():
     x, w, mask, bias = _linear(7, 30, 12, torch.bfloat16, seed=8)
     sw = ops.to_sparse(w, mask, backend="triton")

@@ -36,6 +36,7 @@ def same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_seeded_training_is_deterministic(bundle):
     first = train_agent(make(bundle, lanes=2), 120, seed=3, **FAST)
     second = train_agent(make(bundle, lanes=2), 120, seed=3, **FAST)
@@ -43,6 +44,7 @@ def test_seeded_training_is_deterministic(bundle):
     assert same_weights(first, second) and not same_weights(first, other)
 
 
+@pytest.mark.slow
 def test_a_short_training_run_beats_random_actions(bundle):
     """At a fixed target of 95% on a tiny MLP, 400-step TD3 runs (seeds 0, 1, 2) learn index weights whose
     episodes earn, averaged over the three seeds, more than random actions' by more than three standard errors
@@ -77,6 +79,7 @@ RESUMABLE = {"td3": dict(learning_starts=40, batch_size=32), "ddpg": dict(learni
              "ppo": dict(n_steps=20, batch_size=20)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", list(RESUMABLE))
 def test_a_crashed_run_resumes_to_the_same_agent_bit_for_bit(bundle, tmp_path, monkeypatch, algorithm):
     options = dict(algorithm=algorithm, seed=1, checkpoint_every=40, **RESUMABLE[algorithm])

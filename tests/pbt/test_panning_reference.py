@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panning import data, models
+from panning import data, models, prune
 from panning.arena import Arena
 from panning.data import class_balanced_batch
-from panning.pbt import HandPolicy, PanningIndices, PanningScorer, exponential_counts, prune_loop
-from panning.prune import prune
+from panning.pbt import HandPolicy, PanningIndices, PanningScorer, prune_loop
+from panning.sparsity import exponential_counts
 
 STAIRS = (0.8, 0.9, 0.98, 0.99, 1.0)
 STAGE_WEIGHTS = ((0.2, 0.5, 0.3), (0.2, 0.4, 0.4), (0.2, 0.3, 0.5), (0.4, 0.2, 0.4), (0.5, 0.0, 0.5))

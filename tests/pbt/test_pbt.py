@@ -6,22 +6,11 @@ import torch
 from torch import nn
 
 import panning.ops
-from panning import data, models
+from panning import data, models, prune
 from panning.arena import Arena
-from panning.pbt import (
-    WEIGHTS_BY_SPARSITY,
-    PanningIndices,
-    PanningScorer,
-    exponential,
-    exponential_counts,
-    global_mask,
-    index_weights,
-    keep_count,
-    prune_loop,
-    step_mask,
-)
+from panning.pbt import WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, index_weights, prune_loop, step_mask
 from panning.pbt.env import PanningEnv
-from panning.pbt.prune import prune
+from panning.sparsity import exponential_counts, keep_count
 
 
 def pan(indices, sparsity, *, iterations, policy=None, on_step=None):
@@ -41,16 +30,7 @@ def small_mlp(seed: int = 0) -> nn.Module:
     return models.build("mlp", (8,), 3, width=0.1)  # 8 -> 10 -> 10 -> 3: 210 weights
 
 
-# -- schedule and masks -------------------------------------------------------------------------------
-
-def test_exponential_schedule_follows_the_formula():
-    kept = exponential(0.99, 4)
-    assert kept == pytest.approx([0.01 ** 0.25, 0.01 ** 0.5, 0.01 ** 0.75, 0.01])
-    counts = exponential_counts(1000, 0.99, 4)
-    assert counts == [round(1000 * k) for k in kept] and counts[-1] == keep_count(1000, 0.99) == 10
-    assert all(a >= b for a, b in zip(counts, counts[1:]))
-    assert exponential_counts(7, 0.5, 3)[-1] == keep_count(7, 0.5) == 4  # round half to even, one rule
-
+# -- the pruning loop ---------------------------------------------------------------------------------
 
 # The schedules and the Panning table are internal: panning.prune checks sparsity and steps before them.
 @pytest.mark.parametrize("method", ["synflow", "panning"])
@@ -63,15 +43,6 @@ def test_bad_sparsity_is_refused_before_any_schedule(bundle, method, bad):
 def test_bad_steps_are_refused_before_any_schedule(bundle):
     with pytest.raises(ValueError, match="iterations"):
         prune(small_mlp(), "synflow", 0.5, bundle, iterations=0)
-
-
-def test_global_mask_is_exact_and_respects_within():
-    scores = torch.tensor([5.0, 1.0, 4.0, 4.0, 3.0, 0.0])
-    assert global_mask(scores, 3).tolist() == [True, False, True, True, False, False]
-    within = torch.tensor([True, True, False, True, True, True])
-    assert global_mask(scores, 3, within=within).tolist() == [True, False, False, True, True, False]
-    with pytest.raises(ValueError, match="k"):
-        global_mask(scores, 6, within=within)
 
 
 def test_iterate_keep_pruned_gives_nested_masks_and_the_final_count():

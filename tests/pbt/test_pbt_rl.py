@@ -8,12 +8,11 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import panning.criteria
-from panning import data, models
+from panning import data, models, prune
 from panning.pbt.agent import load_agent, make_agent, rollout, save_agent, train_agent
 from panning.pbt.env import Curriculum, PanningEnv
-from panning.pbt.schedule import exponential_counts, keep_count
 from panning.pbt.vec_env import PanningVecEnv
-from panning.prune import prune
+from panning.sparsity import exponential_counts, keep_count
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +77,7 @@ def test_env_draws_target_sparsity_per_episode_and_caches_dense_indices(bundle, 
     assert len(calls) == 2  # 2 batches, scored once each (when the environment is made) over 3 episodes of 5 steps
 
 
+@pytest.mark.slow
 def test_tiny_td3_run_rollout_save_and_load(bundle, tmp_path):
     env = make_env(bundle)
     agent = train_agent(make_env(bundle, PanningVecEnv, lanes=1), 200, learning_starts=50, batch_size=32)

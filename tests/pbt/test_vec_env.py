@@ -17,8 +17,8 @@ from panning.connectivity import effective_sparsity
 from panning.masks import Masks
 from panning.pbt.env import Curriculum, PanningEnv, PanningLanes
 from panning.pbt.panning import step_mask
-from panning.pbt.schedule import exponential_counts
 from panning.pbt.vec_env import PanningVecEnv
+from panning.sparsity import exponential_counts
 
 SHAPE = (1, 16)
 

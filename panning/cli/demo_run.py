@@ -1,4 +1,4 @@
-"""`panning demo`: both jobs of the library in small, on MNIST-1D and the protocol model, resumable.
+"""What `panning demo` runs: both jobs of the library in small, on MNIST-1D and the protocol model, resumable.
 
 1. Pruning before training. The dense cnn1d (width 4, the pruning-before-training protocol of
    experiments/pbt_results.py) is trained with the protocol's recipe; from the same initialization, Panning,
@@ -29,14 +29,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import data as datasets, models
-from .connectivity import effective_sparsity
-from .io import save_figure, write_text
-from .jackpot import magnitude_baseline, search
-from .pbt.agent import AGENTS, agent_differences, agent_digest, agent_file
-from .pbt.methods import METHODS
-from .prune import prune
-from .train import PROTOCOL, evaluate, train
+from .. import data as datasets, models
+from ..connectivity import effective_sparsity
+from ..io import save_figure, write_text
+from ..jackpot import magnitude_baseline, search
+from ..pbt.agent import AGENTS, agent_differences, agent_digest, agent_file
+from ..pbt.entry import prune
+from ..pbt.methods import METHODS
+from ..train import PROTOCOL, evaluate, train
 
 DATA = "mnist1d"
 #: The pruning-before-training protocol on MNIST-1D (panning.train.PROTOCOL): cnn1d width 4 and its training

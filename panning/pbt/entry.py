@@ -1,4 +1,4 @@
-"""`panning.prune`: pruning before training with any method of panning.pbt, returning Masks."""
+"""`panning.prune`, the entry point of pruning before training: any method of panning.pbt, returning Masks."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,7 +34,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     options: per method (see METHODS[method].defaults): iterations (iterative methods, default 100),
         per_class (samples per class of each batch, default 10), temperature (GraSP, Panning: default 200),
         indices (Panning: "authors", default, or the "nonnegative" ablation), rounding (Panning's kept
-        counts: "round", default, or the authors' "floor"; see docs/pbt.md), agent (rl_panning: the path
+        counts: "nearest", default, or the authors' "floor"; see docs/pbt.md), agent (rl_panning: the path
         of an agent saved by panning.pbt.agent.save_agent).
 
     The model is not modified: criteria evaluate it at weights held in a separate arena buffer.

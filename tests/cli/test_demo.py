@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import panning.demo
+import panning.cli.demo_run as demo_run
 from panning import data, models
 from panning.cli import main
 from panning.masks import Masks
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--width", "0.2", "--epochs", "1", "--iterations", "2", "--jackpot-epochs", "1", "--threads", "1",
         "--no-progress"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -40,6 +40,7 @@ def pct(x: float, digits: int) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_table_report_plots(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", *TINY, "--quick", "--methods", "panning,rl_panning,synflow,random", "--sparsity", "0.8",
@@ -95,17 +96,18 @@ def test_demo_end_to_end_table_report_plots(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [r["key"] for r in results["rows"]] == ["dense", "panning", "rl_panning", "synflow", "random",
                                                    "magnitude", "magnitude_bn", "jackpot"]
-    for name in panning.demo.PLOTS:
+    for name in demo_run.PLOTS:
         assert (out / name).read_bytes()[:8] == PNG and f"({name})" in report
 
 
+@pytest.mark.slow
 def test_rl_panning_row_with_an_agent(tmp_path, monkeypatch, capsys):
     agent = tmp_path / "agents" / "tiny"
     assert main(["agent", "--action", "train", "--data", "mnist1d", "--model", "cnn1d", "--width", "0.2",
                  "--iterations", "2", "--per-class", "3", "--batches", "2", "--timesteps", "8", "--lanes", "2",
                  "--learning-starts", "4", "--batch-size", "4", "--checkpoint-every", "8", "--threads", "1",
                  "--out", str(agent), "--no-progress"]) == 0
-    monkeypatch.setattr(panning.demo, "SHIPPED_AGENT", agent)  # as if the package shipped this one
+    monkeypatch.setattr(demo_run, "SHIPPED_AGENT", agent)  # as if the package shipped this one
     out = tmp_path / "demo"
     assert main(["demo", *TINY, "--methods", "rl_panning", "--sparsity", "0.9", "--out", str(out)]) == 0
     assert "skipped" not in capsys.readouterr().out
@@ -126,11 +128,12 @@ def test_rl_panning_row_with_an_agent(tmp_path, monkeypatch, capsys):
     assert report_rows(other)["RL Panning"] == ["-", "-", "skipped", "-"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     args = ["demo", *TINY, "--methods", "magnitude,random,snip", "--sparsity", "0.8", "--out", str(out)]
     trained = []
-    real_train = panning.demo.train
+    real_train = demo_run.train
 
     def interrupted_at_the_third_training(*a, **k):
         trained.append(k.get("masks") is not None)
@@ -138,7 +141,7 @@ def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_train(*a, **k)
 
-    monkeypatch.setattr(panning.demo, "train", interrupted_at_the_third_training)
+    monkeypatch.setattr(demo_run, "train", interrupted_at_the_third_training)
     assert main(args) == 130
     assert "run the same command again" in capsys.readouterr().err
     assert sorted(p.stem for p in (out / "cells").glob("*.json")) == ["dense", "magnitude"]
@@ -148,7 +151,7 @@ def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeyp
         trained.append(k.get("masks") is not None)
         return real_train(*a, **k)
 
-    monkeypatch.setattr(panning.demo, "train", counted)
+    monkeypatch.setattr(demo_run, "train", counted)
     trained.clear()
     assert main(args) == 0
     assert trained == [True, True]  # random and snip only: dense and magnitude were not trained again
@@ -162,6 +165,7 @@ def test_an_interrupted_demo_resumes_and_reuses_finished_cells(tmp_path, monkeyp
     assert cell(out, "random")["settings"]["sparsity"] == 0.7
 
 
+@pytest.mark.slow
 def test_the_dense_training_resumes_from_its_checkpoint_to_the_same_result(tmp_path, monkeypatch):
     """Stopped after its first epoch, the dense training continues from train's checkpoint on the rerun and ends
     where an uninterrupted demo ends."""
@@ -227,20 +231,20 @@ def test_the_demo_runs_the_protocol_of_the_pbt_experiment():
     experiment = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(experiment)
     setup = experiment.SETUPS["mnist1d"]
-    assert (setup["model"], setup["width"], setup["recipe"]) == ("cnn1d", panning.demo.WIDTH, panning.demo.RECIPE)
-    assert panning.demo.BUDGETS["full"]["epochs"] == setup["recipe"]["epochs"]
-    assert panning.demo.BUDGETS["full"]["iterations"] == experiment.ROWS["panning"][1]["iterations"]
+    assert (setup["model"], setup["width"], setup["recipe"]) == ("cnn1d", demo_run.WIDTH, demo_run.RECIPE)
+    assert demo_run.BUDGETS["full"]["epochs"] == setup["recipe"]["epochs"]
+    assert demo_run.BUDGETS["full"]["iterations"] == experiment.ROWS["panning"][1]["iterations"]
     from panning.cli import demo as command
 
     helps = {opt.dest: opt.help for opt in command.OPTIONS}
-    for key, full in panning.demo.BUDGETS["full"].items():
-        assert f"default: {full} ({panning.demo.BUDGETS['quick'][key]} with --quick)" in helps[key]
-    assert panning.demo.SHIPPED_AGENT == ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
+    for key, full in demo_run.BUDGETS["full"].items():
+        assert f"default: {full} ({demo_run.BUDGETS['quick'][key]} with --quick)" in helps[key]
+    assert demo_run.SHIPPED_AGENT == ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
 
 
 def _before_training(**accuracy: float) -> list[dict]:
     """A demo table of the dense row and rows pruned before training with the given accuracies (fractions)."""
-    labels = panning.demo.NAMES
+    labels = demo_run.NAMES
     return ([dict(key="dense", label="dense", kind="dense", acc=0.9, sparsity=0.0)]
             + [dict(key=key, label=labels[key], kind="before training", acc=acc, sparsity=0.98)
                for key, acc in accuracy.items()])
@@ -263,7 +267,7 @@ def _before_training(**accuracy: float) -> list[dict]:
     (dict(panning=0.30, synflow=0.35), ["Panning is 5.0 points below SynFlow at this seed."]),
 ])
 def test_findings_state_each_comparison_once(accuracy, expected):
-    sentences = panning.demo.findings(_before_training(**accuracy), {"sparsity": 0.98})
+    sentences = demo_run.findings(_before_training(**accuracy), {"sparsity": 0.98})
     assert sentences[0].startswith("Pruned before training to 98%, from most to least accurate: ")
     assert sentences[1:] == expected
 
@@ -287,10 +291,10 @@ def test_the_plots_keep_every_text_inside_the_image(tmp_path, monkeypatch):
                 if box.x0 < -1 or box.x1 > width + 1 or box.y0 < -1 or box.y1 > height + 1:
                     outside.setdefault(Path(path).name, []).append(text.get_text())
 
-    monkeypatch.setattr(panning.demo, "save_figure", check)
+    monkeypatch.setattr(demo_run, "save_figure", check)
     table = _before_training(panning=0.30, rl_panning=0.32, synflow=0.25) + [
         dict(key="magnitude_bn", label="magnitude + BN re-estimation (no BatchNorm: = magnitude)", kind="jackpot",
              acc=0.35, sparsity=0.9)]
     rows = {"dense": {"curve": [0.5, 0.9]}, "panning": {"curve": [0.2, 0.3]}}
-    panning.demo._plots(tmp_path, rows, table, {"width": 4.0, "sparsity": 0.98, "jackpot_sparsity": 0.9})
+    demo_run._plots(tmp_path, rows, table, {"width": 4.0, "sparsity": 0.98, "jackpot_sparsity": 0.9})
     assert outside == {}

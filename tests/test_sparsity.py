@@ -1,0 +1,34 @@
+"""panning.sparsity: kept counts under both roundings, the exponential schedule, the global mask."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from panning.sparsity import ROUNDINGS, exponential, exponential_counts, global_mask, keep_count
+
+
+def test_exponential_schedule_follows_the_formula():
+    kept = exponential(0.99, 4)
+    assert kept == pytest.approx([0.01 ** 0.25, 0.01 ** 0.5, 0.01 ** 0.75, 0.01])
+    counts = exponential_counts(1000, 0.99, 4)
+    assert counts == [round(1000 * k) for k in kept] and counts[-1] == keep_count(1000, 0.99) == 10
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert exponential_counts(7, 0.5, 3)[-1] == keep_count(7, 0.5) == 4  # round half to even, one rule
+
+
+def test_floor_counts_truncate_the_float_product_as_the_authors_code():
+    assert 100 * (1 - 0.9) < 10  # 9.999999999999998
+    assert keep_count(100, 0.9, "floor") == 9 and keep_count(100, 0.9) == 10
+    assert keep_count(7, 0.5, "floor") == 3
+    kept = exponential(0.9, 5)
+    assert exponential_counts(100, 0.9, 5, "floor") == [int(100 * k) for k in kept]
+    assert ROUNDINGS == ("nearest", "floor")
+
+
+def test_global_mask_is_exact_and_respects_within():
+    scores = torch.tensor([5.0, 1.0, 4.0, 4.0, 3.0, 0.0])
+    assert global_mask(scores, 3).tolist() == [True, False, True, True, False, False]
+    within = torch.tensor([True, True, False, True, True, True])
+    assert global_mask(scores, 3, within=within).tolist() == [True, False, False, True, True, False]
+    with pytest.raises(ValueError, match="k"):
+        global_mask(scores, 6, within=within)
