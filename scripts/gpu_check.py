@@ -236,7 +236,8 @@ def bench_summary(out: Path) -> list[str]:
     text = tables[-1].read_text()
     start, end = text.find("## Targets"), text.find("## All rows")
     body = text[start:end].strip().splitlines()[1:] if start >= 0 else ["No target was reached before it stopped."]
-    return [f"From `{tables[-1].name}` (every row there):", *body]
+    incomplete = [line for line in text.splitlines() if line.startswith("**Incomplete**")]
+    return [f"From `{tables[-1].name}` (every row there):", *incomplete, *body]
 
 
 def summary(out: Path, stages: Path) -> int:

@@ -5,6 +5,7 @@ The GPU run itself is in docs/benchmarks.md ("GPU check").
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -85,3 +86,30 @@ def test_a_stage_over_its_budget_is_stopped_and_the_next_still_runs(tmp_path):
     summary = (out / "summary.md").read_text()
     assert re.search(r"\| env \| TIMED OUT \| [23] \| 2 \| setup.log \|", summary), summary
     assert "| import |" in summary and "backends" in (out / "build.log").read_text()  # the next stage ran
+
+
+def test_summary_reads_the_stages_junit_and_the_benchmark_targets(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "junit.xml").write_text(
+        '<testsuites><testsuite time="12.5">'
+        '<testcase classname="tests.ops.test_a" name="test_ok"/>'
+        '<testcase classname="tests.ops.test_a" name="test_bad"><failure message="assert 1 == 2&#10;more"/>'
+        '</testcase><testcase classname="tests.ops.test_b" name="test_s1"><skipped message="no nvcc"/></testcase>'
+        '<testcase classname="tests.ops.test_b" name="test_s2"><skipped message="no nvcc"/></testcase>'
+        '</testsuite></testsuites>')
+    (tmp_path / "gpu-nvidia-h100-2026-12-07.md").write_text(
+        "# panning GPU benchmark\n\n**Incomplete**: still to measure when this was written: matmul.\n\n"
+        "## Targets\n\n| target | figure | verdict |\n|---|---|---|\n| top-k cuda <= 2x | 1.5x | met |\n\n"
+        "## All rows\n\n| section | case |\n")
+    stages = tmp_path / "stages.tsv"
+    stages.write_text("env\t0\t3\t30\tsetup.log\ntests\t1\t40\t150\ttests.log\nbench\t124\t270\t270\tbench.log\n")
+    assert module.summary(tmp_path, stages) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "| env | ok | 3 | 30 | setup.log |" in text and "| tests | FAILED (exit 1) | 40 | 150 | tests.log |" in text
+    assert "| bench | TIMED OUT | 270 | 270 | bench.log |" in text and "Failed stages: tests, bench." in text
+    assert "4 tests in 12 s: 1 passed, 1 failed, 0 errors, 2 skipped." in text
+    assert "- failure: `tests.ops.test_a::test_bad`: assert 1 == 2" in text and "- no nvcc: 2" in text
+    assert "**Incomplete**: still to measure when this was written: matmul." in text
+    assert "| top-k cuda <= 2x | 1.5x | met |" in text and "| section | case |" not in text
