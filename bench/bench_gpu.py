@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import os
 import platform
 import re
 import sys
+import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ from panning.io import write_text  # imports no kernel: TRITON_INTERPRET can sti
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The shapes of one run: FULL is docs/benchmarks.md's, SMOKE a tiny one for CI."""
 
@@ -61,7 +62,7 @@ class Settings:
 
 
 FULL = Settings(numel=20_000_000, segments=64, features=4096, batches=(1, 16, 64, 256),
-                sparsities=(0.90, 0.95, 0.99), precisions=("fp32", "tf32", "bf16"), floor_elements=2**28,
+                sparsities=(0.90, 0.95, 0.99), precisions=("fp32", "bf16"), floor_elements=2**28,
                 floor_matmul=8192, jackpot=(1.0, 128))
 SMOKE = Settings(numel=3000, segments=4, features=48, batches=(1, 16), sparsities=(0.95,),
                  precisions=("fp32", "bf16"), floor_elements=2**16, floor_matmul=64, jackpot=(0.0625, 2))
@@ -110,7 +111,7 @@ class Run:
         return torch.Generator(device=self.device).manual_seed(seed)
 
 
-@dataclass
+@dataclasses.dataclass
 class Row:
     section: str
     case: str
@@ -125,7 +126,7 @@ class Row:
         return [self.section, self.case, self.method, time, speedup, self.note]
 
 
-@dataclass
+@dataclasses.dataclass
 class Check:
     target: str
     figure: str
@@ -413,8 +414,11 @@ def warm(run: Run, workers: int) -> None:
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(cases)), mp_context=context) as pool:
-        for done in [pool.submit(warm_case, precision, m, s) for precision, m in cases]:
-            done.result()
+        jobs = {pool.submit(warm_case, precision, m, s): f"{precision}, batch {m}" for precision, m in cases}
+    for job, case in jobs.items():
+        if job.exception() is not None:  # timing the case will meet the same error and say it in its rows
+            run.notes.append(f"Compiling the matmul kernels of {case} failed: {type(job.exception()).__name__}: "
+                             f"{str(job.exception()).splitlines()[0][:200]}")
     run.notes.append(f"The matmul kernels were compiled beforehand in {min(workers, len(cases))} worker process(es) "
                      f"({time.perf_counter() - start:.0f} s); the autotuner still ran in this one.")
 
@@ -503,9 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-workers", type=int, default=None,
                         help="processes that compile the matmul kernels before timing (0: compile while timing; "
                              "default: up to 12 on a GPU, 0 with --smoke)")
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS),
+                        help="of the matmuls (default: fp32 as torch runs it, without TF32, and bf16)")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else FULL
+    if args.precisions:
+        settings = dataclasses.replace(settings, precisions=tuple(args.precisions))
     if args.list:
         for section, case in plan(settings):
             print(f"{section}: {case}")
@@ -543,14 +551,21 @@ def main(argv: list[str] | None = None) -> int:
     sections = {"floors": measure_floors, "top-k": lambda: bench_topk(run, bandwidth),
                 "saliency": lambda: bench_saliency(run, bandwidth), "jackpot": lambda: bench_jackpot(run),
                 "matmul": matmul}
+    failed = []
     for done, (section, measure) in enumerate(sections.items(), 1):
-        measure()
+        try:
+            measure()
+        except Exception as error:  # noqa: BLE001 - one broken section must not cost the others their figures
+            traceback.print_exc()
+            failed.append(section)
+            run.notes.append(f"Section {section} FAILED: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                             " (traceback in the log); its rows are missing or partial.")
         pending = list(sections)[done:]
         text = report(run, command.strip(), (datetime.datetime.now() - start).total_seconds(), pending)
         write_text(path, text)
         print(f"{section} done; table written to {path}", flush=True)
     print(text)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

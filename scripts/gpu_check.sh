@@ -94,7 +94,7 @@ stage_command() {  # the command of a stage, one word per line (--dry-run prints
 }
 
 xdist_option() {  # a few pytest-xdist workers where it is installed: the Triton compiles run in parallel
-  if "$PY" -c 'import xdist' 2>/dev/null; then echo "-n${GPU_CHECK_WORKERS:-4}"; fi
+  if "$PY" -c 'import xdist' 2>/dev/null; then echo "-n${GPU_CHECK_WORKERS:-8}"; fi
 }
 
 # ---------------------------------------------------------------------------------------------- dry run
