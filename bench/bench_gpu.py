@@ -14,12 +14,13 @@ Everything is timed side by side in one process on one device; times are medians
 - saliency combine of 3 indices over `numel` weights: Triton against the same math in plain torch and
   against the two-pass floor;
 - masked and compressed (CSR) sparse linear, forward and forward + backward, x (M x F) by W (F x F) at
-  90/95/99% sparsity for M = 1, 16, 64, 256, in fp32, tf32 and bf16: against dense cuBLAS (F.linear), with
+  90/95/99% sparsity for M = 1, 16, 64, 256, in fp32 and bf16 (--precisions: tf32 too): against dense cuBLAS, with
   torch.sparse CSR (cuSPARSE) and 2:4 semi-structured sparsity (50%, bf16) as reference points;
 - one jackpot search step (panning.jackpot.Searcher, no restriction and the short one) against one dense
   training step on VGG-19-BN at CIFAR shape (bench/bench_jackpot.py builds both steps).
-Each target of docs/benchmarks.md ("GPU targets") is printed as met / missed with its figure. The markdown
-table goes to <output-dir>/gpu-<device>-<date>.md.
+Each target of docs/benchmarks.md ("Targets (GPU)") is printed as met / missed with its figure. The markdown
+table goes to <output-dir>/gpu-<device>-<date>.md, rewritten after every section (the matmul grid, the longest,
+last), so that a run stopped by a time limit keeps what it measured.
 
 --smoke runs every section at tiny shapes on whatever is there (without a GPU: the Triton interpreter on the
 CPU, timed with a wall clock); its table says so and judges no target: it checks the code, not the speed.
@@ -100,9 +101,8 @@ class Run:
         except (RuntimeError, NotImplementedError, ValueError, TypeError) as error:
             return None, f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
 
-    def add(self, *args, **kwargs) -> Row:
+    def add(self, *args, **kwargs) -> None:
         self.rows.append(Row(*args, **kwargs))
-        return self.rows[-1]
 
     def check(self, target: str, figure: str, met: bool) -> None:
         self.checks.append(Check(target, figure, None if self.smoke else met))
@@ -245,23 +245,34 @@ def bench_topk(run: Run, bandwidth: float) -> None:
     best = {}
     for backend in topk_backends(run):
         extra = extra_memory(run, lambda: ops.topk_mask(scores, k, backend=backend), s.numel)
+        right = is_top_k(ops.topk_mask(scores, k, backend=backend), scores, k)
         ms = run.timed(lambda: ops.topk_mask(scores, k, backend=backend))
         best[backend] = ms
         run.add("top-k", case, f"panning {backend}", ms, with_mask,
                 f"{ms / floor_ms:.2f}x the floor" + (f"; extra memory {extra / s.numel:.3f} B/score"
-                                                     if extra is not None else ""))
+                                                     if extra is not None else "")
+                + ("" if right else "; WRONG MASK: not the top k"))
         layered = run.timed(lambda: ops.topk_mask(scores, layer_k, offsets=bounds, backend=backend))
         run.add("top-k", f"{case}, {s.segments} layers", f"panning {backend}", layered, with_mask,
                 f"{layered / floor_ms:.2f}x the floor")
+        wrong = "" if right else " (WRONG MASK)"
         run.check(f"top-k {backend} <= 2x one read at the measured bandwidth",
-                  f"{ms / floor_ms:.2f}x ({ms:.3f} ms, floor {floor_ms:.3f} ms)", within(ms, floor_ms, 2))
+                  f"{ms / floor_ms:.2f}x ({ms:.3f} ms, floor {floor_ms:.3f} ms){wrong}",
+                  right and within(ms, floor_ms, 2))
         run.check(f"top-k {backend} >= 10x torch.topk (+ mask)",
-                  f"{with_mask / ms:.1f}x" if with_mask else "torch.topk failed", faster(ms, with_mask, 10))
+                  (f"{with_mask / ms:.1f}x" if with_mask else "torch.topk failed") + wrong,
+                  right and faster(ms, with_mask, 10))
     if best:
         winner = min(best, key=best.get)
         others = ", ".join(f"{name} {ms:.3f} ms" for name, ms in best.items())
         run.notes.append(f"Faster top-k here: **{winner}** ({others}); the default of topk_mask on cuda is "
                          "MEASURED[('cuda', 'topk_mask')] in panning/ops/dispatch.py.")
+
+
+def is_top_k(mask: torch.Tensor, scores: torch.Tensor, k: int) -> bool:
+    """Whether `mask` keeps k scores, none smaller than any it drops (a timing of a wrong mask means nothing)."""
+    kept = int(mask.sum())
+    return kept == k and (k in (0, scores.numel()) or bool(scores[mask].min() >= scores[~mask].max()))
 
 
 def extra_memory(run: Run, fn, output_bytes: int) -> int | None:

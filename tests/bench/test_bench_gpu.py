@@ -27,6 +27,16 @@ def bench_gpu(*args: str, interpret: bool = False) -> subprocess.CompletedProces
                           timeout=600)
 
 
+def load_bench_gpu(monkeypatch):
+    """bench/bench_gpu.py as a module, importable as when it runs as a script (bench_jackpot beside it)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_gpu", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @NO_GPU
 def test_gpu_benchmark_refuses_to_run_without_a_gpu():
     result = bench_gpu()
@@ -83,16 +93,13 @@ def test_smoke_run_executes_every_section_and_judges_nothing(tmp_path):
     assert "compiled beforehand in 1 worker process(es)" in text
     assert "met" not in verdicts and "MISSED" not in text
     assert "Incomplete" not in text  # written after every section; the last write has them all
+    assert "WRONG MASK" not in text
     assert result.stdout.count("table written to") == 5
 
 
 @NO_GPU
 def test_a_failing_section_is_reported_and_the_next_ones_still_run(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: bench_jackpot is importable
-    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_gpu", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = load_bench_gpu(monkeypatch)
 
     def broken(run, bandwidth):
         raise RuntimeError("saliency kernel exploded")
@@ -104,3 +111,17 @@ def test_a_failing_section_is_reported_and_the_next_ones_still_run(tmp_path, mon
     text = written.read_text()
     assert "- Section saliency FAILED: RuntimeError: saliency kernel exploded" in text
     assert "| jackpot | " in text and "| top-k | " in text and "| saliency | " not in text
+
+
+def test_a_top_k_mask_is_verified_before_its_time_counts(monkeypatch):
+    is_top_k = load_bench_gpu(monkeypatch).is_top_k
+    scores = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    order = scores.argsort(descending=True)
+    mask = torch.zeros(1000, dtype=torch.bool)
+    mask[order[:100]] = True
+    assert is_top_k(mask, scores, 100)
+    assert not is_top_k(mask, scores, 99)  # a count off by one
+    swapped = mask.clone()
+    swapped[order[0]], swapped[order[100]] = False, True  # the right count, a wrong element
+    assert not is_top_k(swapped, scores, 100)
+    assert is_top_k(torch.zeros(1000, dtype=torch.bool), scores, 0) and is_top_k(torch.ones(1000, dtype=torch.bool), scores, 1000)
