@@ -124,4 +124,5 @@ def test_a_top_k_mask_is_verified_before_its_time_counts(monkeypatch):
     swapped = mask.clone()
     swapped[order[0]], swapped[order[100]] = False, True  # the right count, a wrong element
     assert not is_top_k(swapped, scores, 100)
-    assert is_top_k(torch.zeros(1000, dtype=torch.bool), scores, 0) and is_top_k(torch.ones(1000, dtype=torch.bool), scores, 1000)
+    assert is_top_k(torch.zeros(1000, dtype=torch.bool), scores, 0)
+    assert is_top_k(torch.ones(1000, dtype=torch.bool), scores, 1000)
