@@ -217,7 +217,7 @@ def cases(quick: bool) -> list[Case]:
 def backends() -> str:
     """The backend each op takes by default on the CPU (what `ours` ran)."""
     cpu = torch.device("cpu")
-    return ", ".join(f"{op} {dispatch.resolve(op + '_fwd' if op.endswith('linear') else op, cpu)}"
+    return ", ".join(f"{op} {dispatch.resolve(op if op in dispatch.OPS else op + '_fwd', cpu)}"
                      for op in dict.fromkeys(dispatch.public_op(op) for op in dispatch.OPS))
 
 

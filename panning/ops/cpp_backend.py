@@ -70,3 +70,14 @@ def sparse_linear_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | No
 def sparse_linear_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, need_dx: bool, need_dvalues: bool):
     return _C.sparse_linear_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, sw.shape[1],
                                 need_dx, need_dvalues)
+
+
+def sparse_conv_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None, kernel: list[int],
+                    stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+    return _C.sparse_conv_fwd(x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation, bias)
+
+
+def sparse_conv_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, kernel: list[int], stride: list[int],
+                    padding: list[int], dilation: list[int], need_dx: bool, need_dvalues: bool):
+    return _C.sparse_conv_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation,
+                              need_dx, need_dvalues)

@@ -107,3 +107,30 @@ def sparse_linear_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight,
     dx = dy @ sw.to_dense() if need_dx else None
     dvalues = (dy.t() @ x)[sw.row_indices(), sw.col_indices] if need_dvalues else None
     return dx, dvalues
+
+
+# ---------------------------------------------------------------------------------------------
+# compressed sparse convolution (fixed mask): x (B, C, H, W), the weight (O, C * kh * kw) in CSR
+
+
+def _conv_weight(sw: SparseWeight, channels: int, kernel: list[int]) -> torch.Tensor:
+    return sw.to_dense().view(sw.shape[0], channels, *kernel)
+
+
+def sparse_conv_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None, kernel: list[int],
+                    stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
+    """conv2d of x with the scattered weight (groups 1)."""
+    return torch.nn.functional.conv2d(x, _conv_weight(sw, x.shape[1], kernel), bias, stride, padding, dilation)
+
+
+def sparse_conv_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, kernel: list[int], stride: list[int],
+                    padding: list[int], dilation: list[int], need_dx: bool, need_dvalues: bool):
+    """Return (dx, dvalues): the gradient of conv2d for x, and for the weight at the kept positions, in CSR
+    order."""
+    weight = _conv_weight(sw, x.shape[1], kernel)
+    dx = torch.nn.grad.conv2d_input(x.shape, weight, dy, stride, padding, dilation) if need_dx else None
+    dvalues = None
+    if need_dvalues:
+        dw = torch.nn.grad.conv2d_weight(x, weight.shape, dy, stride, padding, dilation)
+        dvalues = dw.reshape(sw.shape)[sw.row_indices(), sw.col_indices]
+    return dx, dvalues

@@ -1,0 +1,353 @@
+// Compressed (CSR) 2-D convolution for a fixed mask, groups = 1: y = conv2d(x, W), dx, and dvalues = dW at the
+// kept entries. W is (O, C * KH * KW) in CSR; column c of a row is (ic, kh, kw) = (c / (KH KW), c / KW % KH, c % KW).
+//
+// Layout: the batch is made the innermost dimension ("batch-last": [channel][row][column][Bp], Bp = the batch
+// rounded up to a whole number of vectors), so that every kept weight multiplies whole vectors of one spatial
+// position across the batch: no gather, any stride, padding and dilation. x is copied once into such a buffer with
+// its zero padding materialized, so no bounds are checked in the inner loops.
+//
+// Each kernel holds a tile of outputs (up to 8 vectors) in registers and sums the kept entries of one output
+// channel (forward) or one input channel (dx) into it: one load and one FMA per entry and vector. The outer loops
+// run over (output row, tile) with the channels inside, so the few input rows a tile reads stay in cache while all
+// channels use them. dx gathers from dy padded so that every read is in bounds: the entries of an input channel
+// are grouped by stride phase ((kh dh) mod sh, (kw dw) mod sw), and a tile holds positions of one phase, which
+// read consecutive dy columns. dW is a sampled dense-dense product: the dot product of dy[oc] with the shifted
+// x[ic] over (row, column, batch), four entries of a row sharing each load of dy.
+// Every output element is summed in a fixed order, so the results do not depend on the number of threads.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "ops.h"
+
+namespace panning {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#else
+constexpr int kVecBytes = 32;
+#endif
+constexpr int64_t kTile = 8;  // vectors of a register tile
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(kVecBytes)));
+  static constexpr int64_t kLanes = kVecBytes / sizeof(T);
+  static type load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+};
+
+struct Geometry {
+  int64_t B, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, Bp;
+
+  Geometry(const at::Tensor& x, int64_t out, at::IntArrayRef kernel, at::IntArrayRef stride,
+           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t lanes)
+      : B(x.size(0)), C(x.size(1)), H(x.size(2)), W(x.size(3)), O(out), KH(kernel[0]), KW(kernel[1]),
+        sh(stride[0]), sw(stride[1]), ph(padding[0]), pw(padding[1]), dh(dilation[0]), dw(dilation[1]) {
+    OH = (H + 2 * ph - dh * (KH - 1) - 1) / sh + 1;
+    OW = (W + 2 * pw - dw * (KW - 1) - 1) / sw + 1;
+    Bp = (B + lanes - 1) / lanes * lanes;
+  }
+};
+
+// NCHW src (B, C, H, W) -> batch-last [C][rows][cols][Bp] with src at (top, left) and zeros elsewhere.
+template <typename T>
+at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int64_t top, int64_t left, int64_t Bp) {
+  const int64_t B = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
+  auto dst = at::zeros({C, rows, cols, Bp}, src.options());
+  const T* ps = src.const_data_ptr<T>();
+  T* pd = dst.mutable_data_ptr<T>();
+  at::parallel_for(0, C * H, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t c = i / H, h = i % H;
+      T* d = pd + ((c * rows + h + top) * cols + left) * Bp;
+      for (int64_t b = 0; b < B; ++b) {
+        const T* s = ps + ((b * C + c) * H + h) * W;
+        for (int64_t w = 0; w < W; ++w) d[w * Bp + b] = s[w];
+      }
+    }
+  });
+  return dst;
+}
+
+// batch-last [C][H][W][Bp] -> NCHW (B, C, H, W).
+template <typename T>
+at::Tensor from_batch_last(const at::Tensor& src, int64_t B) {
+  const int64_t C = src.size(0), H = src.size(1), W = src.size(2), Bp = src.size(3);
+  auto dst = at::empty({B, C, H, W}, src.options());
+  const T* ps = src.const_data_ptr<T>();
+  T* pd = dst.mutable_data_ptr<T>();
+  at::parallel_for(0, C * H, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* s = ps + i * W * Bp;
+      for (int64_t b = 0; b < B; ++b) {
+        T* d = pd + (b * C * H + i) * W;
+        for (int64_t w = 0; w < W; ++w) d[w] = s[w * Bp + b];
+      }
+    }
+  });
+  return dst;
+}
+
+// out[r] = init + sum_p vals[p] * in[r][off[p]] for the R vectors r of a tile, accumulated in registers.
+template <typename T, int R>
+inline void gather_tile(const T* const* in, T* const* out, const int64_t* off, const T* vals, int64_t n, T init) {
+  using V = Vec<T>;
+  typename V::type acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = typename V::type{} + init;
+  for (int64_t p = 0; p < n; ++p) {
+    const int64_t o = off[p];
+    const typename V::type v = typename V::type{} + vals[p];
+    for (int r = 0; r < R; ++r) acc[r] += v * V::load(in[r] + o);
+  }
+  for (int r = 0; r < R; ++r) V::store(out[r], acc[r]);
+}
+
+// gather_tile over nv <= kTile vectors.
+template <typename T>
+inline void gather(const T* const* in, T* const* out, int64_t nv, const int64_t* off, const T* vals, int64_t n,
+                   T init) {
+  switch (nv) {
+    case 8: return gather_tile<T, 8>(in, out, off, vals, n, init);
+    case 7: return gather_tile<T, 7>(in, out, off, vals, n, init);
+    case 6: return gather_tile<T, 6>(in, out, off, vals, n, init);
+    case 5: return gather_tile<T, 5>(in, out, off, vals, n, init);
+    case 4: return gather_tile<T, 4>(in, out, off, vals, n, init);
+    case 3: return gather_tile<T, 3>(in, out, off, vals, n, init);
+    case 2: return gather_tile<T, 2>(in, out, off, vals, n, init);
+    default: return gather_tile<T, 1>(in, out, off, vals, n, init);
+  }
+}
+
+// The offset of every CSR entry into the padded batch-last x: ic * plane + kh dh * row + kw dw * Bp.
+std::vector<int64_t> x_offsets(const Geometry& g, const int64_t* col, int64_t nnz, int64_t Hp, int64_t Wp) {
+  std::vector<int64_t> off(nnz);
+  const int64_t taps = g.KH * g.KW;
+  for (int64_t p = 0; p < nnz; ++p) {
+    const int64_t ic = col[p] / taps, kh = col[p] % taps / g.KW, kw = col[p] % g.KW;
+    off[p] = ((ic * Hp + kh * g.dh) * Wp + kw * g.dw) * g.Bp;
+  }
+  return off;
+}
+
+// The offset of vector v of an output row (position v L / Bp, batch lanes v L % Bp) into a batch-last row read
+// with column stride `step`.
+std::vector<int64_t> row_offsets(int64_t nv, int64_t lanes, int64_t Bp, int64_t step) {
+  std::vector<int64_t> off(nv);
+  for (int64_t v = 0; v < nv; ++v) off[v] = (v * lanes / Bp) * step * Bp + v * lanes % Bp;
+  return off;
+}
+
+template <typename T>
+void fwd_impl(const Geometry& g, const at::Tensor& xt, const int64_t* crow, const std::vector<int64_t>& off,
+              const T* vals, const T* bias, at::Tensor& yt) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  const int64_t Wp = xt.size(2), nv = g.OW * g.Bp / L, tiles = (nv + kTile - 1) / kTile;
+  const auto voff = row_offsets(nv, L, g.Bp, g.sw);
+  const T* px = xt.const_data_ptr<T>();
+  T* py = yt.mutable_data_ptr<T>();
+  at::parallel_for(0, g.OH * tiles, 1, [&](int64_t begin, int64_t end) {
+    const T* in[kTile];
+    T* out[kTile];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t oh = item / tiles, v0 = item % tiles * kTile, n = std::min(kTile, nv - v0);
+      const T* row = px + oh * g.sh * Wp * g.Bp;
+      for (int64_t r = 0; r < n; ++r) in[r] = row + voff[v0 + r];
+      for (int64_t oc = 0; oc < g.O; ++oc) {
+        T* yrow = py + (oc * g.OH + oh) * g.OW * g.Bp + v0 * L;
+        for (int64_t r = 0; r < n; ++r) out[r] = yrow + r * L;
+        gather(in, out, n, off.data() + crow[oc], vals + crow[oc], crow[oc + 1] - crow[oc],
+               bias ? bias[oc] : T(0));
+      }
+    }
+  });
+}
+
+// dx: the entries regrouped by input channel and stride phase; dyt is dy in batch-last layout padded by
+// (top, left) so that oh = yh / sh - (kh dh) / sh reads row oh + top for every kept kh of the phase.
+template <typename T>
+void dx_impl(const Geometry& g, const at::Tensor& dyt, int64_t top, int64_t left, const int64_t* crow,
+             const int64_t* col, const T* values, at::Tensor& dxt) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  const int64_t Hq = dyt.size(1), Wq = dyt.size(2), taps = g.KH * g.KW, phases = g.sh * g.sw;
+  const int64_t groups = g.C * phases, nnz = crow[g.O];
+  // Counting sort of the entries into (ic, phase h, phase w) groups, stable in CSR order.
+  std::vector<int64_t> start(groups + 1, 0), off(nnz), key(nnz);
+  std::vector<T> vals(nnz);
+  for (int64_t oc = 0; oc < g.O; ++oc) {
+    for (int64_t p = crow[oc]; p < crow[oc + 1]; ++p) {
+      const int64_t ic = col[p] / taps, kh = col[p] % taps / g.KW, kw = col[p] % g.KW;
+      key[p] = (ic * g.sh + kh * g.dh % g.sh) * g.sw + kw * g.dw % g.sw;
+      ++start[key[p] + 1];
+    }
+  }
+  for (int64_t k = 0; k < groups; ++k) start[k + 1] += start[k];
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t oc = 0; oc < g.O; ++oc) {
+    for (int64_t p = crow[oc]; p < crow[oc + 1]; ++p) {
+      const int64_t kh = col[p] % taps / g.KW, kw = col[p] % g.KW, q = fill[key[p]]++;
+      off[q] = ((oc * Hq - kh * g.dh / g.sh) * Wq - kw * g.dw / g.sw) * g.Bp;
+      vals[q] = values[p];
+    }
+  }
+  // Work items: (input row, column phase, tile of the phase's vectors).
+  const int64_t vb = g.Bp / L, per_phase = (g.W + g.sw - 1) / g.sw * vb, tiles = (per_phase + kTile - 1) / kTile;
+  const T* pdy = dyt.const_data_ptr<T>();
+  T* pdx = dxt.mutable_data_ptr<T>();
+  at::parallel_for(0, g.H * g.sw * tiles, 1, [&](int64_t begin, int64_t end) {
+    const T* in[kTile];
+    T* out[kTile];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t ih = item / (g.sw * tiles), rho = item / tiles % g.sw, v0 = item % tiles * kTile;
+      const int64_t yh = ih + g.ph;
+      // Padded columns xw = iw + pw of phase rho, in increasing order: the first is the least >= pw.
+      const int64_t first = g.pw + ((rho - g.pw) % g.sw + g.sw) % g.sw;
+      const int64_t count = first < g.pw + g.W ? (g.pw + g.W - first + g.sw - 1) / g.sw * vb : 0;
+      const int64_t n = std::min(kTile, count - v0);
+      if (n <= 0) continue;
+      const T* dyrow = pdy + (yh / g.sh + top) * Wq * g.Bp;
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t k = (v0 + r) / vb, lane = (v0 + r) % vb * L, xw = first + k * g.sw;
+        in[r] = dyrow + (xw / g.sw + left) * g.Bp + lane;
+      }
+      const int64_t phase_h = yh % g.sh;
+      for (int64_t ic = 0; ic < g.C; ++ic) {
+        T* dxrow = pdx + (ic * g.H + ih) * g.W * g.Bp;
+        for (int64_t r = 0; r < n; ++r) {
+          const int64_t k = (v0 + r) / vb, lane = (v0 + r) % vb * L, iw = first + k * g.sw - g.pw;
+          out[r] = dxrow + iw * g.Bp + lane;
+        }
+        const int64_t grp = (ic * g.sh + phase_h) * g.sw + rho;
+        gather(in, out, n, off.data() + start[grp], vals.data() + start[grp], start[grp + 1] - start[grp], T(0));
+      }
+    }
+  });
+}
+
+// G dot products sum_v dy[v] * x[xo[v] + off[p + j]] over the nv vectors of one row, added to acc[p + j].
+template <typename T, int G>
+inline void dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off,
+                 typename Vec<T>::type* acc) {
+  using V = Vec<T>;
+  typename V::type s[G];
+  for (int j = 0; j < G; ++j) s[j] = acc[j];
+  for (int64_t v = 0; v < nv; ++v) {
+    const typename V::type d = V::load(dy + v * V::kLanes);
+    const T* xs = xrow + xo[v];
+    for (int j = 0; j < G; ++j) s[j] += d * V::load(xs + off[j]);
+  }
+  for (int j = 0; j < G; ++j) acc[j] = s[j];
+}
+
+template <typename T>
+void dw_impl(const Geometry& g, const at::Tensor& xt, const at::Tensor& dyt, int64_t top, int64_t left,
+             const int64_t* crow, const std::vector<int64_t>& off, T* dvalues) {
+  using V = Vec<T>;
+  constexpr int64_t L = V::kLanes;
+  const int64_t Wp = xt.size(2), Hq = dyt.size(1), Wq = dyt.size(2), nv = g.OW * g.Bp / L;
+  const auto voff = row_offsets(nv, L, g.Bp, g.sw);
+  const T* px = xt.const_data_ptr<T>();
+  const T* pdy = dyt.const_data_ptr<T>();
+  at::parallel_for(0, g.O, 1, [&](int64_t begin, int64_t end) {
+    const int64_t lo = crow[begin], n = crow[end] - lo;
+    std::vector<typename V::type> acc(n, typename V::type{});
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const T* xrow = px + oh * g.sh * Wp * g.Bp;
+      for (int64_t oc = begin; oc < end; ++oc) {
+        const T* dy = pdy + ((oc * Hq + oh + top) * Wq + left) * g.Bp;
+        int64_t p = crow[oc];
+        for (; p + 4 <= crow[oc + 1]; p += 4) dots<T, 4>(dy, xrow, voff.data(), nv, off.data() + p, &acc[p - lo]);
+        for (; p < crow[oc + 1]; ++p) dots<T, 1>(dy, xrow, voff.data(), nv, off.data() + p, &acc[p - lo]);
+      }
+    }
+    for (int64_t q = 0; q < n; ++q) {
+      T s = 0;
+      for (int64_t l = 0; l < L; ++l) s += acc[q][l];
+      dvalues[lo + q] = s;
+    }
+  });
+}
+
+void check(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+           at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(), "sparse_conv: expected x (B, C, H, W), "
+              "contiguous, on CPU");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "sparse_conv: the C++ kernel runs float32 and float64, got ", x.scalar_type());
+  TORCH_CHECK(x.scalar_type() == values.scalar_type(), "sparse_conv: x and values dtypes differ");
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "sparse_conv: expected kernel, stride, padding and dilation as pairs");
+  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong && crow.is_contiguous() &&
+                  col.is_contiguous() && values.is_contiguous() && col.numel() == values.numel(),
+              "sparse_conv: expected a contiguous int64 CSR structure");
+}
+
+}  // namespace
+
+at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
+                           const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, const std::optional<at::Tensor>& bias) {
+  check(x, crow, col, values, kernel, stride, padding, dilation);
+  at::Tensor y;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_fwd", [&] {
+    const Geometry g(x, crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
+    if (g.B == 0 || g.O == 0) {
+      y = at::empty({g.B, g.O, g.OH, g.OW}, x.options());
+      return;
+    }
+    const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+    const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
+    const auto off = x_offsets(g, col.const_data_ptr<int64_t>(), col.numel(), Hp, Wp);
+    auto yt = at::empty({g.O, g.OH, g.OW, g.Bp}, x.options());
+    const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
+    fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(),
+                       b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, yt);
+    y = from_batch_last<scalar_t>(yt, g.B);
+  });
+  return y;
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
+    const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, bool need_dx, bool need_dvalues) {
+  check(x, crow, col, values, kernel, stride, padding, dilation);
+  std::optional<at::Tensor> dx, dvalues;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_bwd", [&] {
+    const Geometry g(x, crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
+    TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() &&
+                    dy.sizes() == at::IntArrayRef({g.B, g.O, g.OH, g.OW}),
+                "sparse_conv: expected dy (B, O, OH, OW), contiguous, of x's dtype");
+    if (need_dvalues) dvalues = at::zeros({col.numel()}, values.options());
+    if (need_dx) dx = at::zeros(x.sizes(), x.options());
+    if (g.B == 0 || g.O == 0 || g.C == 0) return;
+    // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), likewise columns.
+    const int64_t top = (g.KH - 1) * g.dh / g.sh, left = (g.KW - 1) * g.dw / g.sw;
+    const int64_t Hq = top + std::max(g.OH, (g.H - 1 + g.ph) / g.sh + 1);
+    const int64_t Wq = left + std::max(g.OW, (g.W - 1 + g.pw) / g.sw + 1);
+    const auto dyt = to_batch_last<scalar_t>(dy, Hq, Wq, top, left, g.Bp);
+    const int64_t* pcrow = crow.const_data_ptr<int64_t>();
+    const int64_t* pcol = col.const_data_ptr<int64_t>();
+    if (need_dvalues && col.numel() > 0) {
+      const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
+      const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
+      const auto off = x_offsets(g, pcol, col.numel(), Hp, Wp);
+      dw_impl<scalar_t>(g, xt, dyt, top, left, pcrow, off, dvalues->mutable_data_ptr<scalar_t>());
+    }
+    if (need_dx && col.numel() > 0) {
+      auto dxt = at::zeros({g.C, g.H, g.W, g.Bp}, x.options());
+      dx_impl<scalar_t>(g, dyt, top, left, pcrow, pcol, values.const_data_ptr<scalar_t>(), dxt);
+      dx = from_batch_last<scalar_t>(dxt, g.B);
+    }
+  });
+  return {dx, dvalues};
+}
+
+}  // namespace panning

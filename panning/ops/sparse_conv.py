@@ -1,0 +1,171 @@
+"""Compressed sparse convolution (Conv1d / Conv2d, groups = 1) for a fixed mask: training and inference of a
+pruned convolutional network.
+
+The weight is a SparseWeight over the convolution weight viewed as (out_channels, in_channels * prod(kernel))
+in row-major order, i.e. `to_sparse(weight.reshape(out, -1), mask.reshape(out, -1))`: the flat position of a
+kept value is its index in `weight.view(-1)`. Gradients go to x, to `sparse_weight.values` (the kept values
+only, so the cost of training falls with the density) and to the bias. A Conv1d runs as a Conv2d of height 1.
+Double backward is refused (RuntimeError naming the op) rather than computed wrong.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import checks
+from . import _checks, dispatch
+from .sparse_weight import SparseWeight
+
+
+def _structure(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, columns: int) -> SparseWeight:
+    """The SparseWeight the public op checked, rebuilt inside the custom op (no second scan)."""
+    return SparseWeight.trusted((crow.numel() - 1, columns), crow, col, values)
+
+
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@torch.library.custom_op("panning::sparse_conv", mutates_args=())
+def _sparse_conv(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, kernel: list[int],
+                 stride: list[int], padding: list[int], dilation: list[int], bias: Optional[torch.Tensor],
+                 backend: str) -> torch.Tensor:
+    sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+    return dispatch.kernel("sparse_conv_fwd", backend)(x, sw, bias, kernel, stride, padding, dilation)
+
+
+@_sparse_conv.register_fake
+def _(x, crow, col, values, kernel, stride, padding, dilation, bias, backend):
+    return x.new_empty((x.shape[0], crow.shape[0] - 1,
+                        *(_output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i])
+                          for i in range(2))))
+
+
+@torch.library.custom_op("panning::sparse_conv_backward", mutates_args=())
+def _sparse_conv_backward(dy: torch.Tensor, x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor,
+                          values: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                          dilation: list[int], need_dx: bool, need_dvalues: bool,
+                          backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+    grads = dispatch.kernel("sparse_conv_bwd", backend)(dy, x, sw, kernel, stride, padding, dilation, need_dx,
+                                                        need_dvalues)
+    return tuple(g if g is not None else dy.new_empty(0) for g in grads)
+
+
+@_sparse_conv_backward.register_fake
+def _(dy, x, crow, col, values, kernel, stride, padding, dilation, need_dx, need_dvalues, backend):
+    return (x.new_empty(x.shape) if need_dx else dy.new_empty(0),
+            values.new_empty(values.shape) if need_dvalues else dy.new_empty(0))
+
+
+def _setup(ctx, inputs, output):
+    x, crow, col, values, kernel, stride, padding, dilation, bias, backend = inputs
+    ctx.save_for_backward(x, crow, col, values)
+    ctx.geometry, ctx.backend = (kernel, stride, padding, dilation), backend
+
+
+def _backward(ctx, dy):
+    x, crow, col, values = ctx.saved_tensors
+    need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[8]
+    dx, dvalues = _sparse_conv_backward(dy.contiguous(), x, crow, col, values, *ctx.geometry, need_dx,
+                                        need_dvalues, ctx.backend)
+    db = dy.sum((0, 2, 3)) if need_db else None
+    return (dx if need_dx else None, None, None, dvalues if need_dvalues else None, None, None, None, None, db,
+            None)
+
+
+_sparse_conv.register_autograd(_backward, setup_context=_setup)
+
+
+class _EagerSparseConv(torch.autograd.Function):
+    """The same op outside torch.compile, calling the kernels directly (the custom op's eager dispatch costs
+    about 100 us per forward + backward; see masked._EagerMaskedLinear)."""
+
+    @staticmethod
+    def forward(ctx, x, crow, col, values, kernel, stride, padding, dilation, bias, backend, name):
+        ctx.save_for_backward(x, crow, col, values)
+        ctx.geometry, ctx.backend, ctx.name = (kernel, stride, padding, dilation), backend, name
+        sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        return dispatch.kernel("sparse_conv_fwd", backend)(x, sw, bias, kernel, stride, padding, dilation)
+
+    @staticmethod
+    def backward(ctx, dy):
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients carry no graph
+            raise RuntimeError(f"{ctx.name}: double backward (create_graph=True) is not supported")
+        x, crow, col, values = ctx.saved_tensors
+        need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[8]
+        kernel = ctx.geometry[0]
+        sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        dx, dvalues = dispatch.kernel("sparse_conv_bwd", ctx.backend)(dy.contiguous(), x, sw, *ctx.geometry,
+                                                                      need_dx, need_dvalues)
+        db = dy.sum((0, 2, 3)) if need_db else None
+        return dx, None, None, dvalues, None, None, None, None, db, None, None
+
+
+def _tuple(name: str, value, n: int, minimum: int) -> list[int]:
+    """An int or a sequence of n ints, each >= minimum, as a list of n ints."""
+    items = list(value) if isinstance(value, (tuple, list)) else [value]
+    if len(items) == 1:
+        items = items * n
+    if len(items) != n:
+        raise ValueError(f"{name}: expected an int or {n} ints, got {value!r}")
+    return [checks.integer(name, item, minimum=minimum) for item in items]
+
+
+def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None, kernel: list[int],
+          stride: list[int], padding: list[int], dilation: list[int], backend: str | None) -> torch.Tensor:
+    """The checks shared by both public ops and the call of the 2-D op (x 4-D, geometry as pairs)."""
+    checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
+    sparse_weight.check()
+    out_channels, columns = sparse_weight.shape
+    in_channels = x.shape[1]
+    if columns != in_channels * kernel[0] * kernel[1]:
+        raise ValueError(f"sparse_weight: expected {in_channels * kernel[0] * kernel[1]} columns (in_channels "
+                         f"{in_channels} x kernel_size), got shape {sparse_weight.shape}")
+    for i in range(2):
+        if _output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) < 1:
+            raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
+                             f"padding")
+    if bias is not None:
+        _checks.shape("bias", _checks.tensor("bias", bias), (out_channels,))
+    values = sparse_weight.values
+    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
+    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
+    backend = dispatch.resolve("sparse_conv_fwd", x.device, backend)
+    dispatch.resolve("sparse_conv_bwd", x.device, backend)
+    args = (x.contiguous(), sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
+            values.contiguous(), kernel, stride, padding, dilation, bias, backend)
+    if torch.compiler.is_compiling():
+        return _sparse_conv(*args)
+    return _EagerSparseConv.apply(*args, name)
+
+
+def sparse_conv2d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,
+                  kernel_size, stride=1, padding=0, dilation=1, backend: str | None = None) -> torch.Tensor:
+    """`torch.nn.functional.conv2d(x, W, bias, stride, padding, dilation)` with W (out, in, kh, kw) compressed:
+    `sparse_weight` is over W.reshape(out, -1) (see the module docstring). `kernel_size` (int or pair) is
+    required: the SparseWeight holds only in * kh * kw. x is (batch, in, height, width)."""
+    _checks.floating("x", _checks.tensor("x", x, dims=(4,)))
+    kernel = _tuple("kernel_size", kernel_size, 2, 1)
+    return _conv("sparse_conv2d", x, sparse_weight, bias, kernel, _tuple("stride", stride, 2, 1),
+                 _tuple("padding", padding, 2, 0), _tuple("dilation", dilation, 2, 1), backend)
+
+
+def sparse_conv1d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,
+                  kernel_size=None, stride=1, padding=0, dilation=1, backend: str | None = None) -> torch.Tensor:
+    """`torch.nn.functional.conv1d` with the weight (out, in, k) compressed like sparse_conv2d's; x is
+    (batch, in, length). `kernel_size` defaults to the SparseWeight's columns / in_channels."""
+    _checks.floating("x", _checks.tensor("x", x, dims=(3,)))
+    if kernel_size is None:
+        checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
+        columns, in_channels = sparse_weight.shape[1], x.shape[1]
+        if in_channels == 0 or columns % in_channels:
+            raise ValueError(f"sparse_weight: {columns} columns are not a multiple of in_channels {in_channels}; "
+                             f"pass kernel_size")
+        kernel_size = columns // in_channels
+    (k,), (s,), (p,), (d,) = (_tuple(name, value, 1, low) for name, value, low in
+                              (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                               ("dilation", dilation, 1)))
+    y = _conv("sparse_conv1d", x.unsqueeze(2), sparse_weight, bias, [1, k], [1, s], [0, p], [1, d], backend)
+    return y.squeeze(2)

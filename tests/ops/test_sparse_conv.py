@@ -1,0 +1,163 @@
+"""sparse_conv2d / sparse_conv1d on every backend against torch's dense convolution of the masked weight
+(values, input and bias gradients), gradcheck in float64, and the refusals."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from panning import ops
+from panning.ops import dispatch
+
+BACKENDS = [name for name in dispatch.BACKENDS if dispatch._can_run(name, "sparse_conv_fwd", "cpu") is None]
+
+
+def _inputs(batch, channels, out, spatial, kernel, density, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, *spatial, generator=g, dtype=dtype)
+    w = torch.randn(out, channels, *kernel, generator=g, dtype=dtype)
+    mask = torch.rand(w.shape, generator=g) < density
+    b = torch.randn(out, generator=g, dtype=dtype)
+    return x, w, mask, b
+
+
+def _check_against_dense(conv, sparse_conv, x, w, mask, b, backend, **geometry):
+    sw = ops.to_sparse(w.reshape(w.shape[0], -1), mask.reshape(w.shape[0], -1))
+    xs, values, bs = x.clone().requires_grad_(), sw.values.clone().requires_grad_(), b.clone().requires_grad_()
+    y = sparse_conv(xs, sw.with_values(values), bs, backend=backend, **geometry)
+    xd, wd, bd = x.clone().requires_grad_(), (w * mask).requires_grad_(), b.clone().requires_grad_()
+    expected = conv(xd, wd, bd, **{k: v for k, v in geometry.items() if k != "kernel_size"})
+    assert y.shape == expected.shape
+    dy = torch.randn_like(expected)
+    y.backward(dy)
+    expected.backward(dy)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(xs.grad, xd.grad)
+    torch.testing.assert_close(values.grad, wd.grad[mask])  # row-major order of the kept positions = CSR order
+    torch.testing.assert_close(bs.grad, bd.grad)
+
+
+CASES_2D = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, density
+    (2, 3, 4, (5, 5), (3, 3), 1, 1, 1, 0.5),
+    (3, 5, 7, (9, 7), (3, 3), 2, 1, 1, 0.3),
+    (2, 4, 6, (11, 10), (3, 2), (2, 3), (2, 0), (2, 1), 0.4),
+    (1, 6, 5, (8, 8), (1, 1), 1, 0, 1, 0.2),
+    (2, 6, 5, (7, 9), (1, 1), 2, 0, 1, 0.6),
+    (17, 3, 4, (4, 4), (3, 3), 1, 1, 1, 1.0),  # all kept, a batch that is no multiple of a vector
+    (0, 3, 4, (6, 6), (3, 3), 1, 1, 1, 0.5),  # empty batch
+    (2, 8, 16, (6, 5), (5, 3), 1, (3, 1), 1, 0.05),  # rows with nothing kept
+    (4, 2, 3, (3, 3), (3, 3), 3, 4, 2, 0.7),  # padding beyond the kernel
+    (33, 16, 8, (2, 2), (3, 3), 1, 1, 1, 0.1),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch,cin,cout,spatial,kernel,stride,padding,dilation,density", CASES_2D)
+def test_sparse_conv2d_matches_dense(backend, batch, cin, cout, spatial, kernel, stride, padding, dilation,
+                                     density):
+    x, w, mask, b = _inputs(batch, cin, cout, spatial, kernel, density, seed=batch + cin + cout)
+    _check_against_dense(F.conv2d, ops.sparse_conv2d, x, w, mask, b, backend, kernel_size=kernel, stride=stride,
+                         padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch,cin,cout,length,kernel,stride,padding,dilation,density", [
+    (3, 1, 25, 40, 5, 2, 1, 1, 0.5),
+    (5, 25, 25, 19, 3, 2, 1, 1, 0.1),
+    (2, 4, 3, 13, 3, 1, 3, 3, 0.6),
+    (1, 7, 2, 5, 1, 1, 0, 1, 1.0),
+    (0, 2, 2, 6, 3, 1, 0, 1, 0.5),
+])
+def test_sparse_conv1d_matches_dense(backend, batch, cin, cout, length, kernel, stride, padding, dilation, density):
+    x, w, mask, b = _inputs(batch, cin, cout, (length,), (kernel,), density, seed=length)
+    _check_against_dense(F.conv1d, ops.sparse_conv1d, x, w, mask, b, backend, stride=stride, padding=padding,
+                         dilation=dilation)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_conv_nothing_kept_gives_the_bias(backend):
+    x, w, _, b = _inputs(2, 3, 4, (5, 5), (3, 3), 0.0)
+    mask = torch.zeros(w.shape, dtype=torch.bool)
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    xs = x.clone().requires_grad_()
+    y = ops.sparse_conv2d(xs, sw, b, kernel_size=3, padding=1, backend=backend)
+    torch.testing.assert_close(y, b.view(1, 4, 1, 1).expand(2, 4, 5, 5))
+    y.sum().backward()
+    assert torch.equal(xs.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 2)])
+def test_sparse_conv2d_gradcheck(backend, stride, padding, dilation):
+    x, w, mask, b = _inputs(2, 3, 4, (6, 5), (3, 2), 0.5, dtype=torch.float64, seed=5)
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    x, values, b = (t.clone().requires_grad_() for t in (x, sw.values, b))
+    assert torch.autograd.gradcheck(
+        lambda x, v, b: ops.sparse_conv2d(x, sw.with_values(v), b, kernel_size=(3, 2), stride=stride,
+                                          padding=padding, dilation=dilation, backend=backend), (x, values, b))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_conv1d_gradcheck(backend):
+    x, w, mask, b = _inputs(3, 2, 3, (9,), (3,), 0.6, dtype=torch.float64, seed=6)
+    sw = ops.to_sparse(w.reshape(3, -1), mask.reshape(3, -1))
+    x, values, b = (t.clone().requires_grad_() for t in (x, sw.values, b))
+    assert torch.autograd.gradcheck(
+        lambda x, v, b: ops.sparse_conv1d(x, sw.with_values(v), b, stride=2, padding=1, backend=backend),
+        (x, values, b))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_conv_double_backward_is_refused(backend):
+    x, w, mask, _ = _inputs(2, 3, 4, (5, 5), (3, 3), 0.5, dtype=torch.float64)
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    x, values = x.requires_grad_(), sw.values.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="sparse_conv2d: double backward"):
+        torch.autograd.gradgradcheck(
+            lambda x, v: ops.sparse_conv2d(x, sw.with_values(v), kernel_size=3, padding=1, backend=backend),
+            (x, values))
+
+
+def test_sparse_conv_bad_input_names_the_argument():
+    x, w, mask, b = _inputs(2, 3, 4, (5, 5), (3, 3), 0.5)
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    with pytest.raises(TypeError, match="sparse_weight"):
+        ops.sparse_conv2d(x, w, kernel_size=3)
+    with pytest.raises(ValueError, match="sparse_weight"):
+        ops.sparse_conv2d(x, sw, kernel_size=2)
+    with pytest.raises(ValueError, match="x"):
+        ops.sparse_conv2d(x[0], sw, kernel_size=3)
+    with pytest.raises(ValueError, match="x"):
+        ops.sparse_conv2d(x[:, :, :2], sw, kernel_size=3)
+    with pytest.raises(ValueError, match="stride"):
+        ops.sparse_conv2d(x, sw, kernel_size=3, stride=0)
+    with pytest.raises(ValueError, match="padding"):
+        ops.sparse_conv2d(x, sw, kernel_size=3, padding=(1, 1, 1))
+    with pytest.raises(ValueError, match="dilation"):
+        ops.sparse_conv2d(x, sw, kernel_size=3, dilation=-1)
+    with pytest.raises(TypeError, match="kernel_size"):
+        ops.sparse_conv2d(x, sw, kernel_size=3.0)
+    with pytest.raises(ValueError, match="bias"):
+        ops.sparse_conv2d(x, sw, b[:3], kernel_size=3)
+    with pytest.raises(TypeError, match="sparse_weight.values"):
+        ops.sparse_conv2d(x.double(), sw, kernel_size=3)
+    with pytest.raises(ValueError, match="sparse_weight"):  # 36 columns are no multiple of 5 channels
+        ops.sparse_conv1d(torch.randn(2, 5, 7), ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1)))
+
+
+def test_sparse_conv_under_torch_compile():
+    x, w, mask, b = _inputs(2, 3, 4, (6, 6), (3, 3), 0.5)
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    values = sw.values.clone().requires_grad_()
+
+    def step(x, values, b):
+        return ops.sparse_conv2d(x, sw.with_values(values), b, kernel_size=3, stride=2, padding=1).square().sum()
+
+    compiled = torch.compile(step, backend="aot_eager")  # SparseWeight's structure check runs eagerly
+    loss = compiled(x, values, b)
+    loss.backward()
+    wd = (w * mask).requires_grad_()
+    expected = F.conv2d(x, wd, b, stride=2, padding=1).square().sum()
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(values.grad, wd.grad[mask])
