@@ -74,8 +74,9 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
     masks: parameter name -> bool tensor (a `panning.Masks` or a plain mapping), covering `weight`s of
     nn.Linear, nn.Conv1d and nn.Conv2d. The new layers share the old layers' Parameter objects and bake the mask
     into the weight (zeros behind it). Layers that are already sparse just take the new mask (`mode` and
-    `scores` apply to the layers this call creates). mode: the path of the SparseLinear layers
-    ("auto" | "masked" | "compressed"); convolutions always run masked. scores=True prepares mask search: each
+    `scores` apply to the layers this call creates). mode: the path of the new layers ("auto": per layer, from
+    the cost model of panning.nn.cost; "masked"; "compressed", where a compressed op can run the layer).
+    scores=True prepares mask search: each
     new layer gets trainable scores (initialized to |weight|) and keeps its weights behind the mask.
 
     Everything is validated before anything changes: on an error the model is untouched. Sparsify before
@@ -92,8 +93,7 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
         if isinstance(module, SparseLayer):
             existing.append((module, masks[name]))
             continue
-        options = {"mode": mode} if type(module) is nn.Linear else {}
-        new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, **options)
+        new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, mode=mode)
     for module, mask in existing:
         module.set_mask(mask)
     return _replace(model, new)

@@ -7,9 +7,10 @@ state_dict holds the standard `weight` and `bias` plus `mask` (bool, same shape 
 Two paths (`SparseLayer.path`):
 - masked: the op computes with `weight * mask`; `weight` is the trained parameter and its gradient is masked
   inside the op. Used while the mask changes and always with scores.
-- compressed (SparseLinear): the layer trains a second parameter, `values`, holding only the kept weights (in
-  CSR order), so the gradient, momentum and Adam moments are sized by the kept count and the cost of a step falls
-  with density. `weight` then is a frozen mirror (requires_grad False, restored when the layer leaves the path).
+- compressed (SparseLinear, and the convolutions where panning.ops has the compressed convolution): the layer
+  trains a second parameter, `values`, holding only the kept weights (in CSR order), so the gradient, momentum
+  and Adam moments are sized by the kept count and the cost of a step falls with density. `weight` then is a
+  frozen mirror (requires_grad False, restored when the layer leaves the path).
 
 Invariants
 - `weight` is what everything outside the layer reads and writes: state_dict (which never holds `values`),
@@ -123,19 +124,18 @@ register_optimizer_step_post_hook(_write_back)
 class SparseLayer:
     """Mask handling and the two paths, shared by the sparse layers (a mixin in front of the plain torch layer).
 
-    A subclass with a compressed kernel sets COMPRESSED and implements `_compressed(x, layout, values)`."""
+    A subclass says whether a compressed op can run it (`_compressible`) and whether auto takes it (`_cheaper`)."""
 
     DENSE: type[nn.Module]  # the plain layer this one replaces
-    COMPRESSED = False  # whether a compressed kernel exists for this layer type
     mask: torch.Tensor
     scores: nn.Parameter | None
     values: nn.Parameter | None
 
-    def _init_sparse(self, mode: str = "masked") -> None:
+    def _init_sparse(self, mode: str) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
         self.register_parameter("scores", None)
         self.register_parameter("values", None)
-        self._mode = checks.choice("mode", mode, MODES if self.COMPRESSED else ("masked",))
+        self._mode = checks.choice("mode", mode, MODES)
         self._layout: _Layout | None = None
         self._generation = 0  # bumped whenever `values` gets a new layout
         self._stamps: tuple | None = None  # (_stamp(weight), _stamp(values)) when last in sync
@@ -180,7 +180,7 @@ class SparseLayer:
 
     @mode.setter
     def mode(self, value: str) -> None:
-        self._mode = checks.choice("mode", value, MODES if self.COMPRESSED else ("masked",))
+        self._mode = checks.choice("mode", value, MODES)
         self._refresh()
 
     @property
@@ -189,14 +189,18 @@ class SparseLayer:
         return "compressed" if self.values is not None and self.scores is None else "masked"
 
     def _wants_compressed(self) -> bool:
-        """The path the mode asks for, for the current mask, scores and device ("auto": the cost model)."""
-        if self.mode == "masked" or self.scores is not None or self.weight.is_meta:
+        """Whether the mode asks for the compressed path, for the current mask, scores and device."""
+        if self.mode == "masked" or self.scores is not None or self.weight.is_meta or not self._compressible():
             return False
-        if self.mode == "compressed":
-            return True
-        return (compiled_sparse_kernel(self.weight.device.type)
-                and compressed_wins(self.weight.shape[0], self.weight[0].numel(), int(self.mask.count_nonzero()),
-                                    torch.get_num_threads(), self.weight.device.type))
+        return self.mode == "compressed" or self._cheaper()
+
+    def _compressible(self) -> bool:
+        """Whether a compressed op can run this layer."""
+        raise NotImplementedError
+
+    def _cheaper(self) -> bool:
+        """Whether "auto" takes the compressed path."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def _refresh(self) -> None:
@@ -265,6 +269,13 @@ class SparseLayer:
                 self._bake()
                 self._refresh()
         return self._layout
+
+    @torch.compiler.disable
+    def _prepare(self) -> None:
+        """The layout of the current mask and values in sync with the weight, before a compressed forward."""
+        _COMPRESSED.add(self)  # also a copy (copy.deepcopy) of a compressed layer
+        self._current_layout()
+        self._sync()
 
     def _uses_compressed(self) -> bool:
         """Whether this forward runs compressed: on that path, with the layer's own weight (not one substituted
@@ -352,7 +363,7 @@ class SparseLayer:
 
     def extra_repr(self) -> str:
         scores = ", scores" if self.scores is not None else ""
-        return f"{super().extra_repr()}, density={self.density:.4f}{scores}"
+        return f"{super().extra_repr()}, density={self.density:.4f}{scores}, mode={self.mode}"
 
 
 class SparseLinear(SparseLayer, nn.Linear):
@@ -369,12 +380,20 @@ class SparseLinear(SparseLayer, nn.Linear):
     """
 
     DENSE = nn.Linear
-    COMPRESSED = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  mode: str = "auto"):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_sparse(mode)
+
+    def _compressible(self) -> bool:
+        return True
+
+    def _cheaper(self) -> bool:
+        """A compiled kernel (the reference's is a dense matmul) and a cheaper step in the cost model."""
+        return (compiled_sparse_kernel(self.weight.device.type)
+                and compressed_wins(self.out_features, self.in_features, int(self.mask.count_nonzero()),
+                                    torch.get_num_threads(), self.weight.device.type))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scores is not None:
@@ -386,40 +405,52 @@ class SparseLinear(SparseLayer, nn.Linear):
         weight = ops.SparseWeight((self.out_features, self.in_features), layout.crow, layout.col, self.values)
         return ops.sparse_linear(x, weight, self.bias)
 
-    @torch.compiler.disable
-    def _prepare(self) -> None:
-        """The layout of the current mask and values in sync with the weight, before a compressed forward."""
-        _COMPRESSED.add(self)  # also a copy (copy.deepcopy) of a compressed layer
-        self._current_layout()
-        self._sync()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mode={self.mode}"
-
 
 class _SparseConv(SparseLayer):
-    """The masked convolution of SparseConv1d and SparseConv2d: convolves with weight * mask (autograd masks the
-    weight gradient and, with scores, sends dL/dW_eff * W to them). There is no compressed convolution kernel; the
-    path is always masked."""
+    """The convolution of SparseConv1d and SparseConv2d, on two paths like SparseLinear's:
 
-    def __init__(self, *args, **kwargs):
+    - masked: convolves with weight * mask (autograd masks the weight gradient and, with scores, sends
+      dL/dW_eff * W to them);
+    - compressed: `panning.ops.sparse_conv1d` / `sparse_conv2d` on the kept values (CSR over the weight viewed as
+      (out, in * prod(kernel))), for groups = 1 and zero padding given as numbers, where panning.ops has the op.
+      "auto" keeps the masked path: the cost model has no measured coefficients for convolutions yet.
+    """
+
+    OP: str  # the compressed op's name in panning.ops
+
+    def __init__(self, *args, mode: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_sparse()
+        self._init_sparse(mode)
+
+    def _compressible(self) -> bool:
+        return (hasattr(ops, self.OP) and self.groups == 1 and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str))
+
+    def _cheaper(self) -> bool:
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+        if not self._uses_compressed():
+            return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+        self._prepare()
+        layout = self._layout
+        weight = ops.SparseWeight((self.out_channels, self.weight[0].numel()), layout.crow, layout.col, self.values)
+        return getattr(ops, self.OP)(x, weight, self.bias, kernel_size=self.kernel_size, stride=self.stride,
+                                     padding=self.padding, dilation=self.dilation)
 
 
 class SparseConv1d(_SparseConv, nn.Conv1d):
     """`nn.Conv1d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv1d
+    OP = "sparse_conv1d"
 
 
 class SparseConv2d(_SparseConv, nn.Conv2d):
     """`nn.Conv2d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv2d
+    OP = "sparse_conv2d"
 
 
 SPARSE_FOR: dict[type[nn.Module], type[SparseLayer]] = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from panning import criteria
+from panning import criteria, ops
 from panning.arena import Arena
 from panning.masks import Masks
 from panning.nn import SparseLinear, densify, sparsify
@@ -152,3 +152,52 @@ def test_copies_and_conversions_stay_in_sync():
     reference = Masks(masks).apply(densify(copy.deepcopy(wide)))
     torch.testing.assert_close(wide(x.double()), reference(x.double()))
     assert wide[0].values.dtype == torch.float64 and wide[0].path == "compressed"
+
+
+def _stand_in(conv):
+    """The compressed convolution's contract in plain torch (the op is written on another branch): the weight
+    scattered from the SparseWeight over weight.reshape(out, -1), then torch's convolution."""
+    def op(x, sparse_weight, bias=None, *, kernel_size, stride=1, padding=0, dilation=1):
+        kernel = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+        weight = sparse_weight.to_dense().view(sparse_weight.shape[0], x.shape[1], *kernel)
+        return conv(x, weight, bias, stride, padding, dilation)
+    return op
+
+
+@pytest.fixture
+def conv_ops(monkeypatch):
+    monkeypatch.setattr(ops, "sparse_conv1d", _stand_in(nn.functional.conv1d), raising=False)
+    monkeypatch.setattr(ops, "sparse_conv2d", _stand_in(nn.functional.conv2d), raising=False)
+
+
+def cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Unflatten(2, (2, 5)),
+                         nn.Conv2d(4, 3, (2, 3), stride=(1, 2), dilation=(1, 1)), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(6, 3))
+
+
+def test_convolutions_stay_masked_without_the_compressed_op(monkeypatch):
+    monkeypatch.delattr(ops, "sparse_conv2d", raising=False)
+    model = sparsify(cnn(), masks_of(cnn()), mode="compressed")
+    assert model[3].path == "masked" and model[6].path == "compressed"
+
+
+def test_compressed_convolutions_train_like_masked_ones(conv_ops):
+    masks = masks_of(cnn(), keep=0.5)
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(5, 2, 10, generator=g), torch.randint(0, 3, (5,), generator=g)
+    states = {}
+    for mode in ("masked", "compressed"):
+        model = sparsify(cnn(), masks, mode=mode)
+        assert [model[i].path for i in (0, 3, 6)] == [mode] * 3
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        if mode == "compressed":
+            assert model[3].values.numel() == int(masks["3.weight"].sum()) and model[3].weight.grad is None
+        states[mode] = model.state_dict()
+    for key, value in states["masked"].items():
+        torch.testing.assert_close(states["compressed"][key], value, rtol=1e-5, atol=1e-6)
