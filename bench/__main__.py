@@ -22,12 +22,14 @@ from panning import bench
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(threads: int, rounds: int, quick: bool, out: Path) -> Path:
-    path = out / f"cpu-kernels-{threads}t.json"
+def measure(threads: int, rounds: int, quick: bool, out: Path, suite: str = "test_cpu_kernels.py",
+            stem: str = "cpu-kernels") -> Path:
+    """Run one pytest-benchmark suite of bench/ in a fresh process at `threads`; the path of its JSON."""
+    path = out / f"{stem}-{threads}t.json"
     inherited = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}  # e.g. xdist's
     env = inherited | {"PANNING_BENCH_THREADS": str(threads), "PANNING_BENCH_ROUNDS": str(rounds),
                         "OMP_NUM_THREADS": str(threads), "PANNING_BENCH_QUICK": "1" if quick else "0"}
-    command = [sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_cpu_kernels.py"), "-q", "-o", "addopts=",
+    command = [sys.executable, "-m", "pytest", str(ROOT / "bench" / suite), "-q", "-o", "addopts=",
                "-p", "no:cacheprovider", "-p", "no:xdist", "--benchmark-enable", "--benchmark-sort=name",
                f"--benchmark-json={path}", "--benchmark-columns=min,median,rounds"]
     subprocess.run(command, env=env, cwd=ROOT, check=True)

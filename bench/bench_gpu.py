@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     for done, (section, measure) in enumerate(sections.items(), 1):
         try:
             measure()
-        except Exception as error:  # noqa: BLE001 - one broken section must not cost the others their figures
+        except Exception as error:
             traceback.print_exc()
             failed.append(section)
             run.notes.append(f"Section {section} FAILED: {type(error).__name__}: {str(error).splitlines()[0][:200]}"

@@ -2,8 +2,11 @@
 fixed pruning masks.
 
 - SGD with momentum (optionally Nesterov) or Adam, weight decay, a per-step cosine (or constant) learning rate.
-- Masks stay exact: masked weights are zeroed before training, their gradients are zeroed before every
-  optimizer step (so momentum / Adam moments stay zero there) and the mask is re-applied after every step.
+- Masks stay exact. The masked Linear / Conv1d / Conv2d layers train as sparse layers (panning.nn, swapped in
+  for the run and back at its end), each on the path ``mode`` gives it: masked (the op masks the gradient) or
+  compressed (only the kept weights are trained; their gradient, momentum and Adam moments are sized by the
+  kept count). Any other masked parameter is zeroed before training, its gradient zeroed before every optimizer
+  step (so momentum / Adam moments stay zero there) and the mask re-applied after every step.
 - Deterministic for a seed: each epoch's data order and augmentation come from a generator seeded by
   (seed, epoch), and the global torch generator is seeded once at the start.
 - Checkpoints: at the end of every epoch the full state (model, optimizer, scheduler, RNG, history, masks) is
@@ -29,6 +32,7 @@ from panning import checks
 from panning.data import Data, as_tensors, split
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
+from panning.nn import MODES, densify, layer_masks, sparsify
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
 #: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
@@ -78,6 +82,7 @@ class TrainResult:
 
     history: list[EpochStats] = field(default_factory=list)
     wall_time: float = 0.0  # seconds spent in this call (a resumed run does not count the earlier part)
+    paths: dict[str, str] = field(default_factory=dict)  # masked layer -> "masked" or "compressed"
 
     @property
     def epochs(self) -> int:
@@ -205,9 +210,8 @@ def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
         raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
 
 
-def _pruned_positions(model: nn.Module, masks: Mapping | None, device) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    """(parameter, pruned-positions) pairs on ``device``; the masks are validated by panning.masks.Masks."""
-    masks = Masks(masks if masks is not None else {})
+def _pruned_positions(model: nn.Module, masks: Masks, device) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, pruned-positions) pairs on ``device`` of validated masks."""
     return [(param, ~masks[name].to(device)) for name, param in masks.check(model).items()]
 
 
@@ -258,6 +262,7 @@ def train(
     schedule: str = "cosine",
     masks: Mapping[str, torch.Tensor] | None = None,
     test: Dataset | DataLoader | None = None,
+    mode: str = "auto",
     device="cpu",
     seed: int = 0,
     checkpoint=None,
@@ -272,7 +277,9 @@ def train(
     ``optimizer`` is "sgd" (uses ``momentum``, ``nesterov``) or "adam"; ``weight_decay`` is L2 added to the
     gradient in both. ``schedule`` "cosine" decays the learning rate per step from ``lr`` to 0. ``masks`` maps
     parameter names (as in ``model.named_parameters()``) to bool tensors of the parameter's shape; False
-    positions are held at exactly zero. ``checkpoint`` is a file path written at the end of every epoch; with
+    positions are held at exactly zero. ``mode`` is the path of the masked layers ("auto": chosen per layer by
+    panning.nn's cost model; "masked"; "compressed"), reported in ``TrainResult.paths``; the model comes back
+    with its own layer types. ``checkpoint`` is a file path written at the end of every epoch; with
     ``resume`` and an existing file the run continues from it (its settings, data and masks must match).
     """
     checks.positive_int("epochs", epochs)
@@ -282,12 +289,32 @@ def train(
     checks.non_negative("weight_decay", weight_decay)
     checks.choice("optimizer", optimizer, OPTIMIZERS)
     checks.choice("schedule", schedule, SCHEDULES)
+    checks.choice("mode", mode, MODES)
     checks.non_negative_int("seed", seed)
     train_set, test, augment, name = split(data, test)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
-    pruned = _pruned_positions(model, masks, device)
+    masks = Masks(masks if masks is not None else {})
+    masks.check(model)  # before anything changes
+    held, others = layer_masks(model, masks)
+    pruned = _pruned_positions(model, others, device)
+    before = set(model.modules())
+    sparsify(model, held, mode=mode)
+    layers = {name.rpartition(".")[0]: model.get_submodule(name.rpartition(".")[0]) for name in held}
+    try:
+        return _train(model, train_set, test, augment, name, epochs=epochs, batch_size=batch_size, lr=lr,
+                      momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, optimizer=optimizer,
+                      schedule=schedule, masks=masks, device=device, seed=seed, checkpoint=checkpoint, resume=resume,
+                      progress=progress, pruned=pruned, paths={name: layer.path for name, layer in layers.items()},
+                      started=started)
+    finally:  # the layers this run swapped in go back to the model's own types
+        densify(model, [layer for layer in layers.values() if layer not in before])
+
+
+def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, momentum, weight_decay, nesterov,
+           optimizer, schedule, masks, device, seed, checkpoint, resume, progress, pruned, paths,
+           started) -> TrainResult:
     x_train, y_train = (t.to(device) for t in train_set.tensors)
     n = len(y_train)
     steps_per_epoch = math.ceil(n / batch_size)
@@ -305,7 +332,7 @@ def train(
     history: list[EpochStats] = []
     path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     if path is not None and resume and path.exists():
-        history = _restore(path, model, opt, sched, config, mask_state)
+        history = _restore(path, model, opt, sched, config, mask_state, paths)
     _zero_masked_weights(pruned)
 
     epoch_data: dict[int, tuple[torch.Tensor, torch.Generator]] = {}
@@ -346,6 +373,7 @@ def train(
             dict(
                 format=CHECKPOINT_FORMAT, kind=CHECKPOINT_KIND, config=config, model=model.state_dict(),
                 optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(), masks=mask_state,
+                paths=paths,
                 history=[asdict(h) for h in history],
             ),
             path,
@@ -362,10 +390,10 @@ def train(
                  save_every=steps_per_epoch, bar=bar)
     finally:
         bar.close()
-    return TrainResult(history=history, wall_time=time.perf_counter() - started)
+    return TrainResult(history=history, wall_time=time.perf_counter() - started, paths=paths)
 
 
-def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict) -> list[EpochStats]:
+def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict, paths: dict) -> list[EpochStats]:
     """Load a checkpoint written by :func:`train` into model/optimizer/scheduler/RNG; return its history."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -375,6 +403,9 @@ def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict) -> l
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
         raise ValueError(f"checkpoint {str(path)!r} was written with different masks than this run's")
+    if state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
+        raise ValueError(f"checkpoint {str(path)!r} trained its layers on other paths ({state.get('paths')}) than "
+                         f"this run ({paths}); give train the mode that wrote it")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

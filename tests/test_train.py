@@ -9,6 +9,7 @@ from torch import nn
 import panning.data as data
 import panning.models as models
 import panning.train as train_module
+from panning.nn import SparseLayer, global_prune
 from panning.train import RECIPES, EpochStats, TrainResult, evaluate, train
 
 
@@ -62,12 +63,20 @@ def test_evaluate_restores_mode(bundle):
     "optimizer, extra",
     [("sgd", dict(momentum=0.9, weight_decay=5e-4)), ("sgd", dict(nesterov=True)), ("adam", dict(weight_decay=5e-4))],
 )
-def test_masked_weights_stay_exactly_zero(bundle, optimizer, extra):
+@pytest.mark.parametrize("mode", ["masked", "compressed"])
+def test_masked_weights_stay_exactly_zero(bundle, optimizer, extra, mode):
     model = _model("cnn1d")
     masks = _random_masks(model)
     params = dict(model.named_parameters())
     untouched = {n: params[n].detach().clone() for n in params}
-    train(model, bundle, epochs=2, batch_size=32, lr=0.05, optimizer=optimizer, masks=masks, progress=False, **extra)
+    result = train(model, bundle, epochs=2, batch_size=32, lr=0.05, optimizer=optimizer, masks=masks, mode=mode,
+                   progress=False, **extra)
+    linear = {name.rpartition(".")[0] for name in masks if isinstance(model.get_parameter(name), nn.Parameter)
+              and type(model.get_submodule(name.rpartition(".")[0])) is nn.Linear}
+    assert linear and {result.paths[name] for name in linear} == {mode}  # convolutions: masked (no kernel yet)
+    assert set(result.paths) == {name.rpartition(".")[0] for name in masks}
+    assert not any(isinstance(m, SparseLayer) for m in model.modules())  # the model's own layers come back
+    assert dict(model.named_parameters()) == params
     for name, mask in masks.items():
         p = params[name]
         assert torch.all(p[~mask] == 0), name
@@ -126,14 +135,15 @@ class _Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("name, optimizer", [("cnn1d", "sgd"), ("cnn2d", "adam")])
-def test_resume_gives_bitwise_the_same_weights(tmp_path, monkeypatch, name, optimizer):
+@pytest.mark.parametrize("name, optimizer, mode", [("cnn1d", "sgd", "auto"), ("cnn2d", "adam", "auto"),
+                                                   ("cnn1d", "sgd", "compressed")])
+def test_resume_gives_bitwise_the_same_weights(tmp_path, monkeypatch, name, optimizer, mode):
     shape = (1, 16) if name == "cnn1d" else (1, 4, 4)
     bundle = data.load("synthetic", num_classes=4, input_shape=shape, n_train=64, n_test=32)
     # an augmentation too, so that its random draws are covered by the resume
     noisy = lambda x, g: x + 0.1 * torch.randn(x.shape, generator=g)  # noqa: E731
     bundle = dataclasses.replace(bundle, augment=noisy)
-    kwargs = dict(epochs=2, batch_size=16, lr=0.05, optimizer=optimizer, seed=7, progress=False)
+    kwargs = dict(epochs=2, batch_size=16, lr=0.05, optimizer=optimizer, seed=7, mode=mode, progress=False)
 
     straight = _model(name, shape)
     masks = _random_masks(straight)
@@ -174,6 +184,12 @@ def test_resume_refuses_another_run(bundle, tmp_path):
         train(model, bundle, epochs=1, masks=_random_masks(model), checkpoint=ckpt, progress=False)
     with pytest.raises(ValueError, match="does not fit this model"):
         train(_model("cnn1d"), bundle, epochs=1, checkpoint=ckpt, progress=False)
+    model = _model()
+    masks = _random_masks(model)
+    masked = tmp_path / "masked.pt"
+    train(model, bundle, epochs=1, masks=masks, mode="masked", checkpoint=masked, progress=False)
+    with pytest.raises(ValueError, match="other paths"):
+        train(_model(), bundle, epochs=1, masks=masks, mode="compressed", checkpoint=masked, progress=False)
     finished = train(_model(), bundle, epochs=1, checkpoint=ckpt, progress=False)  # already complete: no work
     assert finished.epochs == 1
     fresh = train(_model(), bundle, epochs=1, lr=0.3, checkpoint=ckpt, resume=False, progress=False)
@@ -194,3 +210,21 @@ def test_all_true_mask_keeps_every_weight(bundle):
     masks = {"1.weight": torch.ones(4, 16, dtype=torch.bool)}
     train(model, bundle, epochs=1, masks=masks, progress=False)
     assert torch.count_nonzero(model[1].weight) == 64
+
+
+@pytest.mark.slow
+def test_the_compressed_path_trains_the_protocol_network_to_the_masked_paths_accuracy():
+    """cnn1d x4 on MNIST-1D at 98% (magnitude masks), the protocol's recipe: the linear layer trained on its kept
+    values (compressed) reaches the masked path's test accuracy to within 0.1 point."""
+    protocol = train_module.PROTOCOL["mnist1d"]
+    bundle = data.load("mnist1d")
+    torch.manual_seed(0)
+    masks = global_prune(models.build(protocol["model"], bundle.input_shape, bundle.num_classes,
+                                      width=protocol["width"]), 0.98)
+    results = {}
+    for mode in ("masked", "compressed"):
+        torch.manual_seed(0)
+        model = models.build(protocol["model"], bundle.input_shape, bundle.num_classes, width=protocol["width"])
+        results[mode] = train(model, bundle, **protocol["recipe"], masks=masks, mode=mode, progress=False)
+    assert "compressed" in results["compressed"].paths.values()
+    assert abs(results["compressed"].test_acc - results["masked"].test_acc) <= 0.001

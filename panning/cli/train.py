@@ -16,6 +16,8 @@ OPTIONS = (
     Option("optimizer", str, "sgd or adam; default: the model's recipe", check=o.one_of("panning.train", "OPTIMIZERS")),
     o.SEED,
     o.MASKS.but(help="train under this fixed mask (a masks file from panning prune or panning jackpot)"),
+    Option("mode", str, "path of the masked layers: auto (per layer, from panning.nn's cost model), masked or "
+           "compressed; default auto", check=o.one_of("panning.nn", "MODES")),
     Option("checkpoint", Path, "checkpoint file, written every epoch; an existing one is resumed",
            check=o.output_file),
     Option("save", Path, "write the trained model here (safetensors, for panning.models.load and panning evaluate)",
@@ -49,8 +51,8 @@ def run(opts: dict) -> int:
         o.masks_fit("--masks", masks, model)
     recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}
     try:
-        result = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], device=opts["device"],
-                       checkpoint=opts["checkpoint"], progress=opts["progress"])
+        result = train(model, bundle, **recipe, masks=masks, mode=opts["mode"] or "auto", seed=opts["seed"],
+                       device=opts["device"], checkpoint=opts["checkpoint"], progress=opts["progress"])
     except ValueError as error:  # a checkpoint of another run is refused before the first step
         if str(error).startswith("checkpoint: "):
             raise o.UsageError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
@@ -75,6 +77,8 @@ def run(opts: dict) -> int:
         "test acc": f"{100 * result.test_acc:.2f}%",
         "time": f"{result.wall_time:.1f} s",
     })
+    if result.paths:
+        print("layer paths: " + ", ".join(f"{name} {path}" for name, path in result.paths.items()))
     if opts["save"] is not None:
         print(f"model saved to {opts['save']} (panning evaluate --weights {opts['save']})")
     return 0

@@ -5,9 +5,9 @@
     ...train or run it...
     panning.densify(model)                        # a plain torch model with the zeros baked in
 """
-from .convert import dense_state_dict, densify, sparsify
+from .convert import dense_state_dict, densify, layer_masks, sparsify
 from .global_pruning import global_prune
-from .layers import AUTO_MAX_DENSITY, MODES, SparseConv1d, SparseConv2d, SparseLayer, SparseLinear
+from .layers import MODES, SparseConv1d, SparseConv2d, SparseLayer, SparseLinear
 
-__all__ = ["AUTO_MAX_DENSITY", "MODES", "SparseConv1d", "SparseConv2d", "SparseLayer", "SparseLinear",
-           "dense_state_dict", "densify", "global_prune", "sparsify"]
+__all__ = ["MODES", "SparseConv1d", "SparseConv2d", "SparseLayer", "SparseLinear",
+           "dense_state_dict", "densify", "global_prune", "layer_masks", "sparsify"]

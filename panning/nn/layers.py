@@ -4,12 +4,28 @@
 that looks for those types (initializers, `panning.arena.Arena`, export scripts) keeps working, and their
 state_dict holds the standard `weight` and `bias` plus `mask` (bool, same shape as the weight).
 
+Two paths (`SparseLayer.path`):
+- masked: the op computes with `weight * mask`; `weight` is the trained parameter and its gradient is masked
+  inside the op. Used while the mask changes and always with scores.
+- compressed (SparseLinear, and the convolutions where panning.ops has the compressed convolution): the layer
+  trains a second parameter, `values`, holding only the kept weights (in CSR order), so the gradient, momentum
+  and Adam moments are sized by the kept count and the cost of a step falls with density. `weight` then is a
+  frozen mirror (requires_grad False, restored when the layer leaves the path).
+
 Invariants
-- The dense `weight` parameter is authoritative in every mode: optimizers, DDP, checkpoints and `Arena` see one
-  ordinary parameter, and switching paths never rebuilds optimizer state.
+- `weight` is what everything outside the layer reads and writes: state_dict (which never holds `values`),
+  `densify`, `Arena`, `panning.Masks`. On the compressed path it equals the kept values scattered into place
+  after every optimizer step (a global `torch.optim` post-step hook writes them back, O(kept)) and at every
+  forward; a write into `weight` (loading a checkpoint, `Arena` sharing, any in-place edit) is noticed
+  by its version counter and gathered into `values` at the next forward. When both changed, `weight` wins.
 - The weight gradient is masked inside the op (`grad_W = dL/dW_eff * mask`), and without scores the weights behind
   the mask are kept at exactly zero (set when the mask is set or loaded). An optimizer step then leaves them zero:
-  their gradient, momentum, Adam moments and weight decay (`wd * w`) are all zero.
+  their gradient, momentum, Adam moments and weight decay (`wd * w`) are all zero. On the compressed path they
+  have no optimizer state at all.
+- A new mask on the compressed path gives `values` a new layout (same Parameter object, resized): an optimizer
+  that holds state for it drops that state at its next step (a global pre-step hook), as for a new parameter.
+- A `weight` substituted by `torch.func.functional_call` (the criteria evaluate a model at other weights) is
+  used through the masked path, so the layer is always the function `x -> layer(x; weight * mask)`.
 - With `scores` (mask search, e.g. Lottery Jackpots) the weights behind the mask are kept: the mask moves and may
   bring them back. The forward uses the mask as a straight-through stand-in for top-k(scores), so `scores`
   receives `dL/dW_eff * W`; the search loop recomputes the mask (one `panning.ops.topk_mask` over the arena) and
@@ -21,21 +37,20 @@ model pruned by the sparse model's masks.
 """
 from __future__ import annotations
 
+import weakref
 from functools import cache
 from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from panning import checks, ops
 from panning.ops import _checks
 
-MODES = ("auto", "masked", "compressed")
+from .cost import compressed_wins
 
-# "auto" takes the compressed path at or below this density when a compiled sparse kernel runs the op.
-# Measured (bench/bench_layers.py, 4096-wide MLP training step, cpp kernels, 1 thread): the compressed step
-# costs about 120 + 2720 * density ms against 590 ms dense, so it wins up to a density of about 0.17.
-AUTO_MAX_DENSITY = 0.15
+MODES = ("auto", "masked", "compressed")
 
 
 @cache
@@ -61,16 +76,72 @@ def _shell(cls: type[nn.Module], module: nn.Module, **options) -> nn.Module:
                padding_mode=module.padding_mode, **kwargs)
 
 
+def _stamp(t: torch.Tensor) -> tuple[int, int]:
+    """What changes when a tensor is written in place or given other storage."""
+    return t.data_ptr(), t._version
+
+
+class _Layout(NamedTuple):
+    """The compressed layout of a mask: CSR indices over the weight viewed as (out, -1), the flat weight index of
+    every kept entry, and the mask (object and version) it was built from."""
+
+    mask: torch.Tensor
+    version: int
+    crow: torch.Tensor
+    col: torch.Tensor
+    flat: torch.Tensor
+
+
+# The layers on the compressed path, for the optimizer hooks below.
+_COMPRESSED: weakref.WeakSet = weakref.WeakSet()
+# optimizer -> {id(values): layout generation its state was made for}
+_STATE_LAYOUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _drop_stale_state(optimizer, args, kwargs) -> None:
+    """Before a step: forget optimizer state made for an earlier layout of a layer's `values` (a new mask)."""
+    made_for = _STATE_LAYOUT.get(optimizer, {})
+    for layer in list(_COMPRESSED):
+        values = layer.values
+        if values is not None and values in optimizer.state and made_for.get(id(values), layer._generation) \
+                != layer._generation:
+            del optimizer.state[values]
+
+
+def _write_back(optimizer, args, kwargs) -> None:
+    """After a step: scatter the stepped values into the weights, and remember their layouts."""
+    made_for = _STATE_LAYOUT.setdefault(optimizer, {})
+    for layer in list(_COMPRESSED):
+        layer._sync()
+        if layer.values is not None and layer.values in optimizer.state:
+            made_for[id(layer.values)] = layer._generation
+
+
+register_optimizer_step_pre_hook(_drop_stale_state)
+register_optimizer_step_post_hook(_write_back)
+
+
 class SparseLayer:
-    """Mask handling shared by the sparse layers (a mixin in front of the plain torch layer)."""
+    """Mask handling and the two paths, shared by the sparse layers (a mixin in front of the plain torch layer).
+
+    A subclass says whether a compressed op can run it (`_compressible`) and whether auto takes it (`_cheaper`)."""
 
     DENSE: type[nn.Module]  # the plain layer this one replaces
     mask: torch.Tensor
     scores: nn.Parameter | None
+    values: nn.Parameter | None
 
-    def _init_sparse(self) -> None:
+    def _init_sparse(self, mode: str) -> None:
         self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
         self.register_parameter("scores", None)
+        self.register_parameter("values", None)
+        self._mode = checks.choice("mode", mode, MODES)
+        self._layout: _Layout | None = None
+        self._generation = 0  # bumped whenever `values` gets a new layout
+        self._stamps: tuple | None = None  # (_stamp(weight), _stamp(values)) when last in sync
+        self._own: tuple[nn.Parameter, ...] = ()  # on the compressed path: the weight it mirrors into
+        self._frozen_from = False  # the weight's requires_grad before the compressed path froze it
+        self._refresh()
 
     @classmethod
     def from_dense(cls, module: nn.Module, mask: torch.Tensor | None = None, *, scores: bool = False,
@@ -89,15 +160,127 @@ class SparseLayer:
         if scores:
             layer.attach_scores()
         layer._bake()
+        layer._refresh()
         return layer
 
     def to_dense(self) -> nn.Module:
-        """The plain layer, sharing this layer's weight and bias, with the masked-out weights zeroed."""
+        """The plain layer, sharing this layer's weight and bias, with the masked-out weights zeroed and the
+        weight's requires_grad as it was before the compressed path."""
+        self._leave_compressed()
         self._bake(force=True)
         module = _shell(self.DENSE, self)
         module.weight, module.bias = self.weight, self.bias
         module.train(self.training)
         return module
+
+    # -- mode and path --------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = checks.choice("mode", value, MODES)
+        self._refresh()
+
+    @property
+    def path(self) -> str:
+        """The path the next forward takes: "masked" or "compressed"."""
+        return "compressed" if self.values is not None and self.scores is None else "masked"
+
+    def _wants_compressed(self) -> bool:
+        """Whether the mode asks for the compressed path, for the current mask, scores and device."""
+        if self.mode == "masked" or self.scores is not None or self.weight.is_meta or not self._compressible():
+            return False
+        return self.mode == "compressed" or self._cheaper()
+
+    def _compressible(self) -> bool:
+        """Whether a compressed op can run this layer."""
+        raise NotImplementedError
+
+    def _cheaper(self) -> bool:
+        """Whether "auto" takes the compressed path."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        """Take the path the mode asks for; on the compressed path, (re)build the layout of the current mask
+        and gather `values` from the weight."""
+        if not self._wants_compressed():
+            self._leave_compressed()
+            return
+        self._sync()
+        layout = self._layout
+        if layout is not None and self.values is not None and layout.mask is self.mask \
+                and layout.version == self.mask._version and layout.flat.device == self.mask.device:
+            return
+        sw = ops.to_sparse(self.weight.detach().reshape(self.weight.shape[0], -1),
+                           self.mask.reshape(self.mask.shape[0], -1))
+        flat = sw.row_indices() * sw.shape[1] + sw.col_indices
+        if layout is None or not torch.equal(layout.flat, flat):
+            self._generation += 1  # optimizer state of the old layout no longer fits
+        self._layout = _Layout(self.mask, self.mask._version, sw.crow_indices, sw.col_indices, flat)
+        if self.values is None:
+            self.values = nn.Parameter(sw.values)
+            self._own, self._frozen_from = (self.weight,), self.weight.requires_grad
+            self.weight.requires_grad_(False)
+        else:
+            self.values.data = sw.values
+        _COMPRESSED.add(self)
+        self._stamps = (_stamp(self.weight), _stamp(self.values))
+
+    @torch.no_grad()
+    def _leave_compressed(self) -> None:
+        """Back to the masked path: the values written into the weight, which trains again."""
+        if self.values is None:
+            return
+        self._sync()
+        self._own[0].requires_grad_(self._frozen_from)
+        self.values, self._layout, self._stamps, self._own = None, None, None, ()
+        _COMPRESSED.discard(self)
+
+    @torch.no_grad()
+    def _sync(self) -> None:
+        """Make `weight` and `values` agree: gather a written weight into the values, else scatter stepped
+        values into the weight (O(kept); nothing when neither changed)."""
+        if self.values is None or self._layout is None:
+            return
+        own = self._own[0]  # not a weight that torch.func.functional_call put in its place
+        weight, values = _stamp(own), _stamp(self.values)
+        if (weight, values) == self._stamps:
+            return
+        flat = own.view(-1)
+        if weight != self._stamps[0]:
+            self.values.copy_(flat.index_select(0, self._layout.flat))
+        else:
+            flat.index_copy_(0, self._layout.flat, self.values)
+        self._stamps = (_stamp(own), _stamp(self.values))
+
+    def _current_layout(self) -> _Layout | None:
+        """The layout for this forward, rebuilt if the mask was written in place with new content (an in-place
+        write of the same content, e.g. DDP broadcasting buffers, costs one count and one gather)."""
+        layout = self._layout
+        if layout.mask is not self.mask or layout.version != self.mask._version:
+            mask = self.mask
+            if (layout.flat.device == mask.device and int(mask.count_nonzero()) == layout.flat.numel()
+                    and bool(mask.reshape(-1)[layout.flat].all())):
+                self._layout = layout._replace(mask=mask, version=mask._version)
+            else:
+                self._bake()
+                self._refresh()
+        return self._layout
+
+    @torch.compiler.disable
+    def _prepare(self) -> None:
+        """The layout of the current mask and values in sync with the weight, before a compressed forward."""
+        _COMPRESSED.add(self)  # also a copy (copy.deepcopy) of a compressed layer
+        self._current_layout()
+        self._sync()
+
+    def _uses_compressed(self) -> bool:
+        """Whether this forward runs compressed: on that path, with the layer's own weight (not one substituted
+        by torch.func.functional_call)."""
+        return self.values is not None and self.scores is None and self.weight is self._own[0]
 
     # -- mask and scores ------------------------------------------------------------------------
     @property
@@ -109,13 +292,17 @@ class SparseLayer:
     def set_mask(self, mask: torch.Tensor) -> SparseLayer:
         """Replace the mask in place (the buffer keeps its identity); zeroes the newly masked weights
         unless the layer has scores."""
-        self.mask.copy_(check_mask(mask, self.weight))
+        mask = check_mask(mask, self.weight)
+        self._sync()
+        self.mask.copy_(mask)
         self._bake()
+        self._refresh()
         return self
 
     def attach_scores(self, init: torch.Tensor | None = None) -> nn.Parameter:
         """Add a trainable `scores` parameter for mask search (default init |weight|, the magnitude start of
-        Lottery Jackpots). From now on the weights behind the mask are kept, not zeroed."""
+        Lottery Jackpots). From now on the weights behind the mask are kept, not zeroed, and the path is masked."""
+        self._leave_compressed()
         source = self.weight.detach().abs() if init is None else init
         _checks.shape("init", _checks.floating("init", _checks.tensor("init", source)), self.weight.shape)
         self.scores = nn.Parameter(source.detach().to(self.weight.device, self.weight.dtype, copy=True))
@@ -125,12 +312,16 @@ class SparseLayer:
         """End mask search: drop `scores` and zero the weights behind the (now fixed) mask."""
         self.scores = None
         self._bake()
+        self._refresh()
 
     @torch.no_grad()
     def _bake(self, force: bool = False) -> None:
         """Zero the weights behind the mask (exactly +0.0, also where a weight was inf or NaN)."""
         if force or self.scores is None:
+            self._sync()
             self.weight.masked_fill_(~self.mask, 0)
+            if self._stamps is not None:  # the kept weights did not change
+                self._stamps = (_stamp(self.weight), self._stamps[1])
 
     def _float_mask(self) -> torch.Tensor:
         """The mask as 0/1 in the weight's dtype; with scores, a straight-through stand-in for top-k(scores):
@@ -138,7 +329,12 @@ class SparseLayer:
         mask = self.mask.to(self.weight.dtype)
         return mask if self.scores is None else mask + (self.scores - self.scores.detach())
 
-    # -- checkpoints ----------------------------------------------------------------------------
+    # -- checkpoints and conversions ------------------------------------------------------------
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self._sync()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination.pop(prefix + "values", None)  # the weight holds them
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         key = prefix + "mask"
@@ -147,39 +343,38 @@ class SparseLayer:
         elif isinstance(state_dict[key], torch.Tensor) and state_dict[key].dtype != torch.bool:
             error_msgs.append(f"{key}: expected a bool mask, got {state_dict[key].dtype}")
             return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        values = self._parameters.pop("values")  # not in checkpoints: gathered from the loaded weight
+        try:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+        finally:
+            self._parameters["values"] = values
         self._bake()
+        self._refresh()
+
+    def _apply(self, fn, recurse=True):
+        self._sync()
+        result = super()._apply(fn, recurse)
+        layout = self._layout
+        if layout is not None:  # weight, values and mask moved together; the indices follow (fn keeps ints)
+            self._layout = _Layout(self.mask, self.mask._version, fn(layout.crow), fn(layout.col), fn(layout.flat))
+            self._stamps = (_stamp(self._own[0]), _stamp(self.values))
+        return result
 
     def extra_repr(self) -> str:
         scores = ", scores" if self.scores is not None else ""
-        return f"{super().extra_repr()}, density={self.density:.4f}{scores}"
-
-
-class _Structure(NamedTuple):
-    """The compressed layout of a mask, remembered with the mask version it was built from."""
-
-    mask: torch.Tensor
-    version: int
-    nnz: int
-    crow: torch.Tensor | None  # None: auto found the mask too dense for the compressed path
-    col: torch.Tensor | None
-    flat: torch.Tensor | None  # flat weight index of every kept entry, in CSR order
+        return f"{super().extra_repr()}, density={self.density:.4f}{scores}, mode={self.mode}"
 
 
 class SparseLinear(SparseLayer, nn.Linear):
-    """`nn.Linear` with a mask, running one of two paths.
+    """`nn.Linear` with a mask, running one of two paths (see the module docstring).
 
-    - masked: `panning.ops.masked_linear` (y = x (W*M)^T + b without materializing W*M). Used while the mask
-      changes and always with scores.
-    - compressed: `panning.ops.sparse_linear` on the kept weights in CSR form. The layout (row pointers, column
-      indices) is built once per mask and rebuilt only when the mask's content changes; the values are gathered
-      from the dense weight at every forward (O(kept), differentiable), so the weight stays the one parameter
-      and its gradient is nonzero only at kept positions. This avoids a second copy of the parameters that
-      optimizers, DDP and checkpoints would have to follow, at the price of a dense-sized weight gradient.
+    - masked: `panning.ops.masked_linear` (y = x (W*M)^T + b without materializing W*M).
+    - compressed: `panning.ops.sparse_linear` on the kept weights in CSR form, whose values are the trained
+      parameter `values`. The layout (row pointers, column indices) is built once per mask.
     - auto (default): compressed when a compiled sparse kernel runs `sparse_linear` on this device, the layer
-      has no scores and density <= AUTO_MAX_DENSITY; masked otherwise (the reference sparse kernel is a dense
-      matmul and never wins).
+      has no scores and the cost model (`panning.nn.cost`) predicts a cheaper training step for this shape,
+      density and thread count; masked otherwise. Decided when the mask, mode or scores change.
 
     `mode` may be changed at any time; all paths compute the same function (up to float rounding).
     """
@@ -189,91 +384,73 @@ class SparseLinear(SparseLayer, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  mode: str = "auto"):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_sparse()
-        self.mode = mode
-        self._structure: _Structure | None = None
+        self._init_sparse(mode)
 
-    @property
-    def mode(self) -> str:
-        return self._mode
+    def _compressible(self) -> bool:
+        return True
 
-    @mode.setter
-    def mode(self, value: str) -> None:
-        self._mode = checks.choice("mode", value, MODES)
-
-    @property
-    def path(self) -> str:
-        """The path the next forward takes: "masked" or "compressed"."""
-        return "compressed" if self._compressed_layout() is not None else "masked"
+    def _cheaper(self) -> bool:
+        """A compiled kernel (the reference's is a dense matmul) and a cheaper step in the cost model."""
+        return (compiled_sparse_kernel(self.weight.device.type)
+                and compressed_wins(self.out_features, self.in_features, int(self.mask.count_nonzero()),
+                                    torch.get_num_threads(), self.weight.device.type))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scores is not None:
             return ops.masked_linear(x, self.weight, self._float_mask(), self.bias, score_grad=True)
-        layout = self._compressed_layout()
-        if layout is None:
+        if not self._uses_compressed():
             return ops.masked_linear(x, self.weight, self.mask, self.bias)
-        crow, col, flat = layout
-        values = self.weight.reshape(-1).index_select(0, flat)
-        weight = ops.SparseWeight((self.out_features, self.in_features), crow, col, values)
+        self._prepare()
+        layout = self._layout
+        weight = ops.SparseWeight((self.out_features, self.in_features), layout.crow, layout.col, self.values)
         return ops.sparse_linear(x, weight, self.bias)
-
-    def _compressed_layout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(crow, col, flat) when the compressed path runs, else None."""
-        if self.mode == "masked" or self.scores is not None:
-            return None
-        if self.mode == "auto" and not compiled_sparse_kernel(self.weight.device.type):
-            return None
-        return self._layout(auto=self.mode == "auto")
-
-    @torch.compiler.disable
-    def _layout(self, auto: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """The compressed layout of the current mask (None when auto finds it too dense), cached. An in-place
-        write of the same content (e.g. DDP broadcasting buffers) costs one count and one gather, no rebuild."""
-        mask, cached = self.mask, self._structure
-        if cached is None or cached.mask is not mask or cached.version != mask._version:
-            nnz = int(mask.count_nonzero())
-            if (cached is not None and cached.flat is not None and cached.nnz == nnz
-                    and cached.flat.device == mask.device and bool(mask.reshape(-1)[cached.flat].all())):
-                cached = cached._replace(mask=mask, version=mask._version)
-            else:
-                cached = _Structure(mask, mask._version, nnz, None, None, None)
-        if auto and cached.nnz > AUTO_MAX_DENSITY * mask.numel():
-            self._structure = cached
-            return None
-        if cached.flat is None:
-            sw = ops.to_sparse(self.weight.detach(), mask)
-            flat = sw.row_indices() * self.in_features + sw.col_indices
-            cached = cached._replace(crow=sw.crow_indices, col=sw.col_indices, flat=flat)
-        self._structure = cached
-        return cached.crow, cached.col, cached.flat
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mode={self.mode}"
 
 
 class _SparseConv(SparseLayer):
-    """The masked convolution of SparseConv1d and SparseConv2d: convolves with weight * mask (autograd masks the
-    weight gradient and, with scores, sends dL/dW_eff * W to them). There is no compressed convolution kernel; the
-    path is always masked."""
+    """The convolution of SparseConv1d and SparseConv2d, on two paths like SparseLinear's:
 
-    def __init__(self, *args, **kwargs):
+    - masked: convolves with weight * mask (autograd masks the weight gradient and, with scores, sends
+      dL/dW_eff * W to them);
+    - compressed: `panning.ops.sparse_conv1d` / `sparse_conv2d` on the kept values (CSR over the weight viewed as
+      (out, in * prod(kernel))), for groups = 1 and zero padding given as numbers, where panning.ops has the op.
+      "auto" keeps the masked path: the cost model has no measured coefficients for convolutions yet.
+    """
+
+    OP: str  # the compressed op's name in panning.ops
+
+    def __init__(self, *args, mode: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_sparse()
+        self._init_sparse(mode)
+
+    def _compressible(self) -> bool:
+        return (hasattr(ops, self.OP) and self.groups == 1 and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str))
+
+    def _cheaper(self) -> bool:
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+        if not self._uses_compressed():
+            return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+        self._prepare()
+        layout = self._layout
+        weight = ops.SparseWeight((self.out_channels, self.weight[0].numel()), layout.crow, layout.col, self.values)
+        return getattr(ops, self.OP)(x, weight, self.bias, kernel_size=self.kernel_size, stride=self.stride,
+                                     padding=self.padding, dilation=self.dilation)
 
 
 class SparseConv1d(_SparseConv, nn.Conv1d):
     """`nn.Conv1d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv1d
+    OP = "sparse_conv1d"
 
 
 class SparseConv2d(_SparseConv, nn.Conv2d):
     """`nn.Conv2d` with a mask (see `_SparseConv`)."""
 
     DENSE = nn.Conv2d
+    OP = "sparse_conv2d"
 
 
 SPARSE_FOR: dict[type[nn.Module], type[SparseLayer]] = {

@@ -9,8 +9,6 @@ Double backward is refused (RuntimeError naming the op) rather than computed wro
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .. import checks
@@ -29,7 +27,7 @@ def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: in
 
 @torch.library.custom_op("panning::sparse_conv", mutates_args=())
 def _sparse_conv(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, kernel: list[int],
-                 stride: list[int], padding: list[int], dilation: list[int], bias: Optional[torch.Tensor],
+                 stride: list[int], padding: list[int], dilation: list[int], bias: torch.Tensor | None,
                  backend: str) -> torch.Tensor:
     sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
     return dispatch.kernel("sparse_conv_fwd", backend)(x, sw, bias, kernel, stride, padding, dilation)

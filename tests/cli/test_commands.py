@@ -52,9 +52,11 @@ def test_train_under_a_fixed_mask_then_evaluate_the_saved_model(tmp_path, capsys
                  "--out", str(masks_path)]) == 0
     masks = Masks.load(masks_path)
     assert main(["train", "--data", "synthetic", "--masks", str(masks_path), "--epochs", "2", "--seed", "3",
-                 "--save", str(model_path), "--no-progress"]) == 0
+                 "--mode", "compressed", "--save", str(model_path), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     trained = table_row(printed, "synthetic")
+    layers = ", ".join(f"{name.removesuffix('.weight')} compressed" for name in masks)
+    assert f"layer paths: {layers}\n" in printed
     assert printed.rstrip().endswith(f"model saved to {model_path} (panning evaluate --weights {model_path})")
     assert trained["model"] == "mlp" and trained["sparsity"] == f"{masks.sparsity:.2%}" == "75.00%"
     model, spec = models.load(model_path)

@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 
 from panning.arena import Arena
 from panning.masks import Masks
-from panning.nn import SparseConv1d, SparseConv2d, SparseLinear, dense_state_dict, densify, layers, sparsify
+from panning.nn import SparseConv1d, SparseConv2d, SparseLinear, cost, dense_state_dict, densify, layers, sparsify
 
 MODES = ["masked", "compressed"]
 
@@ -36,6 +36,16 @@ def masked_copy(model: nn.Module, masks: Masks) -> nn.Module:
     return Masks(masks).apply(copy.deepcopy(model))
 
 
+def weight_grad(model: nn.Module, name: str) -> torch.Tensor:
+    """The gradient a sparse layer's weight received, dense: on the compressed path it went to `values` (the kept
+    entries in row-major order) and the weight itself got none."""
+    layer = model.get_submodule(name.rpartition(".")[0])
+    if layer.path == "masked":
+        return layer.weight.grad
+    assert layer.weight.grad is None
+    return torch.zeros_like(layer.weight).masked_scatter_(layer.mask, layer.values.grad)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_forward_and_gradients_match_the_dense_model_with_masked_weights(mode):
     dense, masks = net(), random_masks(net())
@@ -49,11 +59,14 @@ def test_forward_and_gradients_match_the_dense_model_with_masked_weights(mode):
     torch.testing.assert_close(y, y_ref)
     y_ref.square().sum().backward()
     y.square().sum().backward()
-    for (name, p_ref), p in zip(reference.named_parameters(), sparse.parameters()):
-        expected = p_ref.grad * masks[name] if name in masks else p_ref.grad
-        torch.testing.assert_close(p.grad, expected)
+    for name, p_ref in reference.named_parameters():
         if name in masks:
-            assert not p.grad[~masks[name]].any() and not p[~masks[name]].any()
+            torch.testing.assert_close(weight_grad(sparse, name), p_ref.grad * masks[name])
+            assert not sparse.get_parameter(name)[~masks[name]].any()
+        else:
+            torch.testing.assert_close(sparse.get_parameter(name).grad, p_ref.grad)
+    trainable = {name for name, p in sparse.named_parameters() if p.requires_grad}
+    assert {"6.values", "8.values"} <= trainable if mode == "compressed" else {"6.weight", "8.weight"} <= trainable
 
 
 OPTIMIZERS = {
@@ -76,8 +89,9 @@ def test_masked_weights_stay_exactly_zero_through_training(mode, optimizer):
         opt.zero_grad()
         model(torch.randn(8, 2, 10, generator=g)).square().mean().backward()
         for name in masks:  # the op masks the gradient, so weight decay (wd * w) adds zero there too
-            assert not params[name].grad[~masks[name]].any()
+            assert not weight_grad(model, name)[~masks[name]].any()
         opt.step()
+    # no forward since the last step: the weights read here were written back by the optimizer hook
     for name, mask in masks.items():
         assert not params[name][~mask].any(), name
         assert not torch.equal(params[name][mask], start[name][mask]), f"{name} did not train"
@@ -274,32 +288,46 @@ def test_compressed_layout_follows_mask_and_weight_changes():
             layer.weight.add_(1.0)
             twin.weight.add_(1.0)
         torch.testing.assert_close(layer(x), twin(x))
-    layout = layer._structure.crow
+    layout = layer._layout.crow
     layer.mask.copy_(layer.mask.clone())  # same content written in place (as DDP's buffer broadcast does)
     torch.testing.assert_close(layer(x), twin(x))
-    assert layer._structure.crow is layout
+    assert layer._layout.crow is layout
 
 
-def test_auto_mode_takes_the_compressed_path_only_with_a_fast_kernel(monkeypatch):
+def test_auto_mode_follows_the_kernels_and_the_cost_model(monkeypatch):
     layer = SparseLinear(100, 10)
     sparse_mask = torch.zeros(10, 100, dtype=torch.bool)
     sparse_mask[:, :5] = True  # density 0.05
-    layer.set_mask(sparse_mask)
     # What the ops report: only the reference backend (whose sparse kernel is a dense matmul), then cpp too.
     reference = {"available": True, "devices": ("cpu", "cuda"), "ops": ("sparse_linear_fwd",)}
     report = {"reference": reference, "cpp": dict(reference, available=False)}
+    asked = []
     monkeypatch.setattr(layers.ops, "backends", lambda: report)
     monkeypatch.setattr(layers, "compiled_sparse_kernel", layers.compiled_sparse_kernel.__wrapped__)
-    assert layer.mode == "auto" and layer.path == "masked"
+    monkeypatch.setattr(layers, "compressed_wins", lambda *args: asked.append(args) or args[2] < 100)
+    layer.set_mask(sparse_mask)
+    assert layer.mode == "auto" and layer.path == "masked" and not asked
     report["cpp"] = dict(reference, devices=("cuda",))  # compiled, but not for this device
+    layer.set_mask(sparse_mask)
     assert layer.path == "masked"
     report["cpp"] = reference
-    assert layer.path == "compressed"
+    layer.set_mask(sparse_mask)
+    assert layer.path == "compressed" and asked[-1] == (10, 100, 50, torch.get_num_threads(), "cpu")
     layer.set_mask(torch.ones(10, 100, dtype=torch.bool))
     assert layer.path == "masked"
     layer.set_mask(sparse_mask)
     layer.attach_scores()
     assert layer.path == "masked"
+
+
+def test_the_cost_model_favours_the_compressed_path_as_density_falls():
+    for threads in (1, 2, 3):
+        for out, inp in [(3072, 768), (512, 512), (4096, 4096)]:
+            wins = [cost.compressed_wins(out, inp, round(d * out * inp), threads, "cpu")
+                    for d in (0.001, 0.01, 0.05, 0.2, 0.5, 1.0)]
+            assert wins == sorted(wins, reverse=True), (threads, out, inp, wins)  # one threshold per shape
+            assert wins[0] and not wins[-1]
+
 
 
 @pytest.mark.slow

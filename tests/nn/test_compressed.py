@@ -1,0 +1,203 @@
+"""The compressed path of SparseLinear: its trainable state is the kept values, while everything outside the
+layer (state_dict, Arena, Masks, densify, functional_call) keeps seeing the dense `weight`."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from panning import criteria, ops
+from panning.arena import Arena
+from panning.masks import Masks
+from panning.nn import SparseLinear, densify, sparsify
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 10), nn.ReLU(), nn.Linear(10, 3))
+
+
+def masks_of(model: nn.Module, keep: float = 0.3, seed: int = 1) -> Masks:
+    g = torch.Generator().manual_seed(seed)
+    return Masks({name: torch.rand(p.shape, generator=g) < keep for name, p in model.named_parameters()
+                  if name.endswith("weight")})
+
+
+def batch(n: int = 8, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 12, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int = 3) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(8, 12, generator=g)), torch.randint(0, 3, (8,), generator=g)
+                                    ).backward()
+        opt.step()
+
+
+OPTIMIZERS = {
+    "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+    "adam": lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_gradient_and_optimizer_state_are_sized_by_the_kept_count(optimizer):
+    masks = masks_of(mlp())
+    model = sparsify(mlp(), masks, mode="compressed")
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    train(model, opt, 2)
+    for name, mask in masks.items():
+        layer = model.get_submodule(name.rpartition(".")[0])
+        kept = int(mask.sum())
+        assert layer.values.shape == (kept,) and layer.values.grad.shape == (kept,)
+        assert not layer.weight.requires_grad and layer.weight.grad is None and layer.weight not in opt.state
+        assert {t.numel() for t in opt.state[layer.values].values() if t.dim() > 0} == {kept}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_training_on_either_path_gives_the_same_weights(optimizer):
+    masks = masks_of(mlp())
+    models = {mode: sparsify(mlp(), masks, mode=mode) for mode in ("masked", "compressed")}
+    for model in models.values():
+        train(model, OPTIMIZERS[optimizer](model.parameters()), 5)
+    masked, compressed = (models[m].state_dict() for m in ("masked", "compressed"))
+    assert masked.keys() == compressed.keys()  # no `values` in checkpoints
+    for key in masked:
+        torch.testing.assert_close(compressed[key], masked[key], rtol=1e-5, atol=1e-6)
+
+
+def test_writes_into_the_weight_reach_the_values():
+    masks = masks_of(mlp())
+    model, twin = sparsify(mlp(), masks, mode="compressed"), sparsify(mlp(), masks, mode="masked")
+    x, _ = batch()
+    for net in (model, twin):  # Arena makes every weight a view into one flat buffer and writes through it
+        arena = Arena(net)
+        arena.weights.mul_(2.0)
+    torch.testing.assert_close(model(x), twin(x))
+    donor = mlp()
+    for p in donor.parameters():
+        nn.init.normal_(p)
+    model.load_state_dict(donor.state_dict())  # a dense checkpoint: the loaded weights, pruned by our masks
+    twin.load_state_dict(donor.state_dict())
+    torch.testing.assert_close(model(x), twin(x))
+    assert [layer.path for layer in model if isinstance(layer, SparseLinear)] == ["compressed"] * 3
+
+
+def test_a_new_mask_during_training_drops_the_stale_optimizer_state():
+    torch.manual_seed(0)
+    layer = SparseLinear(12, 3, bias=False, mode="compressed")
+    first = torch.rand(3, 12, generator=torch.Generator().manual_seed(4)) < 0.5
+    second = torch.rand(3, 12, generator=torch.Generator().manual_seed(5)) < 0.3
+    layer.set_mask(first)
+    twin = copy.deepcopy(layer)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.01)
+    train(layer, opt, 2)
+    twin_opt = torch.optim.Adam(twin.parameters(), lr=0.01)
+    train(twin, twin_opt, 2)
+    for net in (layer, twin):
+        net.set_mask(second)
+    twin_opt = torch.optim.Adam(twin.parameters(), lr=0.01)  # what a user would do by hand: a new optimizer
+    train(layer, opt, 2, seed=6)
+    train(twin, twin_opt, 2, seed=6)
+    assert layer.values.shape == (int(second.sum()),)
+    torch.testing.assert_close(layer.weight, twin.weight, rtol=0, atol=0)
+    assert not layer.weight[~second].any()
+
+
+def test_criteria_see_the_weights_through_functional_call():
+    """GraSP differentiates the backward (a double backward); on a compressed model it sees the weights the
+    arena hands it, as on a plain masked model."""
+    masks = masks_of(mlp(), keep=0.6)
+    scores = {}
+    for mode in ("masked", "compressed"):
+        model = sparsify(mlp(), masks, mode=mode)
+        scores[mode] = criteria.grasp(model, Arena(model, share=False), batch())
+    reference = Masks(masks).apply(mlp())
+    expected = criteria.grasp(reference, Arena(reference, share=False), batch())
+    torch.testing.assert_close(scores["compressed"], expected)
+    torch.testing.assert_close(scores["masked"], expected)
+
+
+def test_leaving_the_path_keeps_the_weights_and_gives_the_weight_back_its_gradient():
+    masks = masks_of(mlp())
+    model = sparsify(mlp(), masks, mode="compressed")
+    train(model, torch.optim.SGD(model.parameters(), lr=0.1), 2)
+    layer = model[2]
+    trained = layer.weight.detach().clone()
+    layer.mode = "masked"
+    assert layer.values is None and layer.weight.requires_grad and torch.equal(layer.weight, trained)
+    assert "2.values" not in dict(model.named_parameters())
+    layer.mode = "compressed"
+    assert torch.equal(layer.values, trained[masks["2.weight"]])
+    plain = densify(model)
+    assert all(p.requires_grad for p in plain.parameters())
+    assert torch.equal(plain[2].weight, trained)
+
+
+def test_copies_and_conversions_stay_in_sync():
+    masks = masks_of(mlp())
+    model = sparsify(mlp(), masks, mode="compressed")
+    clone = copy.deepcopy(model)
+    opt = torch.optim.SGD(clone.parameters(), lr=0.5)
+    train(clone, opt, 1)
+    assert not torch.equal(clone[0].weight, model[0].weight)  # the copy's step reached its own weight only
+    torch.testing.assert_close(clone[0].weight[masks["0.weight"]], clone[0].values)
+    wide = clone.double()
+    x, _ = batch()
+    reference = Masks(masks).apply(densify(copy.deepcopy(wide)))
+    torch.testing.assert_close(wide(x.double()), reference(x.double()))
+    assert wide[0].values.dtype == torch.float64 and wide[0].path == "compressed"
+
+
+def _stand_in(conv):
+    """The compressed convolution's contract in plain torch (the op is written on another branch): the weight
+    scattered from the SparseWeight over weight.reshape(out, -1), then torch's convolution."""
+    def op(x, sparse_weight, bias=None, *, kernel_size, stride=1, padding=0, dilation=1):
+        kernel = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+        weight = sparse_weight.to_dense().view(sparse_weight.shape[0], x.shape[1], *kernel)
+        return conv(x, weight, bias, stride, padding, dilation)
+    return op
+
+
+@pytest.fixture
+def conv_ops(monkeypatch):
+    monkeypatch.setattr(ops, "sparse_conv1d", _stand_in(nn.functional.conv1d), raising=False)
+    monkeypatch.setattr(ops, "sparse_conv2d", _stand_in(nn.functional.conv2d), raising=False)
+
+
+def cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Unflatten(2, (2, 5)),
+                         nn.Conv2d(4, 3, (2, 3), stride=(1, 2), dilation=(1, 1)), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(6, 3))
+
+
+def test_convolutions_stay_masked_without_the_compressed_op(monkeypatch):
+    monkeypatch.delattr(ops, "sparse_conv2d", raising=False)
+    model = sparsify(cnn(), masks_of(cnn()), mode="compressed")
+    assert model[3].path == "masked" and model[6].path == "compressed"
+
+
+def test_compressed_convolutions_train_like_masked_ones(conv_ops):
+    masks = masks_of(cnn(), keep=0.5)
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(5, 2, 10, generator=g), torch.randint(0, 3, (5,), generator=g)
+    states = {}
+    for mode in ("masked", "compressed"):
+        model = sparsify(cnn(), masks, mode=mode)
+        assert [model[i].path for i in (0, 3, 6)] == [mode] * 3
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        if mode == "compressed":
+            assert model[3].values.numel() == int(masks["3.weight"].sum()) and model[3].weight.grad is None
+        states[mode] = model.state_dict()
+    for key, value in states["masked"].items():
+        torch.testing.assert_close(states["compressed"][key], value, rtol=1e-5, atol=1e-6)
