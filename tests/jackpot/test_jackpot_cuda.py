@@ -12,7 +12,8 @@ import torch
 
 from panning import ops
 from panning.arena import except_last
-from panning.jackpot import Searcher, SearchSpace, initial_scores, layer_budgets, magnitude_mask
+from panning.jackpot import Searcher, SearchSpace, initial_scores, magnitude_mask
+from panning.sparsity import layer_budgets
 from tests.jackpot.test_jackpot import bundle_2d, segment_counts, small_net
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
