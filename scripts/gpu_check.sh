@@ -105,7 +105,7 @@ if ((DRY_RUN)); then
     local what=$1; shift
     local output
     if output=$("$@" 2>&1); then echo "  ok      $what${output:+: $(tail -n 1 <<<"$output" | cut -c 1-90)}"; else
-      echo "  FAILED  $what"; echo "$output" | tail -n 15 | sed 's/^/          /'; failed=1; fi
+      echo "  FAILED  $what"; [[ -z $output ]] || tail -n 15 <<<"$output" | sed 's/^/          /'; failed=1; fi
   }
   echo "gpu_check.sh --dry-run: Python $PY, OUT $OUT_DIR, total budget ${TOTAL}s"
   echo "stages (budget in seconds, log, command):"
