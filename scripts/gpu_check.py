@@ -198,7 +198,7 @@ def backends() -> int:
 def junit_summary(path: Path) -> list[str]:
     """Counts, failures and skip reasons of a pytest junit XML file, as markdown lines."""
     if not path.exists():
-        return ["No junit.xml: the tests did not run (see tests.log)."]
+        return ["No junit.xml: the tests did not run, or were stopped before the end (see tests.log)."]
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as error:
