@@ -87,14 +87,16 @@ stage_command() {  # the command of a stage, one word per line (--dry-run prints
     build) printf '%s\n' env PANNING_CUDA=1 "MAX_JOBS=$(nproc)" "$PY" -m pip install --no-index \
              --no-build-isolation --no-deps --disable-pip-version-check -e . ;;
     import) printf '%s\n' "$PY" scripts/gpu_check.py backends ;;
-    tests) printf '%s\n' "$PY" -m pytest -q -rs -p no:cacheprovider "--junitxml=$OUT_DIR/junit.xml" \
-             $(xdist_option) "${GPU_TESTS[@]}" ;;
+    tests) printf '%s\n' "$PY" -m pytest -q -rs --durations=15 -p no:cacheprovider "--junitxml=$OUT_DIR/junit.xml" \
+             $(plugin_options) "${GPU_TESTS[@]}" ;;
     bench) printf '%s\n' "$PY" bench/bench_gpu.py --output-dir "$OUT_DIR" ;;
   esac
 }
 
-xdist_option() {  # a few pytest-xdist workers where it is installed: the Triton compiles run in parallel
+plugin_options() {  # where installed: pytest-xdist workers, so that the Triton compiles run in parallel; a time
+  # limit per test (pytest-timeout), so that one hanging kernel fails its test, not the stage and its junit.xml
   if "$PY" -c 'import xdist' 2>/dev/null; then echo "-n${GPU_CHECK_WORKERS:-8}"; fi
+  if "$PY" -c 'import pytest_timeout' 2>/dev/null; then echo "--timeout=90"; fi
 }
 
 # ---------------------------------------------------------------------------------------------- dry run
