@@ -17,7 +17,8 @@
 #   bash scripts/gpu_check.sh --dry-run        anywhere: the stages, and every check that needs no GPU
 #   bash scripts/gpu_check.sh --download-wheels DIR [NAME ...]    here, with network: wheels for --wheels
 #
-# PYTHON: the Python to use (default: the first of .venv/bin/python, python3, python whose torch sees a GPU).
+# Relative paths are taken from the repository's root. PYTHON: the Python to use (default: the first of
+# .venv/bin/python, python3, python whose torch sees a GPU, else the first of them that exists).
 set -uo pipefail  # no -e: a failing stage must not stop the next
 cd "$(dirname "$0")/.."
 
