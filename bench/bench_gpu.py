@@ -242,7 +242,7 @@ def bench_topk(run: Run, bandwidth: float) -> None:
     run.add("top-k", case, "torch.kthvalue threshold mask", kth, with_mask, note)
     bounds = torch.linspace(0, s.numel, s.segments + 1).round().long()  # layers of about equal size
     layer_k = (bounds.diff() // 10).tolist()
-    best = {}
+    best, per_layer = {}, {}
     for backend in topk_backends(run):
         extra = extra_memory(run, lambda: ops.topk_mask(scores, k, backend=backend), s.numel)
         right = is_top_k(ops.topk_mask(scores, k, backend=backend), scores, k)
@@ -253,6 +253,7 @@ def bench_topk(run: Run, bandwidth: float) -> None:
                                                      if extra is not None else "")
                 + ("" if right else "; WRONG MASK: not the top k"))
         layered = run.timed(lambda: ops.topk_mask(scores, layer_k, offsets=bounds, backend=backend))
+        per_layer[backend] = layered
         run.add("top-k", f"{case}, {s.segments} layers", f"panning {backend}", layered, with_mask,
                 f"{layered / floor_ms:.2f}x the floor")
         wrong = "" if right else " (WRONG MASK)"
@@ -264,7 +265,8 @@ def bench_topk(run: Run, bandwidth: float) -> None:
                   right and faster(ms, with_mask, 10))
     if best:
         winner = min(best, key=best.get)
-        others = ", ".join(f"{name} {ms:.3f} ms" for name, ms in best.items())
+        others = ", ".join(f"{name} {ms:.3f} ms, {per_layer[name]:.3f} ms over {s.segments} layers"
+                           for name, ms in best.items())
         run.notes.append(f"Faster top-k here: **{winner}** ({others}); the default of topk_mask on cuda is "
                          "MEASURED[('cuda', 'topk_mask')] in panning/ops/dispatch.py.")
 
@@ -376,6 +378,7 @@ def bench_matmul(run: Run) -> None:
             for m in s.batches:
                 x, dy, weight = matmul_inputs(device, g, precision, m, f)
                 shape = f"{m}x{f} @ {f}x{f}^T {precision}"
+                print(f"matmul {shape}", flush=True)  # in the log: where a run stopped by its time limit was
                 dense = {"fwd": run.timed(lambda: F.linear(x, weight))}
                 run.add("matmul fwd", shape, "dense cuBLAS", dense["fwd"], dense["fwd"])
                 xg, wg = x.clone().requires_grad_(), weight.clone().requires_grad_()

@@ -36,7 +36,10 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x8
 
 def requirements() -> list[str]:
     """The build requirements, dependencies and test extra of pyproject.toml."""
-    import tomllib  # Python 3.11+; the GPU machine has 3.12
+    try:
+        import tomllib  # Python 3.11+; the GPU machine has 3.12
+    except ModuleNotFoundError:
+        import tomli as tomllib  # the same parser, a package for Python 3.10
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return (project["build-system"]["requires"] + project["project"]["dependencies"]
@@ -198,7 +201,7 @@ def backends() -> int:
 def junit_summary(path: Path) -> list[str]:
     """Counts, failures and skip reasons of a pytest junit XML file, as markdown lines."""
     if not path.exists():
-        return ["No junit.xml: the tests did not run (see tests.log)."]
+        return ["No junit.xml: the tests did not run, or were stopped before the end (see tests.log)."]
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as error:

@@ -17,7 +17,8 @@
 #   bash scripts/gpu_check.sh --dry-run        anywhere: the stages, and every check that needs no GPU
 #   bash scripts/gpu_check.sh --download-wheels DIR [NAME ...]    here, with network: wheels for --wheels
 #
-# PYTHON: the Python to use (default: the first of .venv/bin/python, python3, python whose torch sees a GPU).
+# Relative paths are taken from the repository's root. PYTHON: the Python to use (default: the first of
+# .venv/bin/python, python3, python whose torch sees a GPU, else the first of them that exists).
 set -uo pipefail  # no -e: a failing stage must not stop the next
 cd "$(dirname "$0")/.."
 
@@ -87,14 +88,16 @@ stage_command() {  # the command of a stage, one word per line (--dry-run prints
     build) printf '%s\n' env PANNING_CUDA=1 "MAX_JOBS=$(nproc)" "$PY" -m pip install --no-index \
              --no-build-isolation --no-deps --disable-pip-version-check -e . ;;
     import) printf '%s\n' "$PY" scripts/gpu_check.py backends ;;
-    tests) printf '%s\n' "$PY" -m pytest -q -rs -p no:cacheprovider "--junitxml=$OUT_DIR/junit.xml" \
-             $(xdist_option) "${GPU_TESTS[@]}" ;;
+    tests) printf '%s\n' "$PY" -m pytest -q -rs --durations=15 -p no:cacheprovider "--junitxml=$OUT_DIR/junit.xml" \
+             $(plugin_options) "${GPU_TESTS[@]}" ;;
     bench) printf '%s\n' "$PY" bench/bench_gpu.py --output-dir "$OUT_DIR" ;;
   esac
 }
 
-xdist_option() {  # a few pytest-xdist workers where it is installed: the Triton compiles run in parallel
+plugin_options() {  # where installed: pytest-xdist workers, so that the Triton compiles run in parallel; a time
+  # limit per test (pytest-timeout), so that one hanging kernel fails its test, not the stage and its junit.xml
   if "$PY" -c 'import xdist' 2>/dev/null; then echo "-n${GPU_CHECK_WORKERS:-8}"; fi
+  if "$PY" -c 'import pytest_timeout' 2>/dev/null; then echo "--timeout=90"; fi
 }
 
 # ---------------------------------------------------------------------------------------------- dry run
@@ -105,7 +108,7 @@ if ((DRY_RUN)); then
     local what=$1; shift
     local output
     if output=$("$@" 2>&1); then echo "  ok      $what${output:+: $(tail -n 1 <<<"$output" | cut -c 1-90)}"; else
-      echo "  FAILED  $what"; echo "$output" | tail -n 15 | sed 's/^/          /'; failed=1; fi
+      echo "  FAILED  $what"; [[ -z $output ]] || tail -n 15 <<<"$output" | sed 's/^/          /'; failed=1; fi
   }
   echo "gpu_check.sh --dry-run: Python $PY, OUT $OUT_DIR, total budget ${TOTAL}s"
   echo "stages (budget in seconds, log, command):"
