@@ -70,7 +70,7 @@ def _extensions():
 setup(
     packages=find_packages(include=["panning", "panning.*"]) + ["panning.kernels"],
     package_dir={"panning.kernels": "kernels"},
-    package_data={"panning.pbt": ["agents/*.safetensors", "agents/*.json"]},  # the trained panning agent
+    package_data={"panning.pbt.rl": ["agents/*.safetensors", "agents/*.json"]},  # the trained panning agent
     ext_modules=_extensions(),
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

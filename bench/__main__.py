@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from panning import bench
+from panning.cli import bench_run as bench
 
 ROOT = Path(__file__).resolve().parent.parent
 

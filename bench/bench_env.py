@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from stable_baselines3.common.logger import configure
 
 from panning import data, models
-from panning.bench import interleaved
 from panning.data import class_balanced_batch
-from panning.pbt.agent import make_agent
-from panning.pbt.env import Curriculum, PanningLanes
 from panning.pbt.panning import PanningIndices
-from panning.pbt.vec_env import PanningVecEnv
+from panning.pbt.rl.agent import make_agent
+from panning.pbt.rl.env import Curriculum, PanningLanes
+from panning.pbt.rl.vec_env import PanningVecEnv
+from panning.timing import interleaved
 
 WIDTH = 4.0
 ITERATIONS = 100

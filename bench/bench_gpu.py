@@ -91,7 +91,7 @@ class Run:
             from triton.testing import do_bench
             return do_bench(fn, warmup=5 if self.smoke else 25, rep=10 if self.smoke else 100,
                             return_mode="median")
-        from panning.bench import interleaved
+        from panning.timing import interleaved
         return 1e3 * min(interleaved({"fn": fn}, repeats=1 if self.smoke else 3)["fn"])
 
     def attempt(self, fn) -> tuple[float | None, str]:
@@ -138,14 +138,14 @@ class Check:
 
 
 def faster(ours: float | None, baseline: float | None, ratio: float) -> bool:
-    """Whether ours is at least `ratio` times faster than baseline (panning.bench.Target's rule)."""
-    from panning.bench import Target
+    """Whether ours is at least `ratio` times faster than baseline (panning.cli.bench_run.Target's rule)."""
+    from panning.cli.bench_run import Target
     return ours is not None and baseline is not None and Target("baseline", ratio).met(ours, baseline)
 
 
 def within(ours: float | None, floor: float, ratio: float) -> bool:
     """Whether ours is at most `ratio` times the floor."""
-    from panning.bench import Target
+    from panning.cli.bench_run import Target
     return ours is not None and Target("floor", ratio).met(ours, floor)
 
 

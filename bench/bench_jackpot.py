@@ -23,10 +23,10 @@ from torch.nn import functional as F
 
 from panning import ops
 from panning.arena import Arena, except_last
-from panning.bench import interleaved, summary
 from panning.jackpot import Searcher, SearchSpace, initial_scores
 from panning.models import build
 from panning.sparsity import layer_budgets
+from panning.timing import interleaved, summary
 
 # name -> (model, input shape, classes, width, batch)
 NETWORKS = {

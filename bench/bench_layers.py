@@ -29,11 +29,11 @@ from torch import nn
 from torch.nn.utils import prune
 
 from panning.arena import Arena
-from panning.bench import interleaved
 from panning.io import write_text
 from panning.masks import Masks
 from panning.nn import global_prune, sparsify
 from panning.ops import dispatch
+from panning.timing import interleaved
 
 
 def mlp(width: int, depth: int) -> nn.Module:

@@ -24,10 +24,10 @@ from torch import nn
 
 from panning import data, models
 from panning.arena import PRUNABLE, Arena
-from panning.bench import interleaved, summary
 from panning.data import class_balanced_batch
 from panning.pbt import PanningIndices, PanningScorer, index_weights
 from panning.sparsity import exponential_counts, global_mask
+from panning.timing import interleaved, summary
 
 torch.set_num_threads(1)
 

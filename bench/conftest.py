@@ -7,11 +7,12 @@ import os
 
 import torch
 
-from panning import bench
+from panning import timing
+from panning.cli import bench_run
 
 if os.environ.get("PANNING_BENCH_THREADS"):
     torch.set_num_threads(int(os.environ["PANNING_BENCH_THREADS"]))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["panning"] = bench.machine() | {"backends": bench.backends()}
+    machine_info["panning"] = timing.machine() | {"backends": bench_run.backends()}

@@ -1,7 +1,7 @@
 """Measure the training-step cost of both SparseLinear paths and fit the coefficients of panning/nn/cost.py.
 
 One step = zero_grad, forward, backward of a fixed output gradient, SGD (momentum 0.9) step, of one SparseLinear
-on the masked and on the compressed path, timed interleaved (panning.bench.interleaved, minimum of the rounds)
+on the masked and on the compressed path, timed interleaved (panning.timing.interleaved, minimum of the rounds)
 over shapes, densities and batch sizes. The fit is non-negative least squares on relative error of
 
     masked      FIXED + B * DENSE_MAC  * out * in  +  DENSE_ELEM  * out * in
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from panning.bench import interleaved
 from panning.io import write_text
 from panning.nn import SparseLinear
+from panning.timing import interleaved
 
 SHAPES = ((256, 256), (1024, 1024), (3072, 768), (768, 3072), (4096, 1024))
 DENSITIES = (0.005, 0.02, 0.05, 0.1, 0.2, 0.5)

@@ -1,4 +1,4 @@
-"""The CPU kernel benchmarks under pytest-benchmark: one group per case of `panning.bench.cases`, in which ours,
+"""The CPU kernel benchmarks under pytest-benchmark: one group per case of `panning.cli.bench_run.cases`, in which ours,
 the torch way and the floor are timed side by side (docs/benchmarks.md lists the targets).
 
     python -m bench                      # both thread counts, writes bench/results/ (JSON, markdown, PNG)
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from panning import bench
+from panning.cli import bench_run as bench
 
 QUICK = os.environ.get("PANNING_BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("PANNING_BENCH_ROUNDS", "5"))

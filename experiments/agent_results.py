@@ -25,15 +25,15 @@ import torch
 from panning import data as datasets, models
 from panning.io import write_text
 from panning.pbt import hand_policy
-from panning.pbt.agent import agent_digest, load_agent, read_agent_file
-from panning.pbt.env import PanningEnv
+from panning.pbt.rl.agent import agent_digest, load_agent, read_agent_file
+from panning.pbt.rl.env import PanningEnv
 from pbt_results import SINGLE, SPARSITIES, STEM as PBT_STEM, summarize  # this folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 STEM = "agent-mnist1d"
 PBT = RESULTS / f"{PBT_STEM}.json"
-AGENT = ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
+AGENT = ROOT / "panning" / "pbt" / "rl" / "agents" / "cnn1d-w4-mnist1d"
 RANDOM_EPISODES = 3
 
 

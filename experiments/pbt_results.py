@@ -10,7 +10,7 @@ At the end the script writes experiments/results/pbt-mnist1d-digits.{md,png,json
 committed JSON is the durable record: its runs count as done (when their settings are current) even where the
 runs folder is empty, e.g. on a fresh clone, so a new row runs alone.
 
-RL Panning runs on mnist1d only, with the shipped agent (panning/pbt/agents/cnn1d-w4-mnist1d, trained on this
+RL Panning runs on mnist1d only, with the shipped agent (panning/pbt/rl/agents/cnn1d-w4-mnist1d, trained on this
 protocol's network); its runs are redone when the agent file changes (its digest is part of the settings).
 
     OMP_NUM_THREADS=1 nice -n 10 python experiments/pbt_results.py            # the full protocol
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from panning import data as datasets, models, prune
 from panning.connectivity import collapse_report
 from panning.io import save_figure, write_text
-from panning.pbt.agent import agent_digest
+from panning.pbt.rl.agent import agent_digest
 from panning.train import PROTOCOL, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ ROWS = {
     "force": ("force", {"iterations": 100}),
     "magnitude": ("magnitude", {}),
     "random": ("random", {}),
-    "rl_panning": ("rl_panning", {"iterations": 100, "agent": "panning/pbt/agents/cnn1d-w4-mnist1d"}),
+    "rl_panning": ("rl_panning", {"iterations": 100, "agent": "panning/pbt/rl/agents/cnn1d-w4-mnist1d"}),
 }
 #: Rows that run on some data sets only (label -> data sets): the agent was trained on mnist1d's network.
 ONLY = {"rl_panning": ("mnist1d",)}

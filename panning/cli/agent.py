@@ -20,8 +20,9 @@ OPTIONS = (
     Option("action", str, "what to do", "train", ("train",)),
     o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
     o.SEED.but(help="seed of the network's initialization, the batches and the agent"),
-    Option("algorithm", str, "stable-baselines3 algorithm", "td3", check=o.one_of("panning.pbt.agent", "ALGORITHMS")),
-    Option("timesteps", int, "environment steps (Panning steps) to train for; default: panning.pbt.agent.TIMESTEPS",
+    Option("algorithm", str, "stable-baselines3 algorithm", "td3",
+           check=o.one_of("panning.pbt.rl.agent", "ALGORITHMS")),
+    Option("timesteps", int, "environment steps (Panning steps) to train for; default: panning.pbt.rl.agent.TIMESTEPS",
            check=checks.positive_int),
     Option("lanes", int, "episodes stepped together in one vectorized environment (1: as the authors)", 1,
            check=checks.positive_int),
@@ -58,9 +59,9 @@ def run(opts: dict) -> int:
 
     import numpy as np
 
-    from ..pbt.agent import TIMESTEPS, network_of, save_agent, train_agent
-    from ..pbt.env import Curriculum
-    from ..pbt.vec_env import PanningVecEnv
+    from ..pbt.rl.agent import TIMESTEPS, network_of, save_agent, train_agent
+    from ..pbt.rl.env import Curriculum
+    from ..pbt.rl.vec_env import PanningVecEnv
 
     bundle = o.load_data(opts)
     model_name = o.model_for(opts)

@@ -1,4 +1,5 @@
-"""`panning bench`: measure the CPU kernels against the torch baselines and the hardware floors (panning.bench).
+"""`panning bench`: measure the CPU kernels against the torch baselines and the hardware floors
+(panning.cli.bench_run).
 
     panning bench [--quick] [--repeats 5] [--output FILE.md]
 """
@@ -24,19 +25,21 @@ def run(opts: dict) -> int:
     """Measure and print the table (with the load average: the numbers are only as quiet as the machine)."""
     import os
 
-    from .. import bench, ops
+    from .. import ops
     from ..io import write_text
+    from ..timing import machine
+    from . import bench_run
 
     cpp = ops.backends()["cpp"]
     if not cpp["available"]:
         raise UsageError(f"the C++ backend is not available: {cpp['reason']}")
-    before = bench.machine()
-    table = bench.rows(opts["quick"], opts["repeats"])
+    before = machine()
+    table = bench_run.rows(opts["quick"], opts["repeats"])
     after = os.getloadavg()
     header = (f"torch {before['torch']}, {before['threads']} thread(s), {before['cpus']} CPUs, {before['date']}; "
               f"load average before {before['load']:.2f}, after {after[0]:.2f} (1 min); backends: "
-              f"{bench.backends()}")
-    text = header + "\n\n" + bench.markdown(table)
+              f"{bench_run.backends()}")
+    text = header + "\n\n" + bench_run.markdown(table)
     print(text)
     if opts["output"] is not None:
         write_text(opts["output"], text + "\n")

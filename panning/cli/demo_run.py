@@ -33,9 +33,9 @@ from .. import data as datasets, models
 from ..connectivity import effective_sparsity
 from ..io import save_figure, write_text
 from ..jackpot import magnitude_baseline, search
-from ..pbt.agent import AGENTS, agent_differences, agent_digest, agent_file
 from ..pbt.entry import prune
 from ..pbt.methods import METHODS
+from ..pbt.rl.agent import AGENTS, agent_differences, agent_digest, agent_file
 from ..train import PROTOCOL, evaluate, train
 
 DATA = "mnist1d"

@@ -152,7 +152,7 @@ def _writable(name: str, folder: Path, path: Path) -> Path:
 @importing
 def agent(name: str, path: Path) -> Path:
     """A saved agent given by its path without suffix (panning agent --out): its .json and .safetensors exist."""
-    from ..pbt.agent import agent_file
+    from ..pbt.rl.agent import agent_file
 
     for suffix in (".json", ".safetensors"):
         input_file(name, agent_file(path, suffix))

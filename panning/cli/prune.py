@@ -53,7 +53,7 @@ def run(opts: dict) -> int:
                          f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
     model_name = o.model_for(opts)
     if opts["agent"] is not None:
-        from ..pbt.agent import agent_differences
+        from ..pbt.rl.agent import agent_differences
 
         try:
             differs = agent_differences(opts["agent"], model=model_name, width=opts["width"], data=opts["data"])

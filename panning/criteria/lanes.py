@@ -1,6 +1,6 @@
 """The SynFlow pass of one network at B masks at once ("lanes"), each layer lowered to one GEMM over the lanes.
 
-The RL environment (panning.pbt.env.PanningLanes) needs the SynFlow pass of each of its B lanes' new masks every
+The RL environment (panning.pbt.rl.env.PanningLanes) needs the SynFlow pass of each of its B lanes' new masks every
 step. One mask at a time, that pass is a batch-of-one forward and backward whose cost is per-op overhead. Here
 the lanes go through the network together: activations kept channels-last, (lanes, samples, length, channels);
 a Conv1d becomes its k strided slices side by side (im2col) times the lanes' weights in one batched GEMM, a Linear

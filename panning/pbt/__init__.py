@@ -1,5 +1,5 @@
 """Pruning before training: batches, the pruning loop, the methods, Panning, and
-(panning.pbt.env / panning.pbt.agent) the reinforcement-learning panning agent.
+(panning.pbt.rl) the reinforcement-learning panning agent.
 
 Use `panning.prune(model, method=..., sparsity=..., data=...)` (panning.pbt.entry); this package holds the parts.
 Kept counts, the exponential schedule and the global mask are panning.sparsity's.

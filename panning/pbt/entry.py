@@ -22,7 +22,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     """Masks that keep round(N * (1 - sparsity)) of the N prunable weights of `model`, chosen by `method`.
 
     method: one of panning.pbt.METHODS — "random", "magnitude", "snip", "grasp", "synflow",
-        "iterative_snip", "force", "panning", "rl_panning" (needs agent=, see panning.pbt.agent).
+        "iterative_snip", "force", "panning", "rl_panning" (needs agent=, see panning.pbt.rl.agent).
     sparsity: the fraction of weights to remove, in [0, 1).
     data: a DataBundle (its training split is used), a Dataset of (input, label) items or a DataLoader of
         (inputs, labels) batches, read once into memory (panning.data.split); required by the
@@ -35,7 +35,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
         per_class (samples per class of each batch, default 10), temperature (GraSP, Panning: default 200),
         indices (Panning: "authors", default, or the "nonnegative" ablation), rounding (Panning's kept
         counts: "nearest", default, or the authors' "floor"; see docs/pbt.md), agent (rl_panning: the path
-        of an agent saved by panning.pbt.agent.save_agent).
+        of an agent saved by panning.pbt.rl.agent.save_agent).
 
     The model is not modified: criteria evaluate it at weights held in a separate arena buffer.
     """

@@ -98,9 +98,9 @@ def panning(p: Problem, iterations: int, per_class: int, temperature: float, ind
 
 
 def rl_panning(p: Problem, agent, iterations: int, per_class: int, temperature: float) -> torch.Tensor:
-    """Panning with index weights from a trained agent (panning.pbt.agent): one deterministic rollout."""
-    from .agent import load_agent, rollout
-    from .env import PanningEnv
+    """Panning with index weights from a trained agent (panning.pbt.rl.agent): one deterministic rollout."""
+    from .rl.agent import load_agent, rollout
+    from .rl.env import PanningEnv
 
     if agent is None:
         raise ValueError("agent: rl_panning needs a trained agent; train one for this network with "

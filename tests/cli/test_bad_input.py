@@ -247,7 +247,7 @@ def test_evaluate_on_a_data_set_the_model_does_not_take(tmp_path, capsys):
 
 
 def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path, capsys):
-    from panning.pbt.agent import AGENTS
+    from panning.pbt.rl.agent import AGENTS
 
     agent, out = AGENTS / "cnn1d-w4-mnist1d", tmp_path / "m.safetensors"
     assert main(["prune", "--method", "rl_panning", "--agent", str(agent), "--width", "1", "--out", str(out)]) == 2

@@ -239,7 +239,7 @@ def test_the_demo_runs_the_protocol_of_the_pbt_experiment():
     helps = {opt.dest: opt.help for opt in command.OPTIONS}
     for key, full in demo_run.BUDGETS["full"].items():
         assert f"default: {full} ({demo_run.BUDGETS['quick'][key]} with --quick)" in helps[key]
-    assert demo_run.SHIPPED_AGENT == ROOT / "panning" / "pbt" / "agents" / "cnn1d-w4-mnist1d"
+    assert demo_run.SHIPPED_AGENT == ROOT / "panning" / "pbt" / "rl" / "agents" / "cnn1d-w4-mnist1d"
 
 
 def _before_training(**accuracy: float) -> list[dict]:

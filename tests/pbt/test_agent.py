@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import panning.pbt.agent as agent_module
+import panning.pbt.rl.agent as agent_module
 from panning import data, models
-from panning.pbt import checkpoint
-from panning.pbt.agent import load_agent, save_agent, train_agent
-from panning.pbt.env import Curriculum, PanningEnv
-from panning.pbt.vec_env import PanningVecEnv
+from panning.pbt.rl import checkpoint
+from panning.pbt.rl.agent import load_agent, save_agent, train_agent
+from panning.pbt.rl.env import Curriculum, PanningEnv
+from panning.pbt.rl.vec_env import PanningVecEnv
 
 FAST = dict(learning_starts=40, batch_size=32, checkpoint_every=40)
 

@@ -9,7 +9,7 @@ import panning.ops
 from panning import data, models, prune
 from panning.arena import Arena
 from panning.pbt import WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, index_weights, prune_loop, step_mask
-from panning.pbt.env import PanningEnv
+from panning.pbt.rl.env import PanningEnv
 from panning.sparsity import exponential_counts, keep_count
 
 

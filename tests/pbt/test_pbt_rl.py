@@ -9,9 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 import panning.criteria
 from panning import data, models, prune
-from panning.pbt.agent import load_agent, make_agent, rollout, save_agent, train_agent
-from panning.pbt.env import Curriculum, PanningEnv
-from panning.pbt.vec_env import PanningVecEnv
+from panning.pbt.rl.agent import load_agent, make_agent, rollout, save_agent, train_agent
+from panning.pbt.rl.env import Curriculum, PanningEnv
+from panning.pbt.rl.vec_env import PanningVecEnv
 from panning.sparsity import exponential_counts, keep_count
 
 

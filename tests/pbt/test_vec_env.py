@@ -15,9 +15,9 @@ from torch import nn
 from panning import data, models
 from panning.connectivity import effective_sparsity
 from panning.masks import Masks
-from panning.pbt.env import Curriculum, PanningEnv, PanningLanes
 from panning.pbt.panning import step_mask
-from panning.pbt.vec_env import PanningVecEnv
+from panning.pbt.rl.env import Curriculum, PanningEnv, PanningLanes
+from panning.pbt.rl.vec_env import PanningVecEnv
 from panning.sparsity import exponential_counts
 
 SHAPE = (1, 16)

@@ -4,11 +4,11 @@ checkpoints, resumed bit for bit, saved and loaded without pickles (docs/agent.m
 Defaults follow the authors' released implementation (kangxiatao/RLPanning): 5e4 steps, 2e3 random warm-up
 steps, Gaussian exploration noise 0.1, batch 256, gamma 0.99, tau 0.01, target policy noise 0.2 (clip 0.5),
 policy delay 2, learning rate 2e-4, 256-256 actor and critic networks, one gradient step per transition, and
-the target-sparsity curriculum of panning.pbt.env.Curriculum.
+the target-sparsity curriculum of panning.pbt.rl.env.Curriculum.
 
 An agent is `PATH.safetensors` (the actor's weights) + `PATH.json` (algorithm, settings and the network it was
 trained for); training also writes `PATH.episodes.csv` and `PATH.curve.png`. A checkpoint is a folder of
-safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.checkpoint).
+safetensors, numpy .npz (allow_pickle=False) and JSON (panning.pbt.rl.checkpoint).
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
-from .. import checks
-from ..io import atomic_path, folder_lock, save_figure, save_tensors, write_text
+from ... import checks
+from ...io import atomic_path, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
 from .vec_env import PanningVecEnv
@@ -147,7 +147,7 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
 
 
 def save_checkpoint(folder: Path, agent: BaseAlgorithm, env: PanningVecEnv, episodes: list[dict]) -> Path:
-    """Snapshot the training (agent, environment, episode log) into `folder` (panning.pbt.checkpoint)."""
+    """Snapshot the training (agent, environment, episode log) into `folder` (panning.pbt.rl.checkpoint)."""
     values, tensors, arrays = checkpoints.capture(agent)
     env_values, env_tensors = env.state()
     values.update(agent=agent.panning_settings, env=env_values, episodes=episodes)
@@ -218,7 +218,7 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     so a saved agent is a few hundred KB."""
     settings = getattr(agent, "panning_settings", None)
     if settings is None:
-        raise ValueError("agent: not made by panning.pbt.agent.make_agent")
+        raise ValueError("agent: not made by panning.pbt.rl.agent.make_agent")
     weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
     save_tensors(weights, agent_file(path, ".safetensors"))
     text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)

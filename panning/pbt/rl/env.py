@@ -23,7 +23,7 @@ authors draw a fresh one every step), so SNIP, GraSP and the dense loss are comp
 
 `PanningLanes` steps B episodes that share one network at once (one saliency call and one top-k call per
 step for all of them); `PanningEnv` is its gymnasium face for B = 1 and
-panning.pbt.vec_env.PanningVecEnv the stable-baselines3 one for any B.
+panning.pbt.rl.vec_env.PanningVecEnv the stable-baselines3 one for any B.
 """
 from __future__ import annotations
 
@@ -37,12 +37,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import checks, criteria, ops
-from ..arena import Arena
-from ..criteria import _checks, lanes as lowered, passes
-from ..criteria._functional import loss_grad
-from ..sparsity import exponential_counts, scheduled_sparsities
-from .panning import PanningIndices
+from ... import checks, criteria, ops
+from ...arena import Arena
+from ...criteria import _checks, lanes as lowered, passes
+from ...criteria._functional import loss_grad
+from ...sparsity import exponential_counts, scheduled_sparsities
+from ..panning import PanningIndices
 
 SPARSITY_PENALTY = 100.0
 GRADNORM_DIVISOR = 5.0

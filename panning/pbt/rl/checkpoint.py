@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from ..io import atomic_folder, write_text
+from ...io import atomic_folder, write_text
 
 FORMAT = 1
 POINTER = "latest.json"

@@ -1,4 +1,5 @@
-"""CPU benchmark cases of panning's kernels, the one timing helper, and the results table (docs/benchmarks.md).
+"""What `panning bench` measures: the CPU benchmark cases of panning's kernels and the results table
+(docs/benchmarks.md).
 
 Each case is one op at one shape. Its variants are timed side by side: `ours` (panning.ops on the backend the
 dispatch picks by default), the way a user would write it in plain torch (and torch.sparse CSR for the
@@ -10,16 +11,12 @@ two variants of the same case, so it is read off one run.
 Three ways to run the cases, all on the same definitions:
 - `python -m bench` runs bench/test_cpu_kernels.py under pytest-benchmark (one group per case) and writes
   JSON, a markdown table of ratios and a plot under bench/results/;
-- `panning bench` prints the same table, timed here without pytest (`rows`);
-- `interleaved` is the timing helper every script under bench/ uses: the variants are called round by round,
-  so that a change of machine load hits all of them alike; the minimum over rounds is the robust figure.
+- `panning bench` prints the same table, timed here without pytest (`rows`) with panning.timing.interleaved,
+  the timing helper every script under bench/ uses.
 """
 from __future__ import annotations
 
 import os
-import platform
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,37 +25,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from panning import ops
-from panning.io import save_figure
-from panning.ops import dispatch, reference
+from .. import ops
+from ..io import save_figure
+from ..ops import dispatch, reference
+from ..timing import interleaved, summary
 
 SPARSITIES = (0.90, 0.95, 0.99)
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of every function, called round by round (one call of each per round)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def summary(times: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
-    """(min, median) of each variant's times."""
-    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
-
-
-def machine() -> dict:
-    """What the numbers were measured on: CPU, threads, torch, load average (1 min) and date."""
-    return {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 @dataclass(frozen=True)
