@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from panning import checks
 from panning.data import DataBundle
 from panning.io import derived_generator, save_atomically
+from panning.adapter import logits as logits_of
 from panning.masks import Masks
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
@@ -115,7 +116,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, d
         for start in range(0, len(y_all), batch_size):
             x = x_all[start : start + batch_size].to(device, non_blocking=True)
             y = y_all[start : start + batch_size].to(device, non_blocking=True)
-            logits = model(x)
+            logits = logits_of(model(x))
             loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
     finally:
@@ -322,7 +323,7 @@ def train(
         return (data.augment(x, generator) if data.augment is not None else x), y
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
+        logits = logits_of(model(x))
         loss = nn.functional.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

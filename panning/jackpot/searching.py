@@ -45,6 +45,7 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from .. import checks, ops
+from ..adapter import logits as logits_of
 from ..arena import except_last, prunable
 from ..data import DataBundle
 from ..io import derived_generator, save_atomically, save_tensors
@@ -161,7 +162,7 @@ class Searcher:
         if self.t >= self.total_steps:
             raise RuntimeError(f"step: the schedule of {self.total_steps} steps is over")
         space = self.space
-        logits = self.forward(x)
+        logits = logits_of(self.forward(x))
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,7 +184,7 @@ class Searcher:
             self.counters[2] += changed
             if self.monitor:
                 with _batchnorm_statistics_frozen(self._batchnorms):
-                    after = F.cross_entropy(space.model(x), y)
+                    after = F.cross_entropy(logits_of(space.model(x)), y)
                 pair = torch.stack([loss.detach(), after])
                 if dist.is_initialized() and dist.get_world_size() > 1:
                     dist.all_reduce(pair)
@@ -278,97 +279,97 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     device = params[0].device
 
     space = SearchSpace(model, prunable if include_classifier else except_last(model))
-    k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
-    space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
-    space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
-                   else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    local_batch = batch_size // world
-    steps_per_epoch = math.ceil(len(sampler) / local_batch)
-    total = steps if steps is not None else epochs * steps_per_epoch
-    forward = space.model
-    if world > 1:
-        forward = nn.parallel.DistributedDataParallel(
-            space.model, device_ids=[device.index] if device.type == "cuda" else None)
-    searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
-                        momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
-                        steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
-    config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
-                  include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
-                  weight_decay=weight_decay, monitor=monitor, seed=seed, world=world, data=data_name,
-                  train_size=len(train), names=list(space.names), k=k.tolist())
-    fingerprint = space.arena.weights.detach().double().abs().sum().item()
-    x_train, y_train = (t.to(device) for t in train.tensors)
-    history: list[EpochRecord] = []
-    loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
-    path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
-    if path is not None and resume and path.exists():
-        try:
+    try:  # a search that fails gives the model back as it was given
+        k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
+        space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
+        space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
+                       else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
+        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        local_batch = batch_size // world
+        steps_per_epoch = math.ceil(len(sampler) / local_batch)
+        total = steps if steps is not None else epochs * steps_per_epoch
+        forward = space.model
+        if world > 1:
+            forward = nn.parallel.DistributedDataParallel(
+                space.model, device_ids=[device.index] if device.type == "cuda" else None)
+        searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
+                            momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
+                            steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
+        config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
+                      include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
+                      weight_decay=weight_decay, monitor=monitor, seed=seed, world=world, data=data_name,
+                      train_size=len(train), names=list(space.names), k=k.tolist())
+        fingerprint = space.arena.weights.detach().double().abs().sum().item()
+        x_train, y_train = (t.to(device) for t in train.tensors)
+        history: list[EpochRecord] = []
+        loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
+        path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
+        if path is not None and resume and path.exists():
             state = torch.load(path, map_location="cpu", weights_only=True)
             check_run(state, path, config, CHECKPOINT_KIND)
             if state["fingerprint"] != fingerprint:
                 raise ValueError(f"checkpoint: {str(path)!r} was written for other pre-trained weights")
-        except BaseException:
-            space.undo()  # nothing has run: the model goes back as it was given
-            raise
-        space.set_scores(state["scores"].to(device))
-        space.set_mask(state["mask"].to(device))
-        with torch.no_grad():
-            for name, buffer in space.model.named_buffers():
-                buffer.copy_(state["buffers"][name])
-        searcher.load_state_dict(state["searcher"])
-        loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=searcher.t,
-                    tally=state["tally"], seconds=state["epoch_seconds"])
-        history = [EpochRecord(**h) for h in state["history"]]
-        initial = tuple(state["initial"])
-        torch.set_rng_state(state["rng"])
-    else:
-        if settings["bn_reestimation"]:
-            reestimate_batchnorm(space.model, train, batch_size, device)
-        initial = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+            space.set_scores(state["scores"].to(device))
+            space.set_mask(state["mask"].to(device))
+            with torch.no_grad():
+                for name, buffer in space.model.named_buffers():
+                    buffer.copy_(state["buffers"][name])
+            searcher.load_state_dict(state["searcher"])
+            loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=searcher.t,
+                        tally=state["tally"], seconds=state["epoch_seconds"])
+            history = [EpochRecord(**h) for h in state["history"]]
+            initial = tuple(state["initial"])
+            torch.set_rng_state(state["rng"])
+        else:
+            if settings["bn_reestimation"]:
+                reestimate_batchnorm(space.model, train, batch_size, device)
+            initial = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
 
-    def save() -> None:
-        if path is None or rank != 0:
-            return
-        save_atomically(dict(
-            format=1, kind=CHECKPOINT_KIND, config=config, fingerprint=fingerprint,
-            scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
-            buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
-            tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
-            initial=list(initial), rng=torch.get_rng_state()), path)
+        def save() -> None:
+            if path is None or rank != 0:
+                return
+            save_atomically(dict(
+                format=1, kind=CHECKPOINT_KIND, config=config, fingerprint=fingerprint,
+                scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
+                buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
+                tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
+                initial=list(initial), rng=torch.get_rng_state()), path)
 
-    orders: dict[int, torch.Tensor] = {}
+        orders: dict[int, torch.Tensor] = {}
 
-    def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = divmod(t, steps_per_epoch)
-        if epoch not in orders:
-            orders.clear()
-            sampler.set_epoch(epoch)
-            orders[epoch] = torch.tensor(list(sampler), dtype=torch.int64).to(device)
-        idx = orders[epoch][index * local_batch:(index + 1) * local_batch]
-        x, y = x_train[idx], y_train[idx]
-        if augment is not None:
-            x = augment(x, derived_generator(seed, 2, t, rank))
-        return x, y
+        def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            epoch, index = divmod(t, steps_per_epoch)
+            if epoch not in orders:
+                orders.clear()
+                sampler.set_epoch(epoch)
+                orders[epoch] = torch.tensor(list(sampler), dtype=torch.int64).to(device)
+            idx = orders[epoch][index * local_batch:(index + 1) * local_batch]
+            x, y = x_train[idx], y_train[idx]
+            if augment is not None:
+                x = augment(x, derived_generator(seed, 2, t, rank))
+            return x, y
 
-    def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
-        history.append(_epoch_record(space, searcher, test, device, epoch, tally, history, seconds))
-        bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
+        def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
+            history.append(_epoch_record(space, searcher, test, device, epoch, tally, history, seconds))
+            bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
 
-    stop = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
-               desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
-    space.model.train()
-    try:
-        loop.run(stop=stop, batch=batch, step=searcher.step, end_epoch=end_epoch, save=save,
-                 save_every=checkpoint_every or steps_per_epoch, bar=bar)
-    finally:
-        bar.close()
-        space.release()
-    return SearchResult(masks=space.masks(), model=space.model, scores=space.score_dict(),
-                        budgets=dict(zip(space.names, k.tolist())), settings=settings,
-                        initial_test_loss=initial[0], initial_test_acc=initial[1], history=history,
-                        steps=searcher.t, completed=searcher.t == total)
+        stop = total if max_steps is None else min(total, max_steps)
+        bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
+                   desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
+        space.model.train()
+        try:
+            loop.run(stop=stop, batch=batch, step=searcher.step, end_epoch=end_epoch, save=save,
+                     save_every=checkpoint_every or steps_per_epoch, bar=bar)
+        finally:
+            bar.close()
+            space.release()
+        return SearchResult(masks=space.masks(), model=space.model, scores=space.score_dict(),
+                            budgets=dict(zip(space.names, k.tolist())), settings=settings,
+                            initial_test_loss=initial[0], initial_test_acc=initial[1], history=history,
+                            steps=searcher.t, completed=searcher.t == total)
+    except BaseException:
+        space.undo()
+        raise
 
 
 def _epoch_record(space, searcher, test, device, epoch, tally, history, seconds) -> EpochRecord:

@@ -7,19 +7,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from panning import checks
+from panning import adapter, checks
 from panning.masks import Masks, mask_keys
 
-from .layers import MODES, SPARSE_FOR, SparseLayer
+from .layers import MODES, SPARSE_FOR, MaskedModule, SparseLayer
 
 
-def _owners(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
-    """The module owning each masked weight, every one checked before anything changes."""
+def _owners(model: nn.Module, masks: Masks) -> dict[str, tuple[nn.Module, str]]:
+    """The module owning each masked parameter and the parameter's attribute name, every one checked before
+    anything changes."""
     owners = {}
     for name in masks:
         path, _, attr = name.rpartition(".")
-        if attr != "weight":
-            raise ValueError(f"masks: {name!r} is not a layer weight; sparsify masks the `weight` of layers only")
         try:
             module = model.get_submodule(path)
         except AttributeError:
@@ -32,12 +31,13 @@ def _owners(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
                 or module._backward_pre_hooks):
             raise ValueError(f"{where} carries hooks (torch.nn.utils.prune uses one; call prune.remove); "
                              "sparsify replaces the module and would drop them")
-        if not isinstance(module, SparseLayer) and type(module) not in SPARSE_FOR:
-            supported = ", ".join(t.__name__ for t in SPARSE_FOR)
-            raise TypeError(f"{where} is not supported; sparsify swaps exactly {supported} (subclasses may "
-                            "compute something else with the weight)")
-        owners[name] = module
-    masks.check(model)  # shapes
+        maskable = module.MASKED if isinstance(module, SparseLayer) else \
+            adapter.parameter_names(module) if adapter.with_embeddings(path, module) else ()
+        if attr not in maskable:
+            raise ValueError(f"masks: {name!r} is not a prunable parameter of {path or 'the model'} "
+                             f"({type(module).__name__}); sparsify masks {list(maskable) or 'none of its parameters'}")
+        owners[name] = module, attr
+    masks.check(model)  # shapes, tied parameters
     return owners
 
 
@@ -56,10 +56,13 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
              scores: bool = False) -> nn.Module:
     """Swap the layers that `masks` cover for sparse layers, in place; returns the model.
 
-    masks: parameter name -> bool tensor (a `panning.Masks` or a plain mapping), covering `weight`s of
-    nn.Linear, nn.Conv1d and nn.Conv2d. The new layers share the old layers' Parameter objects and bake the mask
-    into the weight (zeros behind it). Layers that are already sparse just take the new mask (`mode` and
-    `scores` apply to the layers this call creates). mode: the path of the SparseLinear layers
+    masks: parameter name -> bool tensor (a `panning.Masks` or a plain mapping), covering prunable parameters
+    (panning.adapter: layer weights, attention projections, Conv1D, embeddings; a tied one by any of its names).
+    Exactly nn.Linear, nn.Conv1d and nn.Conv2d become the sparse layers of panning.nn (SparseLinear, ...), which
+    share the old layers' Parameter objects; every other module (subclasses, Conv3d, nn.MultiheadAttention,
+    Hugging Face's Conv1D) stays itself and becomes a `MaskedModule` of a subclass of its own class. Either
+    bakes the mask into the weight (zeros behind it). Layers that are already sparse just take the new mask
+    (`mode` and `scores` apply to the layers this call creates). mode: the path of the SparseLinear layers
     ("auto" | "masked" | "compressed"); convolutions always run masked. scores=True prepares mask search: each
     new layer gets trainable scores (initialized to |weight|) and keeps its weights behind the mask.
 
@@ -72,15 +75,19 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
     checks.instance("scores", scores, bool, "a bool")
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     owners = _owners(model, masks)
-    new, existing = {}, []
-    for name, module in owners.items():
+    new, existing, in_place = {}, [], {}
+    for name, (module, attr) in owners.items():
         if isinstance(module, SparseLayer):
-            existing.append((module, masks[name]))
-            continue
-        options = {"mode": mode} if type(module) is nn.Linear else {}
-        new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, **options)
-    for module, mask in existing:
-        module.set_mask(mask)
+            existing.append((module, masks[name], attr))
+        elif type(module) in SPARSE_FOR:
+            options = {"mode": mode} if type(module) is nn.Linear else {}
+            new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, **options)
+        else:
+            in_place.setdefault(module, {})[attr] = masks[name]
+    for module, mask, attr in existing:
+        module.set_mask(mask, attr)
+    for module, module_masks in in_place.items():
+        MaskedModule.wrap(module, module_masks, scores=scores)
     return _replace(model, new)
 
 

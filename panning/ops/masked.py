@@ -114,7 +114,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     # Not reshape(-1, in): that fails for in_features 0. A 2-D x (the common case) skips the reshapes.
     flat = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     args = (flat.contiguous(), weight.contiguous(), mask.contiguous(), bias, name)
-    compiling = torch.compiler.is_compiling()
+    compiling = torch.compiler.is_compiling() or torch.compiler.is_exporting()  # a graph: the custom op
     if not compiling and not (torch.is_grad_enabled() and
                               any(t is not None and t.requires_grad for t in (x, weight, mask, bias))):
         y = dispatch.kernel("masked_linear_fwd", name)(*args[:4])[0]  # nothing to differentiate: no autograd node

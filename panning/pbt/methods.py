@@ -21,6 +21,7 @@ from ..criteria import passes
 from ..ops import product_score
 from .batches import Batches
 from .iterative import Scorer, StepHook, prune_loop
+from .masking import warn_if_tied
 from .panning import VARIANTS, PanningIndices, PanningScorer
 from .schedule import ROUNDINGS, exponential_counts
 
@@ -47,7 +48,14 @@ class Problem:
 
     def loop(self, score: Scorer, iterations: int, *, keep_pruned: bool, rounding: str = "round") -> torch.Tensor:
         counts = exponential_counts(self.arena.numel, self.sparsity, iterations, rounding)
-        return prune_loop(score, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
+
+        def first_checked(step: int, mask: torch.Tensor) -> torch.Tensor:
+            scores = score(step, mask)
+            if step == 0:
+                warn_if_tied(self.arena, scores)
+            return scores
+
+        return prune_loop(first_checked, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
                           on_step=self.on_step)
 
 
