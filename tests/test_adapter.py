@@ -374,8 +374,16 @@ def test_timm_models_with_tiny_inputs():
             prune(model, method, 0.5, data, **METHODS[method])
     dense = Masks({n: torch.ones_like(p, dtype=torch.bool) for n, p in adapter.selected(vit)})
     assert effective_sparsity(vit, dense, (3, 32, 32)) == 0.0
+    vit.eval()
+    masks = prune(vit, "magnitude", 0.5)
+    reference = copy.deepcopy(vit)
+    masks.apply(reference)
+    sparsify(vit, masks)
+    x = data.tensors[0]
+    torch.testing.assert_close(torch.export.export(vit, (x,)).module()(x), reference(x))  # the head reads x[:, 0]
     masks = prune(mobilenet, "snip", 0.5, data, per_class=2)
     reference = copy.deepcopy(mobilenet).eval()
     masks.apply(reference)
     sparsify(mobilenet, masks).eval()
     torch.testing.assert_close(mobilenet(data.tensors[0]), reference(data.tensors[0]))
+

@@ -16,7 +16,9 @@ from . import _checks, dispatch
 @torch.library.custom_op("panning::masked_linear", mutates_args=())
 def _masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: Optional[torch.Tensor],
                    backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    y, w_eff = dispatch.kernel("masked_linear_fwd", backend)(x, weight, mask, bias)
+    # A compiled or exported graph may hand the op strided views (the eager path passes contiguous tensors).
+    y, w_eff = dispatch.kernel("masked_linear_fwd", backend)(x.contiguous(), weight.contiguous(), mask.contiguous(),
+                                                             bias)
     # W * M travels to the backward where the backend made it (custom ops return tensors, not None).
     return y, w_eff if w_eff is not None else weight.new_empty(0)
 
@@ -31,7 +33,8 @@ def _(x, weight, mask, bias, backend):
 def _masked_linear_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                             w_eff: torch.Tensor, need_dx: bool, need_dw: bool, need_dscore: bool,
                             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = dispatch.kernel("masked_linear_bwd", backend)(dy, x, weight, mask, w_eff if w_eff.numel() else None,
+    grads = dispatch.kernel("masked_linear_bwd", backend)(dy.contiguous(), x.contiguous(), weight.contiguous(),
+                                                          mask.contiguous(), w_eff if w_eff.numel() else None,
                                                           need_dx, need_dw, need_dscore)
     # Custom ops cannot return None: an unneeded gradient travels as an empty 1-D tensor.
     return tuple(g if g is not None else dy.new_empty(0) for g in grads)
