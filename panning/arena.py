@@ -6,7 +6,7 @@ replace a Python loop over layers; masks, scores and gradients live in flat buff
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn

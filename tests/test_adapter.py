@@ -31,14 +31,6 @@ METHODS = {"magnitude": {}, "random": {}, "snip": {"per_class": 2}, "grasp": {"p
            "force": {"iterations": 2, "per_class": 2}, "panning": {"iterations": 2, "per_class": 2}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TimmLinear(nn.Linear):
     """A subclass of Linear (as timm's)."""
 
