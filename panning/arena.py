@@ -6,7 +6,7 @@ replace a Python loop over layers; masks, scores and gradients live in flat buff
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -30,8 +30,7 @@ class Arena:
     def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True,
                  logits: adapter.Logits = adapter.logits):
         checks.instance("model", model, nn.Module, "an nn.Module")
-        if not callable(logits):
-            raise TypeError(f"logits: expected a function of the model's output, got {type(logits).__name__}")
+        checks.instance("logits", logits, Callable, "a function of the model's output")
         found = adapter.selected(model, include)
         if not found:
             raise ValueError("model: has no prunable weights (Linear, Conv, attention projections) under the given "

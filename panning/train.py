@@ -26,9 +26,10 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from panning import checks
+from panning.adapter import Logits
+from panning.adapter import logits as logits_of
 from panning.data import DataBundle
 from panning.io import derived_generator, save_atomically
-from panning.adapter import logits as logits_of
 from panning.masks import Masks
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
@@ -101,8 +102,10 @@ def _tensors(dataset, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, device="cpu") -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset``, in eval mode.
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, device="cpu",
+             logits: Logits = logits_of) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset``, in eval mode; ``logits`` picks
+    the class scores out of the model's output (default: panning.adapter.logits).
 
     The model's train/eval mode is restored afterwards. ``model`` must already be on ``device``.
     """
@@ -116,9 +119,9 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000, d
         for start in range(0, len(y_all), batch_size):
             x = x_all[start : start + batch_size].to(device, non_blocking=True)
             y = y_all[start : start + batch_size].to(device, non_blocking=True)
-            logits = logits_of(model(x))
-            loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
+            scores = logits(model(x))
+            loss += nn.functional.cross_entropy(scores, y, reduction="sum").double()
+            correct += (scores.argmax(1) == y).sum()
     finally:
         model.train(was_training)
     n = max(len(y_all), 1)
@@ -267,6 +270,7 @@ def train(
     checkpoint=None,
     resume: bool = True,
     progress: bool = True,
+    logits: Logits = logits_of,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` for ``epochs``, evaluating on ``data.test`` after each epoch.
 
@@ -275,6 +279,7 @@ def train(
     parameter names (as in ``model.named_parameters()``) to bool tensors of the parameter's shape; False
     positions are held at exactly zero. ``checkpoint`` is a file path written at the end of every epoch; with
     ``resume`` and an existing file the run continues from it (its settings, data and masks must match).
+    ``logits`` picks the class scores out of the model's output (default: panning.adapter.logits).
     """
     checks.positive_int("epochs", epochs)
     checks.positive_int("batch_size", batch_size)
@@ -285,6 +290,7 @@ def train(
     checks.choice("schedule", schedule, SCHEDULES)
     checks.non_negative_int("seed", seed)
     checks.instance("data", data, DataBundle, "a DataBundle (see panning.data.load)")
+    checks.instance("logits", logits, Callable, "a function of the model's output")
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
@@ -323,18 +329,18 @@ def train(
         return (data.augment(x, generator) if data.augment is not None else x), y
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = logits_of(model(x))
-        loss = nn.functional.cross_entropy(logits, y)
+        scores = logits(model(x))
+        loss = nn.functional.cross_entropy(scores, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _zero_masked_grads(pruned)
         opt.step()
         sched.step()
         _zero_masked_weights(pruned)
-        return loss.detach(), logits.detach()
+        return loss.detach(), scores.detach()
 
     def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
-        test_loss, test_acc = evaluate(model, data.test, device=device)
+        test_loss, test_acc = evaluate(model, data.test, device=device, logits=logits)
         loss_sum, correct, count = tally.tolist()
         history.append(EpochStats(
             epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum / count, train_acc=correct / count,

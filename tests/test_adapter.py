@@ -379,3 +379,37 @@ def test_timm_models_with_tiny_inputs():
     sparsify(mobilenet, masks).eval()
     torch.testing.assert_close(mobilenet(data.tensors[0]), reference(data.tensors[0]))
 
+
+
+class DictOutput(nn.Module):
+    """A model whose output holds its class scores under a key of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"scores": self.fc(x)}
+
+
+def test_a_logits_function_serves_prune_search_and_train():
+    from panning.data import DataBundle
+    from panning.train import train
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(12, 4, generator=g), torch.arange(12) % 3)
+    scores = lambda out: out["scores"]  # noqa: E731
+    with pytest.raises(TypeError, match="logits=fn"):
+        prune(DictOutput(), "snip", 0.5, data, per_class=2)
+    with pytest.raises(TypeError, match="logits: expected a function"):
+        prune(DictOutput(), "snip", 0.5, data, per_class=2, logits="scores")
+    masks = prune(DictOutput(), "panning", 0.5, data, logits=scores, iterations=2, per_class=2)
+    result = jackpot.search(DictOutput(), data, sparsity=0.5, steps=1, batch_size=12, include_classifier=True,
+                            test=data, logits=scores, progress=False)
+    assert 0.0 <= result.history[-1].test_acc <= 1.0
+    bundle = DataBundle("dict", data, data, (4,), 3)
+    net = DictOutput()
+    outcome = train(net, bundle, epochs=1, batch_size=6, masks=masks, logits=scores, progress=False)
+    assert outcome.history[-1].train_loss > 0
+    assert bool((net.fc.weight[~masks["fc.weight"]] == 0).all())

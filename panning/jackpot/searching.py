@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from torch.utils.data import DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from .. import checks, ops
+from ..adapter import Logits
 from ..adapter import logits as logits_of
 from ..arena import except_last, prunable
 from ..data import DataBundle
@@ -142,8 +144,10 @@ class Searcher:
 
     def __init__(self, space: SearchSpace, k: torch.Tensor, *, total_steps: int, restriction: str = "short",
                  lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
-                 steps_per_epoch: int | None = None, forward: nn.Module | None = None):
+                 steps_per_epoch: int | None = None, forward: nn.Module | None = None,
+                 logits: Logits = logits_of):
         self.space = space
+        self.logits = logits
         self.forward = forward if forward is not None else space.model
         self.k = k.to("cpu", torch.int64)
         self.offsets = space.arena.offsets
@@ -162,7 +166,7 @@ class Searcher:
         if self.t >= self.total_steps:
             raise RuntimeError(f"step: the schedule of {self.total_steps} steps is over")
         space = self.space
-        logits = logits_of(self.forward(x))
+        logits = self.logits(self.forward(x))
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -184,7 +188,7 @@ class Searcher:
             self.counters[2] += changed
             if self.monitor:
                 with _batchnorm_statistics_frozen(self._batchnorms):
-                    after = F.cross_entropy(logits_of(space.model(x)), y)
+                    after = F.cross_entropy(self.logits(space.model(x)), y)
                 pair = torch.stack([loss.detach(), after])
                 if dist.is_initialized() and dist.get_world_size() > 1:
                     dist.all_reduce(pair)
@@ -226,7 +230,8 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
            bn_reestimation: bool | None = None, budget: str = "global", include_classifier: bool = False,
            batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
            test: TensorDataset | None = None, seed: int = 0, checkpoint=None, resume: bool = True,
-           checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True) -> SearchResult:
+           checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True,
+           logits: Logits = logits_of) -> SearchResult:
     """Search a lottery jackpot of `sparsity` in the pre-trained `model` (its layers swapped in place for
     sparse layers with scores; the weights untouched).
 
@@ -237,7 +242,8 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     magnitude threshold) | "uniform"; include_classifier: search the last layer too. The model runs where
     its parameters are. checkpoint: file written every `checkpoint_every` steps (default: every epoch) and at
     the end; with `resume` an existing one is continued. max_steps: stop (checkpointed) after this many steps
-    in total; a later call with the same checkpoint goes on. All arguments are checked before any work.
+    in total; a later call with the same checkpoint goes on. logits: picks the class scores out of the model's
+    output (default: panning.adapter.logits). All arguments are checked before any work.
     """
     train, test, augment, data_name = _datasets(data, test)
     if test is not None and not (isinstance(test, TensorDataset) and len(test.tensors) == 2):
@@ -245,6 +251,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
     checks.instance("model", model, nn.Module, "an nn.Module")
+    checks.instance("logits", logits, Callable, "a function of the model's output")
     settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
     sparsity = checks.sparsity(sparsity)
     checks.choice("init", settings["init"], INITS)
@@ -294,6 +301,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
                 space.model, device_ids=[device.index] if device.type == "cuda" else None)
         searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
                             momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
+                            logits=logits,
                             steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
         config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
                       include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
@@ -323,7 +331,8 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
         else:
             if settings["bn_reestimation"]:
                 reestimate_batchnorm(space.model, train, batch_size, device)
-            initial = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+            initial = (evaluate(space.model, test, device=device, logits=logits) if test is not None
+                       else (math.nan, math.nan))
 
         def save() -> None:
             if path is None or rank != 0:
@@ -376,7 +385,8 @@ def _epoch_record(space, searcher, test, device, epoch, tally, history, seconds)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tally)
     loss_sum, correct, n = tally.tolist()
-    test_loss, test_acc = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+    test_loss, test_acc = (evaluate(space.model, test, device=device, logits=searcher.logits) if test is not None
+                           else (math.nan, math.nan))
     counters = searcher.counters.tolist()
     before = [sum(getattr(h, c) for h in history) for c in COUNTERS]
     this_epoch = {c: total - prev for c, total, prev in zip(COUNTERS, counters, before)}
