@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from panning import data, models
-from panning.arena import PRUNABLE, Arena
+from panning.adapter import LAYERS
+from panning.arena import Arena
 from panning.data import class_balanced_batch
 from panning.pbt import PanningIndices, PanningScorer, index_weights
 from panning.sparsity import exponential_counts, global_mask
@@ -67,8 +68,8 @@ def straightforward_step(model: nn.Module, bundle):
     with torch.no_grad():
         for t in flow_net.state_dict().values():
             t.abs_()
-    params = [m.weight for m in dense.modules() if isinstance(m, PRUNABLE)]
-    flow_layers = [m for m in flow_net.modules() if isinstance(m, PRUNABLE)]
+    params = [m.weight for m in dense.modules() if isinstance(m, LAYERS)]
+    flow_layers = [m for m in flow_net.modules() if isinstance(m, LAYERS)]
     init = [p.detach().clone() for p in params]
     ones = torch.ones(1, *bundle.input_shape)
     generator = torch.Generator().manual_seed(0)

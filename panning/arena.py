@@ -11,40 +11,31 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from . import checks
+from . import adapter, checks
+from .adapter import Filter, except_last, prunable
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-Filter = Callable[[str, nn.Module], bool]
-
-
-def prunable(name: str, module: nn.Module) -> bool:
-    """Default filter: the weight of every Linear, Conv1d and Conv2d layer."""
-    return isinstance(module, PRUNABLE)
-
-
-def except_last(model: nn.Module, base: Filter = prunable) -> Filter:
-    """A filter that keeps the last prunable layer (usually the classifier) dense."""
-    names = [name for name, module in model.named_modules() if base(name, module)]
-    last = names[-1] if names else None
-    return lambda name, module: base(name, module) and name != last
+__all__ = ["Arena", "Filter", "except_last", "prunable"]
 
 
 class Arena:
     """Flat layout of the prunable weights of `model`.
 
     With `share=True` (default) each weight becomes a view into `self.weights`, so writes to either
-    are seen by both; build the arena after moving the model to its device. `names` are the
-    parameter names of `model.named_parameters()`; segment s spans offsets[s]:offsets[s+1].
+    are seen by both; build the arena after moving the model to its device. The prunable parameters are
+    those panning.adapter selects with `include` (a tied one once); `names` are their parameter names
+    (as in `model.named_parameters(remove_duplicate=False)`); segment s spans offsets[s]:offsets[s+1].
+    `logits` picks the class scores out of the model's output (default `panning.adapter.logits`).
     """
 
-    def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True):
+    def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True,
+                 logits: adapter.Logits = adapter.logits):
         checks.instance("model", model, nn.Module, "an nn.Module")
-        found = [(f"{name}.weight" if name else "weight", module.weight)
-                 for name, module in model.named_modules()
-                 if include(name, module) and isinstance(getattr(module, "weight", None), nn.Parameter)]
+        checks.instance("logits", logits, Callable, "a function of the model's output")
+        found = adapter.selected(model, include)
         if not found:
-            raise ValueError("model: has no prunable weights (Linear, Conv1d, Conv2d) under the given filter")
+            raise ValueError("model: has no prunable weights (Linear, Conv, attention projections) under the given "
+                             "filter")
+        self.logits = logits
         self.names = [name for name, _ in found]
         self.params = [param for _, param in found]
         devices = {p.device for p in self.params}

@@ -13,18 +13,19 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from . import checks, ops
+from . import adapter, checks, ops
 from .arena import Arena
 from .io import load_tensors, save_tensors
 
 
 def mask_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
     """weight key -> mask key for every sparse layer (panning.nn) in a state_dict: a bool `<prefix>mask`
-    beside a `<prefix>weight` of the same shape."""
+    beside a `<prefix>weight` of the same shape, or a bool `<key>_mask` beside a `<key>` (e.g. an attention's
+    `in_proj_weight_mask`)."""
     found = {}
     for key, value in state_dict.items():
-        if key == "mask" or key.endswith(".mask"):
-            weight_key = key[:-len("mask")] + "weight"
+        if key == "mask" or key.endswith(".mask") or key.endswith("_mask"):
+            weight_key = key[:-len("_mask")] if key.endswith("_mask") else key[:-len("mask")] + "weight"
             weight = state_dict.get(weight_key)
             if (isinstance(value, torch.Tensor) and value.dtype == torch.bool and isinstance(weight, torch.Tensor)
                     and weight.shape == value.shape):
@@ -39,7 +40,7 @@ def _owner(model: nn.Module, name: str) -> nn.Module:
 
 def _takes_masks(module: nn.Module, name: str) -> bool:
     """Whether `module` keeps its own mask for parameter `name` (the sparse layers of panning.nn)."""
-    return name.rpartition(".")[2] == "weight" and callable(getattr(module, "set_mask", None))
+    return name.rpartition(".")[2] in getattr(module, "MASKED", ()) and callable(getattr(module, "set_mask", None))
 
 
 class Masks(Mapping):
@@ -94,8 +95,9 @@ class Masks(Mapping):
     def from_model(cls, model: nn.Module) -> Masks:
         """The masks held by the sparse layers (panning.nn) of a model, copied."""
         checks.instance("model", model, nn.Module, "an nn.Module")
-        return cls({f"{name}.weight" if name else "weight": module.mask.detach().clone()
-                    for name, module in model.named_modules() if _takes_masks(module, "weight")})
+        return cls({f"{name}.{attr}" if name else attr: module.mask_of(attr).detach().clone()
+                    for name, module in model.named_modules() if callable(getattr(module, "mask_of", None))
+                    for attr in module.MASKED})
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> Masks:
@@ -143,11 +145,17 @@ class Masks(Mapping):
 
     # -- model ----------------------------------------------------------------------------------
     def check(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        """The parameters these masks cover; raises (leaving the model untouched) on any mismatch."""
-        params = dict(model.named_parameters())
+        """The parameters these masks cover (by any of their names: a tied parameter answers to each); raises
+        (leaving the model untouched) on any mismatch, also on two masks for one tied parameter."""
+        params = adapter.aliases(model)
         unknown = [name for name in self._masks if name not in params]
         if unknown:
             raise ValueError(f"masks: no parameter named {unknown} in the model")
+        first: dict[int, str] = {}
+        for name in self._masks:
+            other = first.setdefault(id(params[name]), name)
+            if other != name:
+                raise ValueError(f"masks: {other!r} and {name!r} name one tied parameter; give it one mask")
         for name, mask in self._masks.items():
             if mask.shape != params[name].shape:
                 raise ValueError(f"masks: {name} has shape {tuple(mask.shape)}, parameter has "
@@ -161,7 +169,7 @@ class Masks(Mapping):
         for name, param in self.check(model).items():
             owner = _owner(model, name)
             if _takes_masks(owner, name):
-                owner.set_mask(self._masks[name])
+                owner.set_mask(self._masks[name], name.rpartition(".")[2])
             else:
                 param.masked_fill_(~self._masks[name].to(param.device), 0)
         return model

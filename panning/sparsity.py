@@ -14,6 +14,7 @@ removes the same fraction of the remaining weights and the last step reaches the
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -67,6 +68,20 @@ def global_mask(scores: torch.Tensor, k: int, *, within: torch.Tensor | None = N
             raise ValueError(f"k: {k} exceeds the {int(within.sum())} weights `within` keeps")
         scores = scores.masked_fill(~within, float("-inf"))
     return ops.topk_mask(scores, k)
+
+
+def warn_if_tied(arena: Arena, scores: torch.Tensor) -> None:
+    """Warn when every weight of a layer has the same score (e.g. all zero: a zero-initialized classifier, or a
+    layer behind a zero-initialized BatchNorm): the top-k then keeps that layer's first weights in layer order,
+    a mask that says nothing about the weights. One segmented min/max over the dense network's scores."""
+    sizes = arena.sizes.to(scores.device)
+    low = torch.segment_reduce(scores, "min", lengths=sizes)
+    high = torch.segment_reduce(scores, "max", lengths=sizes)
+    tied = [name for name, size, flat in zip(arena.names, arena.sizes.tolist(), (low == high).tolist())
+            if flat and size > 1]
+    if tied:
+        warnings.warn(f"scores: every weight of {tied} scores the same (e.g. all zero, a zero-initialized layer); "
+                      "their mask keeps the first weights in layer order, not the most salient ones", stacklevel=2)
 
 
 def _segment_counts(arena: Arena, flat: torch.Tensor) -> torch.Tensor:

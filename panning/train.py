@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from panning import checks
+from panning.adapter import Logits, logits as logits_of
 from panning.data import Data, as_tensors, split
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
@@ -98,10 +99,11 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset | DataLoader, batch_size: int = 1000,
-             device="cpu") -> tuple[float, float]:
+def evaluate(model: nn.Module, dataset: Dataset | DataLoader, batch_size: int = 1000, device="cpu",
+             logits: Logits = logits_of) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset`` (a Dataset of (input, label)
-    items or a DataLoader of batches, read once: panning.data.as_tensors), in eval mode.
+    items or a DataLoader of batches, read once: panning.data.as_tensors), in eval mode; ``logits`` picks the class
+    scores out of the model's output (default: panning.adapter.logits).
 
     The model's train/eval mode is restored afterwards. ``model`` must already be on ``device``.
     """
@@ -115,9 +117,9 @@ def evaluate(model: nn.Module, dataset: Dataset | DataLoader, batch_size: int = 
         for start in range(0, len(y_all), batch_size):
             x = x_all[start : start + batch_size].to(device, non_blocking=True)
             y = y_all[start : start + batch_size].to(device, non_blocking=True)
-            logits = model(x)
-            loss += nn.functional.cross_entropy(logits, y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
+            scores = logits(model(x))
+            loss += nn.functional.cross_entropy(scores, y, reduction="sum").double()
+            correct += (scores.argmax(1) == y).sum()
     finally:
         model.train(was_training)
     n = max(len(y_all), 1)
@@ -268,6 +270,7 @@ def train(
     checkpoint=None,
     resume: bool = True,
     progress: bool = True,
+    logits: Logits = logits_of,
 ) -> TrainResult:
     """Train ``model`` in place for ``epochs`` on ``data``: a DataBundle (trained on ``.train``, evaluated on
     ``.test`` after each epoch), or a Dataset of (input, label) items or a DataLoader of (inputs, labels) batches,
@@ -281,6 +284,7 @@ def train(
     panning.nn's cost model; "masked"; "compressed"), reported in ``TrainResult.paths``; the model comes back
     with its own layer types. ``checkpoint`` is a file path written at the end of every epoch; with
     ``resume`` and an existing file the run continues from it (its settings, data and masks must match).
+    ``logits`` picks the class scores out of the model's output (default: panning.adapter.logits).
     """
     checks.positive_int("epochs", epochs)
     checks.positive_int("batch_size", batch_size)
@@ -292,6 +296,7 @@ def train(
     checks.choice("mode", mode, MODES)
     checks.non_negative_int("seed", seed)
     train_set, test, augment, name = split(data, test)
+    checks.instance("logits", logits, Callable, "a function of the model's output")
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
@@ -306,14 +311,14 @@ def train(
         return _train(model, train_set, test, augment, name, epochs=epochs, batch_size=batch_size, lr=lr,
                       momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, optimizer=optimizer,
                       schedule=schedule, masks=masks, device=device, seed=seed, checkpoint=checkpoint, resume=resume,
-                      progress=progress, pruned=pruned, paths={name: layer.path for name, layer in layers.items()},
-                      started=started)
+                      progress=progress, logits=logits, pruned=pruned,
+                      paths={name: layer.path for name, layer in layers.items()}, started=started)
     finally:  # the layers this run swapped in go back to the model's own types
         densify(model, [layer for layer in layers.values() if layer not in before])
 
 
 def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, momentum, weight_decay, nesterov,
-           optimizer, schedule, masks, device, seed, checkpoint, resume, progress, pruned, paths,
+           optimizer, schedule, masks, device, seed, checkpoint, resume, progress, logits, pruned, paths,
            started) -> TrainResult:
     x_train, y_train = (t.to(device) for t in train_set.tensors)
     n = len(y_train)
@@ -349,18 +354,19 @@ def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, mom
         return (augment(x, generator) if augment is not None else x), y
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        scores = logits(model(x))
+        loss = nn.functional.cross_entropy(scores, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _zero_masked_grads(pruned)
         opt.step()
         sched.step()
         _zero_masked_weights(pruned)
-        return loss.detach(), logits.detach()
+        return loss.detach(), scores.detach()
 
     def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
-        test_loss, test_acc = evaluate(model, test, device=device) if test is not None else (math.nan, math.nan)
+        test_loss, test_acc = (evaluate(model, test, device=device, logits=logits) if test is not None
+                               else (math.nan, math.nan))
         loss_sum, correct, count = tally.tolist()
         history.append(EpochStats(
             epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=loss_sum / count, train_acc=correct / count,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import checks
+from .. import adapter, checks
 from ..arena import Arena
 from ..ops import _checks as ops_checks
 
@@ -13,7 +13,7 @@ def model_and_arena(model, arena) -> None:
     """`model` is a module and `arena` lays out some of its parameters (same names and shapes)."""
     checks.instance("model", model, nn.Module, "an nn.Module")
     checks.instance("arena", arena, Arena, "a panning.arena.Arena")
-    params = dict(model.named_parameters())
+    params = adapter.aliases(model)
     for name, shape in zip(arena.names, arena.shapes):
         if name not in params or tuple(params[name].shape) != shape:
             raise ValueError(f"arena: parameter {name!r} of shape {shape} is not in the model; build the arena "
@@ -26,8 +26,8 @@ def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
             or not all(isinstance(t, torch.Tensor) for t in value):
         raise TypeError("batch: expected a pair (inputs, labels) of tensors")
     x, y = value
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"batch: inputs must be floating point, got {x.dtype}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"batch: inputs must be floating point (or integer token ids), got {x.dtype}")
     if y.dtype != torch.int64 or y.dim() != 1:
         raise ValueError(f"batch: labels must be a 1-D int64 tensor, got {y.dtype} of shape {tuple(y.shape)}")
     if x.shape[0] != y.shape[0] or y.numel() == 0:

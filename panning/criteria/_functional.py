@@ -35,10 +35,10 @@ def mode(model: nn.Module, training: bool) -> Iterator[None]:
 
 def forward(model: nn.Module, arena: Arena, flat: torch.Tensor, x: torch.Tensor,
             others: Mapping[str, torch.Tensor] | None = None,
-            buffers: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+            buffers: Mapping[str, torch.Tensor] | None = None):
     """model(x) with the arena's weights taken from `flat`, other parameters from `others` (else the
     model's) and buffers from `buffers` (else copies of the model's, so that a forward in train mode does
-    not move BatchNorm running statistics)."""
+    not move BatchNorm running statistics). Returns what the model returns (`arena.logits` reads the logits)."""
     weights = dict(others or {})
     weights.update(arena.split(flat))
     if buffers is None:
@@ -52,7 +52,7 @@ def loss(model: nn.Module, arena: Arena, flat: torch.Tensor, batch: Batch, *,
     as the criteria's authors computed them)."""
     x, y = batch
     with mode(model, True):
-        return F.cross_entropy(forward(model, arena, flat, x) / temperature, y)
+        return F.cross_entropy(arena.logits(forward(model, arena, flat, x)) / temperature, y)
 
 
 def loss_grad(model: nn.Module, arena: Arena, flat: torch.Tensor, batch: Batch, *,

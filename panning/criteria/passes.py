@@ -11,14 +11,15 @@ so nothing is re-validated inside a loop of a hundred steps.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .. import adapter
 from ..arena import Arena
 from ..ops import product_score
 from ._functional import Batch, forward, loss, loss_grad, mode
@@ -48,13 +49,62 @@ def gradient_pass(model: nn.Module, arena: Arena, batch: Batch, temperature: flo
     and the |z| normalization are those of the authors' d|g|^2/dw).
     """
     w = arena.weights.detach() if weights is None else weights
-    leaf = w.clone().requires_grad_(True)
-    value = loss(model, arena, leaf, batch, temperature=temperature)
-    (grad,) = torch.autograd.grad(value, leaf, create_graph=True)
-    (double,) = torch.autograd.grad(grad @ grad, leaf)
-    grad = grad.detach()
+    try:
+        grad, double, value = _double_backward(model, arena, batch, temperature, w)
+    except RuntimeError as error:
+        op = _NO_SECOND_DERIVATIVE.search(str(error))
+        if op is None:
+            raise
+        raise RuntimeError(_no_second_derivative(model, arena, batch, temperature, w, op.group(1))) from None
     return GradientPass(product_score(w, grad, absolute=False), product_score(w, double.mul_(0.5), absolute=False),
                         float(value.detach()), float(grad.double().square().sum()))
+
+
+#: torch's message for an op whose backward has no derivative of its own.
+_NO_SECOND_DERIVATIVE = re.compile(r"derivative for (?:aten::)?(\w+?)_backward is not implemented")
+
+
+def _double_backward(model, arena, batch, temperature, w):
+    """(g, d|g|^2/dw, loss) at weights w; attention runs on the math backend, the one with a second
+    derivative (the fused CPU and flash kernels have none)."""
+    leaf = w.clone().requires_grad_(True)
+    with sdpa_kernel(SDPBackend.MATH):
+        value = loss(model, arena, leaf, batch, temperature=temperature)
+        (grad,) = torch.autograd.grad(value, leaf, create_graph=True)
+        (double,) = torch.autograd.grad(grad @ grad, leaf)
+    return grad.detach(), double, value
+
+
+def _no_second_derivative(model, arena, batch, temperature, w, op: str) -> str:
+    """The one-line error for an op without a second derivative, naming the innermost module whose forward
+    ran it: a forward with a hook on every module, each walking the autograd graph its output added."""
+    node_type = "".join(part.capitalize() for part in op.split("_")) + "Backward"
+    seen: set = set()
+    found: list[str] = []
+    names = {module: name for name, module in model.named_modules()}
+
+    def walk(module, inputs, output):
+        stack = [t.grad_fn for t in torch.utils._pytree.tree_leaves(output)
+                 if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if not found and type(node).__name__.startswith(node_type):
+                found.append(names.get(module, ""))
+            stack.extend(next_node for next_node, _ in node.next_functions)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(walk)
+    try:
+        with torch.enable_grad():
+            loss(model, arena, w.clone().requires_grad_(True), batch, temperature=temperature)
+    finally:
+        handle.remove()
+    where = f"layer {found[0]!r} ({type(model.get_submodule(found[0])).__name__})" if found and found[0] else \
+        "the model"
+    return (f"model: {where} runs {op}, whose second derivative torch does not implement; GraSP and Panning need "
+            "one (a double backward): replace that op, or use a method without it (snip, synflow, magnitude)")
 
 
 def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
@@ -126,36 +176,16 @@ def _flow(model, arena, input_shape, mask, dtype) -> Flow:
     if mask is not None:
         weights = weights * mask
     leaf = weights.requires_grad_(True)
-    names = set(arena.names)
-    others = {name: p.detach().to(dtype).abs() for name, p in model.named_parameters() if name not in names}
+    others = {name: p.detach().to(dtype).abs() for name, p in adapter.others(model, arena.params).items()}
     buffers = {name: b.detach().to(dtype).abs() if b.is_floating_point() else b.clone()
                for name, b in model.named_buffers()}
-    ones = torch.ones((1, *input_shape), dtype=dtype, device=arena.device)
     exponents: list[int] = []
-    with mode(model, False), _rescaled_outputs(model, arena, exponents, RANGE[dtype]):
-        total = forward(model, arena, leaf, ones, others, buffers=buffers).sum()
+    layers = sorted({name.rpartition(".")[0] for name in arena.names})
+    with mode(model, False), adapter.rescaled_outputs(model, layers, exponents, RANGE[dtype]), \
+            adapter.data_free(model, input_shape, dtype, arena.device) as ones:
+        total = arena.logits(forward(model, arena, leaf, ones, others, buffers=buffers)).sum()
     (grad,) = torch.autograd.grad(total, leaf)
     return Flow(leaf.detach(), grad, sum(exponents))
-
-
-@contextlib.contextmanager
-def _rescaled_outputs(model: nn.Module, arena: Arena, exponents: list[int], bound: int) -> Iterator[None]:
-    """Forward hooks on the arena's layers that divide an out-of-range output by 2^e and record e."""
-    def hook(module, inputs, output):
-        peak = float(output.detach().abs().amax())  # one read of the tensor; the tests below in Python
-        if peak > 0 and not 2.0 ** -bound <= peak <= 2.0 ** bound:
-            exponent = math.frexp(peak)[1]
-            exponents.append(exponent)
-            return torch.ldexp(output, torch.tensor(-exponent, dtype=output.dtype, device=output.device))
-        return None
-
-    modules = {name.rpartition(".")[0] for name in arena.names}
-    handles = [model.get_submodule(name).register_forward_hook(hook) for name in sorted(modules)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _to_dtype(scores: torch.Tensor, exponent: int, dtype: torch.dtype) -> torch.Tensor:

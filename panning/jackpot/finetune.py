@@ -21,9 +21,10 @@ def finetune(result: SearchResult, data, *, epochs: int = 10, lr: float = 0.01, 
     checks.instance("result", result, SearchResult, "a SearchResult from panning.jackpot.search")
     model: nn.Module = result.model
     for layer in model.modules():
-        if isinstance(layer, SparseLayer) and layer.scores is not None:
+        if isinstance(layer, SparseLayer) and any(layer.scores_of(name) is not None for name in layer.MASKED):
             layer.remove_scores()
-            layer.weight.requires_grad_(True)
+            for weight in layer.masked_parameters().values():
+                weight.requires_grad_(True)
     device = next(model.parameters()).device
     outcome = train(model, data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                     weight_decay=weight_decay, optimizer="sgd", schedule="cosine", masks=result.masks,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from .. import checks, ops
+from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
 from ..data import Data, split
 from ..io import derived_generator, save_atomically, save_tensors
@@ -141,8 +143,10 @@ class Searcher:
 
     def __init__(self, space: SearchSpace, k: torch.Tensor, *, total_steps: int, restriction: str = "short",
                  lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
-                 steps_per_epoch: int | None = None, forward: nn.Module | None = None):
+                 steps_per_epoch: int | None = None, forward: nn.Module | None = None,
+                 logits: Logits = logits_of):
         self.space = space
+        self.logits = logits
         self.forward = forward if forward is not None else space.model
         self.k = k.to("cpu", torch.int64)
         self.offsets = space.arena.offsets
@@ -161,7 +165,7 @@ class Searcher:
         if self.t >= self.total_steps:
             raise RuntimeError(f"step: the schedule of {self.total_steps} steps is over")
         space = self.space
-        logits = self.forward(x)
+        logits = self.logits(self.forward(x))
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,7 +187,7 @@ class Searcher:
             self.counters[2] += changed
             if self.monitor:
                 with _batchnorm_statistics_frozen(self._batchnorms):
-                    after = F.cross_entropy(space.model(x), y)
+                    after = F.cross_entropy(self.logits(space.model(x)), y)
                 pair = torch.stack([loss.detach(), after])
                 if dist.is_initialized() and dist.get_world_size() > 1:
                     dist.all_reduce(pair)
@@ -217,7 +221,8 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
            bn_reestimation: bool | None = None, budget: str = "global", include_classifier: bool = False,
            batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
            test: Dataset | DataLoader | None = None, seed: int = 0, checkpoint=None, resume: bool = True,
-           checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True) -> SearchResult:
+           checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True,
+           logits: Logits = logits_of) -> SearchResult:
     """Search a lottery jackpot of `sparsity` in the pre-trained `model` (its layers swapped in place for
     sparse layers with scores; the weights untouched).
 
@@ -230,11 +235,13 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
     include_classifier: search the last layer too. The model runs where
     its parameters are. checkpoint: file written every `checkpoint_every` steps (default: every epoch) and at
     the end; with `resume` an existing one is continued. max_steps: stop (checkpointed) after this many steps
-    in total; a later call with the same checkpoint goes on. All arguments are checked before any work.
+    in total; a later call with the same checkpoint goes on. logits: picks the class scores out of the model's
+    output (default: panning.adapter.logits). All arguments are checked before any work.
     """
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
     checks.instance("model", model, nn.Module, "an nn.Module")
+    checks.instance("logits", logits, Callable, "a function of the model's output")
     settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
     sparsity = checks.sparsity(sparsity)
     checks.choice("init", settings["init"], INITS)
@@ -270,104 +277,107 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
     device = params[0].device
 
     space = SearchSpace(model, prunable if include_classifier else except_last(model))
-    k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
-    space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
-    space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
-                   else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    local_batch = batch_size // world
-    steps_per_epoch = math.ceil(len(sampler) / local_batch)
-    total = steps if steps is not None else epochs * steps_per_epoch
-    forward = space.model
-    if world > 1:
-        forward = nn.parallel.DistributedDataParallel(
-            space.model, device_ids=[device.index] if device.type == "cuda" else None)
-    searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
-                        momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
-                        steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
-    config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
-                  include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
-                  weight_decay=weight_decay, monitor=monitor, seed=seed, world=world, data=data_name,
-                  train_size=len(train), names=list(space.names), k=k.tolist())
-    fingerprint = space.arena.weights.detach().double().abs().sum().item()
-    x_train, y_train = (t.to(device) for t in train.tensors)
-    history: list[EpochRecord] = []
-    loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
-    path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
-    if path is not None and resume and path.exists():
-        try:
+    try:  # a search that fails gives the model back as it was given
+        k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
+        space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
+        space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
+                       else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
+        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        local_batch = batch_size // world
+        steps_per_epoch = math.ceil(len(sampler) / local_batch)
+        total = steps if steps is not None else epochs * steps_per_epoch
+        forward = space.model
+        if world > 1:
+            forward = nn.parallel.DistributedDataParallel(
+                space.model, device_ids=[device.index] if device.type == "cuda" else None)
+        searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
+                            momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
+                            logits=logits,
+                            steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
+        config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
+                      include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
+                      weight_decay=weight_decay, monitor=monitor, seed=seed, world=world, data=data_name,
+                      train_size=len(train), names=list(space.names), k=k.tolist())
+        fingerprint = space.arena.weights.detach().double().abs().sum().item()
+        x_train, y_train = (t.to(device) for t in train.tensors)
+        history: list[EpochRecord] = []
+        loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
+        path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
+        if path is not None and resume and path.exists():
             state = torch.load(path, map_location="cpu", weights_only=True)
             check_run(state, path, config, CHECKPOINT_KIND)
             if state["fingerprint"] != fingerprint:
                 raise ValueError(f"checkpoint: {str(path)!r} was written for other pre-trained weights")
-        except BaseException:
-            space.undo()  # nothing has run: the model goes back as it was given
-            raise
-        space.set_scores(state["scores"].to(device))
-        space.set_mask(state["mask"].to(device))
-        with torch.no_grad():
-            for name, buffer in space.model.named_buffers():
-                buffer.copy_(state["buffers"][name])
-        searcher.load_state_dict(state["searcher"])
-        loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=searcher.t,
-                    tally=state["tally"], seconds=state["epoch_seconds"])
-        history = [EpochRecord(**h) for h in state["history"]]
-        initial = tuple(state["initial"])
-        torch.set_rng_state(state["rng"])
-    else:
-        if settings["bn_reestimation"]:
-            reestimate_batchnorm(space.model, train, batch_size, device)
-        initial = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+            space.set_scores(state["scores"].to(device))
+            space.set_mask(state["mask"].to(device))
+            with torch.no_grad():
+                for name, buffer in space.model.named_buffers():
+                    buffer.copy_(state["buffers"][name])
+            searcher.load_state_dict(state["searcher"])
+            loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=searcher.t,
+                        tally=state["tally"], seconds=state["epoch_seconds"])
+            history = [EpochRecord(**h) for h in state["history"]]
+            initial = tuple(state["initial"])
+            torch.set_rng_state(state["rng"])
+        else:
+            if settings["bn_reestimation"]:
+                reestimate_batchnorm(space.model, train, batch_size, device)
+            initial = (evaluate(space.model, test, device=device, logits=logits) if test is not None
+                       else (math.nan, math.nan))
 
-    def save() -> None:
-        if path is None or rank != 0:
-            return
-        save_atomically(dict(
-            format=1, kind=CHECKPOINT_KIND, config=config, fingerprint=fingerprint,
-            scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
-            buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
-            tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
-            initial=list(initial), rng=torch.get_rng_state()), path)
+        def save() -> None:
+            if path is None or rank != 0:
+                return
+            save_atomically(dict(
+                format=1, kind=CHECKPOINT_KIND, config=config, fingerprint=fingerprint,
+                scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
+                buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
+                tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
+                initial=list(initial), rng=torch.get_rng_state()), path)
 
-    orders: dict[int, torch.Tensor] = {}
+        orders: dict[int, torch.Tensor] = {}
 
-    def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = divmod(t, steps_per_epoch)
-        if epoch not in orders:
-            orders.clear()
-            sampler.set_epoch(epoch)
-            orders[epoch] = torch.tensor(list(sampler), dtype=torch.int64).to(device)
-        idx = orders[epoch][index * local_batch:(index + 1) * local_batch]
-        x, y = x_train[idx], y_train[idx]
-        if augment is not None:
-            x = augment(x, derived_generator(seed, 2, t, rank))
-        return x, y
+        def batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            epoch, index = divmod(t, steps_per_epoch)
+            if epoch not in orders:
+                orders.clear()
+                sampler.set_epoch(epoch)
+                orders[epoch] = torch.tensor(list(sampler), dtype=torch.int64).to(device)
+            idx = orders[epoch][index * local_batch:(index + 1) * local_batch]
+            x, y = x_train[idx], y_train[idx]
+            if augment is not None:
+                x = augment(x, derived_generator(seed, 2, t, rank))
+            return x, y
 
-    def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
-        history.append(_epoch_record(space, searcher, test, device, epoch, tally, history, seconds))
-        bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
+        def end_epoch(epoch: int, tally: torch.Tensor, seconds: float) -> None:
+            history.append(_epoch_record(space, searcher, test, device, epoch, tally, history, seconds))
+            bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
 
-    stop = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
-               desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
-    space.model.train()
-    try:
-        loop.run(stop=stop, batch=batch, step=searcher.step, end_epoch=end_epoch, save=save,
-                 save_every=checkpoint_every or steps_per_epoch, bar=bar)
-    finally:
-        bar.close()
-        space.release()
-    return SearchResult(masks=space.masks(), model=space.model, scores=space.score_dict(),
-                        budgets=dict(zip(space.names, k.tolist())), settings=settings,
-                        initial_test_loss=initial[0], initial_test_acc=initial[1], history=history,
-                        steps=searcher.t, completed=searcher.t == total)
+        stop = total if max_steps is None else min(total, max_steps)
+        bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
+                   desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
+        space.model.train()
+        try:
+            loop.run(stop=stop, batch=batch, step=searcher.step, end_epoch=end_epoch, save=save,
+                     save_every=checkpoint_every or steps_per_epoch, bar=bar)
+        finally:
+            bar.close()
+            space.release()
+        return SearchResult(masks=space.masks(), model=space.model, scores=space.score_dict(),
+                            budgets=dict(zip(space.names, k.tolist())), settings=settings,
+                            initial_test_loss=initial[0], initial_test_acc=initial[1], history=history,
+                            steps=searcher.t, completed=searcher.t == total)
+    except BaseException:
+        space.undo()
+        raise
 
 
 def _epoch_record(space, searcher, test, device, epoch, tally, history, seconds) -> EpochRecord:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tally)
     loss_sum, correct, n = tally.tolist()
-    test_loss, test_acc = evaluate(space.model, test, device=device) if test is not None else (math.nan, math.nan)
+    test_loss, test_acc = (evaluate(space.model, test, device=device, logits=searcher.logits) if test is not None
+                           else (math.nan, math.nan))
     counters = searcher.counters.tolist()
     before = [sum(getattr(h, c) for h in history) for c in COUNTERS]
     this_epoch = {c: total - prev for c, total, prev in zip(COUNTERS, counters, before)}

@@ -7,17 +7,16 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from panning import checks
+from panning import adapter, checks
 from panning.masks import Masks, mask_keys
 
-from .layers import MODES, SPARSE_FOR, SparseLayer
+from .layers import MODES, SPARSE_FOR, MaskedModule, SparseLayer
 
 
-def _owner(model: nn.Module, name: str) -> nn.Module | Exception:
-    """The module whose weight `name` is, if sparsify can make it a sparse layer; else the error saying why."""
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str] | Exception:
+    """The module owning the masked parameter `name` and the parameter's attribute name, if sparsify can mask it;
+    else the error saying why."""
     path, _, attr = name.rpartition(".")
-    if attr != "weight":
-        return ValueError(f"masks: {name!r} is not a layer weight; sparsify masks the `weight` of layers only")
     try:
         module = model.get_submodule(path)
     except AttributeError:
@@ -28,30 +27,35 @@ def _owner(model: nn.Module, name: str) -> nn.Module | Exception:
     if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks:
         return ValueError(f"{where} carries hooks (torch.nn.utils.prune uses one; call prune.remove); "
                           "sparsify replaces the module and would drop them")
-    if not isinstance(module, SparseLayer) and type(module) not in SPARSE_FOR:
-        supported = ", ".join(t.__name__ for t in SPARSE_FOR)
-        return TypeError(f"{where} is not supported; sparsify swaps exactly {supported} (subclasses may "
-                         "compute something else with the weight)")
-    return module
+    maskable = module.MASKED if isinstance(module, SparseLayer) else \
+        adapter.parameter_names(module) if adapter.with_embeddings(path, module) else ()
+    if attr not in maskable:
+        return ValueError(f"masks: {name!r} is not a prunable parameter of {path or 'the model'} "
+                          f"({type(module).__name__}); sparsify masks {list(maskable) or 'none of its parameters'}")
+    return module, attr
 
 
-def _owners(model: nn.Module, masks: Masks) -> dict[str, nn.Module]:
-    """The module owning each masked weight, every one checked before anything changes."""
+def _owners(model: nn.Module, masks: Masks) -> dict[str, tuple[nn.Module, str]]:
+    """The module owning each masked parameter and the parameter's attribute name, every one checked before
+    anything changes."""
     owners = {}
     for name in masks:
         owner = _owner(model, name)
         if isinstance(owner, Exception):
             raise owner
         owners[name] = owner
-    masks.check(model)  # shapes
+    masks.check(model)  # shapes, tied parameters
     return owners
 
 
 def layer_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> tuple[Masks, Masks]:
-    """Split valid `masks` of `model` into those its sparse layers can hold (`sparsify` swaps the layer in place,
-    and the layer is not `model` itself) and the rest (other parameters, other layer types, hooked layers)."""
+    """Split valid `masks` of `model` into those the sparse layers of panning.nn hold (weights of exactly
+    nn.Linear, nn.Conv1d, nn.Conv2d or of sparse layers; `sparsify` swaps the layer in place, and the layer is not
+    `model` itself) and the rest (other parameters, other module types, hooked layers)."""
     masks = masks if isinstance(masks, Masks) else Masks(masks)
-    held = {name for name in masks if name != "weight" and not isinstance(_owner(model, name), Exception)}
+    owners = {name: _owner(model, name) for name in masks if name != "weight"}
+    held = {name for name, owner in owners.items() if not isinstance(owner, Exception) and owner[1] == "weight"
+            and (isinstance(owner[0], SparseLayer) or type(owner[0]) in SPARSE_FOR)}
     return (Masks({n: m for n, m in masks.items() if n in held}),
             Masks({n: m for n, m in masks.items() if n not in held}))
 
@@ -71,12 +75,15 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
              scores: bool = False) -> nn.Module:
     """Swap the layers that `masks` cover for sparse layers, in place; returns the model.
 
-    masks: parameter name -> bool tensor (a `panning.Masks` or a plain mapping), covering `weight`s of
-    nn.Linear, nn.Conv1d and nn.Conv2d. The new layers share the old layers' Parameter objects and bake the mask
-    into the weight (zeros behind it). Layers that are already sparse just take the new mask (`mode` and
-    `scores` apply to the layers this call creates). mode: the path of the new layers ("auto": per layer, from
-    the cost model of panning.nn.cost; "masked"; "compressed", where a compressed op can run the layer).
-    scores=True prepares mask search: each
+    masks: parameter name -> bool tensor (a `panning.Masks` or a plain mapping), covering prunable parameters
+    (panning.adapter: layer weights, attention projections, Conv1D, embeddings; a tied one by any of its names).
+    Exactly nn.Linear, nn.Conv1d and nn.Conv2d become the sparse layers of panning.nn (SparseLinear, ...), which
+    share the old layers' Parameter objects; every other module (subclasses, Conv3d, nn.MultiheadAttention,
+    Hugging Face's Conv1D) stays itself and becomes a `MaskedModule` of a subclass of its own class. Either
+    bakes the mask into the weight (zeros behind it). Layers that are already sparse just take the new mask
+    (`mode` and `scores` apply to the layers this call creates). mode: the path of the new sparse layers ("auto":
+    per layer, from the cost model of panning.nn.cost; "masked"; "compressed", where a compressed op can run the
+    layer). scores=True prepares mask search: each
     new layer gets trainable scores (initialized to |weight|) and keeps its weights behind the mask.
 
     Everything is validated before anything changes: on an error the model is untouched. Sparsify before
@@ -88,14 +95,18 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
     checks.instance("scores", scores, bool, "a bool")
     masks = masks if isinstance(masks, Masks) else Masks(masks)
     owners = _owners(model, masks)
-    new, existing = {}, []
-    for name, module in owners.items():
+    new, existing, in_place = {}, [], {}
+    for name, (module, attr) in owners.items():
         if isinstance(module, SparseLayer):
-            existing.append((module, masks[name]))
-            continue
-        new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, mode=mode)
-    for module, mask in existing:
-        module.set_mask(mask)
+            existing.append((module, masks[name], attr))
+        elif type(module) in SPARSE_FOR:
+            new[module] = SPARSE_FOR[type(module)].from_dense(module, masks[name], scores=scores, mode=mode)
+        else:
+            in_place.setdefault(module, {})[attr] = masks[name]
+    for module, mask, attr in existing:
+        module.set_mask(mask, attr)
+    for module, module_masks in in_place.items():
+        MaskedModule.wrap(module, module_masks, scores=scores)
     return _replace(model, new)
 
 

@@ -57,8 +57,10 @@ def _current_masks(arena: Arena, model: nn.Module) -> torch.Tensor:
     """The flat mask already in place: the masks of sparse layers, all kept elsewhere."""
     current = {}
     for name, param in arena:
-        owner = model.get_submodule(name.rpartition(".")[0])
-        current[name] = owner.mask if isinstance(owner, SparseLayer) else torch.ones_like(param, dtype=torch.bool)
+        path, _, attr = name.rpartition(".")
+        owner = model.get_submodule(path)
+        sparse = isinstance(owner, SparseLayer)
+        current[name] = owner.mask_of(attr) if sparse else torch.ones_like(param, dtype=torch.bool)
     return arena.flatten(current)
 
 
@@ -72,12 +74,12 @@ def global_prune(model: nn.Module, amount: float | int, *, score: Score = "l1",
     `global_prune(model, 1.0)` prunes them all. (`panning.prune` and the command line take a sparsity instead,
     always a fraction in [0, 1); see docs/cli.md.)
 
-    The semantics of torch.nn.utils.prune.global_unstructured over the weights `include` selects (by default
-    every Linear, Conv1d and Conv2d weight): the lowest scores are pruned; weights already pruned (masks of sparse
-    layers) stay pruned. score: "l1" (|weight|), a function (name, weight) -> scores of the weight's shape, or a mapping
-    name -> scores (like torch's importance_scores, but ranked as given: torch's L1Unstructured ranks their
-    absolute values). Unlike torch, ties are broken deterministically (the lower
-    flat index is kept) and the work is one top-k over the arena. Apply with `panning.sparsify(model, masks)`.
+    The semantics of torch.nn.utils.prune.global_unstructured over the weights `include` selects (by default every
+    prunable weight of panning.adapter): the lowest scores are pruned; weights already pruned (masks of sparse
+    layers) stay pruned. score: "l1" (|weight|), a function (name, weight) -> scores of the weight's shape, or a
+    mapping name -> scores (like torch's importance_scores, but ranked as given: torch's L1Unstructured ranks their
+    absolute values). Unlike torch, ties are broken deterministically (the lower flat index is kept) and the work is
+    one top-k over the arena. Apply with `panning.sparsify(model, masks)`.
     """
     arena = Arena(model, include=include, share=False)
     scores = _scores(arena, score)

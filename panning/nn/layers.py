@@ -31,6 +31,9 @@ Invariants
   receives `dL/dW_eff * W`; the search loop recomputes the mask (one `panning.ops.topk_mask` over the arena) and
   writes it with `set_mask`.
 
+Any other module with prunable parameters (panning.adapter) becomes a `MaskedModule` in place: the masked path
+only, one mask (and, in search, one scores parameter) per masked parameter.
+
 Loading a state_dict without `mask` (a dense checkpoint) keeps the layer's current mask (strict loading still
 succeeds) and zeroes the loaded weights behind it; so `sparse_model.load_state_dict(dense_ckpt)` gives the dense
 model pruned by the sparse model's masks.
@@ -121,19 +124,32 @@ register_optimizer_step_pre_hook(_drop_stale_state)
 register_optimizer_step_post_hook(_write_back)
 
 
+def mask_name(name: str) -> str:
+    """The buffer holding the mask of parameter `name`: `mask` for `weight`, else `<name>_mask`."""
+    return "mask" if name == "weight" else f"{name}_mask"
+
+
+def scores_name(name: str) -> str:
+    """The parameter holding the search scores of parameter `name`: `scores` for `weight`, else `<name>_scores`."""
+    return "scores" if name == "weight" else f"{name}_scores"
+
+
 class SparseLayer:
     """Mask handling and the two paths, shared by the sparse layers (a mixin in front of the plain torch layer).
-
-    A subclass says whether a compressed op can run it (`_compressible`) and whether auto takes it (`_cheaper`)."""
+    `MASKED` names the masked parameters; each has a bool buffer `mask_name(p)` and, during mask search,
+    `scores_name(p)`. Only `weight` has the compressed path: a subclass says whether a compressed op can run it
+    (`_compressible`) and whether auto takes it (`_cheaper`)."""
 
     DENSE: type[nn.Module]  # the plain layer this one replaces
+    MASKED: tuple[str, ...] = ("weight",)
     mask: torch.Tensor
     scores: nn.Parameter | None
     values: nn.Parameter | None
 
-    def _init_sparse(self, mode: str) -> None:
-        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool))
-        self.register_parameter("scores", None)
+    def _init_sparse(self, mode: str = "masked") -> None:
+        for name in self.MASKED:
+            self.register_buffer(mask_name(name), torch.ones_like(self._parameters[name], dtype=torch.bool))
+            self.register_parameter(scores_name(name), None)
         self.register_parameter("values", None)
         self._mode = checks.choice("mode", mode, MODES)
         self._layout: _Layout | None = None
@@ -280,54 +296,72 @@ class SparseLayer:
     def _uses_compressed(self) -> bool:
         """Whether this forward runs compressed: on that path, with the layer's own weight (not one substituted
         by torch.func.functional_call)."""
-        return self.values is not None and self.scores is None and self.weight is self._own[0]
+        return (self.values is not None and self.scores is None and self.weight is self._own[0]
+                and not torch.compiler.is_exporting())  # an exported graph cannot hold the layout's size
 
     # -- mask and scores ------------------------------------------------------------------------
+    def masked_parameters(self) -> dict[str, nn.Parameter]:
+        """The masked parameters by attribute name (the dense Parameters behind the masks)."""
+        return {name: self._parameters[name] for name in self.MASKED}
+
+    def mask_of(self, name: str = "weight") -> torch.Tensor:
+        return getattr(self, mask_name(name))
+
+    def scores_of(self, name: str = "weight") -> nn.Parameter | None:
+        return getattr(self, scores_name(name))
+
     @property
     def density(self) -> float:
         """Fraction of weights kept."""
-        return float(self.mask.count_nonzero()) / self.mask.numel() if self.mask.numel() else 0.0
+        masks = [self.mask_of(name) for name in self.MASKED]
+        total = sum(m.numel() for m in masks)
+        return sum(int(m.count_nonzero()) for m in masks) / total if total else 0.0
 
     @torch.no_grad()
-    def set_mask(self, mask: torch.Tensor) -> SparseLayer:
-        """Replace the mask in place (the buffer keeps its identity); zeroes the newly masked weights
-        unless the layer has scores."""
-        mask = check_mask(mask, self.weight)
+    def set_mask(self, mask: torch.Tensor, name: str = "weight") -> SparseLayer:
+        """Replace the mask of parameter `name` in place (the buffer keeps its identity); zeroes the newly masked
+        weights unless the layer has scores."""
+        mask = check_mask(mask, self._parameters[name])
         self._sync()
-        self.mask.copy_(mask)
+        self.mask_of(name).copy_(mask)
         self._bake()
         self._refresh()
         return self
 
-    def attach_scores(self, init: torch.Tensor | None = None) -> nn.Parameter:
-        """Add a trainable `scores` parameter for mask search (default init |weight|, the magnitude start of
-        Lottery Jackpots). From now on the weights behind the mask are kept, not zeroed, and the path is masked."""
+    def attach_scores(self, init: torch.Tensor | None = None, name: str = "weight") -> nn.Parameter:
+        """Add a trainable scores parameter to parameter `name` for mask search (default init |weight|, the
+        magnitude start of Lottery Jackpots). From now on the weights behind the mask are kept, not zeroed, and the
+        path is masked."""
         self._leave_compressed()
-        source = self.weight.detach().abs() if init is None else init
-        _checks.shape("init", _checks.floating("init", _checks.tensor("init", source)), self.weight.shape)
-        self.scores = nn.Parameter(source.detach().to(self.weight.device, self.weight.dtype, copy=True))
-        return self.scores
+        weight = self._parameters[name]
+        source = weight.detach().abs() if init is None else init
+        _checks.shape("init", _checks.floating("init", _checks.tensor("init", source)), weight.shape)
+        scores = nn.Parameter(source.detach().to(weight.device, weight.dtype, copy=True))
+        setattr(self, scores_name(name), scores)
+        return scores
 
     def remove_scores(self) -> None:
-        """End mask search: drop `scores` and zero the weights behind the (now fixed) mask."""
-        self.scores = None
+        """End mask search: drop the scores and zero the weights behind the (now fixed) masks."""
+        for name in self.MASKED:
+            setattr(self, scores_name(name), None)
         self._bake()
         self._refresh()
 
     @torch.no_grad()
     def _bake(self, force: bool = False) -> None:
         """Zero the weights behind the mask (exactly +0.0, also where a weight was inf or NaN)."""
-        if force or self.scores is None:
-            self._sync()
-            self.weight.masked_fill_(~self.mask, 0)
-            if self._stamps is not None:  # the kept weights did not change
-                self._stamps = (_stamp(self.weight), self._stamps[1])
+        self._sync()
+        for name in self.MASKED:
+            if force or self.scores_of(name) is None:
+                self._parameters[name].masked_fill_(~self.mask_of(name), 0)
+        if self._stamps is not None:  # the kept weights did not change
+            self._stamps = (_stamp(self._own[0]), self._stamps[1])
 
-    def _float_mask(self) -> torch.Tensor:
+    def _float_mask(self, name: str = "weight") -> torch.Tensor:
         """The mask as 0/1 in the weight's dtype; with scores, a straight-through stand-in for top-k(scores):
         its value is the mask and its gradient flows to the scores."""
-        mask = self.mask.to(self.weight.dtype)
-        return mask if self.scores is None else mask + (self.scores - self.scores.detach())
+        mask, scores = self.mask_of(name).to(self._parameters[name].dtype), self.scores_of(name)
+        return mask if scores is None else mask + (scores - scores.detach())
 
     # -- checkpoints and conversions ------------------------------------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -337,12 +371,13 @@ class SparseLayer:
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        key = prefix + "mask"
-        if key not in state_dict:  # a dense checkpoint: keep the current mask
-            state_dict[key] = self.mask
-        elif isinstance(state_dict[key], torch.Tensor) and state_dict[key].dtype != torch.bool:
-            error_msgs.append(f"{key}: expected a bool mask, got {state_dict[key].dtype}")
-            return
+        for name in self.MASKED:
+            key = prefix + mask_name(name)
+            if key not in state_dict:  # a dense checkpoint: keep the current mask
+                state_dict[key] = self.mask_of(name)
+            elif isinstance(state_dict[key], torch.Tensor) and state_dict[key].dtype != torch.bool:
+                error_msgs.append(f"{key}: expected a bool mask, got {state_dict[key].dtype}")
+                return
         values = self._parameters.pop("values")  # not in checkpoints: gathered from the loaded weight
         try:
             super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
@@ -362,8 +397,70 @@ class SparseLayer:
         return result
 
     def extra_repr(self) -> str:
-        scores = ", scores" if self.scores is not None else ""
+        scores = ", scores" if any(self.scores_of(name) is not None for name in self.MASKED) else ""
         return f"{super().extra_repr()}, density={self.density:.4f}{scores}, mode={self.mode}"
+
+
+class MaskedModule(SparseLayer):
+    """The sparse form of any other module with prunable parameters (panning.adapter): a subclass of Linear or
+    Conv (timm's Linear, nn.MultiheadAttention's out_proj), Conv3d, nn.MultiheadAttention's in_proj_weight,
+    Hugging Face's Conv1D, an Embedding. The module keeps its identity, its forward and its class (it becomes an
+    instance of a subclass of both its class and this mixin, made once per class: `masked_class`); reading a
+    masked parameter as an attribute gives weight * mask (straight-through to the scores during mask search),
+    which the module's own forward then uses, while `named_parameters` and the state_dict still hold the dense
+    Parameter under its name, beside `mask_name(p)`."""
+
+    BASE: type[nn.Module]
+
+    @classmethod
+    def wrap(cls, module: nn.Module, masks: dict[str, torch.Tensor], *, scores: bool = False) -> MaskedModule:
+        """Make `module` sparse in place with `masks` (parameter name -> bool mask, checked by the caller)."""
+        module.__class__ = masked_class(type(module), tuple(masks))
+        module._init_sparse()
+        for name, mask in masks.items():
+            module.mask_of(name).copy_(mask.to(module._parameters[name].device))
+            if scores:
+                module.attach_scores(name=name)
+        module._bake()
+        return module
+
+    def to_dense(self) -> nn.Module:
+        """The module as it was (its own class again), the masked-out weights zeroed."""
+        self._bake(force=True)
+        for name in self.MASKED:
+            del self._buffers[mask_name(name)]
+            del self._parameters[scores_name(name)]
+        del self._parameters["values"]
+        self.__class__ = self.BASE
+        return self
+
+    def _compressible(self) -> bool:
+        return False
+
+    def _cheaper(self) -> bool:
+        return False
+
+    def _masked(self, name: str) -> torch.Tensor:
+        return self._parameters[name] * self._float_mask(name)
+
+    def __reduce_ex__(self, protocol):
+        return _new_masked, (self.BASE, self.MASKED), self.__dict__
+
+
+@cache
+def masked_class(base: type[nn.Module], names: tuple[str, ...]) -> type[MaskedModule]:
+    """The subclass of `base` and MaskedModule that masks the parameters `names` (one per class and names)."""
+    attributes = {name: property(lambda self, name=name: self._masked(name)) for name in names}
+    return type(f"Sparse{base.__name__}", (MaskedModule, base),
+                {"BASE": base, "DENSE": base, "MASKED": names, "__module__": __name__, **attributes})
+
+
+def _new_masked(base: type[nn.Module], names: tuple[str, ...]) -> MaskedModule:
+    """Unpickling and deep copies of a MaskedModule (its class is made at run time)."""
+    cls = masked_class(base, names)
+    return cls.__new__(cls)
+
+
 
 
 class SparseLinear(SparseLayer, nn.Linear):

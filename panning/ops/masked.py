@@ -19,7 +19,9 @@ from . import _checks, dispatch
 @torch.library.custom_op("panning::masked_linear", mutates_args=())
 def _masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None,
                    backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    y, w_eff = dispatch.kernel("masked_linear_fwd", backend)(x, weight, mask, bias)
+    # A compiled or exported graph may hand the op strided views (the eager path passes contiguous tensors).
+    y, w_eff = dispatch.kernel("masked_linear_fwd", backend)(x.contiguous(), weight.contiguous(), mask.contiguous(),
+                                                             bias)
     # W * M travels to the backward where the backend made it (custom ops return tensors, not None).
     return y, w_eff if w_eff is not None else weight.new_empty(0)
 
@@ -34,7 +36,8 @@ def _(x, weight, mask, bias, backend):
 def _masked_linear_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                             w_eff: torch.Tensor, need_dx: bool, need_dw: bool, need_dscore: bool,
                             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = dispatch.kernel("masked_linear_bwd", backend)(dy, x, weight, mask, w_eff if w_eff.numel() else None,
+    grads = dispatch.kernel("masked_linear_bwd", backend)(dy.contiguous(), x.contiguous(), weight.contiguous(),
+                                                          mask.contiguous(), w_eff if w_eff.numel() else None,
                                                           need_dx, need_dw, need_dscore)
     # Custom ops cannot return None: an unneeded gradient travels as an empty 1-D tensor.
     return tuple(g if g is not None else dy.new_empty(0) for g in grads)
@@ -130,7 +133,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     # Not reshape(-1, in): that fails for in_features 0. A 2-D x (the common case) skips the reshapes.
     flat = x if x.dim() == 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     args = (flat.contiguous(), weight.contiguous(), mask.contiguous(), bias, name)
-    compiling = torch.compiler.is_compiling()
+    compiling = torch.compiler.is_compiling() or torch.compiler.is_exporting()  # a graph: the custom op
     if not compiling and not (torch.is_grad_enabled() and
                               any(t is not None and t.requires_grad for t in (x, weight, mask, bias))):
         y = dispatch.kernel("masked_linear_fwd", name)(*args[:4])[0]  # nothing to differentiate: no autograd node

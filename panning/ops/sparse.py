@@ -23,8 +23,9 @@ def _structure(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, in_f
 @torch.library.custom_op("panning::sparse_linear", mutates_args=())
 def _sparse_linear(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
                    in_features: int, bias: torch.Tensor | None, backend: str) -> torch.Tensor:
-    sw = _structure(crow, col, values, in_features)
-    return dispatch.kernel("sparse_linear_fwd", backend)(x, sw, bias)
+    # A compiled or exported graph may hand the op strided views (the eager path passes contiguous tensors).
+    sw = _structure(crow.contiguous(), col.contiguous(), values.contiguous(), in_features)
+    return dispatch.kernel("sparse_linear_fwd", backend)(x.contiguous(), sw, bias)
 
 
 @_sparse_linear.register_fake
@@ -36,8 +37,8 @@ def _(x, crow, col, values, in_features, bias, backend):
 def _sparse_linear_backward(dy: torch.Tensor, x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor,
                             values: torch.Tensor, in_features: int, need_dx: bool, need_dvalues: bool,
                             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    sw = _structure(crow, col, values, in_features)
-    grads = dispatch.kernel("sparse_linear_bwd", backend)(dy, x, sw, need_dx, need_dvalues)
+    sw = _structure(crow.contiguous(), col.contiguous(), values.contiguous(), in_features)
+    grads = dispatch.kernel("sparse_linear_bwd", backend)(dy.contiguous(), x.contiguous(), sw, need_dx, need_dvalues)
     return tuple(g if g is not None else dy.new_empty(0) for g in grads)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .. import checks
+from .. import adapter, checks
 from ..arena import Arena, prunable
 from ..criteria import _checks
 from ..data import Data, DataBundle, split
@@ -18,7 +18,7 @@ from .methods import METHODS, Problem, check_options
 
 def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data: Data | None = None,
           *, seed: int = 0, include: Callable[[str, nn.Module], bool] = prunable, input_shape=None,
-          progress: bool = False, **options) -> Masks:
+          logits: adapter.Logits = adapter.logits, progress: bool = False, **options) -> Masks:
     """Masks that keep round(N * (1 - sparsity)) of the N prunable weights of `model`, chosen by `method`.
 
     method: one of panning.pbt.METHODS — "random", "magnitude", "snip", "grasp", "synflow",
@@ -28,9 +28,13 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
         (inputs, labels) batches, read once into memory (panning.data.split); required by the
         data-dependent methods, which draw class-balanced batches from it.
     seed: seeds every random draw (random scores, batches), so a seed gives the same masks.
-    include: the Arena filter of prunable layers (default every Linear/Conv weight; see
+    include: the Arena filter of prunable layers (default panning.adapter.prunable: every Linear/Conv weight,
+        subclasses included, attention projections, Hugging Face's Conv1D; see docs/models.md, and
         panning.arena.except_last to keep the classifier dense).
-    input_shape: one sample's shape, needed by SynFlow without data (else taken from the data).
+    input_shape: one sample's shape, needed by SynFlow without data (else taken from the data); token ids
+        for a model with an nn.Embedding.
+    logits: picks the class scores out of the model's output (default: the output itself, its first element,
+        or its `.logits`).
     options: per method (see METHODS[method].defaults): iterations (iterative methods, default 100),
         per_class (samples per class of each batch, default 10), temperature (GraSP, Panning: default 200),
         indices (Panning: "authors", default, or the "nonnegative" ablation), rounding (Panning's kept
@@ -44,7 +48,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     sparsity = checks.sparsity(sparsity)
     checks.integer("seed", seed, minimum=0)
     dataset, input_shape = _resolve_data(data, input_shape, method, spec.needs_data)
-    arena = Arena(model, include=include, share=False)
+    arena = Arena(model, include=include, share=False, logits=logits)
     with tqdm(total=spec.steps(values), desc=method, disable=not progress, leave=False) as bar:
         problem = Problem(model, arena, dataset, input_shape, sparsity, torch.Generator().manual_seed(seed),
                           on_step=lambda step, mask: bar.update(step + 1 - bar.n))

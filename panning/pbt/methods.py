@@ -19,7 +19,7 @@ from .. import checks, criteria
 from ..arena import Arena
 from ..criteria import passes
 from ..ops import product_score
-from ..sparsity import ROUNDINGS, exponential_counts
+from ..sparsity import ROUNDINGS, exponential_counts, warn_if_tied
 from .batches import Batches
 from .iterative import Scorer, StepHook, prune_loop
 from .panning import VARIANTS, PanningIndices, PanningScorer
@@ -47,7 +47,14 @@ class Problem:
 
     def loop(self, score: Scorer, iterations: int, *, keep_pruned: bool, rounding: str = "nearest") -> torch.Tensor:
         counts = exponential_counts(self.arena.numel, self.sparsity, iterations, rounding)
-        return prune_loop(score, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
+
+        def first_checked(step: int, mask: torch.Tensor) -> torch.Tensor:
+            scores = score(step, mask)
+            if step == 0:
+                warn_if_tied(self.arena, scores)
+            return scores
+
+        return prune_loop(first_checked, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
                           on_step=self.on_step)
 
 

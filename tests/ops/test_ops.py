@@ -197,6 +197,31 @@ def test_masked_linear_forward_backward(backend, m, i, o):
 
 
 @pytest.mark.parametrize("backend", runnable("masked_linear_fwd"))
+def test_linear_custom_ops_take_strided_views(backend):
+    """The custom ops a compiled or exported graph calls directly (without the public wrappers' copies) accept
+    non-contiguous tensors: a ViT's head reads its class token, x[:, 0]."""
+    x, w, mask, b = _linear_inputs(6, 5, 4)
+    tokens = torch.randn(6, 3, 5, dtype=x.dtype)
+    tokens[:, 0] = x
+    x, b = tokens.to(DEVICE)[:, 0], b.to(DEVICE)
+    w_t, mask_t = (t.t().contiguous().to(DEVICE).t() for t in (w, mask))  # column-major
+    assert not (x.is_contiguous() or w_t.is_contiguous() or mask_t.is_contiguous())
+    expected = x @ (w_t * mask_t).t() + b
+    y, _ = torch.ops.panning.masked_linear(x, w_t, mask_t, b, backend)
+    torch.testing.assert_close(y, expected)
+    dy = torch.randn(6, 8, dtype=x.dtype, device=DEVICE)[:, ::2]
+    dx, dw, _ = torch.ops.panning.masked_linear_backward(dy, x, w_t, mask_t, w_t.new_empty(0), True, True, False,
+                                                         backend)
+    torch.testing.assert_close(dx, dy @ (w_t * mask_t))
+    torch.testing.assert_close(dw, (dy.t() @ x) * mask_t)
+    sparse = ops.to_sparse(w_t, mask_t)
+    if backend in runnable("sparse_linear_fwd"):
+        values = torch.stack([sparse.values, sparse.values], 1)[:, 0]  # a strided view of the values
+        y = torch.ops.panning.sparse_linear(x, sparse.crow_indices, sparse.col_indices, values, 5, b, backend)
+        torch.testing.assert_close(y, expected)
+
+
+@pytest.mark.parametrize("backend", runnable("masked_linear_fwd"))
 def test_masked_linear_gradcheck(backend):
     x, w, mask, b = _linear_inputs(4, 6, 3)
     x, w, b = (t.to(DEVICE).requires_grad_() for t in (x, w, b))
