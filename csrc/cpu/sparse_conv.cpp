@@ -14,6 +14,8 @@
 // read consecutive dy columns. dW is a sampled dense-dense product: the dot product of dy[oc] with the shifted
 // x[ic] over (row, column, batch), four entries of a row sharing each load of dy.
 // Every output element is summed in a fixed order, so the results do not depend on the number of threads.
+// The layout copies and outputs come from empty_output (csrc/cpu/output.cpp): large fresh buffers would otherwise
+// fault in every page at every call, as costly as the copies themselves.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -61,7 +63,7 @@ struct Geometry {
 template <typename T>
 at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int64_t top, int64_t left, int64_t Bp) {
   const int64_t B = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
-  auto dst = at::empty({C, rows, cols, Bp}, src.options());
+  auto dst = empty_output({C, rows, cols, Bp}, src.options());
   const T* ps = src.const_data_ptr<T>();
   T* pd = dst.mutable_data_ptr<T>();
   at::parallel_for(0, C * rows, 8, [&](int64_t begin, int64_t end) {
@@ -93,7 +95,7 @@ at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int6
 template <typename T>
 at::Tensor from_batch_last(const at::Tensor& src, int64_t B) {
   const int64_t C = src.size(0), H = src.size(1), W = src.size(2), Bp = src.size(3);
-  auto dst = at::empty({B, C, H, W}, src.options());
+  auto dst = empty_output({B, C, H, W}, src.options());
   const T* ps = src.const_data_ptr<T>();
   T* pd = dst.mutable_data_ptr<T>();
   at::parallel_for(0, C * H, 8, [&](int64_t begin, int64_t end) {
@@ -332,7 +334,7 @@ at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at
     const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
     const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
     const auto off = x_offsets(g, col.const_data_ptr<int64_t>(), col.numel(), Hp, Wp);
-    auto yt = at::empty({g.O, g.OH, g.OW, g.Bp}, x.options());
+    auto yt = empty_output({g.O, g.OH, g.OW, g.Bp}, x.options());
     const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
     fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(),
                        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, yt);
@@ -353,7 +355,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
                     dy.sizes() == at::IntArrayRef({g.B, g.O, g.OH, g.OW}),
                 "sparse_conv: expected dy (B, O, OH, OW), contiguous, of x's dtype");
     if (need_dvalues) dvalues = at::zeros({col.numel()}, values.options());
-    if (need_dx) dx = at::zeros(x.sizes(), x.options());
+    if (need_dx && (g.B == 0 || g.O == 0 || g.C == 0 || col.numel() == 0)) dx = at::zeros(x.sizes(), x.options());
     if (g.B == 0 || g.O == 0 || g.C == 0) return;
     // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), likewise columns.
     const int64_t top = (g.KH - 1) * g.dh / g.sh, left = (g.KW - 1) * g.dw / g.sw;
@@ -369,7 +371,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
       dw_impl<scalar_t>(g, xt, dyt, top, left, pcrow, off, dvalues->mutable_data_ptr<scalar_t>());
     }
     if (need_dx && col.numel() > 0) {
-      auto dxt = at::zeros({g.C, g.H, g.W, g.Bp}, x.options());
+      auto dxt = empty_output({g.C, g.H, g.W, g.Bp}, x.options());  // every element is written
       dx_impl<scalar_t>(g, dyt, top, left, pcrow, pcol, values.const_data_ptr<scalar_t>(), dxt);
       dx = from_batch_last<scalar_t>(dxt, g.B);
     }
