@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    sections = [section(measure(t, args.rounds, args.quick, args.out, "test_train_step.py", "train-step"))
+    sections = [section(measure("test_train_step.py", "train-step", t, args.rounds, args.quick, args.out))
                 for t in args.threads]
     command = "python -m bench.train_step " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (f"# Training step and latency of pruned networks\n\nCommand: `{command.strip()}` (pytest-benchmark, "

@@ -21,4 +21,4 @@ pip install -q --upgrade pip setuptools wheel
 # Build requirements, installed here because the build runs without isolation (an isolated build
 # would fetch another torch).
 pip install -q pybind11 ninja
-MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-build-isolation -e ".[test]"
+MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-build-isolation -e ".[test,bench]"

@@ -14,6 +14,8 @@
 // read consecutive dy columns. dW is a sampled dense-dense product: the dot product of dy[oc] with the shifted
 // x[ic] over (row, column, batch), four entries of a row sharing each load of dy.
 // Every output element is summed in a fixed order, so the results do not depend on the number of threads.
+// The layout copies and outputs come from empty_output (csrc/cpu/output.cpp): large fresh buffers would otherwise
+// fault in every page at every call, as costly as the copies themselves.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -61,16 +63,28 @@ struct Geometry {
 template <typename T>
 at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int64_t top, int64_t left, int64_t Bp) {
   const int64_t B = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
-  auto dst = at::zeros({C, rows, cols, Bp}, src.options());
+  auto dst = empty_output({C, rows, cols, Bp}, src.options());
   const T* ps = src.const_data_ptr<T>();
   T* pd = dst.mutable_data_ptr<T>();
-  at::parallel_for(0, C * H, 8, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, C * rows, 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = i / H, h = i % H;
-      T* d = pd + ((c * rows + h + top) * cols + left) * Bp;
-      for (int64_t b = 0; b < B; ++b) {
-        const T* s = ps + ((b * C + c) * H + h) * W;
-        for (int64_t w = 0; w < W; ++w) d[w * Bp + b] = s[w];
+      const int64_t c = i / rows, h = i % rows - top;
+      T* d = pd + i * cols * Bp;
+      if (h < 0 || h >= H) {
+        std::fill(d, d + cols * Bp, T(0));
+        continue;
+      }
+      std::fill(d, d + left * Bp, T(0));
+      std::fill(d + (left + W) * Bp, d + cols * Bp, T(0));
+      d += left * Bp;
+      for (int64_t w = 0; w < W; ++w) std::fill(d + w * Bp + B, d + (w + 1) * Bp, T(0));
+      for (int64_t b0 = 0; b0 < B; b0 += 16) {  // 16 x 16 blocks: the stores of a block stay in a few lines
+        const int64_t b1 = std::min(B, b0 + 16);
+        for (int64_t w0 = 0; w0 < W; w0 += 16) {
+          const int64_t w1 = std::min(W, w0 + 16);
+          for (int64_t w = w0; w < w1; ++w)
+            for (int64_t b = b0; b < b1; ++b) d[w * Bp + b] = ps[((b * C + c) * H + h) * W + w];
+        }
       }
     }
   });
@@ -81,15 +95,19 @@ at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int6
 template <typename T>
 at::Tensor from_batch_last(const at::Tensor& src, int64_t B) {
   const int64_t C = src.size(0), H = src.size(1), W = src.size(2), Bp = src.size(3);
-  auto dst = at::empty({B, C, H, W}, src.options());
+  auto dst = empty_output({B, C, H, W}, src.options());
   const T* ps = src.const_data_ptr<T>();
   T* pd = dst.mutable_data_ptr<T>();
   at::parallel_for(0, C * H, 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T* s = ps + i * W * Bp;
-      for (int64_t b = 0; b < B; ++b) {
-        T* d = pd + (b * C * H + i) * W;
-        for (int64_t w = 0; w < W; ++w) d[w] = s[w * Bp + b];
+      for (int64_t b0 = 0; b0 < B; b0 += 16) {
+        const int64_t b1 = std::min(B, b0 + 16);
+        for (int64_t w0 = 0; w0 < W; w0 += 16) {
+          const int64_t w1 = std::min(W, w0 + 16);
+          for (int64_t b = b0; b < b1; ++b)
+            for (int64_t w = w0; w < w1; ++w) pd[(b * C * H + i) * W + w] = s[w * Bp + b];
+        }
       }
     }
   });
@@ -213,17 +231,16 @@ void dx_impl(const Geometry& g, const at::Tensor& dyt, int64_t top, int64_t left
       const int64_t n = std::min(kTile, count - v0);
       if (n <= 0) continue;
       const T* dyrow = pdy + (yh / g.sh + top) * Wq * g.Bp;
+      int64_t at[kTile];  // where vector r of the tile lands in a row of dx
       for (int64_t r = 0; r < n; ++r) {
         const int64_t k = (v0 + r) / vb, lane = (v0 + r) % vb * L, xw = first + k * g.sw;
         in[r] = dyrow + (xw / g.sw + left) * g.Bp + lane;
+        at[r] = (xw - g.pw) * g.Bp + lane;
       }
       const int64_t phase_h = yh % g.sh;
       for (int64_t ic = 0; ic < g.C; ++ic) {
         T* dxrow = pdx + (ic * g.H + ih) * g.W * g.Bp;
-        for (int64_t r = 0; r < n; ++r) {
-          const int64_t k = (v0 + r) / vb, lane = (v0 + r) % vb * L, iw = first + k * g.sw - g.pw;
-          out[r] = dxrow + iw * g.Bp + lane;
-        }
+        for (int64_t r = 0; r < n; ++r) out[r] = dxrow + at[r];
         const int64_t grp = (ic * g.sh + phase_h) * g.sw + rho;
         gather(in, out, n, off.data() + start[grp], vals.data() + start[grp], start[grp + 1] - start[grp], T(0));
       }
@@ -231,19 +248,29 @@ void dx_impl(const Geometry& g, const at::Tensor& dyt, int64_t top, int64_t left
   });
 }
 
-// G dot products sum_v dy[v] * x[xo[v] + off[p + j]] over the nv vectors of one row, added to acc[p + j].
-template <typename T, int G>
+// G dot products sum_v dy[v] * x[xo[v] + off[p + j]] over the nv vectors of one row, added to acc[p + j]; with
+// Unit, the row of x is read contiguously (column stride 1: xo[v] = v L).
+template <typename T, int G, bool Unit>
 inline void dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off,
                  typename Vec<T>::type* acc) {
   using V = Vec<T>;
   typename V::type s[G];
-  for (int j = 0; j < G; ++j) s[j] = acc[j];
+  const T* xs[G];
+  for (int j = 0; j < G; ++j) s[j] = acc[j], xs[j] = xrow + off[j];
   for (int64_t v = 0; v < nv; ++v) {
     const typename V::type d = V::load(dy + v * V::kLanes);
-    const T* xs = xrow + xo[v];
-    for (int j = 0; j < G; ++j) s[j] += d * V::load(xs + off[j]);
+    const int64_t o = Unit ? v * V::kLanes : xo[v];
+    for (int j = 0; j < G; ++j) s[j] += d * V::load(xs[j] + o);
   }
   for (int j = 0; j < G; ++j) acc[j] = s[j];
+}
+
+template <typename T, bool Unit>
+inline void row_dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off, int64_t n,
+                     typename Vec<T>::type* acc) {
+  int64_t p = 0;
+  for (; p + 4 <= n; p += 4) dots<T, 4, Unit>(dy, xrow, xo, nv, off + p, acc + p);
+  for (; p < n; ++p) dots<T, 1, Unit>(dy, xrow, xo, nv, off + p, acc + p);
 }
 
 template <typename T>
@@ -262,9 +289,11 @@ void dw_impl(const Geometry& g, const at::Tensor& xt, const at::Tensor& dyt, int
       const T* xrow = px + oh * g.sh * Wp * g.Bp;
       for (int64_t oc = begin; oc < end; ++oc) {
         const T* dy = pdy + ((oc * Hq + oh + top) * Wq + left) * g.Bp;
-        int64_t p = crow[oc];
-        for (; p + 4 <= crow[oc + 1]; p += 4) dots<T, 4>(dy, xrow, voff.data(), nv, off.data() + p, &acc[p - lo]);
-        for (; p < crow[oc + 1]; ++p) dots<T, 1>(dy, xrow, voff.data(), nv, off.data() + p, &acc[p - lo]);
+        const int64_t p = crow[oc], n_oc = crow[oc + 1] - p;
+        if (g.sw == 1)
+          row_dots<T, true>(dy, xrow, voff.data(), nv, off.data() + p, n_oc, &acc[p - lo]);
+        else
+          row_dots<T, false>(dy, xrow, voff.data(), nv, off.data() + p, n_oc, &acc[p - lo]);
       }
     }
     for (int64_t q = 0; q < n; ++q) {
@@ -305,7 +334,7 @@ at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at
     const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
     const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
     const auto off = x_offsets(g, col.const_data_ptr<int64_t>(), col.numel(), Hp, Wp);
-    auto yt = at::empty({g.O, g.OH, g.OW, g.Bp}, x.options());
+    auto yt = empty_output({g.O, g.OH, g.OW, g.Bp}, x.options());
     const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
     fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(),
                        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, yt);
@@ -326,7 +355,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
                     dy.sizes() == at::IntArrayRef({g.B, g.O, g.OH, g.OW}),
                 "sparse_conv: expected dy (B, O, OH, OW), contiguous, of x's dtype");
     if (need_dvalues) dvalues = at::zeros({col.numel()}, values.options());
-    if (need_dx) dx = at::zeros(x.sizes(), x.options());
+    if (need_dx && (g.B == 0 || g.O == 0 || g.C == 0 || col.numel() == 0)) dx = at::zeros(x.sizes(), x.options());
     if (g.B == 0 || g.O == 0 || g.C == 0) return;
     // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), likewise columns.
     const int64_t top = (g.KH - 1) * g.dh / g.sh, left = (g.KW - 1) * g.dw / g.sw;
@@ -342,7 +371,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
       dw_impl<scalar_t>(g, xt, dyt, top, left, pcrow, off, dvalues->mutable_data_ptr<scalar_t>());
     }
     if (need_dx && col.numel() > 0) {
-      auto dxt = at::zeros({g.C, g.H, g.W, g.Bp}, x.options());
+      auto dxt = empty_output({g.C, g.H, g.W, g.Bp}, x.options());  // every element is written
       dx_impl<scalar_t>(g, dyt, top, left, pcrow, pcol, values.const_data_ptr<scalar_t>(), dxt);
       dx = from_batch_last<scalar_t>(dxt, g.B);
     }
