@@ -14,8 +14,9 @@ predicted cheaper at REFERENCE_BATCH rows.
 How the table was measured: `python bench/fit_cost.py --threads T` times both paths of one SparseLinear (fwd +
 bwd + SGD step, interleaved, minimum of 3 rounds) over 5 shapes from 256 x 256 to 4096 x 1024, densities 0.005
 to 0.5 and batches 16 to 256 on the project's machine (2 shared cores, cpp kernels, fp32), and fits the
-coefficients by non-negative least squares on relative error; it prints the rows below. The fit's error and the
-load it ran under are in docs/results.md.
+coefficients by non-negative least squares on relative error; it prints the rows below. The measured steps are in
+bench/results/cost-model-<T>t.json (`--rows` refits them); the fit's error and the load are in docs/results.md.
+A thread count without a row of its own uses the nearest measured one.
 """
 from __future__ import annotations
 

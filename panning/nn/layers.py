@@ -293,6 +293,13 @@ class SparseLayer:
         self._current_layout()
         self._sync()
 
+    def _baked(self) -> bool:
+        """Whether the masked path may use the layer's own weight as it is: zero behind the mask (no scores) and
+        no gradient to mask (none recorded for it), as in inference. It then skips W * M, which at batch 1
+        cost more than the dense layer (VGG-19-BN: 0.3x dense latency)."""
+        return (self.scores is None and isinstance(self.weight, nn.Parameter)
+                and not (torch.is_grad_enabled() and self.weight.requires_grad))
+
     def _uses_compressed(self) -> bool:
         """Whether this forward runs compressed: on that path, with the layer's own weight (not one substituted
         by torch.func.functional_call)."""
@@ -496,6 +503,8 @@ class SparseLinear(SparseLayer, nn.Linear):
         if self.scores is not None:
             return ops.masked_linear(x, self.weight, self._float_mask(), self.bias, score_grad=True)
         if not self._uses_compressed():
+            if self._baked():
+                return nn.functional.linear(x, self.weight, self.bias)
             return ops.masked_linear(x, self.weight, self.mask, self.bias)
         self._prepare()
         layout = self._layout
@@ -528,7 +537,8 @@ class _SparseConv(SparseLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._uses_compressed():
-            return self._conv_forward(x, self.weight * self._float_mask(), self.bias)
+            return self._conv_forward(x, self.weight if self._baked() else self.weight * self._float_mask(),
+                                      self.bias)
         self._prepare()
         layout = self._layout
         weight = ops.SparseWeight((self.out_channels, self.weight[0].numel()), layout.crow, layout.col, self.values)

@@ -12,6 +12,7 @@ from panning import criteria, ops
 from panning.arena import Arena
 from panning.masks import Masks
 from panning.nn import SparseLinear, densify, sparsify
+from panning.ops import masked_linear as ops_masked
 
 
 def mlp() -> nn.Module:
@@ -201,3 +202,22 @@ def test_compressed_convolutions_train_like_masked_ones(conv_ops):
         states[mode] = model.state_dict()
     for key, value in states["masked"].items():
         torch.testing.assert_close(states["compressed"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_on_the_masked_path_uses_the_baked_weights(monkeypatch):
+    """Without a gradient to mask, the masked path runs the plain layer on the weights (zero behind the mask);
+    with scores, or a weight substituted by functional_call (not zero behind the mask), it still masks."""
+    masks = masks_of(mlp())
+    model = sparsify(mlp(), masks, mode="masked")
+    x, _ = batch()
+    expected = Masks(masks).apply(mlp())(x)
+    called = []
+    monkeypatch.setattr(ops, "masked_linear", lambda *args, **kwargs: called.append(1) or ops_masked(*args, **kwargs))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+    assert not called
+    torch.testing.assert_close(model(x), expected)  # training: the op masks the gradient
+    assert len(called) == 3
+    dense = {name: p.detach() for name, p in mlp().named_parameters()}  # not zero behind the masks
+    with torch.no_grad():
+        torch.testing.assert_close(torch.func.functional_call(model, dense, (x,)), expected)
