@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import checks
+from .ops import _checks as ops_checks
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -40,11 +41,18 @@ class Arena:
 
     def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True):
         checks.instance("model", model, nn.Module, "an nn.Module")
+        ops_checks.materialized("model", model)
         found = [(f"{name}.weight" if name else "weight", module.weight)
                  for name, module in model.named_modules()
                  if include(name, module) and isinstance(getattr(module, "weight", None), nn.Parameter)]
         if not found:
             raise ValueError("model: has no prunable weights (Linear, Conv1d, Conv2d) under the given filter")
+        owners: dict[int, str] = {}
+        for name, param in found:
+            if owners.setdefault(id(param), name) != name:
+                raise ValueError(f"model: {owners[id(param)]} and {name} are one tied parameter; panning prunes each "
+                                 "layer's own weight and cannot prune tied ones: untie them, or leave one out of "
+                                 "`include`")
         self.names = [name for name, _ in found]
         self.params = [param for _, param in found]
         devices = {p.device for p in self.params}

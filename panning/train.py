@@ -26,6 +26,8 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from panning import checks
+from panning.criteria import _checks as model_checks
+from panning.ops import _checks as ops_checks
 from panning.data import DataBundle
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
@@ -160,6 +162,10 @@ def cosine(total_steps: int, steps_per_epoch: int | None = None) -> Callable[[in
     return lambda t: 0.5 * (1.0 + math.cos(math.pi * (t // steps_per_epoch) / epochs))
 
 
+class Diverged(ArithmeticError):
+    """The training loss became NaN or infinite: the run stops before anything of it is saved."""
+
+
 class Loop:
     """The step/epoch driver shared by :func:`train` and the jackpot search.
 
@@ -169,7 +175,8 @@ class Loop:
     ``tally`` (a float64 tensor on the device: no host sync per step) and the epoch's seconds, calls
     ``end_epoch(epoch, tally, seconds)`` (0-based epoch) when an epoch ends (also when the run's last step
     ends it early), and ``save()`` every ``save_every`` steps and after the last step run. ``tally`` and
-    ``seconds`` belong in a checkpoint taken mid-epoch.
+    ``seconds`` belong in a checkpoint taken mid-epoch. A loss that is no longer finite when an epoch ends or a
+    save is due raises :class:`Diverged` before either, so a diverged run never overwrites a good checkpoint.
     """
 
     def __init__(self, *, total: int, steps_per_epoch: int, device, position: int = 0,
@@ -190,11 +197,18 @@ class Loop:
             self.seconds += time.perf_counter() - started
             if bar is not None:
                 bar.update()
-            if self.position % self.steps_per_epoch == 0 or self.position == self.total:
+            ends = self.position % self.steps_per_epoch == 0 or self.position == self.total
+            saves = save is not None and (self.position == stop or (save_every and self.position % save_every == 0))
+            if (ends or saves) and not bool(torch.isfinite(self.tally[0])):
+                epoch = (self.position - 1) // self.steps_per_epoch + 1
+                raise Diverged(f"the training loss became {self.tally[0].item():g} in epoch {epoch} (step "
+                               f"{self.position}): the run diverged and stopped before saving anything of it; a "
+                               "lower learning rate may help")
+            if ends:
                 end_epoch((self.position - 1) // self.steps_per_epoch, self.tally.clone(), self.seconds)
                 self.tally.zero_()
                 self.seconds = 0.0
-            if save is not None and (self.position == stop or (save_every and self.position % save_every == 0)):
+            if saves:
                 save()
 
 
@@ -282,8 +296,11 @@ def train(
     checks.non_negative("weight_decay", weight_decay)
     checks.choice("optimizer", optimizer, OPTIMIZERS)
     checks.choice("schedule", schedule, SCHEDULES)
-    checks.non_negative_int("seed", seed)
+    checks.seed("seed", seed)
     checks.instance("data", data, DataBundle, "a DataBundle (see panning.data.load)")
+    checks.instance("model", model, nn.Module, "an nn.Module")
+    ops_checks.materialized("model", model)
+    model_checks.takes_samples(model, tuple(data.input_shape))
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
@@ -353,7 +370,7 @@ def train(
 
     loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=len(history) * steps_per_epoch)
     bar = tqdm(
-        total=total, initial=loop.position, disable=not progress, desc=f"train {data.name}", unit="step",
+        total=total, initial=loop.position, disable=None if progress else True, desc=f"train {data.name}", unit="step",
         dynamic_ncols=True,
     )  # fmt: skip
     model.train()  # evaluate() puts the mode back after every epoch

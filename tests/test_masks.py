@@ -80,8 +80,9 @@ def test_save_and_load_are_identical_in_both_formats(tmp_path, suffix):
     assert path.read_bytes().startswith(b"PK") == (suffix == ".pt")
     loaded = Masks.load(path)
     assert loaded == masks and list(loaded) == list(masks)
-    if suffix == ".pt":  # an ordinary torch file that torch loads safely
-        assert Masks(torch.load(path, weights_only=True)) == masks
+    if suffix == ".pt":  # an ordinary torch file that torch loads safely, with the format marker beside the masks
+        plain = torch.load(path, weights_only=True)
+        assert plain.pop("format") == "panning.masks/1" and plain.pop("about") == "{}" and Masks(plain) == masks
 
 
 def test_loading_something_else_fails_clearly(tmp_path):

@@ -114,7 +114,7 @@ def test_masks_are_validated(bundle):
         (dict(epochs=1, lr=0), r"lr: expected a number in \(0, inf\]"),
         (dict(epochs=1, optimizer="rmsprop"), "optimizer: expected one of sgd, adam"),
         (dict(epochs=1, schedule="step"), "schedule: expected one of"),
-        (dict(epochs=1, seed=-1), "seed: expected a non-negative int"),
+        (dict(epochs=1, seed=-1), r"seed: expected an int in \[0, 2\*\*32\)"),
     ],
 )
 def test_arguments_are_validated(bundle, kwargs, message):

@@ -16,7 +16,8 @@ OPTIONS = (
     Option("repeats", int, "timed rounds per op, the minimum is kept; default 5, 3 with --quick",
            check=checks.positive_int),
     Option("output", Path, "also write the markdown table to this file", check=o.output_file),
-    o.THREADS,
+    o.THREADS.but(default=1, help="CPU threads for torch, per process: with more, a busy machine's other work "
+                  "makes the timings noise (20-40x slower, ops timed faster than their floor)"),
 )
 
 
@@ -33,7 +34,8 @@ def run(opts: dict) -> int:
     before = bench.machine()
     table = bench.rows(opts["quick"], opts["repeats"])
     after = os.getloadavg()
-    header = (f"torch {before['torch']}, {before['threads']} thread(s), {before['cpus']} CPUs, {before['date']}; "
+    header = (f"torch {before['torch']}, {before['threads']} thread(s) (--threads), {before['cpus']} CPUs, "
+              f"{before['date']}; "
               f"load average before {before['load']:.2f}, after {after[0]:.2f} (1 min); backends: "
               f"{bench.backends()}")
     text = header + "\n\n" + bench.markdown(table)

@@ -38,6 +38,7 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
     ``options`` are accepted by "synthetic" only (num_classes, input_shape, n_train, n_test, noise).
     """
     checks.choice("name", name, NAMES)
+    checks.seed("seed", seed)
     if options and name != "synthetic":
         raise ValueError(f"options {sorted(options)} are only accepted for name='synthetic', not {name!r}")
     if name == "mnist1d":

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from .. import checks, ops
 from ..arena import except_last, prunable
+from ..criteria import _checks
 from ..data import DataBundle
 from ..io import derived_generator, save_atomically, save_tensors
 from ..masks import Masks
@@ -104,10 +105,11 @@ class SearchResult:
     def counters(self) -> dict[str, int]:
         return {name: sum(getattr(r, name) for r in self.history) for name in COUNTERS}
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write masks.safetensors and scores.safetensors into `directory` (atomically each)."""
+    def save(self, directory: str | os.PathLike, **about) -> None:
+        """Write masks.safetensors (saying what it was made for: `about`) and scores.safetensors into `directory`
+        (atomically each)."""
         directory = Path(directory)
-        self.masks.save(directory / "masks.safetensors")
+        Masks(self.masks, about).save(directory / "masks.safetensors")
         save_tensors({name: s.contiguous().cpu() for name, s in self.scores.items()},
                      directory / "scores.safetensors")
 
@@ -243,6 +245,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
     checks.instance("model", model, nn.Module, "an nn.Module")
+    _checks.takes_samples(model, tuple(train.tensors[0].shape[1:]))
     settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
     sparsity = checks.sparsity(sparsity)
     checks.choice("init", settings["init"], INITS)
@@ -263,7 +266,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     checks.positive_int("batch_size", batch_size)
     checks.momentum("momentum", momentum)
     checks.non_negative("weight_decay", weight_decay)
-    checks.non_negative_int("seed", seed)
+    checks.seed("seed", seed)
     if checkpoint_every is not None:
         checks.positive_int("checkpoint_every", checkpoint_every)
     if max_steps is not None:
@@ -278,6 +281,11 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
 
     space = SearchSpace(model, prunable if include_classifier else except_last(model))
     k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
+    try:
+        checks.keeps_weights("sparsity", sparsity, int(k.sum()), space.arena.numel)
+    except ValueError:
+        space.undo()  # nothing has run: the model goes back as it was given
+        raise
     space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
     space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
                    else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
@@ -355,7 +363,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
         bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
 
     stop = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
+    bar = tqdm(total=total, initial=searcher.t, disable=None if progress and rank == 0 else True, unit="step",
                desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
     space.model.train()
     try:

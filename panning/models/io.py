@@ -56,7 +56,29 @@ def load_weights(model: nn.Module, path, name: str = "checkpoint") -> nn.Module:
         raise ValueError(f"{name}: {os.fspath(path)!r} holds no state dict")
     try:
         model.load_state_dict(state)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())
-        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model: {detail[:400]}") from None
+    except RuntimeError:
+        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model{_holds(path)}: "
+                         f"{_mismatch(model.state_dict(), state)}") from None
     return model
+
+
+def _holds(path) -> str:
+    """", it holds cnn2d x1 for digits" where the file is a model saved by :func:`save` (its metadata says)."""
+    try:
+        spec = read_spec(path)
+    except (ValueError, json.JSONDecodeError):
+        return ""
+    data = f" for {spec['data']}" if spec.get("data") else ""
+    return f" (it holds {spec.get('name')} x{spec.get('width', 1.0):g}{data})"
+
+
+def _mismatch(expected: dict, given: dict) -> str:
+    """How a state dict differs from the model's, in one short phrase (torch's own message lists every key)."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    shapes = [f"{key} {tuple(given[key].shape)} for {tuple(expected[key].shape)}" for key in expected
+              if key in given and hasattr(given[key], "shape") and given[key].shape != expected[key].shape]
+    parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+             f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+             f"{len(shapes)} of other shapes (e.g. {shapes[0]})" if shapes else ""]
+    return "tensors: " + ", ".join(part for part in parts if part)

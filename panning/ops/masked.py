@@ -108,6 +108,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
         raise TypeError("mask: score_grad=True needs a floating mask that can carry a gradient, got bool")
     if not score_grad:
         mask = mask.detach()
+        if mask.dtype.is_floating_point:
+            _checks.zero_one("mask", mask)
     if mask.dtype != torch.bool and mask.dtype != weight.dtype:
         mask = mask != 0  # the kernels read a bool mask or one of the weight's dtype
     name = dispatch.resolve("masked_linear_fwd", x.device, backend)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from stable_baselines3 import DDPG, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -31,7 +30,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
 from .. import checks
-from ..io import atomic_path, folder_lock, save_figure, save_tensors, write_text
+from ..io import atomic_path, file_digest, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
 from .vec_env import PanningVecEnv
@@ -207,7 +206,7 @@ def agent_file(path: str | os.PathLike, suffix: str) -> Path:
 
 def agent_digest(path: str | os.PathLike) -> str:
     """The SHA-256 of the agent's weights file: what a result cached for the agent at `path` depends on."""
-    return hashlib.sha256(agent_file(path, ".safetensors").read_bytes()).hexdigest()
+    return file_digest(agent_file(path, ".safetensors"))
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
@@ -244,6 +243,23 @@ def read_agent_file(path: str | os.PathLike) -> dict:
         raise ValueError(f"agent {str(file)!r}: not a saved panning agent ({error})") from None
     if not isinstance(spec, dict) or spec.get("algorithm") not in ALGORITHMS or "settings" not in spec:
         raise ValueError(f"agent {str(file)!r}: not a saved panning agent (no algorithm and settings)")
+    if not isinstance(spec.get("network"), dict) or not isinstance(spec["network"].get("arena"), dict):
+        raise ValueError(f"agent {str(file)!r}: of an earlier format that does not say which network it was "
+                         "trained for; train it again (panning agent)")
+    return spec
+
+
+def check_agent_files(path: str | os.PathLike) -> dict:
+    """Both files of the agent at `path`, checked without building it: the JSON half (read_agent_file) and a
+    readable safetensors file of weights; the JSON half is returned. A check before any work."""
+    spec = read_agent_file(path)
+    file = agent_file(path, ".safetensors")
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            weights.keys()
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights "
+                         f"({' '.join(str(error).split())})") from None
     return spec
 
 

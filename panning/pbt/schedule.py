@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
+
+from .. import checks
+from ..arena import Arena, Filter, prunable
+
 #: How a kept fraction becomes a count: "round" (this library's default: the last step keeps exactly
 #: keep_count(N, s), the count every method targets) or "floor" (int(N * kept), as the Panning and
 #: SynFlow authors' code does, float error included; see docs/pbt.md).
@@ -12,6 +17,14 @@ ROUNDINGS = ("round", "floor")
 def keep_count(numel: int, sparsity: float) -> int:
     """Weights kept at `sparsity`: round(numel * (1 - sparsity)), the one count every method targets."""
     return round(numel * (1.0 - sparsity))
+
+
+def kept_weights(model: nn.Module, sparsity: float, *, include: Filter = prunable, name: str = "sparsity") -> int:
+    """The weights `sparsity` keeps (keep_count) of the prunable weights of `model` that `include` selects; a
+    sparsity that keeps none is refused, naming `name`, as sparsity 1 is: a check a command runs before any
+    work."""
+    numel = Arena(model, include=include, share=False).numel
+    return checks.keeps_weights(name, sparsity, keep_count(numel, sparsity), numel)
 
 
 def exponential(sparsity: float, steps: int) -> list[float]:

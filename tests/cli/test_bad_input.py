@@ -257,7 +257,7 @@ def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path,
     (tmp_path / "not-an-agent.safetensors").write_bytes(b"")
     assert main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "not-an-agent"), "--width", "4",
                  "--out", str(out)]) == 2
-    assert "--agent: agent " in error_line(capsys, "prune")
+    assert "not-an-agent.json': not a saved panning agent" in error_line(capsys, "prune")
     assert not out.exists()
 
 
