@@ -219,8 +219,9 @@ def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
         raise ValueError(f"checkpoint: {str(path)!r} is not a {kind} checkpoint (format {CHECKPOINT_FORMAT})")
     differ = sorted(k for k in config if state["config"].get(k) != config[k])
     if differ:
-        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
-        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
+        both = "; ".join(f"{k} {state['config'].get(k)!r} there, {config[k]!r} here" for k in differ)
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run ({both}); continue with its settings, "
+                         "or start afresh with another checkpoint (or delete this one)")
 
 
 def _pruned_positions(model: nn.Module, masks: Optional[Mapping], device) -> list[tuple[nn.Parameter, torch.Tensor]]:

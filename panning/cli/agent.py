@@ -8,7 +8,6 @@ learning curve); the checkpoint folder (default: OUT.checkpoint) is resumed if i
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .. import checks
@@ -84,9 +83,7 @@ def run(opts: dict) -> int:
         if not str(error).startswith("checkpoint"):
             raise
         text = str(error).removeprefix("checkpoint: ").removeprefix("checkpoint ")
-        for opt in OPTIONS:
-            text = re.sub(rf"(\(|; ){opt.dest} ", rf"\g<1>{opt.name} ", text)
-        raise o.UsageError(f"--checkpoint: {text}") from None
+        raise o.UsageError(f"--checkpoint: {o.name_options(text, OPTIONS)}") from None
     seconds = time.perf_counter() - started
     try:
         save_agent(agent, out, episodes)

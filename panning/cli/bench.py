@@ -34,8 +34,7 @@ def run(opts: dict) -> int:
     before = bench.machine()
     table = bench.rows(opts["quick"], opts["repeats"])
     after = os.getloadavg()
-    header = (f"torch {before['torch']}, {before['threads']} thread(s) (--threads), {before['cpus']} CPUs, "
-              f"{before['date']}; "
+    header = (f"torch {before['torch']}, {before['threads']} thread(s), {before['cpus']} CPUs, {before['date']}; "
               f"load average before {before['load']:.2f}, after {after[0]:.2f} (1 min); backends: "
               f"{bench.backends()}")
     text = header + "\n\n" + bench.markdown(table)

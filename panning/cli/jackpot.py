@@ -176,8 +176,8 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
     except ValueError as error:  # the run folder's checkpoint is of another run
         if not str(error).startswith("checkpoint: "):
             raise
-        raise o.UsageError(f"--out: {str(error).removeprefix('checkpoint: ')}; give another --out, or "
-                           "--no-resume to start this search afresh there") from None
+        raise o.UsageError(f"--out: the run folder's {o.name_options(str(error).removeprefix('checkpoint: '), OPTIONS)}"
+                           "; give another --out, or --no-resume to start this search afresh there") from None
     summary = dict(data=opts["data"], model=opts["model"], sparsity=opts["sparsity"], epochs=opts["epochs"],
                    steps=result.steps, preset=opts["preset"], **result.settings, budget=opts["budget"],
                    include_classifier=opts["include_classifier"], batch_size=opts["batch_size"],

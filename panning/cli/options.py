@@ -13,6 +13,7 @@ builds every command's parser from these tables alone.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import dataclasses
 import os
@@ -273,6 +274,14 @@ def per_class_fits(opts: dict, bundle) -> None:
         raise UsageError(f"--per-class: {opts['per_class']} samples of every class, but the training set of "
                          f"{bundle.name} "
                          f"has {int(counts.min())} of its smallest class")
+
+
+def name_options(text: str, options: Sequence[Option]) -> str:
+    """A library message that names settings in a list ("(lr 0.01 there, 0.5 here; seed ...") with the flags of
+    `options` instead ("(--lr 0.01 there, ...")."""
+    for opt in options:
+        text = re.sub(rf"(\(|; ){opt.dest} ", rf"\g<1>{opt.name} ", text)
+    return text
 
 
 def made_for(opts: dict, model_name: str, bundle) -> dict:

@@ -53,7 +53,8 @@ def run(opts: dict) -> int:
                        checkpoint=opts["checkpoint"], progress=opts["progress"])
     except ValueError as error:  # a checkpoint of another run is refused before the first step
         if str(error).startswith("checkpoint: "):
-            raise o.UsageError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
+            raise o.UsageError(f"--checkpoint: {o.name_options(str(error).removeprefix('checkpoint: '), OPTIONS)}") \
+                from None
         raise
     except Diverged as error:
         kept = (f"; the checkpoint {str(opts['checkpoint'])!r} holds the last good epoch" if opts["checkpoint"]

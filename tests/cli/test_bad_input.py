@@ -292,5 +292,6 @@ def test_train_refuses_the_checkpoint_of_another_run_as_checkpoint(tmp_path, cap
     capsys.readouterr()
     assert main([*command, "--lr", "0.5"]) == 2
     assert error_line(capsys, "train").endswith(
-        f"--checkpoint: {str(checkpoint)!r} belongs to another run: it has {{'lr': 0.01}}, this run {{'lr': 0.5}}")
+        f"--checkpoint: {str(checkpoint)!r} belongs to another run (--lr 0.01 there, 0.5 here); continue with its "
+        "settings, or start afresh with another checkpoint (or delete this one)")
     assert checkpoint.read_bytes() == written
