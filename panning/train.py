@@ -31,6 +31,7 @@ from panning.ops import _checks as ops_checks
 from panning.data import DataBundle
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
+from panning.models.io import state_differences
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
 #: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
@@ -301,7 +302,7 @@ def train(
     checks.instance("data", data, DataBundle, "a DataBundle (see panning.data.load)")
     checks.instance("model", model, nn.Module, "an nn.Module")
     ops_checks.materialized("model", model)
-    model_checks.takes_samples(model, tuple(data.input_shape))
+    model_checks.takes_samples(model, tuple(data.input_shape), classes=data.num_classes)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
@@ -388,15 +389,17 @@ def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict) -> l
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise ValueError(f"checkpoint {str(path)!r} could not be loaded: {e}") from None
+        raise ValueError(f"checkpoint: {str(path)!r} could not be loaded ({' '.join(str(e).split())[:200]})") \
+            from None
     check_run(state, path, config, CHECKPOINT_KIND)
+    afresh = "continue with those, or start afresh with another checkpoint (or delete this one)"
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
-        raise ValueError(f"checkpoint {str(path)!r} was written with different masks than this run's")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {str(path)!r} does not fit this model: {e}") from None
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to a run with other masks; {afresh}")
+    differences = state_differences(model.state_dict(), state["model"])
+    if differences:
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to a run of another model ({differences}); {afresh}")
+    model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])

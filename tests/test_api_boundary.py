@@ -123,3 +123,39 @@ def test_library_progress_bars_draw_only_on_a_terminal(bundle, monkeypatch):
     prune(mlp(), "snip", 0.5, bundle, progress=True)
     search(mlp(), bundle, sparsity=0.5, epochs=1, progress=True)
     assert log.getvalue() == ""
+
+
+def test_data_with_more_classes_than_the_model_gives_outputs_is_named():
+    ten = data.load("synthetic", num_classes=10, input_shape=(8,), n_train=60, n_test=30)
+    message = r"^data: 10 classes, but the model's last layer \(Linear\) gives 3 outputs$"
+    for call in (lambda: train(mlp(), ten, epochs=1, progress=False), lambda: prune(mlp(), "snip", 0.5, ten),
+                 lambda: search(mlp(), ten, sparsity=0.5, epochs=1, progress=False)):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_model_and_agent_files_carry_a_format_marker_and_refuse_another(tmp_path):
+    import json
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from panning.pbt.agent import AGENTS, read_agent_file
+
+    models.save(tmp_path / "m.safetensors", mlp(), name="mlp", input_shape=(8,), num_classes=3, width=0.1)
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    assert metadata["format"] == "panning.model/1" and json.loads(metadata["panning.model"])["name"] == "mlp"
+    save_file(mlp().state_dict(), str(tmp_path / "v9.safetensors"),
+              metadata={**metadata, "format": "panning.model/9"})
+    with pytest.raises(ValueError, match=r"^--weights: '.*v9.safetensors' is not a model saved by panning.models.save: it is a "
+                                         r"'panning.model/9' file, not panning.model/1$"):
+        models.load(tmp_path / "v9.safetensors", name="--weights")
+    shipped = AGENTS / "cnn1d-w4-mnist1d"
+    spec = json.loads(shipped.with_name(shipped.name + ".json").read_text())
+    assert "network" in read_agent_file(shipped)  # saved before the marker: read as this format
+    (tmp_path / "a.json").write_text(json.dumps({**spec, "format": "panning.agent/9"}))
+    shutil.copy(shipped.with_name(shipped.name + ".safetensors"), tmp_path / "a.safetensors")
+    with pytest.raises(ValueError, match=r"a.json': is 'panning.agent/9', not a panning agent"):
+        read_agent_file(tmp_path / "a")

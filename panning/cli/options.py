@@ -329,8 +329,16 @@ MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the mode
 WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe",
                       check=checks.non_negative)
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)
+def threads(name: str, value) -> int:
+    """A thread count for torch: at least 1, at most this machine's CPUs (more only contend for them)."""
+    cpus = os.cpu_count() or 1
+    if checks.positive_int(name, value) > cpus:
+        raise UsageError(f"{name}: {value} threads, but this machine has {cpus} CPUs")
+    return value
+
+
 THREADS = Option("threads", int, "CPU threads for torch; default: torch's choice (1 is as fast for the small "
-                 "models and far faster on a busy machine)", check=checks.positive_int)
+                 "models and far faster on a busy machine)", check=threads)
 PROGRESS = Option("progress", boolean, "progress bars (shown only when stderr is a terminal)", True)
 MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed", check=input_file)
 CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it", check=input_file)

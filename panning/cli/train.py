@@ -39,6 +39,10 @@ def run(opts: dict) -> int:
     from .tables import print_row
 
     o.distinct_files(opts, "checkpoint", "save")
+    optimizer = opts["optimizer"] or RECIPES[o.model_for(opts)]["optimizer"]
+    if opts["momentum"] is not None and optimizer != "sgd":
+        raise o.UsageError(f"--momentum: has no effect with the {optimizer} optimizer (the "
+                           f"{'--optimizer' if opts['optimizer'] else 'recipe'}'s); give --optimizer sgd to use it")
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content

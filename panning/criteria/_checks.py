@@ -47,12 +47,17 @@ def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     return value
 
 
-def takes_samples(model: nn.Module, shape: tuple[int, ...], name: str = "data") -> None:
+def takes_samples(model: nn.Module, shape: tuple[int, ...], name: str = "data", classes: int | None = None) -> None:
     """Samples of `shape` fit the model's first layer (a Linear takes them flattened or along their last
-    dimension; a convolution takes their first dimension as channels, with its spatial dimensions after)."""
-    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
-    if first is None:
+    dimension; a convolution takes their first dimension as channels, with its spatial dimensions after), and
+    its last Linear layer gives an output for each of `classes` (when given)."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if not layers:
         return
+    first, last = layers[0], layers[-1]
+    if classes is not None and isinstance(last, nn.Linear) and last.out_features < classes:
+        raise ValueError(f"{name}: {classes} classes, but the model's last layer (Linear) gives "
+                         f"{last.out_features} outputs")
     if isinstance(first, nn.Linear):
         fits = first.in_features in (math.prod(shape), shape[-1])
         takes = f"{first.in_features} features"

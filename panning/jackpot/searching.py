@@ -31,6 +31,7 @@ buffers, counters and position; a resumed search ends with the same masks as an 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -85,6 +86,10 @@ class EpochRecord:
     seconds: float
 
 
+#: The format marker of a scores file (the key "format" of its metadata).
+SCORES_FORMAT = "panning.scores/1"
+
+
 @dataclass
 class SearchResult:
     """What `search` found. `model` is the searched model, its layers swapped for panning.nn sparse layers
@@ -111,7 +116,7 @@ class SearchResult:
         directory = Path(directory)
         Masks(self.masks, about).save(directory / "masks.safetensors")
         save_tensors({name: s.contiguous().cpu() for name, s in self.scores.items()},
-                     directory / "scores.safetensors")
+                     directory / "scores.safetensors", metadata={"format": SCORES_FORMAT, "about": json.dumps(about)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +250,7 @@ def search(model: nn.Module, data, *, sparsity: float, epochs: int | None = None
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
     checks.instance("model", model, nn.Module, "an nn.Module")
-    _checks.takes_samples(model, tuple(train.tensors[0].shape[1:]))
+    _checks.takes_samples(model, tuple(train.tensors[0].shape[1:]), classes=int(train.tensors[1].max()) + 1)
     settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
     sparsity = checks.sparsity(sparsity)
     checks.choice("init", settings["init"], INITS)

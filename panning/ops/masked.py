@@ -89,7 +89,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
                   *, score_grad: bool = False, backend: str | None = None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias without materializing weight * mask.
 
-    x: (..., in); weight: (out, in); mask: (out, in) bool, or floating 0/1; bias: (out,) or None.
+    x: (..., in); weight: (out, in); mask: (out, in) bool, or floating 0/1 (any other value is refused: 0.5 is
+    neither kept nor pruned); bias: (out,) or None.
     The weight receives dW_eff * mask (pruned weights get no gradient). With `score_grad=True` the mask
     must be a floating tensor standing for top-k(scores) (e.g. a straight-through view of the scores)
     and receives dW_eff * weight, the straight-through score gradient of Lottery Jackpots.

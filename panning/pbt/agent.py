@@ -48,6 +48,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "ppo": dict(learning_rate=2e-4, batch_size=256, gamma=0.99, n_steps=2048),
 }
 NET_ARCH = [256, 256]
+#: The format marker of a saved agent (the key "format" of its JSON and of its weights' metadata); agents saved
+#: before it was added have none and are read as this format if they name their network.
+FORMAT = "panning.agent/1"
 #: Agents shipped with the package (package data): AGENTS / "cnn1d-w4-mnist1d" is cnn1d width 4 on MNIST-1D.
 AGENTS = Path(__file__).with_name("agents")
 AgentEnv = PanningEnv | PanningVecEnv
@@ -219,8 +222,8 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.agent.make_agent")
     weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
-    save_tensors(weights, agent_file(path, ".safetensors"))
-    text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
+    save_tensors(weights, agent_file(path, ".safetensors"), metadata={"format": FORMAT})
+    text = json.dumps({"format": FORMAT, **settings, "timesteps": int(agent.num_timesteps)}, indent=1)
     write_text(agent_file(path, ".json"), text)
     if episodes is not None:
         write_episodes(agent_file(path, ".episodes.csv"), episodes)
@@ -241,6 +244,8 @@ def read_agent_file(path: str | os.PathLike) -> dict:
         spec = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"agent {str(file)!r}: not a saved panning agent ({error})") from None
+    if isinstance(spec, dict) and spec.get("format", FORMAT) != FORMAT:
+        raise ValueError(f"agent {str(file)!r}: is {spec['format']!r}, not a panning agent ({FORMAT})")
     if not isinstance(spec, dict) or spec.get("algorithm") not in ALGORITHMS or "settings" not in spec:
         raise ValueError(f"agent {str(file)!r}: not a saved panning agent (no algorithm and settings)")
     if not isinstance(spec.get("network"), dict) or not isinstance(spec["network"].get("arena"), dict):

@@ -46,7 +46,8 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     dataset, shape = _resolve_data(data, input_shape, method, spec.needs_data)
     arena = Arena(model, include=include, share=False)
     if shape is not None:
-        _checks.takes_samples(model, shape, "data" if input_shape is None else "input_shape")
+        _checks.takes_samples(model, shape, "data" if input_shape is None else "input_shape",
+                              data.num_classes if isinstance(data, DataBundle) else None)
     checks.keeps_weights("sparsity", sparsity, keep_count(arena.numel, sparsity), arena.numel)
     with tqdm(total=spec.steps(values), desc=method, disable=None if progress else True, leave=False) as bar:
         problem = Problem(model, arena, dataset, shape, sparsity, torch.Generator().manual_seed(seed),

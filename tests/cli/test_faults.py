@@ -3,10 +3,13 @@ run whose loss becomes NaN, and a disk that fills up. Bad options end in one lin
 work; a failed write or a diverged run in one line and exit status 1, losing nothing that was kept."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from safetensors import SafetensorError
 
 from panning.cli import main
+from panning.pbt.agent import AGENTS
 
 from .test_bad_input import error_line
 
@@ -20,11 +23,18 @@ from .test_bad_input import error_line
     (["prune", "--data", "digits", "--method", "snip", "--per-class", "100000"],
      "--per-class: 100000 samples of every class, but the training set of digits has 139 of its smallest class"),
     (["agent", "--data", "digits", "--per-class", "1000"], "--per-class: 1000 samples of every class"),
+    (["train", "--momentum", "0.5"], "--momentum: has no effect with the adam optimizer (the recipe's); give "
+                                     "--optimizer sgd to use it"),
+    (["train", "--data-dir", "."], "--data-dir: only the CIFAR data sets are read from a folder; mnist1d would "
+                                   "ignore it"),
+    (["demo", "--methods", "snip", "--agent", str(AGENTS / "cnn1d-w4-mnist1d")],
+     "--agent: has no effect without rl_panning in --methods"),
+    (["prune", "--threads", str((os.cpu_count() or 1) + 1)], f"threads, but this machine has {os.cpu_count()} CPUs"),
 ])
 def test_options_that_were_checked_late_or_never_are_checked_before_work(argv, message, tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main([*argv, "--threads", "1"]) == 2
+    assert main([*argv] if "--threads" in argv else [*argv, "--threads", "1"]) == 2
     assert message in error_line(capsys, argv[0])
     assert list(tmp_path.iterdir()) == []
 
