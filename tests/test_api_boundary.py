@@ -149,8 +149,8 @@ def test_model_and_agent_files_carry_a_format_marker_and_refuse_another(tmp_path
     assert metadata["format"] == "panning.model/1" and json.loads(metadata["panning.model"])["name"] == "mlp"
     save_file(mlp().state_dict(), str(tmp_path / "v9.safetensors"),
               metadata={**metadata, "format": "panning.model/9"})
-    with pytest.raises(ValueError, match=r"^--weights: '.*v9.safetensors' is not a model saved by panning.models.save: it is a "
-                                         r"'panning.model/9' file, not panning.model/1$"):
+    with pytest.raises(ValueError, match=r"^--weights: '.*v9.safetensors' is not a model saved by panning.models."
+                                         r"save: it is a 'panning.model/9' file, not panning.model/1$"):
         models.load(tmp_path / "v9.safetensors", name="--weights")
     shipped = AGENTS / "cnn1d-w4-mnist1d"
     spec = json.loads(shipped.with_name(shipped.name + ".json").read_text())
