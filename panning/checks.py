@@ -72,6 +72,29 @@ def sparsity(value, name: str = "sparsity") -> float:
     return float(value)
 
 
+#: Seeds are below 2**32: numpy's legacy seeding (stable-baselines3's) takes no more, and torch's generators keep
+#: them exact.
+SEED_LIMIT = 2**32
+
+
+def seed(name: str, value) -> int:
+    """A random seed: an int in [0, 2**32)."""
+    integer(name, value)
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name}: expected an int in [0, 2**32), got {value!r}")
+    return value
+
+
+def keeps_weights(name: str, sparsity: float, kept: int, numel: int) -> int:
+    """`kept`, the weights a `sparsity` keeps of `numel`, when it is at least one: a sparsity below 1 that still
+    keeps nothing is refused as sparsity 1 is (sparsity means the kept count)."""
+    if numel > 0 and kept < 1:
+        largest = 1.0 - 0.5 / numel
+        raise ValueError(f"{name}: {sparsity!r} keeps none of the {numel:,} weights (sparsity 1 removes every "
+                         f"weight); at most {largest:.6g} keeps one")
+    return kept
+
+
 def momentum(name: str, value) -> float:
     """An SGD momentum: a finite number in [0, 1) (1 would never forget a gradient)."""
     return number(name, value, low=0.0, high=1.0, high_open=True)

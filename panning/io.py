@@ -15,6 +15,7 @@ that wants to run code) into a one-line ``ValueError`` naming the argument.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import pickle
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 _ZIP = b"PK\x03\x04"  # torch.save's zip container
@@ -164,26 +165,32 @@ def folder_lock(folder: str | os.PathLike, name: str = "folder") -> Iterator[Pat
     process that has ended is taken over. The lock is removed at the end, and the folder too if it was made here
     and nothing else was written into it."""
     folder = Path(folder)
+    lock = folder / LOCK
     made = _missing_folders(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
+                break
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is not None:
+                    raise ValueError(f"{name}: {str(folder)!r} is in use by another run (process {holder}, lock "
+                                     f"file {str(lock)!r}); wait for it to end, or give another folder") from None
+                lock.unlink(missing_ok=True)  # its process has ended: take the folder over
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+        except BaseException:
+            lock.unlink(missing_ok=True)
+            raise
     except OSError as error:
         _remove_empty(made)
-        raise _write_failed(folder / LOCK, error, _free_bytes(folder.parent)) from None
-    lock = folder / LOCK
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE)
-            break
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None:
-                _remove_empty(made)
-                raise ValueError(f"{name}: {str(folder)!r} is in use by another run (process {holder}, lock file "
-                                 f"{str(lock)!r}); wait for it to end, or give another folder") from None
-            lock.unlink(missing_ok=True)  # its process has ended: take the folder over
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+        raise _write_failed(lock, error, _free_bytes(folder)) from None
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         yield folder
     finally:
@@ -276,6 +283,24 @@ def load_tensors(path: str | os.PathLike, *, device: torch.device | str = "cpu",
     except (SafetensorError, OSError, ValueError):
         raise ValueError(f"{name}: {shown} is neither a torch file nor a readable safetensors file (truncated, "
                          "damaged or another format)") from None
+
+
+def tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file ({} for any other file, or one without)."""
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError):
+        return {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex): the identity of an input a result depends on."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def derived_generator(*seed: int) -> torch.Generator:

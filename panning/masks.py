@@ -7,15 +7,21 @@ code (safetensors, or torch.save files read with weights_only), and exported (ba
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import adapter, checks, ops
 from .arena import Arena
-from .io import load_tensors, save_tensors
+from .io import load_tensors, save_tensors, tensor_metadata
+
+#: The format marker every masks file carries (the key MARKER of its metadata), and the key of what it was made for.
+FORMAT = "panning.masks/1"
+MARKER, ABOUT = "format", "about"
 
 
 def mask_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
@@ -46,8 +52,10 @@ def _takes_masks(module: nn.Module, name: str) -> bool:
 class Masks(Mapping):
     """Named per-parameter boolean masks (read-only mapping)."""
 
-    def __init__(self, masks: Mapping[str, torch.Tensor]):
+    def __init__(self, masks: Mapping[str, torch.Tensor], about: Mapping[str, object] | None = None):
+        """`about`: what the masks were made for (model, width, data ...), as saved in and read from files."""
         checks.instance("masks", masks, Mapping, "a mapping of parameter names to bool tensors")
+        self.about = dict(about or {})
         checked = {}
         for name, mask in masks.items():
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
@@ -146,7 +154,11 @@ class Masks(Mapping):
     # -- model ----------------------------------------------------------------------------------
     def check(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """The parameters these masks cover (by any of their names: a tied parameter answers to each); raises
-        (leaving the model untouched) on any mismatch, also on two masks for one tied parameter."""
+        (leaving the model untouched) on any mismatch, also on two masks for one tied parameter, and for masks
+        that keep none of their weights (sparsity 1)."""
+        if self.numel and not self.kept:
+            raise ValueError(f"masks: keep none of the {self.numel:,} weights they cover (sparsity 1 removes every "
+                             "weight)")
         params = adapter.aliases(model)
         unknown = [name for name in self._masks if name not in params]
         if unknown:
@@ -194,18 +206,33 @@ class Masks(Mapping):
         return exported
 
     def to(self, device: torch.device | str) -> Masks:
-        return Masks({name: m.to(device) for name, m in self._masks.items()})
+        return Masks({name: m.to(device) for name, m in self._masks.items()}, self.about)
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the masks atomically (a crash never leaves half a file): a torch.save file when the name ends
-        in .pt or .pth (loadable with weights_only=True), safetensors otherwise."""
-        save_tensors({name: m.contiguous().cpu() for name, m in self._masks.items()}, path)
+        in .pt or .pth (loadable with weights_only=True), safetensors otherwise. The file carries the format
+        marker FORMAT and `about` (what the masks were made for)."""
+        marker = {MARKER: FORMAT, ABOUT: json.dumps(self.about)}
+        tensors = {name: m.contiguous().cpu() for name, m in self._masks.items()}
+        if Path(path).suffix in (".pt", ".pth"):
+            save_tensors({**tensors, **marker}, path)
+        else:
+            save_tensors(tensors, path, metadata=marker)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Masks:
-        """Read masks written by `save` (either format, recognized by content); never executes code."""
+        """Read masks written by `save` (either format, recognized by content); never executes code. A file of
+        another format version, or holding no masks, is refused; one without a marker (written before panning
+        marked its files) is read as masks made for an unknown model."""
         tensors = load_tensors(path, device=device, name="path")
         if not isinstance(tensors, Mapping):
             raise ValueError(f"path: {path} holds a {type(tensors).__name__}, not a mapping of masks")
-        return cls(tensors)
+        tensors = dict(tensors)
+        marker = {key: tensors.pop(key) for key in (MARKER, ABOUT) if isinstance(tensors.get(key), str)}
+        marker = marker or tensor_metadata(path)
+        if marker.get(MARKER, FORMAT) != FORMAT:
+            raise ValueError(f"path: {os.fspath(path)!r} is {marker[MARKER]!r}, not panning masks ({FORMAT})")
+        if not tensors:
+            raise ValueError(f"path: {os.fspath(path)!r} holds no masks")
+        return cls(tensors, json.loads(marker.get(ABOUT, "{}")))

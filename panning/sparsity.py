@@ -17,8 +17,10 @@ import math
 import warnings
 
 import torch
+from torch import nn
 
-from . import ops
+from . import checks, ops
+from .adapter import Filter, prunable
 from .arena import Arena
 
 ROUNDINGS = ("nearest", "floor")
@@ -34,6 +36,14 @@ def _count(amount: float, rounding: str) -> int:
 def keep_count(numel: int, sparsity: float, rounding: str = "nearest") -> int:
     """Weights kept of `numel` at `sparsity`: round(numel * (1 - sparsity)), or its floor (`rounding`)."""
     return _count(numel * (1.0 - sparsity), rounding)
+
+
+def kept_weights(model: nn.Module, sparsity: float, *, include: Filter = prunable, name: str = "sparsity") -> int:
+    """The weights `sparsity` keeps (keep_count) of the prunable weights of `model` that `include` selects; a
+    sparsity that keeps none is refused, naming `name`, as sparsity 1 is: a check a command runs before any
+    work."""
+    numel = Arena(model, include=include, share=False).numel
+    return checks.keeps_weights(name, sparsity, keep_count(numel, sparsity), numel)
 
 
 def exponential(sparsity: float, steps: int) -> list[float]:

@@ -30,10 +30,13 @@ from tqdm.auto import tqdm
 
 from panning import checks
 from panning.adapter import Logits, logits as logits_of
+from panning.criteria import _checks as model_checks
 from panning.data import Data, as_tensors, split
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
+from panning.models.io import state_differences
 from panning.nn import MODES, densify, layer_masks, sparsify
+from panning.ops import _checks as ops_checks
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
 #: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
@@ -163,6 +166,10 @@ def cosine(total_steps: int, steps_per_epoch: int | None = None) -> Callable[[in
     return lambda t: 0.5 * (1.0 + math.cos(math.pi * (t // steps_per_epoch) / epochs))
 
 
+class Diverged(ArithmeticError):
+    """The training loss became NaN or infinite: the run stops before anything of it is saved."""
+
+
 class Loop:
     """The step/epoch driver shared by :func:`train` and the jackpot search.
 
@@ -172,7 +179,8 @@ class Loop:
     ``tally`` (a float64 tensor on the device: no host sync per step) and the epoch's seconds, calls
     ``end_epoch(epoch, tally, seconds)`` (0-based epoch) when an epoch ends (also when the run's last step
     ends it early), and ``save()`` every ``save_every`` steps and after the last step run. ``tally`` and
-    ``seconds`` belong in a checkpoint taken mid-epoch.
+    ``seconds`` belong in a checkpoint taken mid-epoch. A loss that is no longer finite when an epoch ends or a
+    save is due raises :class:`Diverged` before either, so a diverged run never overwrites a good checkpoint.
     """
 
     def __init__(self, *, total: int, steps_per_epoch: int, device, position: int = 0,
@@ -193,11 +201,18 @@ class Loop:
             self.seconds += time.perf_counter() - started
             if bar is not None:
                 bar.update()
-            if self.position % self.steps_per_epoch == 0 or self.position == self.total:
+            ends = self.position % self.steps_per_epoch == 0 or self.position == self.total
+            saves = save is not None and (self.position == stop or (save_every and self.position % save_every == 0))
+            if (ends or saves) and not bool(torch.isfinite(self.tally[0])):
+                epoch = (self.position - 1) // self.steps_per_epoch + 1
+                raise Diverged(f"the training loss became {self.tally[0].item():g} in epoch {epoch} (step "
+                               f"{self.position}): the run diverged and stopped before saving anything of it; a "
+                               "lower learning rate may help")
+            if ends:
                 end_epoch((self.position - 1) // self.steps_per_epoch, self.tally.clone(), self.seconds)
                 self.tally.zero_()
                 self.seconds = 0.0
-            if save is not None and (self.position == stop or (save_every and self.position % save_every == 0)):
+            if saves:
                 save()
 
 
@@ -208,8 +223,9 @@ def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
         raise ValueError(f"checkpoint: {str(path)!r} is not a {kind} checkpoint (format {CHECKPOINT_FORMAT})")
     differ = sorted(k for k in config if state["config"].get(k) != config[k])
     if differ:
-        was, now = {k: state["config"].get(k) for k in differ}, {k: config[k] for k in differ}
-        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run: it has {was}, this run {now}")
+        both = "; ".join(f"{k} {state['config'].get(k)!r} there, {config[k]!r} here" for k in differ)
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run ({both}); continue with its settings, "
+                         "or start afresh with another checkpoint (or delete this one)")
 
 
 def _pruned_positions(model: nn.Module, masks: Masks, device) -> list[tuple[nn.Parameter, torch.Tensor]]:
@@ -294,9 +310,13 @@ def train(
     checks.choice("optimizer", optimizer, OPTIMIZERS)
     checks.choice("schedule", schedule, SCHEDULES)
     checks.choice("mode", mode, MODES)
-    checks.non_negative_int("seed", seed)
+    checks.seed("seed", seed)
+    checks.instance("model", model, nn.Module, "an nn.Module")
+    ops_checks.materialized("model", model)
     train_set, test, augment, name = split(data, test)
     checks.instance("logits", logits, Callable, "a function of the model's output")
+    x_check, y_check = train_set.tensors
+    model_checks.takes_samples(model, tuple(x_check.shape[1:]), classes=int(y_check.max()) + 1)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
@@ -387,7 +407,7 @@ def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, mom
 
     loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=len(history) * steps_per_epoch)
     bar = tqdm(
-        total=total, initial=loop.position, disable=not progress, desc=f"train {name}", unit="step",
+        total=total, initial=loop.position, disable=None if progress else True, desc=f"train {name}", unit="step",
         dynamic_ncols=True,
     )
     model.train()  # evaluate() puts the mode back after every epoch
@@ -404,18 +424,20 @@ def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict, path
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise ValueError(f"checkpoint {str(path)!r} could not be loaded: {e}") from None
+        raise ValueError(f"checkpoint: {str(path)!r} could not be loaded ({' '.join(str(e).split())[:200]})") \
+            from None
     check_run(state, path, config, CHECKPOINT_KIND)
+    afresh = "continue with those, or start afresh with another checkpoint (or delete this one)"
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
-        raise ValueError(f"checkpoint {str(path)!r} was written with different masks than this run's")
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to a run with other masks; {afresh}")
     if state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
-        raise ValueError(f"checkpoint {str(path)!r} trained its layers on other paths ({state.get('paths')}) than "
-                         f"this run ({paths}); give train the mode that wrote it")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {str(path)!r} does not fit this model: {e}") from None
+        raise ValueError(f"checkpoint: {str(path)!r} trained its layers on other paths ({state.get('paths')}) than "
+                         f"this run ({paths}); give train the mode that wrote it, or {afresh}")
+    differences = state_differences(model.state_dict(), state["model"])
+    if differences:
+        raise ValueError(f"checkpoint: {str(path)!r} belongs to a run of another model ({differences}); {afresh}")
+    model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])

@@ -133,6 +133,12 @@ def test_a_real_full_disk(tmp_path):
             with pytest.raises(WriteError, match="no space left on the device"):
                 write(folder / "run" / "big.pt")
         assert [p.name for p in folder.iterdir()] == ["small.txt"]
+        with pytest.raises(OSError), open(folder / "fill", "wb") as f:  # the last blocks
+            f.write(bytes(1 << 20))
+        with pytest.raises(WriteError, match=r"lock': no space left on the device"):
+            with folder_lock(folder / "ck"):
+                pass
+        assert sorted(p.name for p in folder.iterdir()) == ["fill", "small.txt"]
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 

@@ -80,8 +80,9 @@ def test_save_and_load_are_identical_in_both_formats(tmp_path, suffix):
     assert path.read_bytes().startswith(b"PK") == (suffix == ".pt")
     loaded = Masks.load(path)
     assert loaded == masks and list(loaded) == list(masks)
-    if suffix == ".pt":  # an ordinary torch file that torch loads safely
-        assert Masks(torch.load(path, weights_only=True)) == masks
+    if suffix == ".pt":  # an ordinary torch file that torch loads safely, with the format marker beside the masks
+        plain = torch.load(path, weights_only=True)
+        assert plain.pop("format") == "panning.masks/1" and plain.pop("about") == "{}" and Masks(plain) == masks
 
 
 def test_loading_something_else_fails_clearly(tmp_path):
@@ -122,3 +123,34 @@ def test_export_gives_compressed_weights_of_the_masked_model():
     x = torch.randn(5, 18)
     torch.testing.assert_close(ops.sparse_linear(x, exported["3.weight"], net[3].bias),
                                x @ baked["3.weight"].t() + net[3].bias)
+
+
+def test_masks_files_carry_a_format_marker_and_what_they_were_made_for(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    masks = Masks(random_masks(model()), {"model": "mlp", "width": 0.5, "data": "synthetic"})
+    masks.save(tmp_path / "m.safetensors")
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        assert f.metadata()["format"] == "panning.masks/1"
+    loaded = Masks.load(tmp_path / "m.safetensors")
+    assert loaded == masks and loaded.about == {"model": "mlp", "width": 0.5, "data": "synthetic"}
+    plain = {name: m.contiguous() for name, m in masks.items()}
+    save_file(plain, str(tmp_path / "unmarked.safetensors"))  # written before files were marked: still read
+    assert Masks.load(tmp_path / "unmarked.safetensors") == masks
+    save_file(plain, str(tmp_path / "v9.safetensors"), metadata={"format": "panning.masks/9"})
+    with pytest.raises(ValueError,
+                       match=r"v9.safetensors' is 'panning.masks/9', not panning masks \(panning.masks/1\)"):
+        Masks.load(tmp_path / "v9.safetensors")
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    with pytest.raises(ValueError, match=r"empty.safetensors' holds no masks$"):
+        Masks.load(tmp_path / "empty.safetensors")
+
+
+def test_masks_that_keep_nothing_are_refused_before_the_model_changes():
+    net = model()
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    zero = Masks({name: torch.zeros_like(m) for name, m in random_masks(net).items()})
+    with pytest.raises(ValueError, match=r"^masks: keep none of the [\d,]+ weights they cover \(sparsity 1"):
+        zero.apply(net)
+    assert all(torch.equal(p, before[name]) for name, p in net.named_parameters())

@@ -5,8 +5,9 @@ table, which carries every default) and ``run(options) -> exit status``; a modul
 the line printed when the run is stopped. :func:`main` is the same for every command: parse, resolve the options
 (defaults < ``--config`` < flags, all checked), check the environment, run. Any bad option or input file ends
 the command with one line ``panning <command>: error: ...`` and exit status 2, before any work starts; a file that
-cannot be written (panning.io.WriteError) ends it with one such line and exit status 1; Ctrl-C or SIGTERM end it
-with one line (and how to resume, where the command can) and exit status 130.
+cannot be written (panning.io.WriteError) or a training run that diverges (panning.train.Diverged) ends it with
+one such line and exit status 1; Ctrl-C or SIGTERM end it with one line (and how to resume, where the command
+can) and exit status 130.
 
 Building the parser imports no torch (the command modules load their implementation inside ``run``), so
 ``panning --help`` answers at once.
@@ -27,8 +28,9 @@ COMMANDS: dict[str, ModuleType] = {"train": train, "prune": prune, "jackpot": ja
 
 #: Exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
-#: Exit status of a command whose work could not be written (full disk, no permission): not a bad option.
-FAILED_WRITE = 1
+#: Exit status of a command whose work failed (a file could not be written, the training diverged): not a bad
+#: option.
+FAILED = 1
 
 
 def parser() -> Parser:
@@ -53,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(options)
     except (ValueError, OSError) as error:  # UsageError, the library's own argument errors, a failed write
         print(f"panning {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return FAILED_WRITE if _failed_write(error) else 2
+        return FAILED if _failed(error) else 2
+    except ArithmeticError as error:  # panning.train.Diverged: the run's loss became NaN
+        print(f"panning {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return FAILED
     except KeyboardInterrupt:
         hint = getattr(command, "resume_hint", lambda _: None)(options) if options else None
         print(f"panning {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
@@ -95,7 +100,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _failed_write(error: BaseException) -> bool:
+def _failed(error: BaseException) -> bool:
     """Whether `error` is panning.io's WriteError (only a command that wrote has imported panning.io, and torch)."""
     io = sys.modules.get("panning.io")
     return io is not None and isinstance(error, io.WriteError)

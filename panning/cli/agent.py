@@ -8,7 +8,6 @@ learning curve); the checkpoint folder (default: OUT.checkpoint) is resumed if i
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .. import checks
@@ -59,11 +58,13 @@ def run(opts: dict) -> int:
 
     import numpy as np
 
+    from ..io import WriteError
     from ..pbt.rl.agent import TIMESTEPS, network_of, save_agent, train_agent
     from ..pbt.rl.env import Curriculum
     from ..pbt.rl.vec_env import PanningVecEnv
 
     bundle = o.load_data(opts)
+    o.per_class_fits(opts, bundle)
     model_name = o.model_for(opts)
     model = o.build_model(opts, bundle)
     env = PanningVecEnv(model, bundle.train, bundle.input_shape, opts["lanes"], iterations=opts["iterations"],
@@ -83,11 +84,13 @@ def run(opts: dict) -> int:
         if not str(error).startswith("checkpoint"):
             raise
         text = str(error).removeprefix("checkpoint: ").removeprefix("checkpoint ")
-        for opt in OPTIONS:
-            text = re.sub(rf"(\(|; ){opt.dest} ", rf"\g<1>{opt.name} ", text)
-        raise o.UsageError(f"--checkpoint: {text}") from None
+        raise o.UsageError(f"--checkpoint: {o.name_options(text, OPTIONS)}") from None
     seconds = time.perf_counter() - started
-    save_agent(agent, out, episodes)
+    try:
+        save_agent(agent, out, episodes)
+    except WriteError as error:
+        raise WriteError(f"{error}; the trained agent is in the checkpoint {str(checkpoint_folder(opts))!r}: run "
+                         "the same command again, with space, to write it") from None
     rewards = [row["reward"] for row in episodes]
     first, last = (np.mean(rewards[:20]), np.mean(rewards[-20:])) if rewards else (float("nan"),) * 2
     print(f"{opts['algorithm']} agent for {model_name} x{opts['width']:g} / {bundle.name}: {agent.num_timesteps} "

@@ -17,7 +17,8 @@ OPTIONS = (
     Option("repeats", int, "timed rounds per op, the minimum is kept; default 5, 3 with --quick",
            check=checks.positive_int),
     Option("output", Path, "also write the markdown table to this file", check=o.output_file),
-    o.THREADS,
+    o.THREADS.but(default=1, help="CPU threads for torch, per process: with more, a busy machine's other work "
+                  "makes the timings noise (20-40x slower, ops timed faster than their floor)"),
 )
 
 

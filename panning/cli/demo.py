@@ -70,4 +70,7 @@ def resume_hint(opts: dict) -> str:
 def run(opts: dict) -> int:
     from . import demo_run
 
+    if opts["agent"] is not None and "rl_panning" not in opts["methods"]:
+        raise o.UsageError("--agent: has no effect without rl_panning in --methods")
+
     return demo_run.run(opts)

@@ -30,12 +30,15 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import data as datasets, models
+from ..arena import except_last
 from ..connectivity import effective_sparsity
 from ..io import save_figure, write_text
 from ..jackpot import magnitude_baseline, search
+from ..masks import Masks
 from ..pbt.entry import prune
 from ..pbt.methods import METHODS
 from ..pbt.rl.agent import AGENTS, agent_differences, agent_digest, agent_file
+from ..sparsity import kept_weights
 from ..train import PROTOCOL, evaluate, train
 
 DATA = "mnist1d"
@@ -64,6 +67,9 @@ def run(opts: dict, out=None) -> int:
     agent, agent_note = _agent(opts)  # may refuse an --agent that does not fit, before any work
     opts["agent"] = agent
     bundle = datasets.load(DATA)
+    model = _built(opts, bundle)  # sparsities that keep no weight are refused before any work
+    kept_weights(model, opts["sparsity"], name="--sparsity")
+    kept_weights(model, opts["jackpot_sparsity"], include=except_last(model), name="--jackpot-sparsity")
     recipe = RECIPE | {"epochs": opts["epochs"]}
     cells = Cells(folder)
 
@@ -161,7 +167,8 @@ def _pruned(opts: dict, bundle, recipe: dict, method: str, folder: Path) -> dict
     started = time.perf_counter()
     masks = prune(model, method, opts["sparsity"], bundle, seed=opts["seed"], progress=opts["progress"], **options)
     prune_seconds = time.perf_counter() - started
-    masks.save(folder / "masks" / f"{method}.safetensors")
+    Masks(masks, {"model": MODEL, "width": opts["width"], "data": DATA}).save(folder / "masks" /
+                                                                            f"{method}.safetensors")
     effective = effective_sparsity(model, masks, bundle.input_shape)
     trained = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], progress=opts["progress"])
     return dict(sparsity=masks.sparsity, effective_sparsity=effective, test_acc=trained.test_acc,

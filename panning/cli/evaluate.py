@@ -40,7 +40,8 @@ def run(opts: dict) -> int:
         raise o.UsageError("--data: the model file does not say which data set it was trained on; give --data")
     model, _ = models.load(opts["weights"], name="--weights")
     if masks is not None:
-        o.masks_fit("--masks", masks, model)
+        o.masks_fit("--masks", masks, model, {"model": spec["name"], "width": spec["width"],
+                                              "data": spec.get("data")})
         masks.apply(model)
     bundle = o.load_data(opts, name, seed)
     if tuple(bundle.input_shape) != tuple(spec["input_shape"]) or bundle.num_classes != spec["num_classes"]:

@@ -51,7 +51,7 @@ OPTIONS = (
     Option("finetune-epochs", int, "then train the kept weights with the mask fixed (0: no fine-tune)", 0,
            check=checks.non_negative_int),
     Option("finetune-lr", float, "with --finetune-epochs: its learning rate; default: panning.jackpot.finetune's",
-           check=checks.positive),
+           check=checks.positive, requires="finetune_epochs"),
     o.SEED,
     o.DEVICE.but(default=None, help="torch device: cpu, cuda, cuda:<i>; default: cuda if available"),
     Option("out", Path, "folder for the cached dense model and the runs", Path("runs/jackpot"),
@@ -73,14 +73,21 @@ def run(opts: dict) -> int:
     import torch.distributed as dist
 
     from .. import models
+    from ..arena import except_last, prunable
     from ..jackpot.searching import search
+    from ..sparsity import kept_weights
 
     if opts["epochs"] is not None and opts["steps"] is not None:  # before the dense training, not after it
         raise o.UsageError("--steps: give the search budget as --epochs or as --steps, not both")
     opts = o.defaults_of(search, opts, _SEARCH_KEYS)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if opts["batch_size"] % world:  # before the dense training, not after it
+        raise o.UsageError(f"--batch-size: {opts['batch_size']} does not split evenly over {world} processes")
     bundle = o.load_data(opts)
     opts["model"] = o.model_for(opts)
     model = o.build_model(opts, bundle)
+    kept_weights(model, opts["sparsity"], include=prunable if opts["include_classifier"] else except_last(model),
+                 name="--sparsity")
     if opts["checkpoint"] is not None:
         models.load_weights(model, opts["checkpoint"], name="--checkpoint")
     rank, device, joined = _distributed(opts["device"])
@@ -127,19 +134,27 @@ def _train_dense(model, opts: dict, bundle, device, rank: int) -> None:
     models.load_weights(model, cache)
 
 
-def _run_name(opts: dict, settings: dict) -> str:
+def _run_name(opts: dict, settings: dict, world: int) -> str:
     """The run folder's name: every setting that changes the search (two runs differing in any of them must
-    not share a checkpoint)."""
+    not share a checkpoint), including the pre-trained weights (the first 12 hex digits of the SHA-256 of
+    --checkpoint; without it the dense model the name's other settings train) and the number of processes."""
+    from ..io import file_digest
+
     classifier = "-withfc" if opts["include_classifier"] else ""
     budget = f"steps{opts['steps']}" if opts["steps"] is not None else f"e{opts['epochs'] or 10}"
     bn = "bn" if settings["bn_reestimation"] else "nobn"
+    weights = f"-from{file_digest(opts['checkpoint'])[:12]}" if opts["checkpoint"] is not None else ""
+    processes = f"-np{world}" if world > 1 else ""
     return (f"{opts['data']}-{opts['model']}-w{opts['width']:g}-s{opts['sparsity']:g}-{budget}-{opts['preset']}-"
             f"{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-m{opts['momentum']:g}-"
-            f"wd{opts['weight_decay']:g}-b{opts['batch_size']}-{opts['budget']}{classifier}-seed{opts['seed']}")
+            f"wd{opts['weight_decay']:g}-b{opts['batch_size']}-{opts['budget']}{classifier}-seed{opts['seed']}"
+            f"{weights}{processes}")
 
 
 def _search(model, opts: dict, bundle, device, rank: int) -> int:
-    from ..io import write_text
+    import torch.distributed as dist
+
+    from ..io import WriteError, write_text
     from ..jackpot.budget import magnitude_baseline
     from ..jackpot.finetune import finetune
     from ..jackpot.searching import resolve_settings, search
@@ -153,10 +168,17 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
         model, bundle, opts["sparsity"], batch_size=opts["batch_size"], device=device, budget=opts["budget"],
         rounding=settings["rounding"], include_classifier=opts["include_classifier"])
     magnitude_bn_acc = magnitude_acc if bn_acc is None else bn_acc
-    run_dir = Path(opts["out"]) / _run_name(opts, settings)
-    result = search(model, bundle, sparsity=opts["sparsity"], **{k: opts[k] for k in _SEARCH_KEYS},
-                    seed=opts["seed"], checkpoint=run_dir / "search.pt", resume=opts["resume"],
-                    progress=opts["progress"])
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    run_dir = Path(opts["out"]) / _run_name(opts, settings, world)
+    try:
+        result = search(model, bundle, sparsity=opts["sparsity"], **{k: opts[k] for k in _SEARCH_KEYS},
+                        seed=opts["seed"], checkpoint=run_dir / "search.pt", resume=opts["resume"],
+                        progress=opts["progress"])
+    except ValueError as error:  # the run folder's checkpoint is of another run
+        if not str(error).startswith("checkpoint: "):
+            raise
+        raise o.UsageError(f"--out: the run folder's {o.name_options(str(error).removeprefix('checkpoint: '), OPTIONS)}"
+                           "; give another --out, or --no-resume to start this search afresh there") from None
     summary = dict(data=opts["data"], model=opts["model"], sparsity=opts["sparsity"], epochs=opts["epochs"],
                    steps=result.steps, preset=opts["preset"], **result.settings, budget=opts["budget"],
                    include_classifier=opts["include_classifier"], batch_size=opts["batch_size"],
@@ -175,9 +197,13 @@ def _search(model, opts: dict, bundle, device, rank: int) -> int:
     else:
         plain = result.model
     if rank == 0:
-        result.save(run_dir)
-        write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
-        report.plot(run_dir / "search.png", opts, summary, result)
+        try:
+            result.save(run_dir, **o.made_for(opts, opts["model"], bundle))
+            write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+            report.plot(run_dir / "search.png", opts, summary, result)
+        except WriteError as error:
+            raise WriteError(f"{error}; the finished search is in its checkpoint under {str(run_dir)!r}: run the "
+                             "same command again, with space, to write its results") from None
         print(report.table(opts, summary, result, plain))
         print(f"wrote {run_dir}/ (masks.safetensors, scores.safetensors, summary.json, search.png)")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ class Option:
     """One command option: ``--flag`` on the command line, ``flag`` (or ``flag_with_underscores``) in YAML.
 
     ``default`` is the value when neither the flag nor the config sets it (None: the command decides, as the help
-    says); ``check(name, value)`` validates a set value, given the option's name ``--flag`` for its message."""
+    says); ``check(name, value)`` validates a set value, given the option's name ``--flag`` for its message;
+    ``requires`` names the option without which this one has no effect (setting it alone is refused)."""
 
     flag: str
     type: Callable[[Any], Any]
@@ -48,6 +50,7 @@ class Option:
     default: Any = None
     choices: Sequence[str] | None = None
     check: Callable[[str, Any], Any] | None = None
+    requires: str | None = None  # the option (dest) without which this one has no effect
 
     @property
     def dest(self) -> str:
@@ -152,10 +155,14 @@ def _writable(name: str, folder: Path, path: Path) -> Path:
 @importing
 def agent(name: str, path: Path) -> Path:
     """A saved agent given by its path without suffix (panning agent --out): its .json and .safetensors exist."""
-    from ..pbt.rl.agent import agent_file
+    from ..pbt.rl.agent import agent_file, check_agent_files
 
     for suffix in (".json", ".safetensors"):
         input_file(name, agent_file(path, suffix))
+    try:
+        check_agent_files(path)
+    except ValueError as error:
+        raise UsageError(f"{name}: {str(error).removeprefix('agent ')}") from None
     return path
 
 
@@ -195,11 +202,32 @@ def build_model(opts: dict, bundle):
 
     torch.manual_seed(opts["seed"])
     try:
+        with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
+            size = sum(p.numel() for p in models.build(model_for(opts), bundle.input_shape, bundle.num_classes,
+                                                       width=opts["width"]).parameters())
+        fits(size)
         return models.build(model_for(opts), bundle.input_shape, bundle.num_classes, width=opts["width"])
     except ValueError as error:
         if str(error).startswith("input_shape"):
             raise UsageError(f"--model: {model_for(opts)} does not take {bundle.name}'s samples ({error})") from None
+        if str(error).startswith("model: "):
+            raise UsageError(f"--width: {opts['width']:g} makes {model_for(opts)} "
+                             f"{str(error).removeprefix('model: ')}") from None
         raise
+
+
+#: Copies of the weights a training run holds at once: the weights, their gradients, two optimizer moments.
+_COPIES = 4
+
+
+def fits(parameters: int) -> None:
+    """Refuse a model whose training would not fit this machine's memory (float32 weights, gradients and two
+    optimizer moments), naming its size, before it is allocated."""
+    needed = parameters * 4 * _COPIES
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise ValueError(f"model: {parameters:,} parameters, {needed / 2**30:.1f} GiB to train, more than this "
+                         f"machine's {memory / 2**30:.1f} GiB of memory")
 
 
 def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
@@ -231,11 +259,51 @@ def load_masks(name: str, path: Path):
     try:
         return Masks.load(path)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"{name}: {str(error).removeprefix('path: ')}") from None
+        raise UsageError(f"{name}: {str(error).removeprefix('path: ').removeprefix('masks: ')}") from None
 
 
-def masks_fit(name: str, masks, model) -> None:
-    """Masks (panning.masks.Masks) that cover parameters of `model` with their shapes."""
+def per_class_fits(opts: dict, bundle) -> None:
+    """--per-class no larger than the smallest class of the training set (a class-balanced batch draws that many
+    of every class present), checked once the data set is loaded, before any work."""
+    import torch
+
+    if opts.get("per_class") is None:
+        return
+    counts = torch.bincount(bundle.train.tensors[1])
+    counts = counts[counts > 0]  # the batches draw from the classes present
+    if opts["per_class"] > int(counts.min()):
+        raise UsageError(f"--per-class: {opts['per_class']} samples of every class, but the training set of "
+                         f"{bundle.name} "
+                         f"has {int(counts.min())} of its smallest class")
+
+
+def name_options(text: str, options: Sequence[Option]) -> str:
+    """A library message that names settings in a list ("(lr 0.01 there, 0.5 here; seed ...") with the flags of
+    `options` instead ("(--lr 0.01 there, ...")."""
+    for opt in options:
+        text = re.sub(rf"(\(|; ){opt.dest} ", rf"\g<1>{opt.name} ", text)
+    return text
+
+
+def made_for(opts: dict, model_name: str, bundle) -> dict:
+    """What a file a command writes was made for: the model, its width and the data set (files record it; a
+    command reading one compares it with its own)."""
+    return {"model": model_name, "width": opts["width"], "data": bundle.name}
+
+
+def describe(about: dict) -> str:
+    """A model as a file records it (made_for): "cnn1d x4 for mnist1d"."""
+    width = about.get("width")
+    return (f"{about.get('model', 'an unnamed model')}" + (f" x{width:g}" if isinstance(width, (int, float)) else "")
+            + (f" for {about['data']}" if about.get("data") else ""))
+
+
+def masks_fit(name: str, masks, model, here: dict | None = None) -> None:
+    """Masks (panning.masks.Masks) that cover parameters of `model` with their shapes; masks whose file says they
+    were made for another model than `here` (made_for) are refused naming both."""
+    if here is not None:
+        if any(key in masks.about and masks.about[key] != here[key] for key in here):
+            raise UsageError(f"{name}: made for {describe(masks.about)}; this model is {describe(here)}")
     try:
         masks.check(model)
     except ValueError as error:
@@ -252,7 +320,7 @@ MODEL = Option("model", str, "model; default: the data set's own ("
 WIDTH = Option("width", float, "width multiplier of the model's hidden layers / channels", 1.0,
                check=checks.positive)
 SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
-              check=checks.non_negative_int)
+              check=checks.seed)
 SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=sparsity)
 EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)",
                 check=checks.positive_int)
@@ -262,8 +330,16 @@ MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the mode
 WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe",
                       check=checks.non_negative)
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)
+def threads(name: str, value) -> int:
+    """A thread count for torch: at least 1, at most this machine's CPUs (more only contend for them)."""
+    cpus = os.cpu_count() or 1
+    if checks.positive_int(name, value) > cpus:
+        raise UsageError(f"{name}: {value} threads, but this machine has {cpus} CPUs")
+    return value
+
+
 THREADS = Option("threads", int, "CPU threads for torch; default: torch's choice (1 is as fast for the small "
-                 "models and far faster on a busy machine)", check=checks.positive_int)
+                 "models and far faster on a busy machine)", check=threads)
 PROGRESS = Option("progress", boolean, "progress bars (shown only when stderr is a terminal)", True)
 MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed", check=input_file)
 CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it", check=input_file)
@@ -306,6 +382,9 @@ def read_config(path: Path, options: Sequence[Option]) -> dict:
         if opt is None:
             known = ", ".join(o.flag for o in options)
             raise UsageError(f"--config: {str(path)!r}: unknown option {key!r}; known: {known}")
+        if value is None and opt.default is not None:
+            raise UsageError(f"--config: {str(path)!r}: option {key!r} is null; leave it out for its default "
+                             f"({opt.help_text().rpartition('(default: ')[2].rstrip(')')})")
         try:
             value = None if value is None else _convert(opt, value)
         except (TypeError, ValueError) as e:
@@ -338,6 +417,11 @@ def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
                 values[opt.dest] = opt.check(opt.name, values[opt.dest])
             except (TypeError, ValueError) as error:
                 raise UsageError(str(error)) from None
+    by_dest = {opt.dest: opt for opt in options}
+    for opt in options:
+        if opt.requires is not None and values[opt.dest] is not None and not values[opt.requires]:
+            raise UsageError(f"{opt.name}: has no effect without {by_dest[opt.requires].name}; give both or "
+                             f"neither")
     if values.get("progress"):  # bars only where someone watches: not in logs, pipes or CI
         values["progress"] = sys.stderr.isatty()
     return values

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import checks
 from . import options as o
-from .options import Option, UsageError, boolean
+from .options import Option, UsageError, boolean, made_for
 
 HELP = "prune a network before training (Panning, SNIP, GraSP, SynFlow, ...) and save the masks"
 OPTIONS = (
@@ -25,7 +25,8 @@ OPTIONS = (
     Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
            check=o.output_file),
     Option("train", boolean, "then train the pruned network and print its test accuracy", False),
-    o.EPOCHS.but(help="with --train: training epochs; default: the model's recipe (panning.train.RECIPES)"),
+    o.EPOCHS.but(help="with --train: training epochs; default: the model's recipe (panning.train.RECIPES)",
+                 requires="train"),
     o.DEVICE, o.THREADS, o.PROGRESS.but(help="progress bars, on a terminal"),
 )
 _METHOD_OPTIONS = ("iterations", "per_class", "agent")
@@ -37,8 +38,10 @@ def run(opts: dict) -> int:
 
     from ..arena import except_last, prunable
     from ..connectivity import collapse_report
+    from ..masks import Masks
     from ..pbt.entry import prune
     from ..pbt.methods import METHODS
+    from ..sparsity import kept_weights
 
     method = METHODS[opts["method"]]
     extra = {key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None}
@@ -62,8 +65,10 @@ def run(opts: dict) -> int:
         if differs:
             raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
     bundle = o.load_data(opts)
+    o.per_class_fits(opts, bundle)
     model = o.build_model(opts, bundle).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable
+    kept_weights(model, opts["sparsity"], include=include, name="--sparsity")
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
                   progress=opts["progress"], **extra)
@@ -71,6 +76,7 @@ def run(opts: dict) -> int:
     print(f"{opts['method']} on {model_name} / {bundle.name}, seed {opts['seed']}: pruned in {seconds:.2f} s")
     print(format_report(collapse_report(model, masks, bundle.input_shape),
                         {name: m.numel() for name, m in masks.items()}))
+    masks = Masks(masks, made_for(opts, model_name, bundle))
     masks.save(opts["out"])
     print(f"masks saved to {opts['out']}")
     if opts["train"]:

@@ -37,10 +37,14 @@ def run(opts: dict) -> int:
     """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
     from .. import models
     from ..io import WriteError, load_tensors
-    from ..train import RECIPES, train
+    from ..train import RECIPES, Diverged, train
     from .tables import print_row
 
     o.distinct_files(opts, "checkpoint", "save")
+    optimizer = opts["optimizer"] or RECIPES[o.model_for(opts)]["optimizer"]
+    if opts["momentum"] is not None and optimizer != "sgd":
+        raise o.UsageError(f"--momentum: has no effect with the {optimizer} optimizer (the "
+                           f"{'--optimizer' if opts['optimizer'] else 'recipe'}'s); give --optimizer sgd to use it")
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
@@ -48,15 +52,20 @@ def run(opts: dict) -> int:
     model_name = o.model_for(opts)
     model = o.build_model(opts, bundle)
     if masks is not None:
-        o.masks_fit("--masks", masks, model)
+        o.masks_fit("--masks", masks, model, o.made_for(opts, model_name, bundle))
     recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}
     try:
         result = train(model, bundle, **recipe, masks=masks, mode=opts["mode"] or "auto", seed=opts["seed"],
                        device=opts["device"], checkpoint=opts["checkpoint"], progress=opts["progress"])
     except ValueError as error:  # a checkpoint of another run is refused before the first step
         if str(error).startswith("checkpoint: "):
-            raise o.UsageError(f"--checkpoint: {str(error).removeprefix('checkpoint: ')}") from None
+            raise o.UsageError(f"--checkpoint: {o.name_options(str(error).removeprefix('checkpoint: '), OPTIONS)}") \
+                from None
         raise
+    except Diverged as error:
+        kept = (f"; the checkpoint {str(opts['checkpoint'])!r} holds the last good epoch" if opts["checkpoint"]
+                and opts["checkpoint"].exists() else "")
+        raise Diverged(f"{error}{kept}; --save was not written" if opts["save"] else f"{error}{kept}") from None
     if opts["save"] is not None:
         try:
             models.save(opts["save"], model, name=model_name, input_shape=bundle.input_shape,

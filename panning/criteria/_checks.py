@@ -1,6 +1,8 @@
 """Argument checks shared by the criteria: every error names the offending argument."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -43,6 +45,31 @@ def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     ops_checks.bool_mask(name, value, (arena.numel,))
     ops_checks.same_device("arena", arena.weights, **{name: value})
     return value
+
+
+def takes_samples(model: nn.Module, shape: tuple[int, ...], name: str = "data", classes: int | None = None) -> None:
+    """Samples of `shape` fit the model's first layer (a Linear takes them flattened or along their last
+    dimension; a convolution takes their first dimension as channels, with its spatial dimensions after), and
+    its last Linear layer gives an output for each of `classes` (when given). Token models (an Embedding takes
+    the samples) and models without a Linear or convolution are not checked."""
+    modules = list(model.modules())
+    layers = [m for m in modules if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if not layers or any(isinstance(m, nn.Embedding) for m in modules):
+        return
+    first, last = layers[0], layers[-1]
+    if classes is not None and isinstance(last, nn.Linear) and last.out_features < classes:
+        raise ValueError(f"{name}: {classes} classes, but the model's last layer (Linear) gives "
+                         f"{last.out_features} outputs")
+    if isinstance(first, nn.Linear):
+        fits = first.in_features in (math.prod(shape), shape[-1])
+        takes = f"{first.in_features} features"
+    else:
+        dims = first.weight.dim() - 2
+        fits = len(shape) == dims + 1 and shape[0] == first.in_channels
+        takes = f"{first.in_channels} channel(s) of {dims}-D samples"
+    if not fits:
+        raise ValueError(f"{name}: samples of shape {tuple(shape)} do not fit the model, whose first layer "
+                         f"({type(first).__name__}) takes {takes}")
 
 
 def input_shape(value) -> tuple[int, ...]:

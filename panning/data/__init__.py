@@ -41,6 +41,9 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
     ``options`` are accepted by "synthetic" only (num_classes, input_shape, n_train, n_test, noise).
     """
     checks.choice("name", name, NAMES)
+    checks.seed("seed", seed)
+    if data_dir is not None and name not in ("cifar10", "cifar100"):
+        raise ValueError(f"data_dir: only the CIFAR data sets are read from a folder; {name} would ignore it")
     if options and name != "synthetic":
         raise ValueError(f"options {sorted(options)} are only accepted for name='synthetic', not {name!r}")
     if name == "mnist1d":

@@ -61,6 +61,7 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global"
     checks.choice("rounding", rounding, ROUNDINGS)
     arena = Arena(model, include=prunable if include_classifier else except_last(model), share=False)
     k = layer_budgets(arena, sparsity, budget=budget, rounding=rounding)
+    checks.keeps_weights("sparsity", sparsity, int(k.sum()), arena.numel)
     return Masks.from_flat(arena, magnitude_mask(arena, k))
 
 

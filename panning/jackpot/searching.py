@@ -31,6 +31,7 @@ buffers, counters and position; a resumed search ends with the same masks as an 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 from .. import checks, ops
 from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
+from ..criteria import _checks
 from ..data import Data, split
 from ..io import derived_generator, save_atomically, save_tensors
 from ..masks import Masks
@@ -87,6 +89,10 @@ class EpochRecord:
     seconds: float
 
 
+#: The format marker of a scores file (the key "format" of its metadata).
+SCORES_FORMAT = "panning.scores/1"
+
+
 @dataclass
 class SearchResult:
     """What `search` found. `model` is the searched model, its layers swapped for panning.nn sparse layers
@@ -107,12 +113,13 @@ class SearchResult:
     def counters(self) -> dict[str, int]:
         return {name: sum(getattr(r, name) for r in self.history) for name in COUNTERS}
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write masks.safetensors and scores.safetensors into `directory` (atomically each)."""
+    def save(self, directory: str | os.PathLike, **about) -> None:
+        """Write masks.safetensors (saying what it was made for: `about`) and scores.safetensors into `directory`
+        (atomically each)."""
         directory = Path(directory)
-        self.masks.save(directory / "masks.safetensors")
+        Masks(self.masks, about).save(directory / "masks.safetensors")
         save_tensors({name: s.contiguous().cpu() for name, s in self.scores.items()},
-                     directory / "scores.safetensors")
+                     directory / "scores.safetensors", metadata={"format": SCORES_FORMAT, "about": json.dumps(about)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,12 +269,13 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
     checks.positive_int("batch_size", batch_size)
     checks.momentum("momentum", momentum)
     checks.non_negative("weight_decay", weight_decay)
-    checks.non_negative_int("seed", seed)
+    checks.seed("seed", seed)
     if checkpoint_every is not None:
         checks.positive_int("checkpoint_every", checkpoint_every)
     if max_steps is not None:
         checks.non_negative_int("max_steps", max_steps)
     train, test, augment, data_name = split(data, test)  # reads a DataLoader: after the cheap checks
+    _checks.takes_samples(model, tuple(train.tensors[0].shape[1:]), classes=int(train.tensors[1].max()) + 1)
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     if batch_size % world:
         raise ValueError(f"batch_size: {batch_size} does not split evenly over {world} processes")
@@ -279,6 +287,7 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
     space = SearchSpace(model, prunable if include_classifier else except_last(model))
     try:  # a search that fails gives the model back as it was given
         k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
+        checks.keeps_weights("sparsity", sparsity, int(k.sum()), space.arena.numel)
         space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
         space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
                        else ops.topk_mask(space.scores, k, offsets=space.arena.offsets))
@@ -354,7 +363,7 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
             bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
 
         stop = total if max_steps is None else min(total, max_steps)
-        bar = tqdm(total=total, initial=searcher.t, disable=not progress or rank != 0, unit="step",
+        bar = tqdm(total=total, initial=searcher.t, disable=None if progress and rank == 0 else True, unit="step",
                    desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
         space.model.train()
         try:

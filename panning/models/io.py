@@ -12,6 +12,10 @@ from torch import nn
 
 from ..io import atomic_path, load_tensors
 
+#: The format marker of a model file (the key "format" of its metadata; files written before it was added have
+#: none and are read as this format).
+FORMAT = "panning.model/1"
+
 
 def save(path, model: nn.Module, *, name: str, input_shape, num_classes: int, width: float = 1.0, **info) -> None:
     """Write ``model``'s state dict to ``path`` (atomically) with the arguments of :func:`panning.models.build`
@@ -19,16 +23,20 @@ def save(path, model: nn.Module, *, name: str, input_shape, num_classes: int, wi
     spec = dict(name=name, input_shape=list(input_shape), num_classes=num_classes, width=width, **info)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, os.fspath(tmp), metadata={"panning.model": json.dumps(spec)})
+        save_file(tensors, os.fspath(tmp), metadata={"format": FORMAT, "panning.model": json.dumps(spec)})
 
 
 def read_spec(path, name: str = "path") -> dict:
     """The build arguments and saved ``info`` of a model file written by :func:`save`, without loading it."""
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("panning.model")
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError):
-        raw = None
+        metadata = {}
+    raw = metadata.get("panning.model")
+    if metadata.get("format", FORMAT) != FORMAT:
+        raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save: it is a "
+                         f"{metadata['format']!r} file, not {FORMAT}")
     if raw is None:
         raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save "
                          "(panning train --save)")
@@ -56,7 +64,30 @@ def load_weights(model: nn.Module, path, name: str = "checkpoint") -> nn.Module:
         raise ValueError(f"{name}: {os.fspath(path)!r} holds no state dict")
     try:
         model.load_state_dict(state)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())
-        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model: {detail[:400]}") from None
+    except RuntimeError:
+        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model{_holds(path)}: "
+                         f"{state_differences(model.state_dict(), state)}") from None
     return model
+
+
+def _holds(path) -> str:
+    """", it holds cnn2d x1 for digits" where the file is a model saved by :func:`save` (its metadata says)."""
+    try:
+        spec = read_spec(path)
+    except (ValueError, json.JSONDecodeError):
+        return ""
+    data = f" for {spec['data']}" if spec.get("data") else ""
+    return f" (it holds {spec.get('name')} x{spec.get('width', 1.0):g}{data})"
+
+
+def state_differences(expected: dict, given: dict) -> str:
+    """How a state dict differs from the model's, in one short phrase ("" where it fits: the same keys and
+    shapes); torch's own message lists every key."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    shapes = [f"{key} {tuple(given[key].shape)} for {tuple(expected[key].shape)}" for key in expected
+              if key in given and hasattr(given[key], "shape") and given[key].shape != expected[key].shape]
+    parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+             f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+             f"{len(shapes)} of other shapes (e.g. {shapes[0]})" if shapes else ""]
+    return "tensors: " + ", ".join(part for part in parts if part) if any(parts) else ""

@@ -70,9 +70,10 @@ def global_prune(model: nn.Module, amount: float | int, *, score: Score = "l1",
     """Masks pruning `amount` of the prunable weights of `model` globally; the model is not changed.
 
     amount, as in torch.nn.utils.prune: a float is a FRACTION of the weights not yet pruned (0.9 prunes 90%,
-    rounded as torch rounds); an int is a COUNT of weights: `global_prune(model, 1)` prunes one weight, and
-    `global_prune(model, 1.0)` prunes them all. (`panning.prune` and the command line take a sparsity instead,
-    always a fraction in [0, 1); see docs/cli.md.)
+    rounded as torch rounds); an int is a COUNT of weights: `global_prune(model, 1)` prunes one weight. An amount
+    that would leave no weight (1.0, or every remaining weight) is refused, as sparsity 1 is everywhere in
+    panning. (`panning.prune` and the command line take a sparsity instead, always a fraction in [0, 1); see
+    docs/cli.md.)
 
     The semantics of torch.nn.utils.prune.global_unstructured over the weights `include` selects (by default every
     prunable weight of panning.adapter): the lowest scores are pruned; weights already pruned (masks of sparse
@@ -86,6 +87,9 @@ def global_prune(model: nn.Module, amount: float | int, *, score: Score = "l1",
     current = _current_masks(arena, model)
     remaining = int(current.sum())
     keep = remaining - _prune_count(amount, remaining)
+    if remaining and not keep:
+        raise ValueError(f"amount: {amount!r} prunes all {remaining:,} remaining weights, keeping none (sparsity 1 "
+                         f"removes every weight); prune at most {remaining - 1:,}")
     flat = torch.zeros_like(current)
     flat[current] = ops.topk_mask(scores[current], keep)
     return Masks.from_flat(arena, flat)

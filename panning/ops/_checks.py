@@ -55,6 +55,21 @@ def bool_mask(name: str, value, expected: tuple[int, ...]) -> torch.Tensor:
     return shape(name, value, expected)
 
 
+def zero_one(name: str, value: torch.Tensor) -> torch.Tensor:
+    """A floating mask that holds only 0 and 1 (0.5 is neither kept nor pruned)."""
+    bad = value[(value != 0) & (value != 1)]
+    if bad.numel():
+        raise ValueError(f"{name}: a floating mask must hold only 0 and 1 (or be bool), got {bad[0].item()!r}")
+    return value
+
+
+def materialized(name: str, module) -> None:
+    """A module whose parameters hold values: none on the meta device (shapes only)."""
+    if any(p.is_meta for p in module.parameters()):
+        raise ValueError(f"{name}: its parameters are on the meta device (shapes without values); materialize it "
+                         "first (module.to_empty(device=...), then load or initialize its weights)")
+
+
 def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
     """A mask the shape of `like`: bool, or floating 0/1 (e.g. a straight-through mask)."""
     tensor(name, value)

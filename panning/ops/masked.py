@@ -108,7 +108,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
                   *, score_grad: bool = False, backend: str | None = None) -> torch.Tensor:
     """y = x @ (weight * mask)^T + bias without materializing weight * mask.
 
-    x: (..., in); weight: (out, in); mask: (out, in) bool, or floating 0/1; bias: (out,) or None.
+    x: (..., in); weight: (out, in); mask: (out, in) bool, or floating 0/1 (any other value is refused: 0.5 is
+    neither kept nor pruned); bias: (out,) or None.
     The weight receives dW_eff * mask (pruned weights get no gradient). With `score_grad=True` the mask
     must be a floating tensor standing for top-k(scores) (e.g. a straight-through view of the scores)
     and receives dW_eff * weight, the straight-through score gradient of Lottery Jackpots.
@@ -127,6 +128,8 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
         raise TypeError("mask: score_grad=True needs a floating mask that can carry a gradient, got bool")
     if not score_grad:
         mask = mask.detach()
+        if mask.dtype.is_floating_point:
+            _checks.zero_one("mask", mask)
     if mask.dtype != torch.bool and mask.dtype != weight.dtype:
         mask = mask != 0  # the kernels read a bool mask or one of the weight's dtype
     name = dispatch.resolve("masked_linear_fwd", x.device, backend)

@@ -13,6 +13,7 @@ from ..arena import Arena, prunable
 from ..criteria import _checks
 from ..data import Data, DataBundle, split
 from ..masks import Masks
+from ..sparsity import keep_count
 from .methods import METHODS, Problem, check_options
 
 
@@ -46,11 +47,15 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     values = check_options(method, options)
     spec = METHODS[method]
     sparsity = checks.sparsity(sparsity)
-    checks.integer("seed", seed, minimum=0)
-    dataset, input_shape = _resolve_data(data, input_shape, method, spec.needs_data)
+    checks.seed("seed", seed)
+    dataset, shape = _resolve_data(data, input_shape, method, spec.needs_data)
     arena = Arena(model, include=include, share=False, logits=logits)
-    with tqdm(total=spec.steps(values), desc=method, disable=not progress, leave=False) as bar:
-        problem = Problem(model, arena, dataset, input_shape, sparsity, torch.Generator().manual_seed(seed),
+    if shape is not None:
+        _checks.takes_samples(model, shape, "data" if input_shape is None else "input_shape",
+                              data.num_classes if isinstance(data, DataBundle) else None)
+    checks.keeps_weights("sparsity", sparsity, keep_count(arena.numel, sparsity), arena.numel)
+    with tqdm(total=spec.steps(values), desc=method, disable=None if progress else True, leave=False) as bar:
+        problem = Problem(model, arena, dataset, shape, sparsity, torch.Generator().manual_seed(seed),
                           on_step=lambda step, mask: bar.update(step + 1 - bar.n))
         mask = spec.run(problem, **values)
     return Masks.from_flat(arena, mask)

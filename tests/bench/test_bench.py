@@ -14,6 +14,7 @@ def test_quick_bench_measures_every_kernel(tmp_path, capsys):
     for group in ("topk_mask", "saliency", "masked_linear fwd+bwd", "sparse_linear fwd", "load average"):
         assert group in text
     assert f", {torch.get_num_threads()} thread(s), " in text.splitlines()[0]
+    assert ", 1 thread(s), " in text.splitlines()[0]  # one thread per process unless --threads says otherwise
     assert out.read_text().strip() == text.strip()
 
 

@@ -20,6 +20,7 @@ def test_agent_train_then_prune_with_it(tmp_path, capsys):
     assert "80 steps" in printed and "mean episode reward" in printed
     spec = json.loads(out.with_suffix(".json").read_text())
     assert spec["algorithm"] == "td3" and spec["network"]["model"] == "mlp" and spec["network"]["width"] == 0.1
+    assert spec["format"] == "panning.agent/1" and spec["env"]["lanes"] == 2 and spec["env"]["per_class"] == 3
     assert spec["settings"]["learning_rate"] == 2e-4 and spec["settings"]["tau"] == 0.01
     with open(out.with_suffix(".episodes.csv")) as f:
         rows = list(csv.DictReader(f))

@@ -257,7 +257,7 @@ def test_prune_refuses_an_agent_of_another_network_naming_what_differs(tmp_path,
     (tmp_path / "not-an-agent.safetensors").write_bytes(b"")
     assert main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "not-an-agent"), "--width", "4",
                  "--out", str(out)]) == 2
-    assert "--agent: agent " in error_line(capsys, "prune")
+    assert "not-an-agent.json': not a saved panning agent" in error_line(capsys, "prune")
     assert not out.exists()
 
 
@@ -292,5 +292,6 @@ def test_train_refuses_the_checkpoint_of_another_run_as_checkpoint(tmp_path, cap
     capsys.readouterr()
     assert main([*command, "--lr", "0.5"]) == 2
     assert error_line(capsys, "train").endswith(
-        f"--checkpoint: {str(checkpoint)!r} belongs to another run: it has {{'lr': 0.01}}, this run {{'lr': 0.5}}")
+        f"--checkpoint: {str(checkpoint)!r} belongs to another run (--lr 0.01 there, 0.5 here); continue with its "
+        "settings, or start afresh with another checkpoint (or delete this one)")
     assert checkpoint.read_bytes() == written

@@ -28,12 +28,21 @@ def torch_prune(net: nn.Module, amount, importance=None) -> Masks:
     return Masks({f"{name}.weight": m.weight_mask.bool() for name, m in layers.items()})
 
 
-@pytest.mark.parametrize("amount", [0.0, 0.37, 0.9, 1.0, 250])
+@pytest.mark.parametrize("amount", [0.0, 0.37, 0.9, 0.999, 250])
 def test_l1_matches_torch(amount):
     ours = global_prune(model(), amount)
     assert ours == torch_prune(model(), amount)
     total = ours.numel
     assert total - ours.kept == (amount if isinstance(amount, int) else round(amount * total))
+
+
+def test_an_amount_that_keeps_no_weight_is_refused_as_sparsity_1_is():
+    """torch.nn.utils.prune takes 1.0 (prune everything); panning refuses any amount that keeps nothing."""
+    total = global_prune(model(), 0.0).numel
+    for amount in (1.0, total, 1 - 0.4 / total):
+        with pytest.raises(ValueError, match=rf"^amount: .* prunes all {total:,} remaining weights, keeping none"):
+            global_prune(model(), amount)
+    assert global_prune(model(), total - 1).kept == 1
 
 
 def test_custom_scores_match_torch_importance_scores():

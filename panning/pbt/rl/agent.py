@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from stable_baselines3 import DDPG, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -31,7 +30,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
 from ... import checks
-from ...io import atomic_path, folder_lock, save_figure, save_tensors, write_text
+from ...io import atomic_path, file_digest, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
 from .vec_env import PanningVecEnv
@@ -49,6 +48,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "ppo": dict(learning_rate=2e-4, batch_size=256, gamma=0.99, n_steps=2048),
 }
 NET_ARCH = [256, 256]
+#: The format marker of a saved agent (the key "format" of its JSON and of its weights' metadata); agents saved
+#: before it was added have none and are read as this format if they name their network.
+FORMAT = "panning.agent/1"
 #: Agents shipped with the package (package data): AGENTS / "cnn1d-w4-mnist1d" is cnn1d width 4 on MNIST-1D.
 AGENTS = Path(__file__).with_name("agents")
 AgentEnv = PanningEnv | PanningVecEnv
@@ -207,7 +209,7 @@ def agent_file(path: str | os.PathLike, suffix: str) -> Path:
 
 def agent_digest(path: str | os.PathLike) -> str:
     """The SHA-256 of the agent's weights file: what a result cached for the agent at `path` depends on."""
-    return hashlib.sha256(agent_file(path, ".safetensors").read_bytes()).hexdigest()
+    return file_digest(agent_file(path, ".safetensors"))
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dict] | None = None) -> None:
@@ -220,8 +222,8 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     if settings is None:
         raise ValueError("agent: not made by panning.pbt.rl.agent.make_agent")
     weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
-    save_tensors(weights, agent_file(path, ".safetensors"))
-    text = json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=1)
+    save_tensors(weights, agent_file(path, ".safetensors"), metadata={"format": FORMAT})
+    text = json.dumps({"format": FORMAT, **settings, "timesteps": int(agent.num_timesteps)}, indent=1)
     write_text(agent_file(path, ".json"), text)
     if episodes is not None:
         write_episodes(agent_file(path, ".episodes.csv"), episodes)
@@ -242,8 +244,27 @@ def read_agent_file(path: str | os.PathLike) -> dict:
         spec = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"agent {str(file)!r}: not a saved panning agent ({error})") from None
+    if isinstance(spec, dict) and spec.get("format", FORMAT) != FORMAT:
+        raise ValueError(f"agent {str(file)!r}: is {spec['format']!r}, not a panning agent ({FORMAT})")
     if not isinstance(spec, dict) or spec.get("algorithm") not in ALGORITHMS or "settings" not in spec:
         raise ValueError(f"agent {str(file)!r}: not a saved panning agent (no algorithm and settings)")
+    if not isinstance(spec.get("network"), dict) or not isinstance(spec["network"].get("arena"), dict):
+        raise ValueError(f"agent {str(file)!r}: of an earlier format that does not say which network it was "
+                         "trained for; train it again (panning agent)")
+    return spec
+
+
+def check_agent_files(path: str | os.PathLike) -> dict:
+    """Both files of the agent at `path`, checked without building it: the JSON half (read_agent_file) and a
+    readable safetensors file of weights; the JSON half is returned. A check before any work."""
+    spec = read_agent_file(path)
+    file = agent_file(path, ".safetensors")
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            weights.keys()
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights "
+                         f"({' '.join(str(error).split())})") from None
     return spec
 
 
