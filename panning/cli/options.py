@@ -308,10 +308,10 @@ def _foreign_model(name: str, kwargs: dict, bundle):
     library, _, rest = name.partition(":")
     try:
         if library == "torchvision":
-            models = require("torchvision", f"--model {name}").models
+            models = require("torchvision", name).models
             return models.get_model(rest, weights=None, **{"num_classes": bundle.num_classes, **kwargs})
         if library == "timm":
-            timm = require("timm", f"--model {name}")
+            timm = require("timm", name)
             return timm.create_model(rest, pretrained=False, **{"num_classes": bundle.num_classes,
                                                                 "in_chans": bundle.input_shape[0], **kwargs})
         return _function(name, "--model")(**kwargs)

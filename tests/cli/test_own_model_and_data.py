@@ -133,3 +133,12 @@ def test_the_documented_config_reads_as_the_options_it_shows(tmp_path):
     assert read_config(tmp_path / "own.yaml", train.OPTIONS) == {
         "model": "torchvision:mobilenet_v3_small", "model_kwargs": {"width_mult": 0.5},
         "data": "my_project.data:load_scans", "data_kwargs": {"root": "/data/scans"}}
+
+
+def test_a_library_that_is_not_installed_is_named_with_what_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # its import fails as if it were not installed
+    assert main(["train", "--data", f"{OWN}:blobs", "--model", "timm:resnet18", "--epochs", "1", *QUIET]) == 2
+    assert capsys.readouterr().err == ("panning train: error: --model: timm:resnet18 needs timm, which is not "
+                                       "installed: pip install timm (after torchvision)\n")
