@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from panning import checks
 from panning.adapter import Logits, logits as logits_of
 from panning.criteria import _checks as model_checks
-from panning.data import Data, as_tensors, split
+from panning.data import Data, DataBundle, as_tensors, split
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
 from panning.models.io import state_differences
@@ -102,15 +102,15 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset | DataLoader, batch_size: int = 1000, device="cpu",
+def evaluate(model: nn.Module, dataset: Data, batch_size: int = 1000, device="cpu",
              logits: Logits = logits_of) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset`` (a Dataset of (input, label)
-    items or a DataLoader of batches, read once: panning.data.as_tensors), in eval mode; ``logits`` picks the class
-    scores out of the model's output (default: panning.adapter.logits).
+    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``dataset`` (a DataBundle's test split, a
+    Dataset of (input, label) items or a DataLoader of batches, read once: panning.data.as_tensors), in eval mode;
+    ``logits`` picks the class scores out of the model's output (default: panning.adapter.logits).
 
     The model's train/eval mode is restored afterwards. ``model`` must already be on ``device``.
     """
-    x_all, y_all = as_tensors(dataset, "dataset").tensors
+    x_all, y_all = (dataset.test if isinstance(dataset, DataBundle) else as_tensors(dataset, "dataset")).tensors
     checks.positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()

@@ -21,4 +21,12 @@ pip install -q --upgrade pip setuptools wheel
 # Build requirements, installed here because the build runs without isolation (an isolated build
 # would fetch another torch).
 pip install -q pybind11 ninja
-MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-build-isolation -e ".[test,bench]"
+# torchvision (the tests run its models; panning uses it where installed, see panning/optional.py): the release
+# made for this torch (torch 2.N pairs with torchvision 0.(N+15)), without dependencies, so that pip never swaps
+# the torch above for the CUDA build that PyPI's torchvision wheels require. Installed before the models extra,
+# whose timm would otherwise pull the newest torchvision and, with it, a newer torch.
+TORCHVISION_SPEC=${PANNING_TORCHVISION:-$(.venv/bin/python -c \
+    "import torch; print(f'torchvision==0.{int(torch.__version__.split(\".\")[1]) + 15}.*')")}
+.venv/bin/python -c "import importlib.metadata as m; m.version('torchvision')" 2>/dev/null \
+    || pip install -q --no-deps "$TORCHVISION_SPEC"
+MAX_JOBS=${MAX_JOBS:-2} pip install -q --no-build-isolation -e ".[test,models]"

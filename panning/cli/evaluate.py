@@ -34,6 +34,9 @@ def run(opts: dict) -> int:
     if opts["weights"] is None:
         raise o.UsageError("--weights: required (a model file written by panning train --save)")
     spec = models.read_spec(opts["weights"], name="--weights")
+    if spec["name"] not in models.available():
+        raise o.UsageError(f"--weights: holds a {spec['name']} model; panning evaluate rebuilds panning's own models "
+                           f"only ({', '.join(models.available())})")
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     name, seed = opts["data"] or spec.get("data"), opts["seed"] if opts["seed"] is not None else spec.get("seed", 0)
     if name is None:

@@ -26,7 +26,7 @@ from .options import Option, boolean
 HELP = "search a lottery jackpot mask in a pre-trained network (weights unchanged)"
 _SEARCH = "; default: panning.jackpot.search's"
 OPTIONS = (
-    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
+    o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH,
     Option("checkpoint", Path, "pre-trained weights: a state dict (torch or .safetensors), a panning training "
            "checkpoint or a model file of panning train --save; without it the dense model is trained first",
            check=o.input_file),
@@ -83,8 +83,11 @@ def run(opts: dict) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if opts["batch_size"] % world:  # before the dense training, not after it
         raise o.UsageError(f"--batch-size: {opts['batch_size']} does not split evenly over {world} processes")
-    bundle = o.load_data(opts)
     opts["model"] = o.model_for(opts)
+    if opts["checkpoint"] is None and not o.own_model(opts):  # before loading anything
+        raise o.UsageError(f"--checkpoint: required for --model {opts['model']}: panning has no recipe to train it "
+                           f"first (train it with panning train --model {opts['model']} --epochs N --save FILE)")
+    bundle = o.load_data(opts)
     model = o.build_model(opts, bundle)
     kept_weights(model, opts["sparsity"], include=prunable if opts["include_classifier"] else except_last(model),
                  name="--sparsity")
@@ -124,8 +127,8 @@ def _train_dense(model, opts: dict, bundle, device, rank: int) -> None:
     from .. import models
     from ..train import RECIPES, train
 
-    cache = Path(opts["out"]) / (f"dense-{opts['data']}-{opts['model']}-w{opts['width']:g}-seed{opts['seed']}"
-                                 ".pt")
+    cache = Path(opts["out"]) / (f"dense-{o.label(opts['data'])}-{opts['model']}-w{opts['width']:g}-"
+                                 f"seed{opts['seed']}.pt")
     if rank == 0:
         train(model, bundle, **RECIPES[opts["model"]], device=device, seed=opts["seed"], checkpoint=cache,
               progress=opts["progress"])
@@ -145,10 +148,10 @@ def _run_name(opts: dict, settings: dict, world: int) -> str:
     bn = "bn" if settings["bn_reestimation"] else "nobn"
     weights = f"-from{file_digest(opts['checkpoint'])[:12]}" if opts["checkpoint"] is not None else ""
     processes = f"-np{world}" if world > 1 else ""
-    return (f"{opts['data']}-{opts['model']}-w{opts['width']:g}-s{opts['sparsity']:g}-{budget}-{opts['preset']}-"
-            f"{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-m{opts['momentum']:g}-"
-            f"wd{opts['weight_decay']:g}-b{opts['batch_size']}-{opts['budget']}{classifier}-seed{opts['seed']}"
-            f"{weights}{processes}")
+    return (f"{o.label(opts['data'])}-{o.label(opts['model'])}-w{opts['width']:g}-s{opts['sparsity']:g}-{budget}-"
+            f"{opts['preset']}-{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-"
+            f"m{opts['momentum']:g}-wd{opts['weight_decay']:g}-b{opts['batch_size']}-{opts['budget']}{classifier}-"
+            f"seed{opts['seed']}{o.kwargs_label(opts)}{weights}{processes}")
 
 
 def _search(model, opts: dict, bundle, device, rank: int) -> int:

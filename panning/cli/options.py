@@ -188,32 +188,185 @@ def device(name: str, value: str) -> str:
     return value
 
 
+#: The forms of --model beyond panning's own names: a library's model by name, or a user's function.
+LIBRARIES = ("torchvision", "timm")
+_DOTTED = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+
+
+def factory_form(value: str) -> bool:
+    """Whether `value` reads ``package.module:function``."""
+    import re
+
+    return re.fullmatch(f"{_DOTTED}:{_DOTTED}", value) is not None
+
+
+def model_choice(name: str, value: str) -> str:
+    """--model: one of panning's models, ``torchvision:NAME`` / ``timm:NAME``, or ``package.module:function``."""
+    library, _, rest = value.partition(":")
+    if value in catalog.MODELS or (library in LIBRARIES and rest) or factory_form(value):
+        return value
+    raise UsageError(f"{name}: expected one of {', '.join(catalog.MODELS)}, torchvision:NAME, timm:NAME or "
+                     f"package.module:function, got {value!r}")
+
+
+def data_choice(name: str, value: str) -> str:
+    """--data: one of panning's data sets, ``package.module:function``, or a path: a tensor file, an image folder."""
+    if value in catalog.DATASETS or factory_form(value):
+        return value
+    if not Path(value).exists():
+        raise UsageError(f"{name}: {value!r} is neither a data set ({', '.join(catalog.DATASETS)}), nor "
+                         "package.module:function, nor an existing tensor file or image folder")
+    return value
+
+
+def mapping(value) -> dict:
+    """The type of keyword-argument options: a mapping in YAML, or a YAML / JSON mapping as a flag's text."""
+    import yaml
+
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"not a YAML mapping: {' '.join(str(error).split())}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"expected a mapping of name: value, got {value!r}")
+    return value
+
+
+def own_model(opts: dict) -> bool:
+    """Whether --model (or the data set's default) is one of panning's own models."""
+    return model_for(opts) in catalog.MODELS
+
+
 def model_for(opts: dict) -> str:
-    """The model a command builds: --model, else the data set's default (panning.catalog.DEFAULT_MODEL)."""
+    """The model a command builds: --model, else the data set's default (panning.catalog.DEFAULT_MODEL); data of
+    one's own has no default."""
+    if opts["model"] is None and opts["data"] not in catalog.DEFAULT_MODEL:
+        raise UsageError(f"--model: required with --data {opts['data']} (panning's data sets have a default model, "
+                         "one's own data has none)")
     return opts["model"] or catalog.DEFAULT_MODEL[opts["data"]]
 
 
+def label(value: str) -> str:
+    """A --model or --data value as a piece of a file name (a path's stem, ':' and '.' as '-')."""
+    if value in catalog.MODELS or value in catalog.DATASETS:
+        return value
+    if not factory_form(value) and value.partition(":")[0] not in LIBRARIES:
+        value = Path(value).stem or Path(value).name
+    return "".join(c if c.isalnum() or c in "_-" else "-" for c in value)
+
+
+def kwargs_label(opts: dict) -> str:
+    """A file-name piece that tells apart runs with other --model-kwargs or --data-kwargs ("" without any): the
+    first 8 hex digits of their SHA-256."""
+    import hashlib
+    import json
+
+    given = {key: opts[key] for key in ("model_kwargs", "data_kwargs") if opts.get(key)}
+    if not given:
+        return ""
+    return "-kw" + hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def recipe_for(opts: dict, keys=("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer")) -> dict:
+    """The training recipe of the model (panning.train.RECIPES) with the options in `keys` that are set over it; a
+    model of another library has no recipe: it trains with panning.train.train's defaults and needs --epochs."""
+    from ..train import RECIPES
+
+    name = model_for(opts)
+    given = {key: opts[key] for key in keys if opts.get(key) is not None}
+    if name not in RECIPES and "epochs" not in given:
+        raise UsageError(f"--epochs: required for --model {name} (panning.train.RECIPES has recipes for "
+                         f"{', '.join(RECIPES)} only)")
+    return {**RECIPES.get(name, {}), **given}
+
+
 def build_model(opts: dict, bundle):
-    """The model of --model (else the data set's own) at --width for `bundle`'s samples, initialized from --seed;
-    a model that cannot take those samples is named as --model."""
+    """The model of --model (else the data set's own) for `bundle`'s samples, initialized from --seed: panning's
+    own at --width; a torchvision or timm model by name (``num_classes`` and, for timm, ``in_chans`` from the data,
+    then --model-kwargs); or what ``package.module:function(**model_kwargs)`` returns. A model that cannot be built
+    or cannot take one batch of the data is named as --model."""
     import torch
 
     from .. import models
 
+    name = model_for(opts)
+    kwargs = opts.get("model_kwargs") or {}
+    if name in catalog.MODELS and kwargs:
+        raise UsageError(f"--model-kwargs: panning's own models take none (their size is --width); got {kwargs}")
+    if name not in catalog.MODELS and opts["width"] != 1.0:
+        raise UsageError(f"--width: scales panning's own models only; give {name}'s size in --model-kwargs")
     torch.manual_seed(opts["seed"])
+    if name in catalog.MODELS:
+        try:
+            with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
+                size = sum(p.numel() for p in models.build(name, bundle.input_shape, bundle.num_classes,
+                                                           width=opts["width"]).parameters())
+            fits(size)
+            return models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+        except ValueError as error:
+            if str(error).startswith("input_shape"):
+                raise UsageError(f"--model: {name} does not take {bundle.name}'s samples ({error})") from None
+            if str(error).startswith("model: "):
+                raise UsageError(f"--width: {opts['width']:g} makes {name} "
+                                 f"{str(error).removeprefix('model: ')}") from None
+            raise
+    model = _foreign_model(name, kwargs, bundle)
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model: {name} gave a {type(model).__name__}, not a torch.nn.Module")
+    x = bundle.train.tensors[0][:2]
+    was_training = model.training
     try:
-        with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
-            size = sum(p.numel() for p in models.build(model_for(opts), bundle.input_shape, bundle.num_classes,
-                                                       width=opts["width"]).parameters())
-        fits(size)
-        return models.build(model_for(opts), bundle.input_shape, bundle.num_classes, width=opts["width"])
-    except ValueError as error:
-        if str(error).startswith("input_shape"):
-            raise UsageError(f"--model: {model_for(opts)} does not take {bundle.name}'s samples ({error})") from None
-        if str(error).startswith("model: "):
-            raise UsageError(f"--width: {opts['width']:g} makes {model_for(opts)} "
-                             f"{str(error).removeprefix('model: ')}") from None
+        with torch.no_grad():
+            model.eval()(x)
+    except Exception as error:  # whatever the model raises on these samples
+        raise UsageError(f"--model: {name} does not take {bundle.name}'s samples of shape "
+                         f"{tuple(bundle.input_shape)} ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+                         ) from None
+    return model.train(was_training)
+
+
+def _foreign_model(name: str, kwargs: dict, bundle):
+    """A torchvision or timm model by name, or the return value of a user's function (see build_model)."""
+    from ..optional import require
+
+    library, _, rest = name.partition(":")
+    try:
+        if library == "torchvision":
+            models = require("torchvision", name).models
+            return models.get_model(rest, weights=None, **{"num_classes": bundle.num_classes, **kwargs})
+        if library == "timm":
+            timm = require("timm", name)
+            return timm.create_model(rest, pretrained=False, **{"num_classes": bundle.num_classes,
+                                                                "in_chans": bundle.input_shape[0], **kwargs})
+        return _function(name, "--model")(**kwargs)
+    except ImportError as error:
+        raise UsageError(f"--model: {error}") from None
+    except UsageError:
         raise
+    except Exception as error:  # an unknown name, a keyword the builder does not take, the user's own error
+        raise UsageError(f"--model: {name} could not be built with {kwargs or 'no keyword arguments'} "
+                         f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+
+
+def _function(spec: str, name: str):
+    """The function ``package.module:function`` names, imported (this runs the module's code: the user's own)."""
+    import importlib
+
+    module, _, attribute = spec.partition(":")
+    try:
+        found = importlib.import_module(module)
+    except ImportError as error:
+        raise UsageError(f"{name}: cannot import {module!r} ({error}); is it on PYTHONPATH?") from None
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise UsageError(f"{name}: {module!r} has no {attribute!r}")
+        found = getattr(found, part)
+    if not callable(found):
+        raise UsageError(f"{name}: {spec} is a {type(found).__name__}, not a function")
+    return found
 
 
 #: Copies of the weights a training run holds at once: the weights, their gradients, two optimizer moments.
@@ -240,16 +393,64 @@ def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
 
 
 def load_data(opts: dict, name: str | None = None, seed: int | None = None):
-    """The data set of --data and --seed (or `name`, `seed`) from panning.data.load; a missing or wrong --data-dir
-    is named as that option."""
+    """The data of --data and --seed (or `name`, `seed`) as a DataBundle: one of panning.data's data sets, a tensor
+    file (``x``, ``y``, optionally ``x_test``, ``y_test``), an image folder (``image_size`` from --data-kwargs), or
+    what ``package.module:function(**data_kwargs)`` returns: a DataBundle, a (train, test) pair or one Dataset /
+    DataLoader (then a seeded fifth is the test split). Errors name --data, --data-dir or --data-kwargs."""
     from .. import data
 
+    name = name or opts["data"]
+    seed = opts["seed"] if seed is None else seed
+    kwargs = opts.get("data_kwargs") or {}
+    if name in catalog.DATASETS:
+        if kwargs:
+            raise UsageError(f"--data-kwargs: panning's data sets take none; got {kwargs}")
+        try:
+            return data.load(name, seed=seed, data_dir=opts["data_dir"])
+        except ValueError as error:
+            if str(error).startswith("data_dir: "):
+                raise UsageError(f"--data-dir: {str(error).removeprefix('data_dir: ')}") from None
+            raise
+    path = Path(name)
     try:
-        return data.load(name or opts["data"], seed=opts["seed"] if seed is None else seed, data_dir=opts["data_dir"])
-    except ValueError as error:
-        if str(error).startswith("data_dir: "):
-            raise UsageError(f"--data-dir: {str(error).removeprefix('data_dir: ')}") from None
-        raise
+        if factory_form(name) and not path.exists():
+            function = _function(name, "--data")
+            try:
+                value = function(**kwargs)
+            except Exception as error:  # the user's own code, called with the user's keyword arguments
+                raise UsageError(f"--data: {name} failed with {kwargs or 'no keyword arguments'} "
+                                 f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+            return _data_of(name, value, seed)
+        if path.is_dir():
+            unknown = set(kwargs) - {"image_size"}
+            if unknown:
+                raise UsageError(f"--data-kwargs: an image folder takes image_size only; got {sorted(unknown)}")
+            return data.load_image_folder(path, seed=seed, name="--data", **kwargs)
+        if kwargs:
+            raise UsageError(f"--data-kwargs: a tensor file takes none; got {kwargs}")
+        return data.load_tensor_file(path, seed=seed, name="--data")
+    except ImportError as error:
+        raise UsageError(f"--data: {error}") from None
+
+
+def _data_of(name: str, value, seed: int):
+    """A DataBundle of what a --data function returned."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from .. import data
+
+    short = name.rpartition(":")[2]  # the function's name
+    try:
+        if isinstance(value, data.DataBundle):
+            return value
+        if isinstance(value, (Dataset, DataLoader)):
+            return data.bundle_of(value, name=short, seed=seed)
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            return data.bundle_of(*value, name=short, seed=seed)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--data: {name} returned data panning cannot use: {error}") from None
+    raise UsageError(f"--data: {name} returned a {type(value).__name__}; expected a DataBundle, a Dataset, a "
+                     "DataLoader or a (train, test) pair of them")
 
 
 def load_masks(name: str, path: Path):
@@ -313,10 +514,21 @@ def masks_fit(name: str, masks, model, here: dict | None = None) -> None:
 # -- the options several commands share ------------------------------------------------------------------------
 
 DATA = Option("data", str, "data set", "mnist1d", catalog.DATASETS)
+#: --data of the commands that take one's own data too (docs/cli.md, "Your own model and data").
+ANY_DATA = DATA.but(choices=None, check=data_choice, help="data set (" + ", ".join(catalog.DATASETS) + "), or one's own: "
+                    "a tensor file with x and y, an image folder, or package.module:function returning a Dataset")
+DATA_KWARGS = Option("data-kwargs", mapping, "keyword arguments of a --data function (or image_size of an image "
+                     "folder), a YAML mapping; usually set as data_kwargs: in --config")
 DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)",
                   check=input_folder)
 MODEL = Option("model", str, "model; default: the data set's own ("
                + ", ".join(f"{m} for {d}" for d, m in catalog.DEFAULT_MODEL.items()) + ")", None, catalog.MODELS)
+#: --model of the commands that take any model (docs/cli.md, "Your own model and data").
+ANY_MODEL = MODEL.but(choices=None, check=model_choice, help=MODEL.help + "; one of " + ", ".join(catalog.MODELS)
+                      + ", or torchvision:NAME, timm:NAME (where installed), or package.module:function returning "
+                      "an nn.Module")
+MODEL_KWARGS = Option("model-kwargs", mapping, "keyword arguments of a torchvision, timm or package.module:function "
+                      "model, a YAML mapping; usually set as model_kwargs: in --config")
 WIDTH = Option("width", float, "width multiplier of the model's hidden layers / channels", 1.0,
                check=checks.positive)
 SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,

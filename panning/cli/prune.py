@@ -12,7 +12,7 @@ from .options import Option, UsageError, boolean, made_for
 
 HELP = "prune a network before training (Panning, SNIP, GraSP, SynFlow, ...) and save the masks"
 OPTIONS = (
-    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
+    o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH,
     Option("method", str, "pruning method (panning.pbt.METHODS)", "panning",
            check=o.one_of("panning.pbt.methods", "METHODS")),
     o.SPARSITY, o.SEED,
@@ -55,6 +55,7 @@ def run(opts: dict) -> int:
         raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
                          f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
     model_name = o.model_for(opts)
+    recipe = o.recipe_for(opts, ("epochs",)) if opts["train"] else None
     if opts["agent"] is not None:
         from ..pbt.rl.agent import agent_differences
 
@@ -80,9 +81,8 @@ def run(opts: dict) -> int:
     masks.save(opts["out"])
     print(f"masks saved to {opts['out']}")
     if opts["train"]:
-        from ..train import RECIPES, train
+        from ..train import train
 
-        recipe = {**RECIPES[model_name], **({"epochs": opts["epochs"]} if opts["epochs"] is not None else {})}
         trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
                         progress=opts["progress"], **recipe)
         epochs = f"{trained.epochs} epoch" + ("s" if trained.epochs != 1 else "")

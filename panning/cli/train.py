@@ -12,7 +12,7 @@ from .options import Option
 
 HELP = "train a model on a data set (optionally with a fixed mask from --masks)"
 OPTIONS = (
-    o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH, o.EPOCHS, o.BATCH_SIZE, o.LR, o.MOMENTUM, o.WEIGHT_DECAY,
+    o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH, o.EPOCHS, o.BATCH_SIZE, o.LR, o.MOMENTUM, o.WEIGHT_DECAY,
     Option("optimizer", str, "sgd or adam; default: the model's recipe", check=o.one_of("panning.train", "OPTIMIZERS")),
     o.SEED,
     o.MASKS.but(help="train under this fixed mask (a masks file from panning prune or panning jackpot)"),
@@ -37,23 +37,23 @@ def run(opts: dict) -> int:
     """Build the model, check the masks and checkpoint against it, train with its recipe, print a table."""
     from .. import models
     from ..io import WriteError, load_tensors
-    from ..train import RECIPES, Diverged, train
+    from ..train import Diverged, train
     from .tables import print_row
 
     o.distinct_files(opts, "checkpoint", "save")
-    optimizer = opts["optimizer"] or RECIPES[o.model_for(opts)]["optimizer"]
+    recipe = o.recipe_for(opts, _RECIPE_KEYS)
+    optimizer = recipe.get("optimizer", "sgd")  # panning.train.train's default for a model without a recipe
     if opts["momentum"] is not None and optimizer != "sgd":
         raise o.UsageError(f"--momentum: has no effect with the {optimizer} optimizer (the "
                            f"{'--optimizer' if opts['optimizer'] else 'recipe'}'s); give --optimizer sgd to use it")
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
         load_tensors(opts["checkpoint"], name="--checkpoint")  # a readable, safe file; train checks its content
-    bundle = o.load_data(opts)
     model_name = o.model_for(opts)
+    bundle = o.load_data(opts)
     model = o.build_model(opts, bundle)
     if masks is not None:
         o.masks_fit("--masks", masks, model, o.made_for(opts, model_name, bundle))
-    recipe = {**RECIPES[model_name], **{k: opts[k] for k in _RECIPE_KEYS if opts[k] is not None}}
     try:
         result = train(model, bundle, **recipe, masks=masks, mode=opts["mode"] or "auto", seed=opts["seed"],
                        device=opts["device"], checkpoint=opts["checkpoint"], progress=opts["progress"])
@@ -89,5 +89,7 @@ def run(opts: dict) -> int:
     if result.paths:
         print("layer paths: " + ", ".join(f"{name} {path}" for name, path in result.paths.items()))
     if opts["save"] is not None:
-        print(f"model saved to {opts['save']} (panning evaluate --weights {opts['save']})")
+        use = (f"panning evaluate --weights {opts['save']}" if o.own_model(opts)
+               else f"panning jackpot --model {model_name} --checkpoint {opts['save']}")
+        print(f"model saved to {opts['save']} ({use})")
     return 0

@@ -13,7 +13,8 @@ synthetic   Gaussian class clusters; size set by keyword options         (1, 16)
 =========== ============================================================ ==============
 
 Every entry point that takes data also takes a user's own: a Dataset of (input, label) items or a DataLoader of
-(inputs, labels) batches, converted once by :func:`as_tensors` / :func:`split` (``panning/data/convert.py``).
+(inputs, labels) batches, converted once by :func:`as_tensors` / :func:`split` (``panning/data/convert.py``);
+:func:`bundle_of`, :func:`load_tensor_file` and :func:`load_image_folder` make a DataBundle of one's own data.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .cifar import load_cifar
 from .convert import Data, Split, as_tensors, split
 from .digits import load_digits
 from .mnist1d import load_mnist1d
+from .own import bundle_of, load_image_folder, load_tensor_file
 from .synthetic import load_synthetic
 
 
@@ -61,8 +63,11 @@ __all__ = [
     "Split",
     "as_tensors",
     "available",
+    "bundle_of",
     "class_balanced_batch",
     "class_balanced_indices",
     "load",
+    "load_image_folder",
+    "load_tensor_file",
     "split",
 ]

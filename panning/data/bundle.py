@@ -17,8 +17,8 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 class DataBundle:
     """A classification data set split into train and test.
 
-    ``train`` and ``test`` hold float32 inputs of shape ``(N, *input_shape)`` and int64 labels in
-    ``[0, num_classes)``. ``augment`` (optional) is applied by the trainer to training batches only.
+    ``train`` and ``test`` hold inputs of shape ``(N, *input_shape)``, float32 (or int64 token ids for a
+    language model), and int64 labels in ``[0, num_classes)``. ``augment`` (optional) is applied by the trainer to training batches only.
     """
 
     name: str
@@ -31,8 +31,9 @@ class DataBundle:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             x, y = getattr(self, split).tensors
-            if x.dtype != torch.float32 or y.dtype != torch.int64:
-                raise ValueError(f"{split}: expected float32 inputs and int64 labels, got {x.dtype} and {y.dtype}")
+            if x.dtype not in (torch.float32, torch.int64) or y.dtype != torch.int64:
+                raise ValueError(f"{split}: expected float32 (or int64) inputs and int64 labels, got {x.dtype} and "
+                                 f"{y.dtype}")
             if tuple(x.shape[1:]) != tuple(self.input_shape):
                 raise ValueError(f"{split}: input shape {tuple(x.shape[1:])} != input_shape {self.input_shape}")
 

@@ -30,7 +30,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
         data-dependent methods, which draw class-balanced batches from it.
     seed: seeds every random draw (random scores, batches), so a seed gives the same masks.
     include: the Arena filter of prunable layers (default panning.adapter.prunable: every Linear/Conv weight,
-        subclasses included, attention projections, Hugging Face's Conv1D; see docs/models.md, and
+        subclasses included, attention projections, Hugging Face's Conv1D; see docs/adapter.md, and
         panning.arena.except_last to keep the classifier dense).
     input_shape: one sample's shape, needed by SynFlow without data (else taken from the data); token ids
         for a model with an nn.Embedding.

@@ -230,10 +230,13 @@ def test_method_options_are_checked_against_the_method(tmp_path, capsys):
 
 def test_usage_errors_are_one_line_too(capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["prune", "--data", "imagenet"])
+        main(["evaluate", "--data", "imagenet"])  # prune, train and jackpot also take a path: see below
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(err.splitlines()) == 1
-    assert err.startswith("panning prune: error: argument --data: invalid choice: 'imagenet'")
+    assert err.startswith("panning evaluate: error: argument --data: invalid choice: 'imagenet'")
+    assert main(["prune", "--data", "imagenet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("panning prune: error: --data: 'imagenet' is neither")
 
 
 def test_evaluate_on_a_data_set_the_model_does_not_take(tmp_path, capsys):

@@ -114,6 +114,8 @@ def test_train_and_evaluate_take_a_dataset_or_a_loader_as_they_take_tensors():
     alone = train(model, DataLoader(items, batch_size=5), epochs=1, batch_size=8, progress=False)
     assert math.isnan(alone.test_loss) and math.isnan(alone.test_acc) and math.isfinite(alone.history[0].train_loss)
     assert evaluate(model, DataLoader(items, batch_size=5)) == evaluate(model, tensors)
+    bundle = data.bundle_of(tensors, items)
+    assert evaluate(model, bundle) == evaluate(model, tensors)  # a bundle: its test split
 
 
 def test_search_takes_a_dataset_or_a_loader_as_it_takes_tensors():
