@@ -515,8 +515,9 @@ def masks_fit(name: str, masks, model, here: dict | None = None) -> None:
 
 DATA = Option("data", str, "data set", "mnist1d", catalog.DATASETS)
 #: --data of the commands that take one's own data too (docs/cli.md, "Your own model and data").
-ANY_DATA = DATA.but(choices=None, check=data_choice, help="data set (" + ", ".join(catalog.DATASETS) + "), or one's own: "
-                    "a tensor file with x and y, an image folder, or package.module:function returning a Dataset")
+ANY_DATA = DATA.but(choices=None, check=data_choice,
+                    help="data set (" + ", ".join(catalog.DATASETS) + "), or one's own: a tensor file with x and y, "
+                         "an image folder, or package.module:function returning a Dataset")
 DATA_KWARGS = Option("data-kwargs", mapping, "keyword arguments of a --data function (or image_size of an image "
                      "folder), a YAML mapping; usually set as data_kwargs: in --config")
 DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)",

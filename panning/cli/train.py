@@ -12,7 +12,8 @@ from .options import Option
 
 HELP = "train a model on a data set (optionally with a fixed mask from --masks)"
 OPTIONS = (
-    o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH, o.EPOCHS, o.BATCH_SIZE, o.LR, o.MOMENTUM, o.WEIGHT_DECAY,
+    o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH, o.EPOCHS, o.BATCH_SIZE, o.LR,
+    o.MOMENTUM, o.WEIGHT_DECAY,
     Option("optimizer", str, "sgd or adam; default: the model's recipe", check=o.one_of("panning.train", "OPTIMIZERS")),
     o.SEED,
     o.MASKS.but(help="train under this fixed mask (a masks file from panning prune or panning jackpot)"),

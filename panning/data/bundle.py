@@ -18,7 +18,8 @@ class DataBundle:
     """A classification data set split into train and test.
 
     ``train`` and ``test`` hold inputs of shape ``(N, *input_shape)``, float32 (or int64 token ids for a
-    language model), and int64 labels in ``[0, num_classes)``. ``augment`` (optional) is applied by the trainer to training batches only.
+    language model), and int64 labels in ``[0, num_classes)``. ``augment`` (optional) is applied by the trainer
+    to training batches only.
     """
 
     name: str
