@@ -134,6 +134,26 @@ def output_folder(name: str, path: Path) -> Path:
     return _writable(name, existing, path)
 
 
+def room_for(name: str, path: Path, size: int) -> None:
+    """Refuse, before any work, an output `path` whose disk has less free space than the `size` bytes of tensors
+    the command will write there, with room for the file's header and the file system's blocks (a full disk
+    found after the work would lose it; one that fills up meanwhile is still reported by panning.io)."""
+    import shutil
+
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    size += _HEADROOM
+    if free < size:
+        raise UsageError(f"{name}: the disk of {str(folder)!r} has {free:,} bytes free; {str(path)!r} needs about "
+                         f"{size:,}")
+
+
+#: Bytes a file needs beyond its tensors: the header (names, shapes, metadata) and the last file-system block.
+_HEADROOM = 16 * 1024
+
+
 def distinct_files(opts: dict, *keys: str) -> None:
     """Refuse two options of `keys` that name the same file (one would overwrite the other)."""
     seen: dict[Path, str] = {}

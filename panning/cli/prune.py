@@ -36,7 +36,7 @@ def run(opts: dict) -> int:
     """Prune, print per-layer density and effective sparsity, save the masks; with --train, train and test."""
     import time
 
-    from ..arena import except_last, prunable
+    from ..arena import Arena, except_last, prunable
     from ..connectivity import collapse_report
     from ..masks import Masks
     from ..pbt.entry import prune
@@ -70,6 +70,7 @@ def run(opts: dict) -> int:
     model = o.build_model(opts, bundle).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable
     kept_weights(model, opts["sparsity"], include=include, name="--sparsity")
+    o.room_for("--out", opts["out"], Arena(model, include=include, share=False).numel)  # one byte a mask entry
     started = time.perf_counter()
     masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
                   progress=opts["progress"], **extra)

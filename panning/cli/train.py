@@ -55,6 +55,10 @@ def run(opts: dict) -> int:
     model = o.build_model(opts, bundle)
     if masks is not None:
         o.masks_fit("--masks", masks, model, o.made_for(opts, model_name, bundle))
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    for key, copies in (("save", 1), ("checkpoint", 4)):  # a checkpoint: weights, optimizer moments, masks
+        if opts[key] is not None:
+            o.room_for(f"--{key}", opts[key], copies * size)
     try:
         result = train(model, bundle, **recipe, masks=masks, mode=opts["mode"] or "auto", seed=opts["seed"],
                        device=opts["device"], checkpoint=opts["checkpoint"], progress=opts["progress"])

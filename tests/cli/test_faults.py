@@ -193,3 +193,17 @@ def test_a_full_disk_when_the_agent_is_saved_says_where_it_is_kept(tmp_path, cap
     assert line.endswith(f"the trained agent is in the checkpoint {str(out) + '.checkpoint'!r}: run the same "
                          "command again, with space, to write it")
     assert main(argv) == 0 and (tmp_path / "agents" / "a.safetensors").is_file()
+
+
+def test_an_output_whose_disk_is_too_small_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    """The size the command will write (the model, its checkpoint, the masks) against the disk's free space."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(1 << 20, (1 << 20) - 40_000, 40_000))
+    assert main([*TRAIN, "--save", str(tmp_path / "m.safetensors")]) == 2
+    assert "--save: the disk of" in (line := error_line(capsys, "train")) and "has 40,000 bytes free" in line
+    assert main(["prune", "--data", "digits", "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert f"needs about {65_440 + 16 * 1024:,}" in error_line(capsys, "prune")
+    assert list(tmp_path.iterdir()) == []
