@@ -5,12 +5,9 @@ an independent computation (finite differences, a path count by hand, the dense 
 from __future__ import annotations
 
 import copy
-import importlib
 import io
-import sys
 import types
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +22,7 @@ from panning.criteria import passes
 from panning.criteria._functional import loss_grad
 from panning.masks import Masks
 from panning.nn import MaskedModule, SparseLayer, densify, sparsify
+from panning.optional import require
 
 METHODS = {"magnitude": {}, "random": {}, "snip": {"per_class": 2}, "grasp": {"per_class": 2},
            "synflow": {"iterations": 2}, "iterative_snip": {"iterations": 2, "per_class": 2},
@@ -285,10 +283,18 @@ def test_search_on_attention_and_a_failed_search_gives_the_model_back():
     net.attn.in_proj_bias.requires_grad_(False)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     flags = {n: p.requires_grad for n, p in net.named_parameters()}
-    x, _ = data.tensors
-    bad = TensorDataset(x, torch.full((24,), 7))  # a label beyond the 3 classes fails in the first step
-    with pytest.raises((IndexError, RuntimeError)):
-        jackpot.search(net, bad, sparsity=0.5, steps=2, batch_size=12, progress=False)
+    calls = []
+
+    def fails_in_the_second_step(output):  # the first step runs with the layers swapped, then the search fails
+        calls.append(isinstance(net.attn, MaskedModule))
+        if len(calls) == 2:
+            raise RuntimeError("the second step fails")
+        return output
+
+    with pytest.raises(RuntimeError, match="^the second step fails$"):
+        jackpot.search(net, data, sparsity=0.5, steps=2, batch_size=12, progress=False,
+                       logits=fails_in_the_second_step)
+    assert calls == [True, True]
     assert type(net.attn) is nn.MultiheadAttention and type(net.mlp[0]) is nn.Linear
     assert sorted(net.state_dict()) == sorted(state)
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
@@ -298,25 +304,8 @@ def test_search_on_attention_and_a_failed_search_gives_the_model_back():
 # -- models of other libraries ----------------------------------------------------------------------------------
 
 
-def hugging_face():
-    """transformers, with its `kernels` dependency imported from the environment: run from the repository root,
-    the repository's own kernels/ folder (the Triton sources of panning.kernels) would shadow it."""
-    transformers = pytest.importorskip("transformers")
-    if "kernels" not in sys.modules:
-        root = Path(__file__).resolve().parents[1]
-        saved = sys.path[:]
-        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != root]
-        try:
-            importlib.import_module("kernels")
-        except ImportError:
-            pass
-        finally:
-            sys.path[:] = saved
-    return transformers
-
-
 def test_hugging_face_gpt2_and_bert_through_every_method():
-    transformers = hugging_face()
+    transformers = require("transformers", "the test")
     torch.manual_seed(0)
     gpt2 = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
         n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16, num_labels=3, pad_token_id=0))
@@ -341,7 +330,7 @@ def test_hugging_face_gpt2_and_bert_through_every_method():
 
 
 def test_gpt2_language_model_with_a_tied_head_and_a_logits_function():
-    transformers = hugging_face()
+    transformers = require("transformers", "the test")
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=20,
                                                                  n_positions=8)).eval()
@@ -354,7 +343,7 @@ def test_gpt2_language_model_with_a_tied_head_and_a_logits_function():
 
 
 def test_timm_models_with_tiny_inputs():
-    timm = pytest.importorskip("timm")
+    timm = require("timm", "the test")
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(6, 3, 32, 32, generator=g), torch.arange(6) % 3)

@@ -1,7 +1,7 @@
-"""Bad input at the Python API, round 2: a model without values (meta device), tied weights, data of another
-sample shape than the model takes, a seed out of range, a sparsity that keeps no weight, a float mask that is
-neither 0 nor 1: each one ValueError naming the argument, before any work; and library progress bars draw only
-on a terminal, as the command line's do."""
+"""Bad input at the Python API, round 2: a model without values (meta device), data of another sample shape than
+the model takes, a seed out of range, a sparsity that keeps no weight, a float mask that is neither 0 nor 1: each
+one ValueError naming the argument, before any work; tied weights, once refused, are pruned once under one mask at
+the same entry points; and library progress bars draw only on a terminal, as the command line's do."""
 from __future__ import annotations
 
 import io
@@ -13,6 +13,7 @@ from torch import nn
 
 from panning import data, models, ops, prune
 from panning.jackpot import magnitude_masks, search
+from panning.nn import densify
 from panning.train import train
 
 
@@ -54,13 +55,30 @@ def test_a_model_on_the_meta_device_is_refused(entry, bundle):
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
-def test_tied_weights_are_refused_where_panning_cannot_prune_them(entry, bundle):
+def test_tied_weights_are_pruned_once_under_one_mask(entry, bundle):
+    torch.manual_seed(0)
     model = Tied()
-    before = model.a.weight.detach().clone()
-    with pytest.raises(ValueError, match=r"^model: a\.weight and b\.weight are one tied parameter"):
-        ENTRY_POINTS[entry](model, bundle)
-    assert torch.equal(model.a.weight, before) and model.b.weight is model.a.weight  # untouched
-    assert train(Tied(), bundle, epochs=1, progress=False).epochs == 1  # training needs no arena: it works
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a, c = model.a.weight.detach().clone(), model.c.weight.detach().clone()
+    outcome = ENTRY_POINTS[entry](model, bundle)
+    if entry == "search":  # the classifier stays dense: a.weight (64 weights, b.weight too) is searched alone
+        masks = outcome.masks
+        assert list(masks) == ["a.weight"] and outcome.budgets == {"a.weight": 32} and masks.kept == 32
+        plain = densify(outcome.model)
+        assert plain.b.weight is plain.a.weight and torch.equal(plain.a.weight, a * masks["a.weight"])
+        return
+    masks = outcome
+    assert list(masks) == ["a.weight", "c.weight"]  # 64 + 24 weights: the tied one counted once
+    assert masks.numel == 88 and masks.kept == 44
+    if entry == "prune magnitude":  # one global threshold over both
+        scores = torch.cat([a.abs().flatten(), c.abs().flatten()])
+        top = torch.zeros(88, dtype=torch.bool)
+        top[scores.topk(44).indices] = True
+        assert torch.equal(torch.cat([masks["a.weight"].flatten(), masks["c.weight"].flatten()]), top)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # prune leaves the model alone
+    assert model.b.weight is model.a.weight
+    masks.apply(model)
+    assert torch.equal(model.b.weight, a * masks["a.weight"])  # the mask holds in both places
 
 
 def test_data_of_another_sample_shape_is_named_before_work(bundle):
