@@ -73,16 +73,25 @@ def table(suite: Suite, path: Path) -> tuple[dict, list[dict]]:
     return data["machine_info"]["panning"], [suite.row(cases[group], times) for group, times in best.items()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--suite", choices=sorted(SUITES), default="kernels")
+def arguments(doc: str, rounds: int, quick: str, argv: list[str] | None,
+              suites: dict | None = None) -> argparse.Namespace:
+    """The options of a suite runner (--threads, --rounds, --quick, --out, and --suite where `suites` are
+    given); --out is created."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if suites:
+        parser.add_argument("--suite", choices=sorted(suites), default=next(iter(suites)))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    suite = SUITES[args.suite]
     args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, 5, "small shapes (a smoke run)", argv, SUITES)
+    suite = SUITES[args.suite]
     sections, plotted = [], ([], "")
     for threads in args.threads:
         info, rows = table(suite, measure(suite.test, suite.name, threads, args.rounds, args.quick, args.out))

@@ -9,16 +9,13 @@ minimum over rounds; the paths the panning layers took).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from bench.__main__ import measure
+from bench.__main__ import arguments, measure
 from panning.io import write_text
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def section(path: Path) -> str:
@@ -47,13 +44,7 @@ def section(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="the linear network at 98% only (a smoke run)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = arguments(__doc__, 3, "the linear network at 98% only (a smoke run)", argv)
     sections = [section(measure("test_train_step.py", "train-step", t, args.rounds, args.quick, args.out))
                 for t in args.threads]
     command = "python -m bench.train_step " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -228,7 +228,8 @@ class SparseLayer:
         self._sync()
         layout = self._layout
         if layout is not None and self.values is not None and layout.mask is self.mask \
-                and layout.version == self.mask._version and layout.flat.device == self.mask.device:
+                and layout.version == self.mask._version and layout.flat.device == self.mask.device \
+                and self._own[0] is self.weight:
             return
         sw = ops.to_sparse(self.weight.detach().reshape(self.weight.shape[0], -1),
                            self.mask.reshape(self.mask.shape[0], -1))
@@ -238,10 +239,11 @@ class SparseLayer:
         self._layout = _Layout(self.mask, self.mask._version, sw.crow_indices, sw.col_indices, flat)
         if self.values is None:
             self.values = nn.Parameter(sw.values)
-            self._own, self._frozen_from = (self.weight,), self.weight.requires_grad
-            self.weight.requires_grad_(False)
+            self._frozen_from = self.weight.requires_grad
         else:
             self.values.data = sw.values
+        self._own = (self.weight,)  # also a weight Parameter put in place (load_state_dict(assign=True))
+        self.weight.requires_grad_(False)
         _COMPRESSED.add(self)
         self._stamps = (_stamp(self.weight), _stamp(self.values))
 

@@ -26,3 +26,32 @@ def test_python_m_bench_writes_json_table_and_plot(tmp_path):
     table = (tmp_path / "cpu-kernels.md").read_text()
     assert "load average" in table and "| saliency" in table
     assert (tmp_path / "cpu-kernels.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_python_m_bench_train_step_writes_json_and_table(tmp_path):
+    command = [sys.executable, "-m", "bench.train_step", "--quick", "--rounds", "1", "--threads", "1", "--out",
+               str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "train-step-1t.json").read_text())
+    variants = {b["extra_info"]["variant"] for b in data["benchmarks"]}
+    assert {"dense", "masked", "compressed", "auto"} <= variants
+    assert {b["extra_info"]["kind"] for b in data["benchmarks"]} == {"step", "latency"}
+    table = (tmp_path / "train-step.md").read_text()
+    assert "| step | linear | 98% |" in table and "| latency | linear | 98% |" in table and "load average" in table
+
+
+def test_the_cost_table_is_the_fit_of_the_committed_measurements():
+    """panning/nn/cost.py's rows are what bench/fit_cost.py fits to the steps kept under bench/results/."""
+    from panning.nn import cost
+
+    for threads, row in cost.MEASURED.items():
+        rows = ROOT / "bench" / "results" / f"cost-model-{threads}t.json"
+        done = subprocess.run([sys.executable, "bench/fit_cost.py", "--threads", str(threads), "--rows", str(rows)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        fitted = done.stdout.strip().splitlines()[-1].strip()
+        assert fitted.startswith(f"{threads}: Coefficients(")
+        values = dict(item.split("=") for item in fitted.split("(", 1)[1].rstrip("),").split(", "))
+        for name, value in values.items():
+            assert getattr(row, name) == float(value), name

@@ -221,3 +221,20 @@ def test_inference_on_the_masked_path_uses_the_baked_weights(monkeypatch):
     dense = {name: p.detach() for name, p in mlp().named_parameters()}  # not zero behind the masks
     with torch.no_grad():
         torch.testing.assert_close(torch.func.functional_call(model, dense, (x,)), expected)
+
+
+def test_a_checkpoint_loaded_by_assignment_becomes_the_mirrored_weight():
+    masks = masks_of(mlp())
+    model = sparsify(mlp(), masks, mode="compressed")
+    donor = mlp()
+    for p in donor.parameters():
+        nn.init.normal_(p)
+    model.load_state_dict(donor.state_dict(), assign=True)  # new Parameter objects, no masks: ours are kept
+    x, _ = batch()
+    torch.testing.assert_close(model(x), Masks(masks).apply(donor)(x))
+    assert model[0].path == "compressed" and not model[0].weight.requires_grad
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = model[0].weight.detach().clone()
+    train(model, opt, 1)
+    assert not torch.equal(model[0].weight, before)  # the step reached the loaded weight
+    torch.testing.assert_close(model[0].weight[masks["0.weight"]], model[0].values)
