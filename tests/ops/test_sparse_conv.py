@@ -48,6 +48,7 @@ CASES_2D = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, den
     (2, 8, 16, (6, 5), (5, 3), 1, (3, 1), 1, 0.05),  # rows with nothing kept
     (4, 2, 3, (3, 3), (3, 3), 3, 4, 2, 0.7),  # padding beyond the kernel
     (33, 16, 8, (2, 2), (3, 3), 1, 1, 1, 0.1),
+    (32, 4, 5, (7, 9), (3, 3), 2, 1, 1, 0.3),  # whole 16 x 16 blocks of the layout copies, and a remainder
 ]
 
 
