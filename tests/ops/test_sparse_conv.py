@@ -33,7 +33,9 @@ def _check_against_dense(conv, sparse_conv, x, w, mask, b, backend, **geometry):
     expected.backward(dy)
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(xs.grad, xd.grad)
-    torch.testing.assert_close(values.grad, wd.grad[mask])  # row-major order of the kept positions = CSR order
+    # Row-major order of the kept positions = CSR order. A weight gradient sums batch x positions products (640
+    # here at most) in another order than torch: float32 rounding allows ~1e-5 on values of a few units.
+    torch.testing.assert_close(values.grad, wd.grad[mask], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(bs.grad, bd.grad)
 
 
