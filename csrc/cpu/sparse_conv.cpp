@@ -381,11 +381,13 @@ void check(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, c
 
 }  // namespace
 
-at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
-                           const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation, const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
+    const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+    at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    const std::optional<at::Tensor>& bias, bool keep_layout) {
   check(x, crow, col, values, kernel, stride, padding, dilation);
   at::Tensor y;
+  std::optional<at::Tensor> layout;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_fwd", [&] {
     const Geometry g(x, crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
     if (g.B == 0 || g.O == 0) {
@@ -400,14 +402,15 @@ at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at
     fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(),
                        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, yt);
     y = from_batch_last<scalar_t>(yt, g.B);
+    if (keep_layout) layout = xt;
   });
-  return y;
+  return {y, layout};
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
     const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, bool need_dx, bool need_dvalues) {
+    at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout) {
   check(x, crow, col, values, kernel, stride, padding, dilation);
   std::optional<at::Tensor> dx, dvalues;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_bwd", [&] {
@@ -427,7 +430,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     const int64_t* pcol = col.const_data_ptr<int64_t>();
     if (need_dvalues && col.numel() > 0) {
       const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-      const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
+      const bool kept = x_layout.has_value() && x_layout->defined();
+      TORCH_CHECK(!kept || (x_layout->sizes() == at::IntArrayRef({g.C, Hp, Wp, g.Bp}) && x_layout->is_contiguous() &&
+                            x_layout->scalar_type() == x.scalar_type()),
+                  "sparse_conv: x_layout is not the forward's layout of this x");
+      const auto xt = kept ? *x_layout : to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
       const auto off = x_offsets(g, pcol, col.numel(), Hp, Wp);
       dw_impl<scalar_t>(g, xt, dyt, top, left, pcrow, off, dvalues->mutable_data_ptr<scalar_t>());
     }

@@ -87,6 +87,11 @@ class _EagerSparseConv(torch.autograd.Function):
         ctx.save_for_backward(x, crow, col, values)
         ctx.geometry, ctx.backend, ctx.name = (kernel, stride, padding, dilation), backend, name
         sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        ctx.layout = None  # x in the backend's own layout, kept for the weight gradient where it has one
+        if ctx.needs_input_grad[3] and dispatch.implements(backend, "sparse_conv_fwd_keep"):
+            y, ctx.layout = dispatch.kernel("sparse_conv_fwd_keep", backend)(x, sw, bias, kernel, stride, padding,
+                                                                            dilation)
+            return y
         return dispatch.kernel("sparse_conv_fwd", backend)(x, sw, bias, kernel, stride, padding, dilation)
 
     @staticmethod
@@ -97,8 +102,10 @@ class _EagerSparseConv(torch.autograd.Function):
         need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[8]
         kernel = ctx.geometry[0]
         sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        kept = {"layout": ctx.layout} if ctx.layout is not None else {}
         dx, dvalues = dispatch.kernel("sparse_conv_bwd", ctx.backend)(dy.contiguous(), x, sw, *ctx.geometry,
-                                                                      need_dx, need_dvalues)
+                                                                      need_dx, need_dvalues, **kept)
+        ctx.layout = None
         db = dy.sum((0, 2, 3)) if need_db else None
         return dx, None, None, dvalues, None, None, None, None, db, None, None
 
