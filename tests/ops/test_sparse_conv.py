@@ -47,7 +47,7 @@ CASES_2D = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, den
     (2, 6, 5, (7, 9), (1, 1), 2, 0, 1, 0.6),
     (17, 3, 4, (4, 4), (3, 3), 1, 1, 1, 1.0),  # all kept, a batch that is no multiple of a vector
     (0, 3, 4, (6, 6), (3, 3), 1, 1, 1, 0.5),  # empty batch
-    (2, 8, 16, (6, 5), (5, 3), 1, (3, 1), 1, 0.05),  # rows with nothing kept
+    (2, 8, 16, (6, 5), (5, 3), 1, (3, 1), 1, 0.05),
     (4, 2, 3, (3, 3), (3, 3), 3, 4, 2, 0.7),  # padding beyond the kernel
     (33, 16, 8, (2, 2), (3, 3), 1, 1, 1, 0.1),
     (32, 4, 5, (7, 9), (3, 3), 2, 1, 1, 0.3),  # whole 16 x 16 blocks of the layout copies, and a remainder
@@ -75,6 +75,13 @@ def test_sparse_conv1d_matches_dense(backend, batch, cin, cout, length, kernel, 
     x, w, mask, b = _inputs(batch, cin, cout, (length,), (kernel,), density, seed=length)
     _check_against_dense(F.conv1d, ops.sparse_conv1d, x, w, mask, b, backend, stride=stride, padding=padding,
                          dilation=dilation)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_conv_with_empty_output_channels(backend):
+    x, w, mask, b = _inputs(16, 5, 6, (7, 6), (3, 3), 0.4, seed=7)
+    mask[::2] = False  # output channels 0, 2, 4 keep nothing, 1, 3, 5 keep some
+    _check_against_dense(F.conv2d, ops.sparse_conv2d, x, w, mask, b, backend, kernel_size=3, stride=2, padding=1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
