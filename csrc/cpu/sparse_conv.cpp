@@ -421,8 +421,10 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     if (need_dvalues) dvalues = at::zeros({col.numel()}, values.options());
     if (need_dx && (g.B == 0 || g.O == 0 || g.C == 0 || col.numel() == 0)) dx = at::zeros(x.sizes(), x.options());
     if (g.B == 0 || g.O == 0 || g.C == 0) return;
-    // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), likewise columns.
-    const int64_t top = (g.KH - 1) * g.dh / g.sh, left = (g.KW - 1) * g.dw / g.sw;
+    // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), so from ph / sh - (KH - 1)
+    // dh / sh up to (H - 1 + ph) / sh; likewise columns.
+    const int64_t top = std::max<int64_t>(0, (g.KH - 1) * g.dh / g.sh - g.ph / g.sh);
+    const int64_t left = std::max<int64_t>(0, (g.KW - 1) * g.dw / g.sw - g.pw / g.sw);
     const int64_t Hq = top + std::max(g.OH, (g.H - 1 + g.ph) / g.sh + 1);
     const int64_t Wq = left + std::max(g.OW, (g.W - 1 + g.pw) / g.sw + 1);
     const auto dyt = to_batch_last<scalar_t>(dy, Hq, Wq, top, left, g.Bp);
