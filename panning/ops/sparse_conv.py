@@ -15,6 +15,7 @@ import torch
 
 from .. import checks
 from . import _checks, dispatch
+from .sparse import checked_backend
 from .sparse_weight import SparseWeight
 
 
@@ -125,8 +126,7 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
     """The checks shared by both public ops and the call of the 2-D op (x 4-D, geometry as pairs)."""
     checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
     sparse_weight.check()
-    out_channels, columns = sparse_weight.shape
-    in_channels = x.shape[1]
+    columns, in_channels = sparse_weight.shape[1], x.shape[1]
     if columns != in_channels * kernel[0] * kernel[1]:
         raise ValueError(f"sparse_weight: expected {in_channels * kernel[0] * kernel[1]} columns (in_channels "
                          f"{in_channels} x kernel_size), got shape {sparse_weight.shape}")
@@ -134,15 +134,9 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
         if _output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) < 1:
             raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
                              f"padding")
-    if bias is not None:
-        _checks.shape("bias", _checks.tensor("bias", bias), (out_channels,))
-    values = sparse_weight.values
-    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
-    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
-    backend = dispatch.resolve("sparse_conv_fwd", x.device, backend)
-    dispatch.resolve("sparse_conv_bwd", x.device, backend)
+    backend = checked_backend("sparse_conv", x, sparse_weight, bias, backend)
     args = (x.contiguous(), sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
-            values.contiguous(), kernel, stride, padding, dilation, bias, backend)
+            sparse_weight.values.contiguous(), kernel, stride, padding, dilation, bias, backend)
     if torch.compiler.is_compiling():
         return _sparse_conv(*args)
     return _EagerSparseConv.apply(*args, name)
