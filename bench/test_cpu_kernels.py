@@ -18,15 +18,6 @@ from panning.cli import bench_run as bench
 QUICK = os.environ.get("PANNING_BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("PANNING_BENCH_ROUNDS", "5"))
 CASES = bench.cases(QUICK)
-_built: dict[str, dict] = {}
-
-
-def _variants(case: bench.Case) -> dict:
-    """The case's inputs, built once and kept only while its group runs (the big ones take hundreds of MB)."""
-    if case.group not in _built:
-        _built.clear()
-        _built[case.group] = case.build()
-    return _built[case.group]
 
 
 @pytest.mark.parametrize("case,variant", [(case, name) for case in CASES for name in case.names],
@@ -35,4 +26,4 @@ def test_kernel(benchmark, case, variant):
     benchmark.group = case.group
     benchmark.extra_info.update(case=case.group, variant=variant, floor=case.floor,
                                 targets=[str(t) for t in case.targets])
-    benchmark.pedantic(_variants(case)[variant], rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(bench.built(case)[variant], rounds=ROUNDS, warmup_rounds=1, iterations=1)

@@ -13,19 +13,11 @@ import os
 import pytest
 
 from bench import conv_cases
+from panning.cli import bench_run as bench
 
 QUICK = os.environ.get("PANNING_BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("PANNING_BENCH_ROUNDS", "5"))
 CASES = conv_cases.cases(QUICK)
-_built: dict[str, dict] = {}
-
-
-def _variants(case) -> dict:
-    """The case's inputs, built once and kept only while its group runs."""
-    if case.group not in _built:
-        _built.clear()
-        _built[case.group] = case.build()
-    return _built[case.group]
 
 
 @pytest.mark.parametrize("case,variant", [(case, name) for case in CASES for name in case.names],
@@ -35,4 +27,4 @@ def test_layer(benchmark, case, variant):
         pytest.skip(conv_cases.MISSING)
     benchmark.group = case.group
     benchmark.extra_info.update(case=case.group, variant=variant, targets=[str(t) for t in case.targets])
-    benchmark.pedantic(_variants(case)[variant], rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(bench.built(case)[variant], rounds=ROUNDS, warmup_rounds=1, iterations=1)

@@ -30,20 +30,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using Ints = const std::vector<int64_t>&;
   m.def("sparse_conv_fwd",
         [](const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
-           Ints kernel, Ints stride, Ints padding, Ints dilation, const std::optional<at::Tensor>& bias) {
-          return panning::sparse_conv_fwd(x, crow, col, values, kernel, stride, padding, dilation, bias);
+           Ints kernel, Ints stride, Ints padding, Ints dilation, const std::optional<at::Tensor>& bias,
+           bool keep_layout) {
+          return panning::sparse_conv_fwd(x, crow, col, values, kernel, stride, padding, dilation, bias,
+                                          keep_layout);
         },
-        "conv2d(x, W) + b with W (O, C*KH*KW) in CSR", py::arg("x"), py::arg("crow"), py::arg("col"),
-        py::arg("values"), py::arg("kernel"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
-        py::arg("bias"));
+        "(conv2d(x, W) + b with W (O, C*KH*KW) in CSR, x's kernel layout or None)", py::arg("x"), py::arg("crow"),
+        py::arg("col"), py::arg("values"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("bias"), py::arg("keep_layout"));
   m.def("sparse_conv_bwd",
         [](const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
            const at::Tensor& values, Ints kernel, Ints stride, Ints padding, Ints dilation, bool need_dx,
-           bool need_dvalues) {
+           bool need_dvalues, const std::optional<at::Tensor>& x_layout) {
           return panning::sparse_conv_bwd(dy, x, crow, col, values, kernel, stride, padding, dilation, need_dx,
-                                          need_dvalues);
+                                          need_dvalues, x_layout);
         },
         "(dx, dW at the kept entries) of sparse_conv_fwd", py::arg("dy"), py::arg("x"), py::arg("crow"),
         py::arg("col"), py::arg("values"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
-        py::arg("dilation"), py::arg("need_dx"), py::arg("need_dvalues"));
+        py::arg("dilation"), py::arg("need_dx"), py::arg("need_dvalues"), py::arg("x_layout"));
 }

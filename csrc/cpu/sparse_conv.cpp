@@ -14,11 +14,16 @@
 // read consecutive dy columns. dW is a sampled dense-dense product: the dot product of dy[oc] with the shifted
 // x[ic] over (row, column, batch), four entries of a row sharing each load of dy.
 // Every output element is summed in a fixed order, so the results do not depend on the number of threads.
-// The layout copies and outputs come from empty_output (csrc/cpu/output.cpp): large fresh buffers would otherwise
-// fault in every page at every call, as costly as the copies themselves.
+// The layout copies transpose 16 x 16 blocks in registers (AVX-512, float); they and the outputs come from
+// empty_output (csrc/cpu/output.cpp): large fresh buffers would otherwise fault in every page at every call.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <ATen/Parallel.h>
 
@@ -59,33 +64,90 @@ struct Geometry {
   }
 };
 
+#if defined(__AVX512F__)
+// r[k] <- column k of the 16 x 16 matrix whose rows are r[0..16).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
+      t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+  }
+}
+#endif
+
+// Copy one channel between NCHW (plane[b * bstride + j], j = h W + w over the H W positions) and batch-last
+// (at(j)[b]): 16 x 16 blocks transposed in registers where the CPU has AVX-512 (float), the rest element by element.
+template <typename T, bool ToBatchLast, typename At>
+void copy_channel(T* plane, int64_t bstride, int64_t B, int64_t HW, At at) {
+  int64_t jfull = 0, bfull = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    jfull = HW / 16 * 16, bfull = B / 16 * 16;
+    __m512 r[16];
+    for (int64_t j0 = 0; j0 < jfull; j0 += 16) {
+      for (int64_t b0 = 0; b0 < bfull; b0 += 16) {
+        if constexpr (ToBatchLast) {
+          for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(plane + (b0 + i) * bstride + j0);
+          transpose16(r);
+          for (int k = 0; k < 16; ++k) _mm512_storeu_ps(at(j0 + k) + b0, r[k]);
+        } else {
+          for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(at(j0 + k) + b0);
+          transpose16(r);
+          for (int i = 0; i < 16; ++i) _mm512_storeu_ps(plane + (b0 + i) * bstride + j0, r[i]);
+        }
+      }
+    }
+  }
+#endif
+  for (int64_t j = 0; j < HW; ++j) {
+    T* d = at(j);
+    for (int64_t b = j < jfull ? bfull : 0; b < B; ++b) {
+      if constexpr (ToBatchLast)
+        d[b] = plane[b * bstride + j];
+      else
+        plane[b * bstride + j] = d[b];
+    }
+  }
+}
+
 // NCHW src (B, C, H, W) -> batch-last [C][rows][cols][Bp] with src at (top, left) and zeros elsewhere.
 template <typename T>
 at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int64_t top, int64_t left, int64_t Bp) {
   const int64_t B = src.size(0), C = src.size(1), H = src.size(2), W = src.size(3);
   auto dst = empty_output({C, rows, cols, Bp}, src.options());
-  const T* ps = src.const_data_ptr<T>();
+  T* ps = const_cast<T*>(src.const_data_ptr<T>());  // only read: copy_channel<T, true> writes the batch-last side
   T* pd = dst.mutable_data_ptr<T>();
-  at::parallel_for(0, C * rows, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = i / rows, h = i % rows - top;
-      T* d = pd + i * cols * Bp;
-      if (h < 0 || h >= H) {
-        std::fill(d, d + cols * Bp, T(0));
-        continue;
-      }
-      std::fill(d, d + left * Bp, T(0));
-      std::fill(d + (left + W) * Bp, d + cols * Bp, T(0));
-      d += left * Bp;
-      for (int64_t w = 0; w < W; ++w) std::fill(d + w * Bp + B, d + (w + 1) * Bp, T(0));
-      for (int64_t b0 = 0; b0 < B; b0 += 16) {  // 16 x 16 blocks: the stores of a block stay in a few lines
-        const int64_t b1 = std::min(B, b0 + 16);
-        for (int64_t w0 = 0; w0 < W; w0 += 16) {
-          const int64_t w1 = std::min(W, w0 + 16);
-          for (int64_t w = w0; w < w1; ++w)
-            for (int64_t b = b0; b < b1; ++b) d[w * Bp + b] = ps[((b * C + c) * H + h) * W + w];
+  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      T* base = pd + c * rows * cols * Bp;
+      for (int64_t h = 0; h < rows; ++h) {  // zeros where the copy does not write
+        T* d = base + h * cols * Bp;
+        if (h < top || h >= top + H) {
+          std::fill(d, d + cols * Bp, T(0));
+          continue;
         }
+        std::fill(d, d + left * Bp, T(0));
+        std::fill(d + (left + W) * Bp, d + cols * Bp, T(0));
+        for (int64_t w = left; w < left + W; ++w) std::fill(d + w * Bp + B, d + (w + 1) * Bp, T(0));
       }
+      copy_channel<T, true>(ps + c * H * W, C * H * W, B, H * W,
+                            [&](int64_t j) { return base + ((j / W + top) * cols + left + j % W) * Bp; });
     }
   });
   return dst;
@@ -94,22 +156,13 @@ at::Tensor to_batch_last(const at::Tensor& src, int64_t rows, int64_t cols, int6
 // batch-last [C][H][W][Bp] -> NCHW (B, C, H, W).
 template <typename T>
 at::Tensor from_batch_last(const at::Tensor& src, int64_t B) {
-  const int64_t C = src.size(0), H = src.size(1), W = src.size(2), Bp = src.size(3);
-  auto dst = empty_output({B, C, H, W}, src.options());
-  const T* ps = src.const_data_ptr<T>();
+  const int64_t C = src.size(0), HW = src.size(1) * src.size(2), Bp = src.size(3);
+  auto dst = empty_output({B, C, src.size(1), src.size(2)}, src.options());
+  T* ps = const_cast<T*>(src.const_data_ptr<T>());  // only read: copy_channel<T, false> writes the NCHW side
   T* pd = dst.mutable_data_ptr<T>();
-  at::parallel_for(0, C * H, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* s = ps + i * W * Bp;
-      for (int64_t b0 = 0; b0 < B; b0 += 16) {
-        const int64_t b1 = std::min(B, b0 + 16);
-        for (int64_t w0 = 0; w0 < W; w0 += 16) {
-          const int64_t w1 = std::min(W, w0 + 16);
-          for (int64_t b = b0; b < b1; ++b)
-            for (int64_t w = w0; w < w1; ++w) pd[(b * C * H + i) * W + w] = s[w * Bp + b];
-        }
-      }
-    }
+  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      copy_channel<T, false>(pd + c * HW, C * HW, B, HW, [&](int64_t j) { return ps + (c * HW + j) * Bp; });
   });
   return dst;
 }
@@ -254,15 +307,23 @@ template <typename T, int G, bool Unit>
 inline void dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off,
                  typename Vec<T>::type* acc) {
   using V = Vec<T>;
-  typename V::type s[G];
+  typename V::type s[2][G];  // two sums per entry over alternate vectors: twice the FMAs in flight
   const T* xs[G];
-  for (int j = 0; j < G; ++j) s[j] = acc[j], xs[j] = xrow + off[j];
-  for (int64_t v = 0; v < nv; ++v) {
+  for (int j = 0; j < G; ++j) s[0][j] = acc[j], s[1][j] = typename V::type{}, xs[j] = xrow + off[j];
+  int64_t v = 0;
+  for (; v + 2 <= nv; v += 2) {
+    for (int u = 0; u < 2; ++u) {
+      const typename V::type d = V::load(dy + (v + u) * V::kLanes);
+      const int64_t o = Unit ? (v + u) * V::kLanes : xo[v + u];
+      for (int j = 0; j < G; ++j) s[u][j] += d * V::load(xs[j] + o);
+    }
+  }
+  for (; v < nv; ++v) {
     const typename V::type d = V::load(dy + v * V::kLanes);
     const int64_t o = Unit ? v * V::kLanes : xo[v];
-    for (int j = 0; j < G; ++j) s[j] += d * V::load(xs[j] + o);
+    for (int j = 0; j < G; ++j) s[0][j] += d * V::load(xs[j] + o);
   }
-  for (int j = 0; j < G; ++j) acc[j] = s[j];
+  for (int j = 0; j < G; ++j) acc[j] = s[0][j] + s[1][j];
 }
 
 template <typename T, bool Unit>
@@ -320,11 +381,13 @@ void check(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, c
 
 }  // namespace
 
-at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
-                           const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride,
-                           at::IntArrayRef padding, at::IntArrayRef dilation, const std::optional<at::Tensor>& bias) {
+std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
+    const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+    at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    const std::optional<at::Tensor>& bias, bool keep_layout) {
   check(x, crow, col, values, kernel, stride, padding, dilation);
   at::Tensor y;
+  std::optional<at::Tensor> layout;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_fwd", [&] {
     const Geometry g(x, crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
     if (g.B == 0 || g.O == 0) {
@@ -339,14 +402,15 @@ at::Tensor sparse_conv_fwd(const at::Tensor& x, const at::Tensor& crow, const at
     fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(),
                        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, yt);
     y = from_batch_last<scalar_t>(yt, g.B);
+    if (keep_layout) layout = xt;
   });
-  return y;
+  return {y, layout};
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
     const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, bool need_dx, bool need_dvalues) {
+    at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout) {
   check(x, crow, col, values, kernel, stride, padding, dilation);
   std::optional<at::Tensor> dx, dvalues;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_bwd", [&] {
@@ -357,8 +421,10 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     if (need_dvalues) dvalues = at::zeros({col.numel()}, values.options());
     if (need_dx && (g.B == 0 || g.O == 0 || g.C == 0 || col.numel() == 0)) dx = at::zeros(x.sizes(), x.options());
     if (g.B == 0 || g.O == 0 || g.C == 0) return;
-    // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), likewise columns.
-    const int64_t top = (g.KH - 1) * g.dh / g.sh, left = (g.KW - 1) * g.dw / g.sw;
+    // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), so from ph / sh - (KH - 1)
+    // dh / sh up to (H - 1 + ph) / sh; likewise columns.
+    const int64_t top = std::max<int64_t>(0, (g.KH - 1) * g.dh / g.sh - g.ph / g.sh);
+    const int64_t left = std::max<int64_t>(0, (g.KW - 1) * g.dw / g.sw - g.pw / g.sw);
     const int64_t Hq = top + std::max(g.OH, (g.H - 1 + g.ph) / g.sh + 1);
     const int64_t Wq = left + std::max(g.OW, (g.W - 1 + g.pw) / g.sw + 1);
     const auto dyt = to_batch_last<scalar_t>(dy, Hq, Wq, top, left, g.Bp);
@@ -366,7 +432,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     const int64_t* pcol = col.const_data_ptr<int64_t>();
     if (need_dvalues && col.numel() > 0) {
       const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
-      const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
+      const bool kept = x_layout.has_value() && x_layout->defined();
+      TORCH_CHECK(!kept || (x_layout->sizes() == at::IntArrayRef({g.C, Hp, Wp, g.Bp}) && x_layout->is_contiguous() &&
+                            x_layout->scalar_type() == x.scalar_type()),
+                  "sparse_conv: x_layout is not the forward's layout of this x");
+      const auto xt = kept ? *x_layout : to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
       const auto off = x_offsets(g, pcol, col.numel(), Hp, Wp);
       dw_impl<scalar_t>(g, xt, dyt, top, left, pcrow, off, dvalues->mutable_data_ptr<scalar_t>());
     }

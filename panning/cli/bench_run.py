@@ -60,6 +60,18 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
+_BUILT: dict[str, dict[str, Callable[[], object]]] = {}
+
+
+def built(case: Case) -> dict[str, Callable[[], object]]:
+    """The case's variants, built once and kept only while its group runs (the big inputs take hundreds of MB):
+    the pytest-benchmark suites time one variant per test."""
+    if case.group not in _BUILT:
+        _BUILT.clear()
+        _BUILT[case.group] = case.build()
+    return _BUILT[case.group]
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -74,10 +74,19 @@ def sparse_linear_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, need_
 
 def sparse_conv_fwd(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None, kernel: list[int],
                     stride: list[int], padding: list[int], dilation: list[int]) -> torch.Tensor:
-    return _C.sparse_conv_fwd(x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation, bias)
+    return _C.sparse_conv_fwd(x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation, bias,
+                              False)[0]
+
+
+def sparse_conv_fwd_keep(x: torch.Tensor, sw: SparseWeight, bias: torch.Tensor | None, kernel: list[int],
+                         stride: list[int], padding: list[int], dilation: list[int]):
+    """(y, x in the kernels' layout): the backward takes the layout back instead of building it again."""
+    return _C.sparse_conv_fwd(x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation, bias,
+                              True)
 
 
 def sparse_conv_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, kernel: list[int], stride: list[int],
-                    padding: list[int], dilation: list[int], need_dx: bool, need_dvalues: bool):
+                    padding: list[int], dilation: list[int], need_dx: bool, need_dvalues: bool,
+                    layout: torch.Tensor | None = None):
     return _C.sparse_conv_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation,
-                              need_dx, need_dvalues)
+                              need_dx, need_dvalues, layout)

@@ -104,6 +104,20 @@ def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None =
     return dispatch.kernel("to_sparse", name)(weight.detach().contiguous(), mask.contiguous())
 
 
+def checked_backend(op: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None,
+                    backend: str | None) -> str:
+    """The checks sparse_linear and sparse_conv share once x's shape is checked (bias shape; dtype and device of x,
+    the kept values and bias), and the backend that runs the op's forward and backward."""
+    if bias is not None:
+        _checks.shape("bias", _checks.tensor("bias", bias), (sparse_weight.shape[0],))
+    values = sparse_weight.values
+    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
+    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
+    name = dispatch.resolve(f"{op}_fwd", x.device, backend)
+    dispatch.resolve(f"{op}_bwd", x.device, name)
+    return name
+
+
 def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,
                   backend: str | None = None) -> torch.Tensor:
     """y = x @ W^T + bias with W compressed; gradients go to x, sparse_weight.values and bias.
@@ -117,15 +131,9 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
-    if bias is not None:
-        _checks.shape("bias", _checks.tensor("bias", bias), (out_features,))
-    values = sparse_weight.values
-    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
-    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
-    name = dispatch.resolve("sparse_linear_fwd", x.device, backend)
-    dispatch.resolve("sparse_linear_bwd", x.device, name)
+    name = checked_backend("sparse_linear", x, sparse_weight, bias, backend)
     rows = math.prod(x.shape[:-1])
     args = (x.reshape(rows, in_features).contiguous(), sparse_weight.crow_indices.contiguous(),
-            sparse_weight.col_indices.contiguous(), values.contiguous(), in_features, bias, name)
+            sparse_weight.col_indices.contiguous(), sparse_weight.values.contiguous(), in_features, bias, name)
     y = _sparse_linear(*args) if torch.compiler.is_compiling() else _EagerSparseLinear.apply(*args)
     return y.view(*x.shape[:-1], out_features)

@@ -13,6 +13,7 @@ import torch
 
 from .. import checks
 from . import _checks, dispatch
+from .sparse import checked_backend
 from .sparse_weight import SparseWeight
 
 
@@ -85,6 +86,11 @@ class _EagerSparseConv(torch.autograd.Function):
         ctx.save_for_backward(x, crow, col, values)
         ctx.geometry, ctx.backend, ctx.name = (kernel, stride, padding, dilation), backend, name
         sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        ctx.layout = None  # x in the backend's own layout, kept for the weight gradient where it has one
+        if ctx.needs_input_grad[3] and dispatch.implements(backend, "sparse_conv_fwd_keep"):
+            y, ctx.layout = dispatch.kernel("sparse_conv_fwd_keep", backend)(x, sw, bias, kernel, stride, padding,
+                                                                            dilation)
+            return y
         return dispatch.kernel("sparse_conv_fwd", backend)(x, sw, bias, kernel, stride, padding, dilation)
 
     @staticmethod
@@ -95,8 +101,10 @@ class _EagerSparseConv(torch.autograd.Function):
         need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[8]
         kernel = ctx.geometry[0]
         sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        kept = {"layout": ctx.layout} if ctx.layout is not None else {}
         dx, dvalues = dispatch.kernel("sparse_conv_bwd", ctx.backend)(dy.contiguous(), x, sw, *ctx.geometry,
-                                                                      need_dx, need_dvalues)
+                                                                      need_dx, need_dvalues, **kept)
+        ctx.layout = None
         db = dy.sum((0, 2, 3)) if need_db else None
         return dx, None, None, dvalues, None, None, None, None, db, None, None
 
@@ -116,8 +124,7 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
     """The checks shared by both public ops and the call of the 2-D op (x 4-D, geometry as pairs)."""
     checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
     sparse_weight.check()
-    out_channels, columns = sparse_weight.shape
-    in_channels = x.shape[1]
+    columns, in_channels = sparse_weight.shape[1], x.shape[1]
     if columns != in_channels * kernel[0] * kernel[1]:
         raise ValueError(f"sparse_weight: expected {in_channels * kernel[0] * kernel[1]} columns (in_channels "
                          f"{in_channels} x kernel_size), got shape {sparse_weight.shape}")
@@ -125,15 +132,9 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
         if _output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) < 1:
             raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
                              f"padding")
-    if bias is not None:
-        _checks.shape("bias", _checks.tensor("bias", bias), (out_channels,))
-    values = sparse_weight.values
-    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
-    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
-    backend = dispatch.resolve("sparse_conv_fwd", x.device, backend)
-    dispatch.resolve("sparse_conv_bwd", x.device, backend)
+    backend = checked_backend("sparse_conv", x, sparse_weight, bias, backend)
     args = (x.contiguous(), sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
-            values.contiguous(), kernel, stride, padding, dilation, bias, backend)
+            sparse_weight.values.contiguous(), kernel, stride, padding, dilation, bias, backend)
     if torch.compiler.is_compiling():
         return _sparse_conv(*args)
     return _EagerSparseConv.apply(*args, name)
