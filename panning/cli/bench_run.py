@@ -28,6 +28,7 @@ from torch.nn.utils import prune as torch_prune
 from .. import ops
 from ..io import save_figure
 from ..ops import dispatch, reference
+from ..sparsity import keep_count
 from ..timing import interleaved, summary
 
 SPARSITIES = (0.90, 0.95, 0.99)
@@ -85,7 +86,7 @@ def _read(*tensors: torch.Tensor) -> None:
 def topk_case(n: int, sparsity: float = 0.9) -> Case:
     def build():
         scores = torch.randn(n, generator=_gen(3))
-        k = round(n * (1 - sparsity))
+        k = keep_count(n, sparsity)
 
         def with_topk():
             mask = torch.zeros(n, dtype=torch.bool)
@@ -113,7 +114,7 @@ def prune_case(n: int, sparsity: float = 0.9) -> Case:
             torch_prune.remove(layer, "weight")
 
         scores = layer.weight.detach().abs().reshape(-1)
-        k = round(scores.numel() * (1 - sparsity))
+        k = keep_count(scores.numel(), sparsity)
         return {"ours": lambda: ops.topk_mask(scores, k), "prune.global_unstructured": with_prune}
     return Case(f"topk_mask vs torch prune {side * side:,} {sparsity:.0%}", ("ours", "prune.global_unstructured"),
                 build, (Target("prune.global_unstructured", 100),))

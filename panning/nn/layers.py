@@ -134,6 +134,10 @@ def scores_name(name: str) -> str:
     return "scores" if name == "weight" else f"{name}_scores"
 
 
+#: The attributes `SparseLayer._init_sparse` sets beside the masks, scores and values (the path's state).
+_PATH_STATE = ("_mode", "_layout", "_generation", "_stamps", "_own", "_frozen_from")
+
+
 class SparseLayer:
     """Mask handling and the two paths, shared by the sparse layers (a mixin in front of the plain torch layer).
     `MASKED` names the masked parameters; each has a bool buffer `mask_name(p)` and, during mask search,
@@ -434,12 +438,14 @@ class MaskedModule(SparseLayer):
         return module
 
     def to_dense(self) -> nn.Module:
-        """The module as it was (its own class again), the masked-out weights zeroed."""
+        """The module as it was (its own class and attributes again), the masked-out weights zeroed."""
         self._bake(force=True)
         for name in self.MASKED:
             del self._buffers[mask_name(name)]
             del self._parameters[scores_name(name)]
         del self._parameters["values"]
+        for attribute in _PATH_STATE:
+            del self.__dict__[attribute]
         self.__class__ = self.BASE
         return self
 
