@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from panning.ops import checks as tensor_checks
+
 from . import adapter, checks
 from .adapter import Filter, except_last, prunable
-from .ops import _checks as ops_checks
 
 __all__ = ["Arena", "Filter", "except_last", "prunable"]
 
@@ -32,7 +33,7 @@ class Arena:
                  logits: adapter.Logits = adapter.logits):
         checks.instance("model", model, nn.Module, "an nn.Module")
         checks.instance("logits", logits, Callable, "a function of the model's output")
-        ops_checks.materialized("model", model)
+        tensor_checks.materialized("model", model)
         found = adapter.selected(model, include)
         if not found:
             raise ValueError("model: has no prunable weights (Linear, Conv, attention projections) under the given "

@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 
 from panning import checks
 from panning.adapter import Logits, logits as logits_of
-from panning.criteria import _checks as model_checks
+from panning.criteria import arguments
 from panning.data import Data, DataBundle, as_tensors, split
 from panning.io import derived_generator, save_atomically
 from panning.masks import Masks
 from panning.models.io import state_differences
 from panning.nn import MODES, densify, layer_masks, sparsify
-from panning.ops import _checks as ops_checks
+from panning.ops import checks as tensor_checks
 
 #: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
 #: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
@@ -312,11 +312,11 @@ def train(
     checks.choice("mode", mode, MODES)
     checks.seed("seed", seed)
     checks.instance("model", model, nn.Module, "an nn.Module")
-    ops_checks.materialized("model", model)
+    tensor_checks.materialized("model", model)
     train_set, test, augment, name = split(data, test)
     checks.instance("logits", logits, Callable, "a function of the model's output")
     x_check, y_check = train_set.tensors
-    model_checks.takes_samples(model, tuple(x_check.shape[1:]), classes=int(y_check.max()) + 1)
+    arguments.takes_samples(model, tuple(x_check.shape[1:]), classes=int(y_check.max()) + 1)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)

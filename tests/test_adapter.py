@@ -19,7 +19,7 @@ from panning import adapter, jackpot, prune
 from panning.arena import Arena
 from panning.connectivity import _attention_paths, effective_masks, effective_sparsity
 from panning.criteria import passes
-from panning.criteria._functional import loss_grad
+from panning.criteria.functional import loss_grad
 from panning.masks import Masks
 from panning.nn import MaskedModule, SparseLayer, densify, sparsify
 from panning.optional import require

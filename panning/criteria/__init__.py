@@ -17,8 +17,8 @@ Criteria never modify the model. Data-dependent ones take an (inputs, labels) ba
 pruning drivers (panning.pbt) draw class-balanced with `panning.data.class_balanced_batch`. The
 iteration schedules, masks and layer-collapse checks live in panning.pbt.
 """
-from ._functional import Batch
 from .basic import magnitude, random
+from .functional import Batch
 from .grasp import TEMPERATURE, grasp
 from .snip import force, iterative_snip, snip
 from .synflow import synflow

@@ -6,8 +6,8 @@ from torch import nn
 
 from .. import checks
 from ..arena import Arena
-from . import _checks
-from ._functional import Batch
+from . import arguments
+from .functional import Batch
 from .passes import gradient_indices
 
 TEMPERATURE = 200.0
@@ -25,7 +25,7 @@ def grasp(model: nn.Module, arena: Arena, batch: Batch, *, temperature: float = 
     criterion here, the mask keeps the largest scores. Weights whose removal would most reduce the
     gradient norm (large positive w * Hg) are kept.
     """
-    _checks.model_and_arena(model, arena)
-    batch = _checks.batch(batch, arena)
+    arguments.model_and_arena(model, arena)
+    batch = arguments.batch(batch, arena)
     temperature = checks.positive("temperature", temperature)
     return gradient_indices(model, arena, batch, temperature)[1]

@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .. import adapter
 from ..arena import Arena
 from ..ops import product_score
-from ._functional import Batch, forward, loss, loss_grad, mode
+from .functional import Batch, forward, loss, loss_grad, mode
 
 #: Layer outputs of the SynFlow network are kept within [2^-r, 2^r] by exact power-of-two rescaling, with
 #: r by the compute dtype: room for one layer's sums (and the backward through it) beyond the bound.

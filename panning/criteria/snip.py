@@ -15,8 +15,8 @@ from torch import nn
 
 from ..arena import Arena
 from ..ops import product_score
-from . import _checks
-from ._functional import Batch
+from . import arguments
+from .functional import Batch
 from .passes import masked_gradient
 
 
@@ -26,17 +26,17 @@ def snip(model: nn.Module, arena: Arena, batch: Batch, *, mask: torch.Tensor | N
     `batch` is an (inputs, labels) pair, usually class-balanced (panning.data.class_balanced_batch). The
     loss is the mean cross-entropy in train mode; the model itself is not modified.
     """
-    _checks.model_and_arena(model, arena)
-    batch = _checks.batch(batch, arena)
+    arguments.model_and_arena(model, arena)
+    batch = arguments.batch(batch, arena)
     if mask is not None:
-        _checks.mask(mask, arena)
+        arguments.mask(mask, arena)
     return product_score(arena.weights.detach(), masked_gradient(model, arena, batch, mask))
 
 
 def force(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor) -> torch.Tensor:
     """FORCE scores: the gradient at the pruned point w * mask times the dense weights, for every weight
     (pruned ones included, so a later step may bring them back)."""
-    _checks.mask(mask, arena)  # required here (snip alone would take None for the dense network)
+    arguments.mask(mask, arena)  # required here (snip alone would take None for the dense network)
     return snip(model, arena, batch, mask=mask)
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..arena import Arena
-from . import _checks
+from . import arguments
 from .passes import flow
 
 
@@ -23,8 +23,8 @@ def synflow(model: nn.Module, arena: Arena, input_shape, *, mask: torch.Tensor |
     arena's dtype, else the scores come back scaled by a power of two that keeps the largest one
     representable (the ranking is all any mask uses).
     """
-    _checks.model_and_arena(model, arena)
-    shape = _checks.input_shape(input_shape)
+    arguments.model_and_arena(model, arena)
+    shape = arguments.input_shape(input_shape)
     if mask is not None:
-        _checks.mask(mask, arena)
+        arguments.mask(mask, arena)
     return flow(model, arena, shape, mask).scores(arena.weights.dtype)

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from .. import checks, ops
 from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
-from ..criteria import _checks
+from ..criteria import arguments
 from ..data import Data, split
 from ..io import derived_generator, save_atomically, save_tensors
 from ..masks import Masks
@@ -275,7 +275,7 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
     if max_steps is not None:
         checks.non_negative_int("max_steps", max_steps)
     train, test, augment, data_name = split(data, test)  # reads a DataLoader: after the cheap checks
-    _checks.takes_samples(model, tuple(train.tensors[0].shape[1:]), classes=int(train.tensors[1].max()) + 1)
+    arguments.takes_samples(model, tuple(train.tensors[0].shape[1:]), classes=int(train.tensors[1].max()) + 1)
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     if batch_size % world:
         raise ValueError(f"batch_size: {batch_size} does not split evenly over {world} processes")

@@ -49,7 +49,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from panning import checks, ops
-from panning.ops import _checks
+from panning.ops import checks as tensor_checks
 
 from .cost import compressed_wins
 
@@ -66,7 +66,7 @@ def compiled_sparse_kernel(device_type: str) -> bool:
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """A bool tensor shaped like `weight`, moved to its device; clear errors otherwise."""
-    return _checks.bool_mask(name, mask, weight.shape).to(weight.device)
+    return tensor_checks.bool_mask(name, mask, weight.shape).to(weight.device)
 
 
 def _shell(cls: type[nn.Module], module: nn.Module, **options) -> nn.Module:
@@ -348,7 +348,7 @@ class SparseLayer:
         self._leave_compressed()
         weight = self._parameters[name]
         source = weight.detach().abs() if init is None else init
-        _checks.shape("init", _checks.floating("init", _checks.tensor("init", source)), weight.shape)
+        tensor_checks.shape("init", tensor_checks.floating("init", tensor_checks.tensor("init", source)), weight.shape)
         scores = nn.Parameter(source.detach().to(weight.device, weight.dtype, copy=True))
         setattr(self, scores_name(name), scores)
         return scores

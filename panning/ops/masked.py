@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from . import _checks, dispatch
+from . import checks as tensor_checks, dispatch
 
 
 @torch.library.custom_op("panning::masked_linear", mutates_args=())
@@ -114,22 +114,22 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     must be a floating tensor standing for top-k(scores) (e.g. a straight-through view of the scores)
     and receives dW_eff * weight, the straight-through score gradient of Lottery Jackpots.
     """
-    _checks.floating("x", _checks.tensor("x", x))
-    _checks.tensor("weight", weight, dims=(2,))
-    _checks.mask("mask", mask, weight)
+    tensor_checks.floating("x", tensor_checks.tensor("x", x))
+    tensor_checks.tensor("weight", weight, dims=(2,))
+    tensor_checks.mask("mask", mask, weight)
     if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x: expected last dimension {weight.shape[1]} (weight is {tuple(weight.shape)}), "
                          f"got shape {tuple(x.shape)}")
     if bias is not None:
-        _checks.shape("bias", _checks.tensor("bias", bias), (weight.shape[0],))
-    _checks.same_dtype("x", x, weight=weight, bias=bias)
-    _checks.same_device("x", x, weight=weight, bias=bias, mask=mask)
+        tensor_checks.shape("bias", tensor_checks.tensor("bias", bias), (weight.shape[0],))
+    tensor_checks.same_dtype("x", x, weight=weight, bias=bias)
+    tensor_checks.same_device("x", x, weight=weight, bias=bias, mask=mask)
     if score_grad and not mask.dtype.is_floating_point:
         raise TypeError("mask: score_grad=True needs a floating mask that can carry a gradient, got bool")
     if not score_grad:
         mask = mask.detach()
         if mask.dtype.is_floating_point:
-            _checks.zero_one("mask", mask)
+            tensor_checks.zero_one("mask", mask)
     if mask.dtype != torch.bool and mask.dtype != weight.dtype:
         mask = mask != 0  # the kernels read a bool mask or one of the weight's dtype
     name = dispatch.resolve("masked_linear_fwd", x.device, backend)

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _checks, dispatch
+from . import checks as tensor_checks, dispatch
 
 
 @torch.library.custom_op("panning::saliency", mutates_args=())
@@ -34,11 +34,11 @@ def _stack(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
     if not vectors:
         raise ValueError("indices: expected at least one index vector, got an empty sequence")
     for k, v in enumerate(vectors):
-        _checks.tensor(f"indices[{k}]", v, dims=(1,))
+        tensor_checks.tensor(f"indices[{k}]", v, dims=(1,))
         if k and v.shape != vectors[0].shape:
             raise ValueError(f"indices[{k}]: expected {vectors[0].numel()} elements like indices[0], got {v.numel()}")
-        _checks.same_dtype("indices[0]", vectors[0], **{f"indices[{k}]": v})
-        _checks.same_device("indices[0]", vectors[0], **{f"indices[{k}]": v})
+        tensor_checks.same_dtype("indices[0]", vectors[0], **{f"indices[{k}]": v})
+        tensor_checks.same_device("indices[0]", vectors[0], **{f"indices[{k}]": v})
     return torch.stack(vectors)
 
 
@@ -54,18 +54,18 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
     """
     if not isinstance(indices, torch.Tensor):
         indices = _stack(indices)
-    _checks.floating("indices", _checks.tensor("indices", indices, dims=(2,)))
-    _checks.floating("weights", _checks.tensor("weights", weights, dims=(1, 2)))
-    _checks.finite("weights", weights)
+    tensor_checks.floating("indices", tensor_checks.tensor("indices", indices, dims=(2,)))
+    tensor_checks.floating("weights", tensor_checks.tensor("weights", weights, dims=(1, 2)))
+    tensor_checks.finite("weights", weights)
     single = weights.dim() == 1
     weights2d = weights.unsqueeze(0) if single else weights
     if weights2d.shape[1] != indices.shape[0]:
         raise ValueError(f"weights: expected {indices.shape[0]} weights per row (one per index), "
                          f"got shape {tuple(weights.shape)}")
-    _checks.same_device("indices", indices, weights=weights)
+    tensor_checks.same_device("indices", indices, weights=weights)
     name = dispatch.resolve("saliency", indices.device, backend)
     if not dispatch.checks_inputs(name, "saliency"):  # the C++ kernel rejects them in its statistics pass
-        _checks.finite("indices", indices)
+        tensor_checks.finite("indices", indices)
     out = _saliency(indices.detach().contiguous(), weights2d.detach().to(torch.float64).contiguous(), name)
     return out[0] if single else out
 
@@ -73,10 +73,10 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
 def product_score(weight: torch.Tensor, grad: torch.Tensor, *, absolute: bool = True,
                   backend: str | None = None) -> torch.Tensor:
     """The elementwise raw score w * g, or |w * g|, in one pass (SNIP, GraSP, SynFlow)."""
-    _checks.floating("weight", _checks.tensor("weight", weight))
-    _checks.tensor("grad", grad)
-    _checks.shape("grad", grad, weight.shape)
-    _checks.same_dtype("weight", weight, grad=grad)
-    _checks.same_device("weight", weight, grad=grad)
+    tensor_checks.floating("weight", tensor_checks.tensor("weight", weight))
+    tensor_checks.tensor("grad", grad)
+    tensor_checks.shape("grad", grad, weight.shape)
+    tensor_checks.same_dtype("weight", weight, grad=grad)
+    tensor_checks.same_device("weight", weight, grad=grad)
     name = dispatch.resolve("product_score", weight.device, backend)
     return _product_score(weight.detach().contiguous(), grad.detach().contiguous(), absolute, name)

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .. import checks
-from . import _checks, dispatch
+from . import checks as tensor_checks, dispatch
 from .sparse_weight import SparseWeight
 
 
@@ -97,9 +97,9 @@ class _EagerSparseLinear(torch.autograd.Function):
 
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
     """Compress the masked-in entries of a (out, in) weight for the fixed-mask path."""
-    _checks.floating("weight", _checks.tensor("weight", weight, dims=(2,)))
-    _checks.bool_mask("mask", mask, weight.shape)
-    _checks.same_device("weight", weight, mask=mask)
+    tensor_checks.floating("weight", tensor_checks.tensor("weight", weight, dims=(2,)))
+    tensor_checks.bool_mask("mask", mask, weight.shape)
+    tensor_checks.same_device("weight", weight, mask=mask)
     name = dispatch.resolve("to_sparse", weight.device, backend)
     return dispatch.kernel("to_sparse", name)(weight.detach().contiguous(), mask.contiguous())
 
@@ -109,10 +109,10 @@ def checked_backend(op: str, x: torch.Tensor, sparse_weight: SparseWeight, bias:
     """The checks sparse_linear and sparse_conv share once x's shape is checked (bias shape; dtype and device of x,
     the kept values and bias), and the backend that runs the op's forward and backward."""
     if bias is not None:
-        _checks.shape("bias", _checks.tensor("bias", bias), (sparse_weight.shape[0],))
+        tensor_checks.shape("bias", tensor_checks.tensor("bias", bias), (sparse_weight.shape[0],))
     values = sparse_weight.values
-    _checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
-    _checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
+    tensor_checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
+    tensor_checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
     name = dispatch.resolve(f"{op}_fwd", x.device, backend)
     dispatch.resolve(f"{op}_bwd", x.device, name)
     return name
@@ -127,7 +127,7 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     """
     checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
     sparse_weight.check()
-    _checks.floating("x", _checks.tensor("x", x))
+    tensor_checks.floating("x", tensor_checks.tensor("x", x))
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")

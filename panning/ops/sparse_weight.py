@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from . import _checks
+from . import checks as tensor_checks
 
 # crow tensor -> (weak reference to its col tensor, crow version, col version, shape) of a checked structure.
 _CHECKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _index_tensor(name: str, value) -> torch.Tensor:
-    _checks.tensor(name, value, dims=(1,))
+    tensor_checks.tensor(name, value, dims=(1,))
     if value.dtype != torch.int64:
         raise TypeError(f"{name}: expected int64 indices, got {value.dtype}")
     return value
@@ -36,9 +36,9 @@ def _check_shape(shape) -> tuple[int, int]:
 
 
 def _check_values(values, col: torch.Tensor) -> None:
-    _checks.floating("values", _checks.tensor("values", values))
-    _checks.shape("values", values, (col.numel(),))  # one value per column index
-    _checks.same_device("col_indices", col, values=values)
+    tensor_checks.floating("values", tensor_checks.tensor("values", values))
+    tensor_checks.shape("values", values, (col.numel(),))  # one value per column index
+    tensor_checks.same_device("col_indices", col, values=values)
 
 
 def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> None:
@@ -46,7 +46,7 @@ def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tens
     out_features, in_features = shape
     if crow.numel() != out_features + 1:
         raise ValueError(f"crow_indices: expected {out_features + 1} entries (out_features + 1), got {crow.numel()}")
-    _checks.same_device("crow_indices", crow, col_indices=col)
+    tensor_checks.same_device("crow_indices", crow, col_indices=col)
     nnz = col.numel()
     # One host transfer of a few flags (the structure may live on a GPU).
     first, last = crow[0], crow[-1]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _checks, dispatch
+from . import checks as tensor_checks, dispatch
 
 
 @torch.library.custom_op("panning::topk_mask", mutates_args=())
@@ -38,7 +38,7 @@ def _segment_k(k, offsets: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def _offsets(offsets, n: int) -> torch.Tensor:
-    offsets = _checks.tensor("offsets", torch.as_tensor(offsets), dims=(1,))
+    offsets = tensor_checks.tensor("offsets", torch.as_tensor(offsets), dims=(1,))
     if offsets.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"offsets: expected int64 segment bounds, got {offsets.dtype}")
     offsets = offsets.to("cpu", torch.int64)
@@ -75,7 +75,7 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
     same scores (the C++ kernel reports it at no cost; other backends compute it in plain torch).
     Offsets and k are small metadata: pass them on the host to avoid device synchronization.
     """
-    _checks.floating("scores", _checks.tensor("scores", scores, dims=(1, 2)))
+    tensor_checks.floating("scores", tensor_checks.tensor("scores", scores, dims=(1, 2)))
     rows, n = (1, scores.shape[0]) if scores.dim() == 1 else scores.shape
     if offsets is None:
         if isinstance(k, (bool, torch.Tensor)) or not hasattr(k, "__index__"):
@@ -93,7 +93,7 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
         mask = torch.zeros_like(scores, dtype=torch.bool)
         return (mask, torch.zeros(tied_shape, dtype=torch.bool, device=scores.device)) if ties else mask
     if not dispatch.checks_inputs(name, "topk_mask"):
-        _checks.no_nan("scores", scores)
+        tensor_checks.no_nan("scores", scores)
     # Flatten the batch into one list of segments over the contiguous scores.
     starts = (torch.arange(rows).unsqueeze(1) * n + seg_offsets[:-1]).reshape(-1)
     flat_offsets = torch.cat([starts, torch.tensor([rows * n])]).to(scores.device)

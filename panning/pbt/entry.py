@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .. import adapter, checks
 from ..arena import Arena, prunable
-from ..criteria import _checks
+from ..criteria import arguments
 from ..data import Data, DataBundle, split
 from ..masks import Masks
 from ..sparsity import keep_count
@@ -51,7 +51,7 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
     dataset, shape = _resolve_data(data, input_shape, method, spec.needs_data)
     arena = Arena(model, include=include, share=False, logits=logits)
     if shape is not None:
-        _checks.takes_samples(model, shape, "data" if input_shape is None else "input_shape",
+        arguments.takes_samples(model, shape, "data" if input_shape is None else "input_shape",
                               data.num_classes if isinstance(data, DataBundle) else None)
     checks.keeps_weights("sparsity", sparsity, keep_count(arena.numel, sparsity), arena.numel)
     with tqdm(total=spec.steps(values), desc=method, disable=None if progress else True, leave=False) as bar:
@@ -73,7 +73,7 @@ def _resolve_data(data, input_shape, method: str, needs_data: bool) -> tuple[Dat
         dataset = split(data).train
         shape = tuple(dataset.tensors[0].shape[1:])
     if input_shape is not None:
-        shape = _checks.input_shape(input_shape)
+        shape = arguments.input_shape(input_shape)
     if shape is None and method == "synflow":
         raise ValueError("input_shape: SynFlow without data needs the input shape (one sample, no batch)")
     return dataset, shape

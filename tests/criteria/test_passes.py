@@ -97,10 +97,10 @@ def test_flow_effective_mask_equals_connectivity_without_biases():
 def test_prune_never_rechecks_the_model_against_its_arena(monkeypatch):
     """prune builds the arena from the model itself, so no step (and no internal criterion call) checks them."""
     from panning import data, prune
-    from panning.criteria import _checks
+    from panning.criteria import arguments
     calls = []
-    original = _checks.model_and_arena
-    monkeypatch.setattr(_checks, "model_and_arena", lambda *a: calls.append(1) or original(*a))
+    original = arguments.model_and_arena
+    monkeypatch.setattr(arguments, "model_and_arena", lambda *a: calls.append(1) or original(*a))
     bundle = data.load("synthetic", num_classes=3, input_shape=(1, 40), n_train=30, n_test=6)
     for iterations in (3, 12):
         calls.clear()

@@ -39,8 +39,8 @@ from torch.utils.data import Dataset
 
 from ... import checks, criteria, ops
 from ...arena import Arena
-from ...criteria import _checks, lanes as lowered, passes
-from ...criteria._functional import loss_grad
+from ...criteria import arguments, lanes as lowered, passes
+from ...criteria.functional import loss_grad
 from ...sparsity import exponential_counts, scheduled_sparsities
 from ..panning import PanningIndices
 
@@ -119,8 +119,8 @@ class PanningLanes:
         checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
-        _checks.model_and_arena(model, self.arena)
-        input_shape = _checks.input_shape(input_shape)
+        arguments.model_and_arena(model, self.arena)
+        input_shape = arguments.input_shape(input_shape)
         self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)

@@ -1,4 +1,5 @@
-"""Argument checks shared by the public ops: every error names the offending argument."""
+"""Checks of tensor arguments, shared by the ops, the sparse layers, the arena and the criteria: one function per
+kind, every error naming the offending argument. Scalar and type checks are in `panning.checks`."""
 from __future__ import annotations
 
 import torch

@@ -6,9 +6,10 @@ import math
 import torch
 from torch import nn
 
+from panning.ops import checks as tensor_checks
+
 from .. import adapter, checks
 from ..arena import Arena
-from ..ops import _checks as ops_checks
 
 
 def model_and_arena(model, arena) -> None:
@@ -42,8 +43,8 @@ def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     """A flat bool mask in the arena's layout."""
-    ops_checks.bool_mask(name, value, (arena.numel,))
-    ops_checks.same_device("arena", arena.weights, **{name: value})
+    tensor_checks.bool_mask(name, value, (arena.numel,))
+    tensor_checks.same_device("arena", arena.weights, **{name: value})
     return value
 
 
