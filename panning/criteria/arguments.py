@@ -46,8 +46,7 @@ def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     """A flat bool mask in the arena's layout."""
-    tensor_checks.bool_mask(name, value, (arena.numel,))
-    tensor_checks.same_device("arena", arena.weights, **{name: value})
+    tensor_checks.mask(name, value, (arena.numel,), on=("arena", arena.weights))
     return value
 
 

@@ -66,7 +66,7 @@ def compiled_sparse_kernel(device_type: str) -> bool:
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """A bool tensor shaped like `weight`, moved to its device; clear errors otherwise."""
-    return tensor_checks.bool_mask(name, mask, weight.shape).to(weight.device)
+    return tensor_checks.mask(name, mask, weight.shape).to(weight.device)
 
 
 def _shell(cls: type[nn.Module], module: nn.Module, **options) -> nn.Module:
@@ -348,7 +348,7 @@ class SparseLayer:
         self._leave_compressed()
         weight = self._parameters[name]
         source = weight.detach().abs() if init is None else init
-        tensor_checks.shape("init", tensor_checks.floating("init", tensor_checks.tensor("init", source)), weight.shape)
+        tensor_checks.operands(init=source, shapes={"init": weight.shape})
         scores = nn.Parameter(source.detach().to(weight.device, weight.dtype, copy=True))
         setattr(self, scores_name(name), scores)
         return scores

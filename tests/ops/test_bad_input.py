@@ -173,7 +173,7 @@ def test_saliency_accepts_huge_but_finite_float64_indices():
 
 
 def test_saliency_sequence_of_unequal_vectors_names_the_odd_one():
-    with pytest.raises(ValueError, match=r"indices\[2\]: expected 10 elements like indices\[0\], got 9"):
+    with pytest.raises(ValueError, match=r"indices\[2\]: expected shape \(10,\), got \(9,\)"):
         ops.saliency([torch.randn(10), torch.randn(10), torch.randn(9)], torch.ones(3))
     with pytest.raises(TypeError, match=r"indices\[1\]: dtype"):
         ops.saliency([torch.randn(10), torch.randn(10, dtype=torch.float64)], torch.ones(2))
