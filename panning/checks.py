@@ -33,6 +33,11 @@ def positive_int(name: str, value) -> int:
     return value
 
 
+def positive_ints(**named) -> tuple[int, ...]:
+    """Each of `named` (a count of steps, lanes, ...) as an int >= 1 (positive_int), checked in order."""
+    return tuple(positive_int(name, value) for name, value in named.items())
+
+
 def non_negative_int(name: str, value) -> int:
     """`value` as an int >= 0."""
     if not _is_int(value) or value < 0:

@@ -155,13 +155,12 @@ class SparseLayer:
             self.register_buffer(mask_name(name), torch.ones_like(self._parameters[name], dtype=torch.bool))
             self.register_parameter(scores_name(name), None)
         self.register_parameter("values", None)
-        self._mode = checks.choice("mode", mode, MODES)
         self._layout: _Layout | None = None
         self._generation = 0  # bumped whenever `values` gets a new layout
         self._stamps: tuple | None = None  # (_stamp(weight), _stamp(values)) when last in sync
         self._own: tuple[nn.Parameter, ...] = ()  # on the compressed path: the weight it mirrors into
         self._frozen_from = False  # the weight's requires_grad before the compressed path froze it
-        self._refresh()
+        self.mode = mode  # the setter: checks it and picks the path
 
     @classmethod
     def from_dense(cls, module: nn.Module, mask: torch.Tensor | None = None, *, scores: bool = False,

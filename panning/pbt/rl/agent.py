@@ -116,8 +116,7 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     checkpointed or not, so both runs take the same path. `episodes`, if given, receives one dict per finished
     episode (timestep, reward, length, target).
     """
-    checks.positive_int("timesteps", timesteps)
-    checks.positive_int("checkpoint_every", checkpoint_every)
+    checks.positive_ints(timesteps=timesteps, checkpoint_every=checkpoint_every)
     if isinstance(env, PanningEnv):
         raise TypeError("env: training needs a PanningVecEnv (lanes=1 is the authors' single environment)")
     episodes = [] if episodes is None else episodes

@@ -112,16 +112,14 @@ class PanningLanes:
     def __init__(self, model: nn.Module, dataset: Dataset, input_shape, lanes: int = 1, *, iterations: int = 100,
                  per_class: int = 10, temperature: float = criteria.TEMPERATURE, batches: int | None = None,
                  seed: int = 0, arena: Arena | None = None, curriculum: Curriculum | None = None):
-        self.lanes = checks.positive_int("lanes", lanes)
-        self.iterations = checks.positive_int("iterations", iterations)
-        self.temperature = checks.positive("temperature", temperature)
-        self.batches = checks.positive_int("batches", batches if batches is not None else iterations)
+        self.lanes, self.iterations, self.batches = checks.positive_ints(
+            lanes=lanes, iterations=iterations, batches=batches if batches is not None else iterations)
         self.curriculum = curriculum if curriculum is not None else Curriculum()
         checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
-        arguments.model_and_arena(model, self.arena)
-        input_shape = arguments.input_shape(input_shape)
+        given = arguments.criterion(model, self.arena, input_shape=input_shape, temperature=temperature)
+        input_shape, self.temperature = given["input_shape"], given["temperature"]
         self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)
