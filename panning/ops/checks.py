@@ -52,18 +52,25 @@ def operands(*, dims: Mapping[str, tuple[int, ...]] | None = None, shapes: Mappi
     torch.Tensor (None: an optional operand left out) with the dimensions `dims` names for it; the first
     floating-point and every other of its dtype (`one_dtype=False`: each floating-point), of the shape `shapes`
     names (`same_shape`: of the first's shape), and on the first's device."""
-    given = [(name, value) for name, value in named.items() if value is not None]
-    for name, value in given:
-        tensor(name, value, dims=(dims or {}).get(name))
-    first_name, first = given[0]
-    for name, value in given:
+    first_name = first = None
+    for name, value in named.items():  # the conditions inline, the helpers only to raise: ops call this per step
+        if value is None:
+            continue
+        wanted = dims.get(name) if dims else None
+        if not isinstance(value, torch.Tensor) or (wanted is not None and value.dim() not in wanted):
+            tensor(name, value, dims=wanted)
+        if first is None:
+            first_name, first = name, value
         if one_dtype and value is not first:
-            same_dtype(first_name, first, **{name: value})
-        else:
+            if value.dtype != first.dtype:
+                same_dtype(first_name, first, **{name: value})
+        elif not value.dtype.is_floating_point:
             floating(name, value)
-        if same_shape or name in (shapes or {}):
-            shape(name, value, first.shape if same_shape else shapes[name])
-        same_device(first_name, first, **{name: value})
+        expected = first.shape if same_shape else shapes.get(name) if shapes else None
+        if expected is not None and value.shape != expected:
+            shape(name, value, expected)
+        if value.device != first.device:
+            same_device(first_name, first, **{name: value})
 
 
 def mask(name: str, value, expected: tuple[int, ...], *, on: tuple[str, torch.Tensor] | None = None,
