@@ -27,7 +27,7 @@ from panning.adapter import LAYERS
 from panning.arena import Arena
 from panning.data import class_balanced_batch
 from panning.pbt import PanningIndices, PanningScorer, index_weights
-from panning.sparsity import exponential_counts, global_mask
+from panning.sparsity import global_mask, schedule
 from panning.timing import interleaved, summary
 
 torch.set_num_threads(1)
@@ -50,13 +50,13 @@ def panning_step(model: nn.Module, bundle):
     arena = Arena(model, share=False)
     indices = PanningIndices(model, arena, bundle.train, bundle.input_shape, per_class=PER_CLASS,
                              generator=torch.Generator().manual_seed(0))
-    scorer = PanningScorer(indices, SPARSITY, STEPS)
-    counts = exponential_counts(arena.numel, SPARSITY, STEPS)
+    scorer = PanningScorer(indices)
+    plan = schedule(arena.numel, SPARSITY, STEPS)
     state = {"e": 0, "mask": torch.ones(arena.numel, dtype=torch.bool)}
 
     def step():
         e = state["e"] % STEPS
-        state["mask"] = global_mask(scorer(e, state["mask"]), counts[e])
+        state["mask"] = global_mask(scorer(e, state["mask"], plan.sparsities[e]), plan.counts[e])
         state["e"] += 1
     return step
 

@@ -54,7 +54,7 @@ def episode_rewards(agent_path: Path) -> dict:
         while not done:
             observation, reward, done, _, info = env.step(policy(observation))
             total += reward
-        return total, info["effective_sparsity"]
+        return total, info["flow_sparsity"]
 
     def hand(observation):
         e = env.step_index

@@ -26,18 +26,25 @@ def integer(name: str, value, *, minimum: int | None = None) -> int:
     return value
 
 
+def _count(name: str, value, minimum: int, what: str) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return value
+
+
 def positive_int(name: str, value) -> int:
     """`value` as an int >= 1 (a count of steps, epochs, samples, threads ...)."""
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
+    return _count(name, value, 1, "a positive int")
+
+
+def positive_ints(**named) -> tuple[int, ...]:
+    """Each of `named` (a count of steps, lanes, ...) as an int >= 1 (positive_int), checked in order."""
+    return tuple(positive_int(name, value) for name, value in named.items())
 
 
 def non_negative_int(name: str, value) -> int:
     """`value` as an int >= 0."""
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-    return value
+    return _count(name, value, 0, "a non-negative int")
 
 
 def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,

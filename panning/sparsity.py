@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,24 +47,28 @@ def kept_weights(model: nn.Module, sparsity: float, *, include: Filter = prunabl
     return checks.keeps_weights(name, sparsity, keep_count(numel, sparsity), numel)
 
 
-def exponential(sparsity: float, steps: int) -> list[float]:
-    """Kept fraction after each step e = 0 .. steps-1: (1 - sparsity) ** ((e + 1) / steps)."""
-    density = 1.0 - sparsity
-    return [density ** ((e + 1) / steps) for e in range(steps)]
+@dataclass(frozen=True)
+class Schedule:
+    """The exponential schedule towards a target sparsity: after step e = 0 .. steps-1 the pruning keeps
+    `counts[e]` weights, and `sparsities[e]` = 1 - (1 - sparsity) ** ((e + 1) / steps) is the step's scheduled
+    sparsity, the float the Panning authors' code compares with its stage bounds and observes (the rounded
+    count's 1 - counts[e] / numel differs from it by less than 1 / numel)."""
+
+    counts: list[int]
+    sparsities: list[float]
+
+    def __len__(self) -> int:
+        return len(self.counts)
 
 
-def scheduled_sparsities(sparsity: float, steps: int) -> list[float]:
-    """The sparsity each step of the exponential schedule prunes to: 1 - (1 - sparsity) ** ((e + 1) / steps),
-    computed as the float the authors' code compares with its stage bounds (1 - kept fraction)."""
-    return [1.0 - kept for kept in exponential(sparsity, steps)]
-
-
-def exponential_counts(numel: int, sparsity: float, steps: int, rounding: str = "nearest") -> list[int]:
-    """The exponential schedule as kept counts over `numel` weights, each rounded by `rounding`; the last is
-    keep_count(numel, sparsity, rounding), the count every method targets."""
-    counts = [_count(numel * kept, rounding) for kept in exponential(sparsity, steps)]
+def schedule(numel: int, sparsity: float, steps: int, rounding: str = "nearest") -> Schedule:
+    """The exponential schedule of `steps` steps to `sparsity` over `numel` weights, each count rounded by
+    `rounding`; the last count is keep_count(numel, sparsity, rounding), the count every method targets. The one
+    place a schedule is derived from a target sparsity (the pruning loop, Panning and the RL environment)."""
+    kept = [(1.0 - sparsity) ** ((e + 1) / steps) for e in range(steps)]
+    counts = [_count(numel * fraction, rounding) for fraction in kept]
     counts[-1] = keep_count(numel, sparsity, rounding)
-    return counts
+    return Schedule(counts, [1.0 - fraction for fraction in kept])
 
 
 def global_mask(scores: torch.Tensor, k: int, *, within: torch.Tensor | None = None) -> torch.Tensor:

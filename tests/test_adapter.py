@@ -12,12 +12,11 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from panning import adapter, jackpot, prune
 from panning.arena import Arena
-from panning.connectivity import _attention_paths, effective_masks, effective_sparsity
+from panning.connectivity import effective_masks, effective_sparsity
 from panning.criteria import passes
 from panning.criteria.functional import loss_grad
 from panning.masks import Masks
@@ -205,23 +204,27 @@ def test_effective_sparsity_of_a_dense_attention_model_is_zero():
     assert not effective["attn.in_proj_weight"].any() and effective["embed.weight"].all()
 
 
-def test_attention_paths_are_multihead_attention_with_relu_for_softmax():
-    torch.manual_seed(0)
-    for batch_first, kdim in ((True, None), (False, 6)):
-        mha = nn.MultiheadAttention(8, 2, batch_first=batch_first, kdim=kdim, vdim=kdim, bias=False).double()
-        q = torch.rand(3, 5, 8, dtype=torch.float64)
-        kv = torch.rand(3, 4, kdim or 8, dtype=torch.float64)
-        if not batch_first:
-            q, kv = q.transpose(0, 1), kv.transpose(0, 1)
-        attn_mask, padding = torch.rand(5, 4) > 0.3, torch.rand(3, 4) > 0.7
-        softmax = F.softmax
-        F.softmax = lambda x, dim=-1, **kwargs: torch.relu(torch.nan_to_num(x, neginf=0.0))
-        try:  # the reference: torch's own attention (the need_weights path), softmax replaced
-            reference = mha(q, kv, kv, attn_mask=attn_mask, key_padding_mask=padding, need_weights=True)[0]
-        finally:
-            F.softmax = softmax
-        paths = _attention_paths(mha, q, kv, kv, attn_mask=attn_mask, key_padding_mask=padding)[0]
-        torch.testing.assert_close(paths, reference * 2)  # without the 1/sqrt(head dim = 4) of the scores
+def test_a_head_without_query_weights_passes_no_path_through_its_keys_and_values():
+    """Path counting replaces attention's softmax by relu (docs: connectivity): a head whose query projection is
+    pruned scores 0 for every key, so its keys, values and output columns lie on no path (with softmax they would
+    still carry a uniform average); the other head keeps all of its weights."""
+    class AttentionOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True, bias=False)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0].mean(1)
+
+    net = AttentionOnly()
+    masks = dict(Masks.ones(Arena(net, share=False)))
+    masks["attn.in_proj_weight"][0:4] = False  # head 0's query rows (rows 0-7 queries, 8-15 keys, 16-23 values)
+    effective = effective_masks(net, masks, (4, 8))
+    head0 = torch.zeros(24, dtype=torch.bool)
+    head0[[*range(0, 4), *range(8, 12), *range(16, 20)]] = True
+    assert torch.equal(effective["attn.in_proj_weight"].all(1), ~head0)
+    assert not effective["attn.in_proj_weight"][head0].any()
+    assert torch.equal(effective["attn.out_proj.weight"].any(0), torch.arange(8) >= 4)
 
 
 # -- sparse forms, tied masks, export, search -------------------------------------------------------------------

@@ -17,6 +17,12 @@ def test_positive_int_refuses_with_the_name(value):
         checks.positive_int("epochs", value)
 
 
+def test_positive_ints_checks_each_in_order_naming_the_first_refused():
+    assert checks.positive_ints(lanes=2, iterations=5) == (2, 5)
+    with pytest.raises(ValueError, match="^iterations: expected a positive int, got 0"):
+        checks.positive_ints(lanes=2, iterations=0, batches=-1)
+
+
 def test_non_negative_int():
     assert checks.non_negative_int("n", 0) == 0
     with pytest.raises(ValueError, match="^n: expected a non-negative int"):

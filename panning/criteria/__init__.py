@@ -14,8 +14,11 @@ force           snip at w * mask, pruned weights scored      a batch and the cur
 =============== ============================================ ===============================================
 
 Criteria never modify the model. Data-dependent ones take an (inputs, labels) batch, which the
-pruning drivers (panning.pbt) draw class-balanced with `panning.data.class_balanced_batch`. The
-iteration schedules, masks and layer-collapse checks live in panning.pbt.
+pruning drivers (panning.pbt) draw class-balanced with `panning.data.class_balanced_batch`.
+
+Each function here checks its arguments (one `arguments.criterion` call) and returns the score defined once in
+`panning.criteria.scores`, which the pruning methods, Panning and the RL environment call unchecked. Schedules
+are panning.sparsity's; the pruning loop is panning.pbt's.
 """
 from .basic import magnitude, random
 from .functional import Batch

@@ -13,9 +13,12 @@ from ..arena import Arena
 
 
 def model_and_arena(model, arena) -> None:
-    """`model` is a module and `arena` lays out some of its parameters (same names and shapes)."""
-    checks.instance("model", model, nn.Module, "an nn.Module")
+    """`model` is a module and `arena` lays out some of its parameters (same names and shapes); with `model` None
+    (a data-free criterion of the weights alone), `arena` is an Arena."""
     checks.instance("arena", arena, Arena, "a panning.arena.Arena")
+    if model is None:
+        return
+    checks.instance("model", model, nn.Module, "an nn.Module")
     params = adapter.aliases(model)
     for name, shape in zip(arena.names, arena.shapes):
         if name not in params or tuple(params[name].shape) != shape:
@@ -43,9 +46,27 @@ def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     """A flat bool mask in the arena's layout."""
-    tensor_checks.bool_mask(name, value, (arena.numel,))
-    tensor_checks.same_device("arena", arena.weights, **{name: value})
+    tensor_checks.mask(name, value, (arena.numel,), on=("arena", arena.weights))
     return value
+
+
+def criterion(model, arena, *, dense: bool = True, **given) -> dict:
+    """The arguments of one public criterion, checked together, each error naming its argument: `model` and
+    `arena` (model_and_arena), and those of `given` the criterion takes: `batch`, `mask` (None: the dense network,
+    unless `dense` is False), `input_shape`, `temperature` (positive), `generator` (a torch.Generator or None).
+    Returns `given` checked (a batch as a tuple, a shape as a tuple of ints, a temperature as a float)."""
+    model_and_arena(model, arena)
+    if "batch" in given:
+        given["batch"] = batch(given["batch"], arena)
+    if given.get("mask") is not None or not dense:
+        mask(given.get("mask"), arena)
+    if "input_shape" in given:
+        given["input_shape"] = input_shape(given["input_shape"])
+    if "temperature" in given:
+        given["temperature"] = checks.positive("temperature", given["temperature"])
+    if given.get("generator") is not None and not isinstance(given["generator"], torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, got {type(given['generator']).__name__}")
+    return given
 
 
 def takes_samples(model: nn.Module, shape: tuple[int, ...], name: str = "data", classes: int | None = None) -> None:

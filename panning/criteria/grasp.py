@@ -4,11 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import checks
 from ..arena import Arena
-from . import arguments
+from . import arguments, scores
 from .functional import Batch
-from .passes import gradient_indices
 
 TEMPERATURE = 200.0
 
@@ -25,7 +23,5 @@ def grasp(model: nn.Module, arena: Arena, batch: Batch, *, temperature: float = 
     criterion here, the mask keeps the largest scores. Weights whose removal would most reduce the
     gradient norm (large positive w * Hg) are kept.
     """
-    arguments.model_and_arena(model, arena)
-    batch = arguments.batch(batch, arena)
-    temperature = checks.positive("temperature", temperature)
-    return gradient_indices(model, arena, batch, temperature)[1]
+    given = arguments.criterion(model, arena, batch=batch, temperature=temperature)
+    return scores.grasp(model, arena, given["batch"], given["temperature"])

@@ -1,11 +1,11 @@
 """The autograd passes behind the criteria, shared with the pruning loop of panning.pbt.
 
-These functions trust their arguments: the public criteria (snip, grasp, synflow, ...) check the model,
-arena, batch and mask once and then call them, and the pruning loop checks once before its first step,
-so nothing is re-validated inside a loop of a hundred steps.
+These functions trust their arguments: the criteria's scores (panning.criteria.scores) build on them, and
+their callers (the public criteria, panning.prune, the environments' constructors) check the model, arena,
+batch and mask once, so nothing is re-validated inside a loop of a hundred steps.
 
 - `gradient_pass`: w * g and w * Hg from ONE forward and ONE double backward (SNIP and GraSP of a batch), with the
-  loss and |g|^2 of the same pass (the RL environment's dense observation); `gradient_indices` the first two.
+  loss and |g|^2 of the same pass (the RL environment's dense observation).
 - `masked_gradient`: the loss gradient at w * mask (SNIP, FORCE, iterative SNIP).
 - `flow`: the SynFlow gradient dR/dw_eff on the |w| * mask network, in float32 where that is exact enough.
 """
@@ -107,13 +107,6 @@ def _no_second_derivative(model, arena, batch, temperature, w, op: str) -> str:
             "one (a double backward): replace that op, or use a method without it (snip, synflow, magnitude)")
 
 
-def gradient_indices(model: nn.Module, arena: Arena, batch: Batch, temperature: float,
-                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w * g, w * Hg) of `gradient_pass`."""
-    result = gradient_pass(model, arena, batch, temperature, weights)
-    return result.snip, result.grasp
-
-
 def masked_gradient(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor | None = None,
                     temperature: float = 1.0) -> torch.Tensor:
     """dL/dw_eff at w_eff = w * mask (the dense weights when `mask` is None), flat."""
@@ -140,10 +133,11 @@ class Flow:
         return _to_dtype(product_score(weights.to(self.grad.dtype), self.grad, absolute=False),
                          self.exponent, weights.dtype)
 
-    def effective(self) -> torch.Tensor:
-        """Kept weights that carry flow (w_eff * dR/dw_eff != 0), the authors' effective mask, read off
-        the work already done. Differs from panning.connectivity where biases feed a unit whose inputs
-        are all pruned (SynFlow's |bias| carries flow; connectivity counts input-output paths only)."""
+    def flowing(self) -> torch.Tensor:
+        """Kept weights that carry synaptic flow (w_eff * dR/dw_eff != 0): the authors' "effective" mask, read
+        off the work already done. Not panning.connectivity's effective mask (the library's one meaning of
+        effective sparsity): where biases feed a unit whose inputs are all pruned, SynFlow's |bias| carries flow
+        on, where connectivity counts input-output paths only; without biases the two agree."""
         return (self.weights * self.grad) != 0
 
 

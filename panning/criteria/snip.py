@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from ..arena import Arena
-from ..ops import product_score
-from . import arguments
+from . import arguments, scores
 from .functional import Batch
-from .passes import masked_gradient
 
 
 def snip(model: nn.Module, arena: Arena, batch: Batch, *, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -26,21 +24,18 @@ def snip(model: nn.Module, arena: Arena, batch: Batch, *, mask: torch.Tensor | N
     `batch` is an (inputs, labels) pair, usually class-balanced (panning.data.class_balanced_batch). The
     loss is the mean cross-entropy in train mode; the model itself is not modified.
     """
-    arguments.model_and_arena(model, arena)
-    batch = arguments.batch(batch, arena)
-    if mask is not None:
-        arguments.mask(mask, arena)
-    return product_score(arena.weights.detach(), masked_gradient(model, arena, batch, mask))
+    batch = arguments.criterion(model, arena, batch=batch, mask=mask)["batch"]
+    return scores.snip(model, arena, batch, mask)
 
 
 def force(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor) -> torch.Tensor:
     """FORCE scores: the gradient at the pruned point w * mask times the dense weights, for every weight
     (pruned ones included, so a later step may bring them back)."""
-    arguments.mask(mask, arena)  # required here (snip alone would take None for the dense network)
-    return snip(model, arena, batch, mask=mask)
+    batch = arguments.criterion(model, arena, batch=batch, mask=mask, dense=False)["batch"]
+    return scores.snip(model, arena, batch, mask)
 
 
 def iterative_snip(model: nn.Module, arena: Arena, batch: Batch, mask: torch.Tensor) -> torch.Tensor:
     """SNIP recomputed on the pruned network w * mask; pruned weights score -inf so they stay pruned."""
-    scores = force(model, arena, batch, mask)
-    return scores.masked_fill_(~mask, float("-inf"))
+    batch = arguments.criterion(model, arena, batch=batch, mask=mask, dense=False)["batch"]
+    return scores.iterative_snip(model, arena, batch, mask)

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from ..arena import Arena
-from . import arguments
-from .passes import flow
+from . import arguments, scores
 
 
 def synflow(model: nn.Module, arena: Arena, input_shape, *, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -23,8 +22,5 @@ def synflow(model: nn.Module, arena: Arena, input_shape, *, mask: torch.Tensor |
     arena's dtype, else the scores come back scaled by a power of two that keeps the largest one
     representable (the ranking is all any mask uses).
     """
-    arguments.model_and_arena(model, arena)
-    shape = arguments.input_shape(input_shape)
-    if mask is not None:
-        arguments.mask(mask, arena)
-    return flow(model, arena, shape, mask).scores(arena.weights.dtype)
+    shape = arguments.criterion(model, arena, input_shape=input_shape, mask=mask)["input_shape"]
+    return scores.synflow(model, arena, shape, mask)

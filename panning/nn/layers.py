@@ -66,7 +66,7 @@ def compiled_sparse_kernel(device_type: str) -> bool:
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
     """A bool tensor shaped like `weight`, moved to its device; clear errors otherwise."""
-    return tensor_checks.bool_mask(name, mask, weight.shape).to(weight.device)
+    return tensor_checks.mask(name, mask, weight.shape).to(weight.device)
 
 
 def _shell(cls: type[nn.Module], module: nn.Module, **options) -> nn.Module:
@@ -155,13 +155,12 @@ class SparseLayer:
             self.register_buffer(mask_name(name), torch.ones_like(self._parameters[name], dtype=torch.bool))
             self.register_parameter(scores_name(name), None)
         self.register_parameter("values", None)
-        self._mode = checks.choice("mode", mode, MODES)
         self._layout: _Layout | None = None
         self._generation = 0  # bumped whenever `values` gets a new layout
         self._stamps: tuple | None = None  # (_stamp(weight), _stamp(values)) when last in sync
         self._own: tuple[nn.Parameter, ...] = ()  # on the compressed path: the weight it mirrors into
         self._frozen_from = False  # the weight's requires_grad before the compressed path froze it
-        self._refresh()
+        self.mode = mode  # the setter: checks it and picks the path
 
     @classmethod
     def from_dense(cls, module: nn.Module, mask: torch.Tensor | None = None, *, scores: bool = False,
@@ -348,7 +347,7 @@ class SparseLayer:
         self._leave_compressed()
         weight = self._parameters[name]
         source = weight.detach().abs() if init is None else init
-        tensor_checks.shape("init", tensor_checks.floating("init", tensor_checks.tensor("init", source)), weight.shape)
+        tensor_checks.operands(init=source, shapes={"init": weight.shape})
         scores = nn.Parameter(source.detach().to(weight.device, weight.dtype, copy=True))
         setattr(self, scores_name(name), scores)
         return scores

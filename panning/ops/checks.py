@@ -2,6 +2,8 @@
 kind, every error naming the offending argument. Scalar and type checks are in `panning.checks`."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
@@ -38,22 +40,51 @@ def shape(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> torch.Te
     return value
 
 
-def no_nan(name: str, value: torch.Tensor) -> None:
-    if value.is_floating_point() and bool(torch.isnan(value).any()):
-        raise ValueError(f"{name}: contains NaN")
+def finite(name: str, value: torch.Tensor, *, infinite: bool = False) -> None:
+    """No NaN (nor inf, unless `infinite`) in a floating tensor."""
+    if value.is_floating_point() and not bool((~torch.isnan(value) if infinite else torch.isfinite(value)).all()):
+        raise ValueError(f"{name}: contains NaN{'' if infinite else ' or inf'}")
 
 
-def finite(name: str, value: torch.Tensor) -> None:
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name}: contains NaN or inf")
+def operands(*, dims: Mapping[str, tuple[int, ...]] | None = None, shapes: Mapping[str, tuple[int, ...]] | None = None,
+             one_dtype: bool = True, same_shape: bool = False, **named: torch.Tensor | None) -> None:
+    """The tensor operands of one op, checked together, each error naming its operand: each of `named` a
+    torch.Tensor (None: an optional operand left out) with the dimensions `dims` names for it; the first
+    floating-point and every other of its dtype (`one_dtype=False`: each floating-point), of the shape `shapes`
+    names (`same_shape`: of the first's shape), and on the first's device."""
+    first_name = first = None
+    for name, value in named.items():  # the conditions inline, the helpers only to raise: ops call this per step
+        if value is None:
+            continue
+        wanted = dims.get(name) if dims else None
+        if not isinstance(value, torch.Tensor) or (wanted is not None and value.dim() not in wanted):
+            tensor(name, value, dims=wanted)
+        if first is None:
+            first_name, first = name, value
+        if one_dtype and value is not first:
+            if value.dtype != first.dtype:
+                same_dtype(first_name, first, **{name: value})
+        elif not value.dtype.is_floating_point:
+            floating(name, value)
+        expected = first.shape if same_shape else shapes.get(name) if shapes else None
+        if expected is not None and value.shape != expected:
+            shape(name, value, expected)
+        if value.device != first.device:
+            same_device(first_name, first, **{name: value})
 
 
-def bool_mask(name: str, value, expected: tuple[int, ...]) -> torch.Tensor:
-    """A bool tensor of shape `expected` (a fixed mask: to_sparse, the criteria, the sparse layers)."""
+def mask(name: str, value, expected: tuple[int, ...], *, on: tuple[str, torch.Tensor] | None = None,
+         floating: bool = False) -> torch.Tensor:
+    """A mask of shape `expected`: a bool tensor (a fixed mask: to_sparse, the criteria, the sparse layers), or
+    with `floating` also a floating one (e.g. a straight-through mask); on the device of `on` = (name, tensor)
+    when given."""
     tensor(name, value)
-    if value.dtype != torch.bool:
-        raise TypeError(f"{name}: expected a bool tensor, got {value.dtype}")
-    return shape(name, value, expected)
+    if value.dtype != torch.bool and not (floating and value.dtype.is_floating_point):
+        raise TypeError(f"{name}: expected a bool{' or floating-point' if floating else ''} tensor, got {value.dtype}")
+    shape(name, value, expected)
+    if on is not None:
+        same_device(on[0], on[1], **{name: value})
+    return value
 
 
 def zero_one(name: str, value: torch.Tensor) -> torch.Tensor:
@@ -71,11 +102,3 @@ def materialized(name: str, module) -> None:
                          "first (module.to_empty(device=...), then load or initialize its weights)")
 
 
-def mask(name: str, value, like: torch.Tensor) -> torch.Tensor:
-    """A mask the shape of `like`: bool, or floating 0/1 (e.g. a straight-through mask)."""
-    tensor(name, value)
-    if value.dtype != torch.bool and not value.dtype.is_floating_point:
-        raise TypeError(f"{name}: expected a bool or floating-point tensor, got {value.dtype}")
-    shape(name, value, like.shape)
-    same_device("weight", like, **{name: value})
-    return value

@@ -33,12 +33,8 @@ def _stack(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
     vectors = list(vectors)
     if not vectors:
         raise ValueError("indices: expected at least one index vector, got an empty sequence")
-    for k, v in enumerate(vectors):
-        tensor_checks.tensor(f"indices[{k}]", v, dims=(1,))
-        if k and v.shape != vectors[0].shape:
-            raise ValueError(f"indices[{k}]: expected {vectors[0].numel()} elements like indices[0], got {v.numel()}")
-        tensor_checks.same_dtype("indices[0]", vectors[0], **{f"indices[{k}]": v})
-        tensor_checks.same_device("indices[0]", vectors[0], **{f"indices[{k}]": v})
+    named = {f"indices[{k}]": v for k, v in enumerate(vectors)}
+    tensor_checks.operands(dims=dict.fromkeys(named, (1,)), same_shape=True, **named)
     return torch.stack(vectors)
 
 
@@ -54,15 +50,14 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
     """
     if not isinstance(indices, torch.Tensor):
         indices = _stack(indices)
-    tensor_checks.floating("indices", tensor_checks.tensor("indices", indices, dims=(2,)))
-    tensor_checks.floating("weights", tensor_checks.tensor("weights", weights, dims=(1, 2)))
+    tensor_checks.operands(indices=indices, weights=weights, dims={"indices": (2,), "weights": (1, 2)},
+                           one_dtype=False)
     tensor_checks.finite("weights", weights)
     single = weights.dim() == 1
     weights2d = weights.unsqueeze(0) if single else weights
     if weights2d.shape[1] != indices.shape[0]:
         raise ValueError(f"weights: expected {indices.shape[0]} weights per row (one per index), "
                          f"got shape {tuple(weights.shape)}")
-    tensor_checks.same_device("indices", indices, weights=weights)
     name = dispatch.resolve("saliency", indices.device, backend)
     if not dispatch.checks_inputs(name, "saliency"):  # the C++ kernel rejects them in its statistics pass
         tensor_checks.finite("indices", indices)
@@ -73,10 +68,6 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
 def product_score(weight: torch.Tensor, grad: torch.Tensor, *, absolute: bool = True,
                   backend: str | None = None) -> torch.Tensor:
     """The elementwise raw score w * g, or |w * g|, in one pass (SNIP, GraSP, SynFlow)."""
-    tensor_checks.floating("weight", tensor_checks.tensor("weight", weight))
-    tensor_checks.tensor("grad", grad)
-    tensor_checks.shape("grad", grad, weight.shape)
-    tensor_checks.same_dtype("weight", weight, grad=grad)
-    tensor_checks.same_device("weight", weight, grad=grad)
+    tensor_checks.operands(weight=weight, grad=grad, same_shape=True)
     name = dispatch.resolve("product_score", weight.device, backend)
     return _product_score(weight.detach().contiguous(), grad.detach().contiguous(), absolute, name)

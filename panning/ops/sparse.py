@@ -97,22 +97,18 @@ class _EagerSparseLinear(torch.autograd.Function):
 
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
     """Compress the masked-in entries of a (out, in) weight for the fixed-mask path."""
-    tensor_checks.floating("weight", tensor_checks.tensor("weight", weight, dims=(2,)))
-    tensor_checks.bool_mask("mask", mask, weight.shape)
-    tensor_checks.same_device("weight", weight, mask=mask)
+    tensor_checks.operands(weight=weight, dims={"weight": (2,)})
+    tensor_checks.mask("mask", mask, weight.shape, on=("weight", weight))
     name = dispatch.resolve("to_sparse", weight.device, backend)
     return dispatch.kernel("to_sparse", name)(weight.detach().contiguous(), mask.contiguous())
 
 
 def checked_backend(op: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None,
                     backend: str | None) -> str:
-    """The checks sparse_linear and sparse_conv share once x's shape is checked (bias shape; dtype and device of x,
-    the kept values and bias), and the backend that runs the op's forward and backward."""
-    if bias is not None:
-        tensor_checks.shape("bias", tensor_checks.tensor("bias", bias), (sparse_weight.shape[0],))
-    values = sparse_weight.values
-    tensor_checks.same_dtype("x", x, **{"sparse_weight.values": values}, bias=bias)
-    tensor_checks.same_device("x", x, **{"sparse_weight.values": values}, bias=bias)
+    """The checks sparse_linear and sparse_conv share (x, the kept values and bias: tensors of one floating dtype on
+    one device; the bias's shape), and the backend that runs the op's forward and backward."""
+    tensor_checks.operands(x=x, **{"sparse_weight.values": sparse_weight.values}, bias=bias,
+                           shapes={"bias": (sparse_weight.shape[0],)})
     name = dispatch.resolve(f"{op}_fwd", x.device, backend)
     dispatch.resolve(f"{op}_bwd", x.device, name)
     return name
@@ -127,11 +123,10 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     """
     checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
     sparse_weight.check()
-    tensor_checks.floating("x", tensor_checks.tensor("x", x))
+    name = checked_backend("sparse_linear", x, sparse_weight, bias, backend)
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
-    name = checked_backend("sparse_linear", x, sparse_weight, bias, backend)
     rows = math.prod(x.shape[:-1])
     args = (x.reshape(rows, in_features).contiguous(), sparse_weight.crow_indices.contiguous(),
             sparse_weight.col_indices.contiguous(), sparse_weight.values.contiguous(), in_features, bias, name)

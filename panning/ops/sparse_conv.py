@@ -145,7 +145,7 @@ def sparse_conv2d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     """`torch.nn.functional.conv2d(x, W, bias, stride, padding, dilation)` with W (out, in, kh, kw) compressed:
     `sparse_weight` is over W.reshape(out, -1) (see the module docstring). `kernel_size` (int or pair) is
     required: the SparseWeight holds only in * kh * kw. x is (batch, in, height, width)."""
-    tensor_checks.floating("x", tensor_checks.tensor("x", x, dims=(4,)))
+    tensor_checks.operands(x=x, dims={"x": (4,)})
     kernel = _tuple("kernel_size", kernel_size, 2, 1)
     return _conv("sparse_conv2d", x, sparse_weight, bias, kernel, _tuple("stride", stride, 2, 1),
                  _tuple("padding", padding, 2, 0), _tuple("dilation", dilation, 2, 1), backend)
@@ -155,7 +155,7 @@ def sparse_conv1d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
                   kernel_size=None, stride=1, padding=0, dilation=1, backend: str | None = None) -> torch.Tensor:
     """`torch.nn.functional.conv1d` with the weight (out, in, k) compressed like sparse_conv2d's; x is
     (batch, in, length). `kernel_size` defaults to the SparseWeight's columns / in_channels."""
-    tensor_checks.floating("x", tensor_checks.tensor("x", x, dims=(3,)))
+    tensor_checks.operands(x=x, dims={"x": (3,)})
     if kernel_size is None:
         checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
         columns, in_channels = sparse_weight.shape[1], x.shape[1]

@@ -36,8 +36,7 @@ def _check_shape(shape) -> tuple[int, int]:
 
 
 def _check_values(values, col: torch.Tensor) -> None:
-    tensor_checks.floating("values", tensor_checks.tensor("values", values))
-    tensor_checks.shape("values", values, (col.numel(),))  # one value per column index
+    tensor_checks.operands(values=values, shapes={"values": (col.numel(),)})  # one value per column index
     tensor_checks.same_device("col_indices", col, values=values)
 
 

@@ -75,7 +75,7 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
     same scores (the C++ kernel reports it at no cost; other backends compute it in plain torch).
     Offsets and k are small metadata: pass them on the host to avoid device synchronization.
     """
-    tensor_checks.floating("scores", tensor_checks.tensor("scores", scores, dims=(1, 2)))
+    tensor_checks.operands(scores=scores, dims={"scores": (1, 2)})
     rows, n = (1, scores.shape[0]) if scores.dim() == 1 else scores.shape
     if offsets is None:
         if isinstance(k, (bool, torch.Tensor)) or not hasattr(k, "__index__"):
@@ -93,7 +93,7 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
         mask = torch.zeros_like(scores, dtype=torch.bool)
         return (mask, torch.zeros(tied_shape, dtype=torch.bool, device=scores.device)) if ties else mask
     if not dispatch.checks_inputs(name, "topk_mask"):
-        tensor_checks.no_nan("scores", scores)
+        tensor_checks.finite("scores", scores, infinite=True)
     # Flatten the batch into one list of segments over the contiguous scores.
     starts = (torch.arange(rows).unsqueeze(1) * n + seg_offsets[:-1]).reshape(-1)
     flat_offsets = torch.cat([starts, torch.tensor([rows * n])]).to(scores.device)

@@ -17,9 +17,8 @@ from torch.utils.data import Dataset
 
 from .. import checks, criteria
 from ..arena import Arena
-from ..criteria import passes
-from ..ops import product_score
-from ..sparsity import ROUNDINGS, exponential_counts, warn_if_tied
+from ..criteria import scores
+from ..sparsity import ROUNDINGS, warn_if_tied
 from .batches import Batches
 from .iterative import Scorer, StepHook, prune_loop
 from .panning import VARIANTS, PanningIndices, PanningScorer
@@ -43,65 +42,59 @@ class Problem:
         return Batches(self.dataset, per_class, self.generator, self.arena.device)
 
     def one_shot(self, scores: torch.Tensor) -> torch.Tensor:
-        return self.loop(lambda step, mask: scores, 1, keep_pruned=True)
+        return self.loop(lambda step, mask, sparsity: scores, 1, keep_pruned=True)
 
     def loop(self, score: Scorer, iterations: int, *, keep_pruned: bool, rounding: str = "nearest") -> torch.Tensor:
-        counts = exponential_counts(self.arena.numel, self.sparsity, iterations, rounding)
-
-        def first_checked(step: int, mask: torch.Tensor) -> torch.Tensor:
-            scores = score(step, mask)
+        def first_checked(step: int, mask: torch.Tensor, sparsity: float) -> torch.Tensor:
+            scores = score(step, mask, sparsity)
             if step == 0:
                 warn_if_tied(self.arena, scores)
             return scores
 
-        return prune_loop(first_checked, counts, self.arena.numel, self.arena.device, keep_pruned=keep_pruned,
-                          on_step=self.on_step)
+        return prune_loop(first_checked, self.arena.numel, self.sparsity, iterations, self.arena.device,
+                          keep_pruned=keep_pruned, rounding=rounding, on_step=self.on_step)
 
 
+# Every method calls the criteria's one definition (panning.criteria.scores): panning.prune has checked the
+# arguments the public criteria check.
 def magnitude(p: Problem) -> torch.Tensor:
-    return p.one_shot(criteria.magnitude(p.arena))
+    return p.one_shot(scores.magnitude(p.arena))
 
 
 def random(p: Problem) -> torch.Tensor:
-    return p.one_shot(criteria.random(p.arena, generator=p.generator))
+    return p.one_shot(scores.random(p.arena, p.generator))
 
 
-# The criteria's passes are called directly: panning.prune has checked the arguments the public criteria check.
 def snip(p: Problem, per_class: int) -> torch.Tensor:
-    return p.one_shot(_masked_snip(p, per_class)(0, None))
+    return p.one_shot(scores.snip(p.model, p.arena, p.batches(per_class)(0)))
 
 
 def grasp(p: Problem, per_class: int, temperature: float) -> torch.Tensor:
-    return p.one_shot(passes.gradient_indices(p.model, p.arena, p.batches(per_class)(0), temperature)[1])
+    return p.one_shot(scores.grasp(p.model, p.arena, p.batches(per_class)(0), temperature))
 
 
 def synflow(p: Problem, iterations: int) -> torch.Tensor:
-    dtype = p.arena.weights.dtype
-    return p.loop(lambda step, mask: passes.flow(p.model, p.arena, p.input_shape, mask).scores(dtype),
-                  iterations, keep_pruned=True)
-
-
-def _masked_snip(p: Problem, per_class: int) -> Scorer:
-    """|w * dL/dw_eff| at w_eff = w * mask (the dense network for mask None) on the step's batch: the score of
-    SNIP, iterative SNIP and FORCE."""
-    batches = p.batches(per_class)
-    weights = p.arena.weights.detach()
-    return lambda step, mask: product_score(weights, passes.masked_gradient(p.model, p.arena, batches(step), mask))
+    return p.loop(lambda step, mask, sparsity: scores.synflow(p.model, p.arena, p.input_shape, mask), iterations,
+                  keep_pruned=True)
 
 
 def iterative_snip(p: Problem, iterations: int, per_class: int) -> torch.Tensor:
-    return p.loop(_masked_snip(p, per_class), iterations, keep_pruned=True)
+    batches = p.batches(per_class)
+    return p.loop(lambda step, mask, sparsity: scores.iterative_snip(p.model, p.arena, batches(step), mask),
+                  iterations, keep_pruned=True)
 
 
 def force(p: Problem, iterations: int, per_class: int) -> torch.Tensor:
-    return p.loop(_masked_snip(p, per_class), iterations, keep_pruned=False)
+    batches = p.batches(per_class)
+    return p.loop(lambda step, mask, sparsity: scores.snip(p.model, p.arena, batches(step), mask), iterations,
+                  keep_pruned=False)
 
 
 def panning(p: Problem, iterations: int, per_class: int, temperature: float, indices: str,
             rounding: str) -> torch.Tensor:
     source = PanningIndices(p.model, p.arena, p.dataset, p.input_shape, per_class=per_class,
                             temperature=temperature, generator=p.generator, variant=indices)
-    return p.loop(PanningScorer(source, p.sparsity, iterations), iterations, keep_pruned=False, rounding=rounding)
+    return p.loop(PanningScorer(source), iterations, keep_pruned=False, rounding=rounding)
 
 
 def rl_panning(p: Problem, agent, iterations: int, per_class: int, temperature: float) -> torch.Tensor:

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import criteria, ops
-from ..criteria import passes
-from ..sparsity import global_mask, scheduled_sparsities
+from ..criteria import passes, scores
+from ..sparsity import global_mask
 from .batches import Batches
 
 #: The order of the indices in every (3, N) index stack and every weight vector.
@@ -119,12 +119,12 @@ class PanningIndices:
         return self._dense[key]
 
     def flow(self, mask: torch.Tensor) -> passes.Flow:
-        """The SynFlow pass on the |w| * mask network (its gradient, and the effective mask it implies)."""
+        """The SynFlow pass on the |w| * mask network (its gradient, and the flowing weights it implies)."""
         return passes.flow(self.model, self.arena, self.input_shape, mask)
 
     def __call__(self, step: int, mask: torch.Tensor, flow: passes.Flow | None = None) -> torch.Tensor:
         """(3, N): the SynFlow index on `mask` (from `flow` when the caller already ran `self.flow(mask)`, e.g.
-        for the effective sparsity of that mask, as the authors' environment does) and `dense(step)`."""
+        for the flow sparsity of that mask, as the authors' environment does) and `dense(step)`."""
         flow = self.flow(mask) if flow is None else flow
         weights = self.arena.weights.detach()
         synflow = flow.signed(weights) if self.variant == "authors" else flow.scores(weights.dtype)
@@ -132,9 +132,7 @@ class PanningIndices:
 
     def _compute_dense(self, batch: criteria.Batch) -> tuple[torch.Tensor, float, float]:
         result = passes.gradient_pass(self.model, self.arena, batch, self.temperature)
-        snip = result.snip
-        if self.variant == "nonnegative":
-            snip = ops.product_score(self.arena.weights.detach(), passes.masked_gradient(self.model, self.arena, batch))
+        snip = result.snip if self.variant == "authors" else scores.snip(self.model, self.arena, batch)
         return torch.stack([snip, result.grasp]), result.loss, result.gtg
 
 
@@ -153,12 +151,12 @@ def step_mask(indices: torch.Tensor, weights, k: int) -> torch.Tensor:
 
 class PanningScorer:
     """Panning as a scorer of the pruning loop: step e's combined score, with the weights `policy` gives for
-    the step's scheduled sparsity (default: a fresh HandPolicy, the paper's hand schedule)."""
+    the step's scheduled sparsity, which the loop passes (default: a fresh HandPolicy, the paper's hand
+    schedule)."""
 
-    def __init__(self, indices: PanningIndices, sparsity: float, steps: int, policy: Policy | None = None):
+    def __init__(self, indices: PanningIndices, policy: Policy | None = None):
         self.indices = indices
-        self.scheduled = scheduled_sparsities(sparsity, steps)
         self.policy = HandPolicy() if policy is None else policy
 
-    def __call__(self, step: int, mask: torch.Tensor) -> torch.Tensor:
-        return combine(self.indices(step, mask), self.policy(step, self.scheduled[step]))
+    def __call__(self, step: int, mask: torch.Tensor, sparsity: float) -> torch.Tensor:
+        return combine(self.indices(step, mask), self.policy(step, sparsity))

@@ -1,5 +1,5 @@
 """The lanes' SynFlow (one network at B masks, each layer one GEMM over the lanes) against passes.flow of each mask:
-gradients, rescaling exponents, effective masks, the float64 fallback, and which networks are lowered."""
+gradients, rescaling exponents, flowing weights, the float64 fallback, and which networks are lowered."""
 from __future__ import annotations
 
 import pytest
@@ -49,7 +49,7 @@ def test_flows_of_every_lane_equal_the_per_mask_pass(build, shape):
         expected = passes.flow(net, arena, shape, masks[b])
         assert got[b].exponent == expected.exponent and got[b].grad.dtype == expected.grad.dtype
         assert torch.equal(got[b].weights, expected.weights)
-        assert torch.equal(got[b].effective(), expected.effective())
+        assert torch.equal(got[b].flowing(), expected.flowing())
         scale = float(expected.grad.abs().max()) + 1e-30
         torch.testing.assert_close(got[b].grad, expected.grad, rtol=1e-5, atol=1e-6 * scale)
         torch.testing.assert_close(got[b].signed(weights), expected.signed(weights), rtol=1e-5,

@@ -1,4 +1,4 @@
-"""The shared autograd passes: one-pass SNIP/GraSP indices, float32 SynFlow, the flow's effective mask."""
+"""The shared autograd passes: one-pass SNIP/GraSP indices, float32 SynFlow, the flow's flowing weights."""
 from __future__ import annotations
 
 import pytest
@@ -18,7 +18,7 @@ def small_cnn(seed: int = 0, dtype=torch.float32) -> nn.Module:
     return models.build("cnn1d", (1, 40), 5, width=0.4).to(dtype)
 
 
-def test_gradient_indices_are_w_g_and_w_hg_of_one_pass():
+def test_gradient_pass_gives_w_g_and_w_hg_of_one_pass():
     net = small_cnn().double()
     arena = Arena(net, share=False)
     g = torch.Generator().manual_seed(1)
@@ -35,11 +35,9 @@ def test_gradient_indices_are_w_g_and_w_hg_of_one_pass():
         return F.cross_entropy(F.linear(h.flatten(1), parts[-1].view_as(net[-1].weight), net[-1].bias) / t, y)
     grad = torch.autograd.functional.jacobian(loss, w)
     _, hg = torch.autograd.functional.hvp(loss, w, grad)
-    snip, grasp = passes.gradient_indices(net, arena, (x, y), t)
-    torch.testing.assert_close(snip, w * grad, rtol=1e-9, atol=1e-15)
-    torch.testing.assert_close(grasp, w * hg, rtol=1e-7, atol=1e-15)
-    result = passes.gradient_pass(net, arena, (x, y), t)  # the same pass also gives the loss and |g|^2
-    assert torch.equal(result.snip, snip) and torch.equal(result.grasp, grasp)
+    result = passes.gradient_pass(net, arena, (x, y), t)  # one pass: both indices, the loss and |g|^2
+    torch.testing.assert_close(result.snip, w * grad, rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(result.grasp, w * hg, rtol=1e-7, atol=1e-15)
     assert result.loss == pytest.approx(float(loss(w).detach()), rel=1e-12)
     assert result.gtg == pytest.approx(float(grad @ grad), rel=1e-9)
 
@@ -82,7 +80,7 @@ def test_float32_synflow_falls_back_to_float64_where_it_overflows():
     torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0])), rtol=1e-6, atol=0)
 
 
-def test_flow_effective_mask_equals_connectivity_without_biases():
+def test_flowing_weights_are_connectivity_effective_mask_without_biases():
     torch.manual_seed(3)
     net = nn.Sequential(nn.Linear(6, 10, bias=False), nn.ReLU(), nn.Linear(10, 10, bias=False), nn.ReLU(),
                         nn.Linear(10, 3, bias=False))
@@ -90,25 +88,25 @@ def test_flow_effective_mask_equals_connectivity_without_biases():
     for keep in (0.5, 0.2, 0.08):
         mask = torch.rand(arena.numel, generator=torch.Generator().manual_seed(int(100 * keep))) < keep
         expected = effective_masks(net, Masks.from_flat(arena, mask), (6,))
-        got = passes.flow(net, arena, (6,), mask).effective()
+        got = passes.flow(net, arena, (6,), mask).flowing()
         assert torch.equal(got, torch.cat([expected[n].flatten() for n in arena.names]))
 
 
-def test_prune_never_rechecks_the_model_against_its_arena(monkeypatch):
-    """prune builds the arena from the model itself, so no step (and no internal criterion call) checks them."""
-    from panning import data, prune
-    from panning.criteria import arguments
-    calls = []
-    original = arguments.model_and_arena
-    monkeypatch.setattr(arguments, "model_and_arena", lambda *a: calls.append(1) or original(*a))
+def test_prune_one_shot_methods_keep_the_top_of_the_public_criteria():
+    """panning.prune and the public criteria score with one definition: its masks are the top-k of what
+    criteria.snip / grasp / synflow / magnitude return on the same batch (the seed's first class-balanced one)."""
+    from panning import criteria, data, ops, prune
+    from panning.pbt import Batches
+    from panning.sparsity import keep_count
     bundle = data.load("synthetic", num_classes=3, input_shape=(1, 40), n_train=30, n_test=6)
-    for iterations in (3, 12):
-        calls.clear()
-        prune(small_cnn(), "panning", 0.9, bundle, iterations=iterations, per_class=2)
-        assert len(calls) == 0
-    for method, options in (("synflow", {"iterations": 12}), ("force", {"iterations": 12, "per_class": 2}),
-                            ("iterative_snip", {"iterations": 12, "per_class": 2}), ("snip", {"per_class": 2}),
-                            ("grasp", {"per_class": 2})):
-        calls.clear()
-        prune(small_cnn(), method, 0.9, bundle, **options)
-        assert len(calls) == 0, method
+    model = small_cnn()
+    arena = Arena(model, share=False)
+    batch = Batches(bundle.train, 2, torch.Generator().manual_seed(4), arena.device)(0)
+    expected = {"snip": criteria.snip(model, arena, batch), "grasp": criteria.grasp(model, arena, batch),
+                "synflow": criteria.synflow(model, arena, (1, 40)), "magnitude": criteria.magnitude(arena)}
+    options = {"snip": {"per_class": 2}, "grasp": {"per_class": 2}, "synflow": {"iterations": 1}, "magnitude": {}}
+    for method, scores in expected.items():
+        masks = prune(model, method, 0.9, bundle, seed=4, **options[method])
+        keep = ops.topk_mask(scores, keep_count(arena.numel, 0.9))
+        assert torch.equal(masks.to_flat(arena), keep), method
+

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from panning import ops
-from panning.ops import dispatch
+from panning.ops import checks as tensor_checks, dispatch
 
 CPU = torch.device("cpu")
 BACKENDS = [name for name in dispatch.BACKENDS if dispatch._can_run(name, "sparse_linear_fwd", "cpu") is None]
@@ -173,7 +173,7 @@ def test_saliency_accepts_huge_but_finite_float64_indices():
 
 
 def test_saliency_sequence_of_unequal_vectors_names_the_odd_one():
-    with pytest.raises(ValueError, match=r"indices\[2\]: expected 10 elements like indices\[0\], got 9"):
+    with pytest.raises(ValueError, match=r"indices\[2\]: expected shape \(10,\), got \(9,\)"):
         ops.saliency([torch.randn(10), torch.randn(10), torch.randn(9)], torch.ones(3))
     with pytest.raises(TypeError, match=r"indices\[1\]: dtype"):
         ops.saliency([torch.randn(10), torch.randn(10, dtype=torch.float64)], torch.ones(2))
@@ -211,3 +211,24 @@ def test_masked_linear_mask_on_another_device_names_the_mask():
     w = torch.randn(4, 3)
     with pytest.raises(ValueError, match="mask: on meta, but weight is on cpu"):
         ops.masked_linear(torch.randn(2, 3), w, torch.ones(4, 3, dtype=torch.bool, device="meta"))
+
+
+# --------------------------------------------------------------------------------- operands
+
+def test_operands_names_the_operand_that_breaks_each_rule():
+    x, w = torch.randn(2, 3), torch.randn(4, 3)
+    tensor_checks.operands(x=x, weight=w, bias=None, dims={"weight": (2,)})  # an absent bias is not checked
+    cases = [
+        (TypeError, r"^weight: expected a torch.Tensor, got list", dict(x=x, weight=[1.0])),
+        (ValueError, r"^weight: expected a 2-D tensor, got shape \(12,\)", dict(x=x, weight=w.view(-1))),
+        (TypeError, r"^x: expected a floating-point tensor, got torch.int64", dict(x=x.long(), weight=w)),
+        (TypeError, r"^weight: dtype torch.float64 does not match x's torch.float32", dict(x=x, weight=w.double())),
+        (ValueError, r"^weight: on meta, but x is on cpu", dict(x=x, weight=w.to("meta"))),
+    ]
+    for error, match, named in cases:
+        with pytest.raises(error, match=match):
+            tensor_checks.operands(dims={"weight": (2,)}, **named)
+    with pytest.raises(ValueError, match=r"^grad: expected shape \(4, 3\), got \(3, 4\)"):
+        tensor_checks.operands(weight=w, grad=w.T, same_shape=True)
+    with pytest.raises(TypeError, match="^weights: expected a floating-point tensor"):
+        tensor_checks.operands(indices=x, weights=torch.ones(3, dtype=torch.int64), one_dtype=False)

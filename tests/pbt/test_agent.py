@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from operator import attrgetter
 
 import numpy as np
 import pytest
@@ -109,8 +110,8 @@ def test_a_crashed_run_resumes_to_the_same_agent_bit_for_bit(bundle, tmp_path, m
     assert resumed.num_timesteps == uninterrupted.num_timesteps == 160
     assert same_weights(resumed, uninterrupted)
     for name in resumed._get_torch_save_params()[0][1:]:  # the optimizers
-        a = checkpoint._attribute(resumed, name).state_dict()["state"]
-        b = checkpoint._attribute(uninterrupted, name).state_dict()["state"]
+        a = attrgetter(name)(resumed).state_dict()["state"]
+        b = attrgetter(name)(uninterrupted).state_dict()["state"]
         assert all(torch.equal(a[p]["exp_avg_sq"], b[p]["exp_avg_sq"]) for p in a)
     if algorithm != "ppo":
         assert np.array_equal(resumed.replay_buffer.observations, uninterrupted.replay_buffer.observations)

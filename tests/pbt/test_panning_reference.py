@@ -18,7 +18,6 @@ from panning import data, models, prune
 from panning.arena import Arena
 from panning.data import class_balanced_batch
 from panning.pbt import HandPolicy, PanningIndices, PanningScorer, prune_loop
-from panning.sparsity import exponential_counts
 
 STAIRS = (0.8, 0.9, 0.98, 0.99, 1.0)
 STAGE_WEIGHTS = ((0.2, 0.5, 0.3), (0.2, 0.4, 0.4), (0.2, 0.3, 0.5), (0.4, 0.2, 0.4), (0.5, 0.0, 0.5))
@@ -123,8 +122,8 @@ def test_every_step_matches_the_authors_given_the_same_previous_mask(kind):
     indices = PanningIndices(model, arena, bundle.train, bundle.input_shape, per_class=PER_CLASS,
                              generator=torch.Generator().manual_seed(3))
     ours: list[torch.Tensor] = []
-    prune_loop(PanningScorer(indices, 0.98, STEPS), exponential_counts(arena.numel, 0.98, STEPS, "floor"),
-               arena.numel, arena.device, keep_pruned=False, on_step=lambda step, mask: ours.append(mask.clone()))
+    prune_loop(PanningScorer(indices), arena.numel, 0.98, STEPS, arena.device, keep_pruned=False, rounding="floor",
+               on_step=lambda step, mask: ours.append(mask.clone()))
     _, history = authors_panning(model, bundle.train, 0.98, 3, forced=ours)
     swaps = 0
     for mine, (threshold, scores, theirs) in zip(ours, history):

@@ -10,14 +10,13 @@ from panning import data, models, prune
 from panning.arena import Arena
 from panning.pbt import WEIGHTS_BY_SPARSITY, PanningIndices, PanningScorer, index_weights, prune_loop, step_mask
 from panning.pbt.rl.env import PanningEnv
-from panning.sparsity import exponential_counts, keep_count
+from panning.sparsity import keep_count, schedule
 
 
 def pan(indices, sparsity, *, iterations, policy=None, on_step=None):
     """Hand-scheduled Panning through the pruning loop, as panning.prune runs it."""
-    counts = exponential_counts(indices.arena.numel, sparsity, iterations)
-    return prune_loop(PanningScorer(indices, sparsity, iterations, policy), counts, indices.arena.numel,
-                      indices.arena.device, keep_pruned=False, on_step=on_step)
+    return prune_loop(PanningScorer(indices, policy), indices.arena.numel, sparsity, iterations, indices.arena.device,
+                      keep_pruned=False, on_step=on_step)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +49,9 @@ def test_iterate_keep_pruned_gives_nested_masks_and_the_final_count():
     history = []
     for keep_pruned in (True, False):
         masks = []
-        final = prune_loop(lambda step, mask: scores[step], exponential_counts(100, 0.9, 5), 100, torch.device("cpu"),
+        final = prune_loop(lambda step, mask, sparsity: scores[step], 100, 0.9, 5, torch.device("cpu"),
                            keep_pruned=keep_pruned, on_step=lambda step, mask: masks.append(mask))
-        assert int(final.sum()) == 10 and [int(m.sum()) for m in masks] == exponential_counts(100, 0.9, 5)
+        assert int(final.sum()) == 10 and [int(m.sum()) for m in masks] == [63, 40, 25, 16, 10]
         history.append(masks)
     nested, free = history
     assert all(bool((b <= a).all()) for a, b in zip(nested, nested[1:]))
@@ -105,7 +104,7 @@ def test_panning_revives_pruned_weights(bundle):
     history: list[torch.Tensor] = []
     final = pan(indices, 0.9, iterations=8, on_step=lambda step, mask: history.append(mask.clone()))
     masks = torch.stack(history)
-    assert masks.sum(1).tolist() == exponential_counts(arena.numel, 0.9, 8)
+    assert masks.sum(1).tolist() == schedule(arena.numel, 0.9, 8).counts
     revived = (~masks[:-1] & masks[1:]).sum(1)  # pruned after step e, kept after step e + 1
     assert int(revived.sum()) > 0
     assert torch.equal(final, masks[-1])
@@ -141,7 +140,7 @@ def test_panning_indices_cache_batches_across_calls(bundle):
     mask = torch.rand(arena.numel, generator=torch.Generator().manual_seed(1)) < 0.4
     flow = cached.flow(mask)  # a flow computed once can serve the index and the effective mask alike
     assert torch.equal(cached(2, mask, flow), cached(2, mask))
-    assert not (flow.effective() & ~mask).any()
+    assert not (flow.flowing() & ~mask).any()
 
 
 def test_panning_indices_check_arguments(bundle):

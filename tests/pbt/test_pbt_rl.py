@@ -12,7 +12,7 @@ from panning import data, models, prune
 from panning.pbt.rl.agent import load_agent, make_agent, rollout, save_agent, train_agent
 from panning.pbt.rl.env import Curriculum, PanningEnv
 from panning.pbt.rl.vec_env import PanningVecEnv
-from panning.sparsity import exponential_counts, keep_count
+from panning.sparsity import keep_count, schedule
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +35,16 @@ def test_env_follows_the_specification(bundle):
     observation, info = env.reset(seed=3, options={"sparsity": 0.9})
     assert observation.shape == (7,) and observation.dtype == np.float32
     assert (observation[2:] == 0).all()  # dense: no difference, nothing pruned, step 0 (the authors' first state)
-    counts = exponential_counts(env.arena.numel, 0.9, 5)
+    counts = schedule(env.arena.numel, 0.9, 5).counts
     for e in range(5):
         observation, reward, terminated, truncated, info = env.step(np.array([0.5, -1.0, 0.0]))
         assert int(env.mask.sum()) == counts[e]
         assert info["sparsity"] == pytest.approx(1 - 0.1 ** ((e + 1) / 5), abs=1e-12)  # the formula, not 1 - k / N
-        expected = -100 * abs(info["sparsity"] - info["effective_sparsity"]) - info["d_loss"] - info["d_gradnorm"]
+        expected = -100 * abs(info["sparsity"] - info["flow_sparsity"]) - info["d_loss"] - info["d_gradnorm"]
         assert reward == pytest.approx(expected) and not truncated
         assert observation[2] == pytest.approx(info["d_loss"]) and observation[3] == pytest.approx(info["d_gradnorm"])
         assert info["d_gradnorm"] <= 0.2 + 1e-9  # the authors divide the normalized gtg difference by 5
-        assert observation[4] == pytest.approx(info["effective_sparsity"])
+        assert observation[4] == pytest.approx(info["flow_sparsity"])
         assert observation[5] == pytest.approx(info["sparsity"])
         assert observation[6] == pytest.approx(e / 5)
         assert terminated == (e == 4)
@@ -56,7 +56,7 @@ def test_env_ends_with_a_penalty_when_the_network_dies(bundle):
     env = make_env(bundle)
     env.reset(seed=0, options={"sparsity": 1.0})
     _, reward, terminated, _, info = env.step(np.zeros(3))
-    assert info["dead"] and terminated and info["effective_sparsity"] == 1.0
+    assert info["dead"] and terminated and info["flow_sparsity"] == 1.0
     # scheduled sparsity of step 0 is 1 - 0^(1/5) = 1: no sparsity penalty; death costs (1 - 0/5) * 5 as the authors'
     assert reward == pytest.approx(-5.0 - info["d_loss"] - info["d_gradnorm"])
 

@@ -1,6 +1,7 @@
 """The batched panning environment against plain recomputations: masks from step_mask on each lane's own
-indices, effective sparsity from the path-counting network, the masked loss and gradient norm from a copy of
-the model with masked weights; the stable-baselines3 VecEnv contract; the curriculum."""
+indices, flow sparsity against the path-counting network's effective sparsity (equal without biases), the masked
+loss and gradient norm from a copy of the model with masked weights; the stable-baselines3 VecEnv contract; the
+curriculum."""
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,7 @@ from panning.masks import Masks
 from panning.pbt.panning import step_mask
 from panning.pbt.rl.env import Curriculum, PanningEnv, PanningLanes
 from panning.pbt.rl.vec_env import PanningVecEnv
-from panning.sparsity import exponential_counts
+from panning.sparsity import schedule
 
 SHAPE = (1, 16)
 
@@ -61,12 +62,12 @@ def test_lanes_match_plain_recomputation(bundle, net):
         actions = rng.uniform(-1, 1, (4, 3))
         observations, rewards, terminated, infos = core.step(actions)
         for b in range(4):
-            k = exponential_counts(core.numel, float(core.sparsity[b]), 6)[e]
+            k = schedule(core.numel, float(core.sparsity[b]), 6).counts[e]
             expected = step_mask(core.indices(e, previous[b]), actions[b] + 1.0, k)
             assert torch.equal(core.masks[b], expected)
             masks = Masks.from_flat(core.arena, core.masks[b])
-            assert infos[b]["effective_sparsity"] == pytest.approx(effective_sparsity(core.model, masks, SHAPE))
-            assert observations[b, 4] == pytest.approx(infos[b]["effective_sparsity"])
+            assert infos[b]["flow_sparsity"] == pytest.approx(effective_sparsity(core.model, masks, SHAPE))
+            assert observations[b, 4] == pytest.approx(infos[b]["flow_sparsity"])
             assert terminated[b] == (e == 5)
         previous = core.masks.clone()
 

@@ -116,8 +116,7 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     checkpointed or not, so both runs take the same path. `episodes`, if given, receives one dict per finished
     episode (timestep, reward, length, target).
     """
-    checks.positive_int("timesteps", timesteps)
-    checks.positive_int("checkpoint_every", checkpoint_every)
+    checks.positive_ints(timesteps=timesteps, checkpoint_every=checkpoint_every)
     if isinstance(env, PanningEnv):
         raise TypeError("env: training needs a PanningVecEnv (lanes=1 is the authors' single environment)")
     episodes = [] if episodes is None else episodes
@@ -258,14 +257,22 @@ def check_agent_files(path: str | os.PathLike) -> dict:
     """Both files of the agent at `path`, checked without building it: the JSON half (read_agent_file) and a
     readable safetensors file of weights; the JSON half is returned. A check before any work."""
     spec = read_agent_file(path)
+    _weights(path, load=False)
+    return spec
+
+
+def _weights(path: str | os.PathLike, *, load: bool = True) -> dict[str, torch.Tensor]:
+    """The weights file of the agent at `path`, read (or with load=False only its header), or an error naming it."""
     file = agent_file(path, ".safetensors")
     try:
-        with safe_open(str(file), framework="pt") as weights:
-            weights.keys()
+        if not load:
+            with safe_open(str(file), framework="pt") as weights:
+                weights.keys()
+            return {}
+        return load_file(str(file))
     except (OSError, SafetensorError) as error:
         raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights "
                          f"({' '.join(str(error).split())})") from None
-    return spec
 
 
 def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = None) -> BaseAlgorithm:
@@ -274,14 +281,11 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
     spec = read_agent_file(path)
     check_network(spec.get("network", {}), network_of(env, **(network or {})), agent_file(path, ".json"))
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec.get("network"), **spec["settings"])
-    file = agent_file(path, ".safetensors")
-    try:
-        weights = load_file(str(file))
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"agent {str(file)!r}: not a safetensors file of agent weights ({error})") from None
+    weights = _weights(path)
     expected = _acting_weights(agent)
     if weights.keys() != expected.keys() or any(weights[k].shape != expected[k].shape for k in expected):
-        raise ValueError(f"agent {str(file)!r}: weights do not fit a {spec['algorithm']} policy of this network")
+        raise ValueError(f"agent {str(agent_file(path, '.safetensors'))!r}: weights do not fit a {spec['algorithm']} "
+                         "policy of this network")
     agent.policy.load_state_dict(weights, strict=False)
     if hasattr(agent, "actor_target"):
         agent.actor_target.load_state_dict(agent.actor.state_dict())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def capture(agent: BaseAlgorithm) -> tuple[dict, dict[str, torch.Tensor], dict[s
     for name in agent._get_torch_save_params()[0]:
         if name == "policy":
             continue
-        state = _attribute(agent, name).state_dict()
+        state = attrgetter(name)(agent).state_dict()
         plain = {}
         for pid, values in state["state"].items():
             for key, value in values.items():
@@ -83,7 +84,7 @@ def restore(agent: BaseAlgorithm, values: dict, tensors: dict[str, torch.Tensor]
             prefix = f"optimizer/{name}/{pid}/"
             state[int(pid)] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             state[int(pid)].update(saved["plain"].get(pid, {}))
-        _attribute(agent, name).load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        attrgetter(name)(agent).load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     buffer = getattr(agent, "replay_buffer", None)
     if buffer is not None:
         for name in _BUFFER_ARRAYS:
@@ -100,12 +101,6 @@ def restore(agent: BaseAlgorithm, values: dict, tensors: dict[str, torch.Tensor]
     np.random.set_state((rng["numpy"][0], np.asarray(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
     agent.action_space.np_random.bit_generator.state = rng["action_space"]
     torch.set_rng_state(tensors["rng/torch"])
-
-
-def _attribute(obj, dotted: str):
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _listify(value):

@@ -5,18 +5,19 @@ As in the authors' released environment (kangxiatao/RLPanning, pruner/panning.py
 - action: 3 numbers in [-1, 1]; the index weights (SynFlow, SNIP, GraSP) are action + 1.
 - observation (7, in [0, 1]) after step e: the dense loss and dense squared gradient norm of the step's batch,
   each min-max normalized by a running range; |loss(masked) - loss(dense)| and |gtg(masked) - gtg(dense)| / 5
-  divided by the same ranges' spans; the effective sparsity of the new mask; the step's scheduled sparsity;
+  divided by the same ranges' spans; the flow sparsity of the new mask; the step's scheduled sparsity;
   e / n. Losses are cross-entropies of logits / T (T = 200), gtg the squared norm of their gradient over every
   prunable weight. The ranges start from the dense values of the first 10 batches and grow with every dense
   and masked value seen.
-- reward: -100 * |scheduled sparsity - effective sparsity| - (the two normalized differences); if the
-  network dies (effective sparsity 1) the episode ends with an extra -(1 - e / n) * n.
+- reward: -100 * |scheduled sparsity - flow sparsity| - (the two normalized differences); if the
+  network dies (flow sparsity 1) the episode ends with an extra -(1 - e / n) * n.
 - the target sparsity is drawn per episode by a `Curriculum` (the authors': U(0.8, 1) for the first 10,000
   steps, then U(0.9, 1) or U(0.98, 1) with equal odds), or fixed with reset(options={"sparsity": s}).
 - the scheduled sparsity of step e is 1 - (1 - s) ** ((e + 1) / n) (the float the authors' code uses, not the
-  rounded count's 1 - k / N); the effective sparsity is read off the SynFlow pass of the new mask, which the next
-  step needs anyway (`Flow.effective`: a kept weight with a zero SynFlow gradient lies on no input-output path),
-  as the authors do.
+  rounded count's 1 - k / N); the flow sparsity (the authors' "effective sparsity": the fraction of weights
+  pruned or carrying no synaptic flow) is read off the SynFlow pass of the new mask, which the next step needs
+  anyway (`Flow.flowing`), as the authors do. It equals panning.connectivity's effective sparsity where no bias
+  feeds a unit whose inputs are all pruned.
 
 Departures (docs/agent.md): `batches` class-balanced batches are drawn once and reused across episodes (the
 authors draw a fresh one every step), so SNIP, GraSP and the dense loss are computed once per batch.
@@ -41,7 +42,7 @@ from ... import checks, criteria, ops
 from ...arena import Arena
 from ...criteria import arguments, lanes as lowered, passes
 from ...criteria.functional import loss_grad
-from ...sparsity import exponential_counts, scheduled_sparsities
+from ...sparsity import schedule
 from ..panning import PanningIndices
 
 SPARSITY_PENALTY = 100.0
@@ -111,16 +112,14 @@ class PanningLanes:
     def __init__(self, model: nn.Module, dataset: Dataset, input_shape, lanes: int = 1, *, iterations: int = 100,
                  per_class: int = 10, temperature: float = criteria.TEMPERATURE, batches: int | None = None,
                  seed: int = 0, arena: Arena | None = None, curriculum: Curriculum | None = None):
-        self.lanes = checks.positive_int("lanes", lanes)
-        self.iterations = checks.positive_int("iterations", iterations)
-        self.temperature = checks.positive("temperature", temperature)
-        self.batches = checks.positive_int("batches", batches if batches is not None else iterations)
+        self.lanes, self.iterations, self.batches = checks.positive_ints(
+            lanes=lanes, iterations=iterations, batches=batches if batches is not None else iterations)
         self.curriculum = curriculum if curriculum is not None else Curriculum()
         checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
-        arguments.model_and_arena(model, self.arena)
-        input_shape = arguments.input_shape(input_shape)
+        given = arguments.criterion(model, self.arena, input_shape=input_shape, temperature=temperature)
+        input_shape, self.temperature = given["input_shape"], given["temperature"]
         self.indices = PanningIndices(model, self.arena, dataset, input_shape, per_class=per_class,
                                       temperature=self.temperature, generator=torch.Generator().manual_seed(seed),
                                       batches=self.batches)
@@ -164,9 +163,9 @@ class PanningLanes:
 
     def _schedule(self, lane: int) -> None:
         """Lane `lane`'s kept count and scheduled sparsity at every step, from its target sparsity."""
-        sparsity = float(self.sparsity[lane])
-        self.counts[lane] = torch.tensor(exponential_counts(self.numel, sparsity, self.iterations))
-        self.scheduled[lane] = scheduled_sparsities(sparsity, self.iterations)
+        plan = schedule(self.numel, float(self.sparsity[lane]), self.iterations)
+        self.counts[lane] = torch.tensor(plan.counts)
+        self.scheduled[lane] = plan.sparsities
 
     # -- the batched step -------------------------------------------------------------------------
     def step(self, actions: np.ndarray):
@@ -182,7 +181,7 @@ class PanningLanes:
         flows = self._flows()
         self.stacks = [self.indices(min(int(e) + 1, n - 1), mask, flow)
                        for e, mask, flow in zip(steps, self.masks, flows)]
-        effective = [1.0 - int(flow.effective().sum()) / self.numel for flow in flows]
+        flow_sparsity = [1.0 - int(flow.flowing().sum()) / self.numel for flow in flows]
         sub_loss, sub_gtg = self._masked_loss_gtg(steps)
         observations = np.zeros((self.lanes, OBSERVATION_SIZE), dtype=np.float32)
         rewards, terminated, infos = np.zeros(self.lanes), np.zeros(self.lanes, dtype=bool), []
@@ -194,14 +193,14 @@ class PanningLanes:
             d_loss = self.loss_range.distance(sub_loss[b], loss)
             d_gtg = self.gtg_range.distance(sub_gtg[b], gtg) / GRADNORM_DIVISOR
             scheduled = float(self.scheduled[b, e])
-            reward = -SPARSITY_PENALTY * abs(scheduled - effective[b]) - d_loss - d_gtg
-            dead = effective[b] >= 1.0
+            reward = -SPARSITY_PENALTY * abs(scheduled - flow_sparsity[b]) - d_loss - d_gtg
+            dead = flow_sparsity[b] >= 1.0
             if dead:
                 reward -= (1.0 - e / n) * n
             observations[b] = (self.loss_range.position(loss), self.gtg_range.position(gtg), d_loss, d_gtg,
-                               effective[b], scheduled, e / n)
+                               flow_sparsity[b], scheduled, e / n)
             rewards[b], terminated[b] = reward, dead or e + 1 == n
-            infos.append({"sparsity": scheduled, "effective_sparsity": effective[b], "dead": dead, "d_loss": d_loss,
+            infos.append({"sparsity": scheduled, "flow_sparsity": flow_sparsity[b], "dead": dead, "d_loss": d_loss,
                           "d_gradnorm": d_gtg, "target": float(self.sparsity[b])})
         self.step_index = steps + 1
         self.total_steps += self.lanes
@@ -306,7 +305,7 @@ class PanningEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self.core.restart(seed)
-        sparsity = _sparsity_option(options)
+        sparsity = sparsity_option(options)
         observation, sparsity = self.core.reset_lane(0, sparsity)
         return observation, {"sparsity": sparsity}
 
@@ -315,7 +314,8 @@ class PanningEnv(gym.Env):
         return observations[0], float(rewards[0]), bool(terminated[0]), False, infos[0]
 
 
-def _sparsity_option(options: dict | None) -> float | None:
+def sparsity_option(options: dict | None) -> float | None:
+    """The target sparsity `reset(options=...)` fixes (None: the curriculum draws it), checked."""
     options = options or {}
     unknown = set(options) - {"sparsity"}
     if unknown:

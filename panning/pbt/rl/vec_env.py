@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from .env import OBSERVATION_SIZE, PanningLanes, _sparsity_option
+from .env import OBSERVATION_SIZE, PanningLanes, sparsity_option
 
 
 class PanningVecEnv(VecEnv):
@@ -36,7 +36,7 @@ class PanningVecEnv(VecEnv):
         return observations
 
     def _reset_lane(self, lane: int) -> np.ndarray:
-        observation, _ = self.core.reset_lane(lane, _sparsity_option(self._options[lane]))
+        observation, _ = self.core.reset_lane(lane, sparsity_option(self._options[lane]))
         self.returns[lane], self.lengths[lane] = 0.0, 0
         return observation
 
