@@ -177,7 +177,7 @@ def test_sparse_linear_matches_reference(dtype, m, i, o, density):
 
 
 # Batches around the kernels' widths: a vector holds 16 floats / 8 doubles with AVX-512 (half that with AVX2), the
-# batch is padded to whole vectors, and below one panel of 8 vectors the backward takes the one-pass small-batch
+# batch is padded to whole vectors, and up to one panel of 8 vectors the backward takes the one-pass small-batch
 # path (docs/ops.md).
 SMALL_BATCHES = [1, 3, 8, 15, 16, 17, 31, 32, 33, 63, 64, 100, 127, 128, 129]
 
