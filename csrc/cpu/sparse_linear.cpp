@@ -183,7 +183,8 @@ void with_regs(int regs, F&& f) {
 
 template <typename T>
 inline void prefetch_panel(const T* p, int regs) {
-  for (int64_t line = 0; line < regs * kVecBytes; line += 64) __builtin_prefetch(reinterpret_cast<const char*>(p) + line);
+  for (int64_t line = 0; line < regs * kVecBytes; line += 64)
+    __builtin_prefetch(reinterpret_cast<const char*>(p) + line);
 }
 
 // One panel of an output row held in registers: out[0..R vectors) = init + sum_p vals[p] * src[cols[p], m0 ..).
@@ -284,6 +285,7 @@ void fwd_impl(const at::Tensor& xt, const at::Tensor& crow, const at::Tensor& co
     }
   });
 }
+
 // G dot products of one row a with rows b[0..G) over n elements, in vector registers (float, double).
 template <typename scalar_t, int G>
 void dots(const scalar_t* a, const scalar_t* const* b, int64_t n, scalar_t* out) {
