@@ -134,7 +134,8 @@ void transpose(const T* src, int64_t ss, int64_t rows, int64_t cols, T* dst, int
 
 // a (M, F) -> (F, Mp): a transposed, the columns past M zero.
 template <typename T>
-at::Tensor padded_transpose(const at::Tensor& a, int64_t Mp) {
+at::Tensor padded_transpose(const at::Tensor& strided, int64_t Mp) {
+  const auto a = strided.contiguous();
   const int64_t M = a.size(0), F = a.size(1);
   auto out = at::empty({F, Mp}, a.options());
   const T* src = a.const_data_ptr<T>();
