@@ -176,6 +176,45 @@ def test_sparse_linear_matches_reference(dtype, m, i, o, density):
         _close(a, r, dtype)
 
 
+# Batches around the kernels' widths: a vector holds 16 floats / 8 doubles with AVX-512 (half that with AVX2), the
+# batch is padded to whole vectors, and up to one panel of 8 vectors the backward takes the one-pass small-batch
+# path (docs/ops.md).
+SMALL_BATCHES = [1, 3, 8, 15, 16, 17, 31, 32, 33, 63, 64, 100, 127, 128, 129]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("m", SMALL_BATCHES)
+def test_sparse_linear_batches_around_the_vector_width(dtype, m):
+    x, w, mask, b = _linear(m, 70, 45, dtype, 0.3, seed=100 + m)
+    sw = ops.to_sparse(w, mask, backend="cpp")
+    for a, r in zip(_sparse_grads("cpp", sw, x, b), _sparse_grads("reference", sw, x, b)):
+        _close(a, r, dtype)
+
+
+@pytest.mark.parametrize("m,i,o", [(32, 50, 40), (5, 17, 9), (3, 0, 4), (4, 6, 0)])
+@pytest.mark.parametrize("density", [0.0, 1.0])
+def test_sparse_linear_small_batch_keeping_nothing_or_everything(m, i, o, density):
+    x, w, mask, b = _linear(m, i, o, torch.float32, density, seed=11)
+    sw = ops.to_sparse(w, mask, backend="cpp")
+    y, dx, dvalues, db = _sparse_grads("cpp", sw, x, b)
+    dy = torch.sin(torch.arange(m * o, dtype=x.dtype)).view(m, o)
+    dense = w * mask
+    _close(y, x @ dense.t() + b, torch.float32)
+    _close(dx, dy @ dense, torch.float32)
+    _close(dvalues, (dy.t() @ x)[mask], torch.float32)
+    _close(db, dy.sum(0), torch.float32)
+
+
+def test_sparse_linear_small_batch_extreme_values():
+    x, w, mask, b = _linear(24, 40, 30, torch.float32, 0.5, seed=12)
+    x, w = x * 1e18, w * 1e18  # products near 1e36, sums below float32's 3.4e38
+    sw = ops.to_sparse(w, mask, backend="cpp")
+    ours = _sparse_grads("cpp", sw, x, b)
+    want = _sparse_grads("reference", ops.to_sparse(w.double(), mask), x.double(), b.double())
+    for a, r in zip(ours, want):  # float32 sums err relative to their terms' size, not to a cancelled result
+        torch.testing.assert_close(a.double(), r, rtol=1e-5, atol=1e-5 * float(r.detach().abs().max()))
+
+
 def test_sparse_linear_handles_empty_rows_and_columns():
     x, w, mask, b = _linear(70, 96, 40, torch.float32, 0.5, seed=8)
     mask[::3] = False  # empty output rows
@@ -185,16 +224,18 @@ def test_sparse_linear_handles_empty_rows_and_columns():
         _close(a, r, torch.float32)
 
 
-def test_sparse_linear_gradcheck():
-    x, w, mask, b = _linear(5, 7, 4, torch.float64, 0.5, seed=9)
+@pytest.mark.parametrize("m", [5, 9, 130])  # one vector, two (padded), the panel of 8 vectors and a remainder
+def test_sparse_linear_gradcheck(m):
+    x, w, mask, b = _linear(m, 7, 4, torch.float64, 0.5, seed=9)
     sw = ops.to_sparse(w, mask, backend="cpp")
     x, b, values = x.requires_grad_(), b.requires_grad_(), sw.values.clone().requires_grad_()
     fn = lambda x, v, b: ops.sparse_linear(x, sw.with_values(v), b, backend="cpp")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, values, b))
 
 
-def test_sparse_linear_does_not_depend_on_the_thread_count():
-    x, w, mask, b = _linear(300, 200, 150, torch.float32, 0.2, seed=10)
+@pytest.mark.parametrize("m,i", [(300, 200), (32, 1500)])  # the small batch splits the input features over threads
+def test_sparse_linear_does_not_depend_on_the_thread_count(m, i):
+    x, w, mask, b = _linear(m, i, 150, torch.float32, 0.2, seed=10)
     sw = ops.to_sparse(w, mask, backend="cpp")
     threads = torch.get_num_threads()
     try:
