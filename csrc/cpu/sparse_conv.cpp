@@ -365,6 +365,200 @@ void dw_impl(const Geometry& g, const at::Tensor& xt, const at::Tensor& dyt, int
   });
 }
 
+// ---- The direct path: NCHW as it comes, stride 1, vectors along the output width ----
+// out[b][o][r][c] = init[o] + sum_e vals[e] in[b][ch[e]][r + rs[e]][c + cs[e]] over the entries e of o, with in
+// read as zero outside its plane. No layout copy: x, y, dy and dx are read and written where they are, and a vector
+// that reaches over an edge of the plane is loaded with a lane mask. Where the work per element is small (very
+// sparse layers on large planes) the batch-last copies cost more than the convolution itself.
+
+// Lanes [lo, hi) of the vector at p, zeros elsewhere; lanes outside [lo, hi) are not read.
+template <typename T>
+inline typename Vec<T>::type load_part(const T* p, int64_t lo, int64_t hi) {
+  using V = Vec<T>;
+  typename V::type v;
+#if defined(__AVX512F__)
+  const auto bits = static_cast<uint32_t>(((uint64_t{1} << hi) - 1) & ~((uint64_t{1} << lo) - 1));
+  if constexpr (std::is_same_v<T, float>) {
+    const __m512 r = _mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p);
+    std::memcpy(&v, &r, sizeof(v));
+  } else {
+    const __m512d r = _mm512_maskz_loadu_pd(static_cast<__mmask8>(bits), p);
+    std::memcpy(&v, &r, sizeof(v));
+  }
+#else
+  if (lo == 0 && hi == V::kLanes) return V::load(p);
+  v = typename V::type{};
+  for (int64_t l = lo; l < hi; ++l) v[l] = p[l];
+#endif
+  return v;
+}
+
+// Lanes [0, n) of v stored at p.
+template <typename T>
+inline void store_part(T* p, typename Vec<T>::type v, int64_t n) {
+  if (n == Vec<T>::kLanes) return Vec<T>::store(p, v);
+  for (int64_t l = 0; l < n; ++l) p[l] = v[l];
+}
+
+// The entries of a direct product grouped by output channel: start (groups + 1), and per entry the input
+// channel, row and column shifts and the value.
+template <typename T>
+struct Taps {
+  std::vector<int64_t> start, ch, rs, cs;
+  std::vector<T> vals;
+};
+
+// The forward's taps: the CSR rows as they are, rs = kh dh - ph, cs = kw dw - pw. The (ic, kh, kw) of every
+// column comes from a table built without divisions.
+template <typename T>
+Taps<T> forward_taps(const Geometry& g, const int64_t* crow, const int64_t* col, const T* values) {
+  const int64_t taps = g.KH * g.KW, nnz = crow[g.O];
+  std::vector<int64_t> tab_ch(g.C * taps), tab_rs(g.C * taps), tab_cs(g.C * taps);
+  for (int64_t ic = 0, j = 0; ic < g.C; ++ic)
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      for (int64_t kw = 0; kw < g.KW; ++kw, ++j) tab_ch[j] = ic, tab_rs[j] = kh * g.dh - g.ph, tab_cs[j] = kw * g.dw - g.pw;
+  Taps<T> t{std::vector<int64_t>(crow, crow + g.O + 1), std::vector<int64_t>(nnz), std::vector<int64_t>(nnz),
+            std::vector<int64_t>(nnz), std::vector<T>(values, values + nnz)};
+  for (int64_t p = 0; p < nnz; ++p) t.ch[p] = tab_ch[col[p]], t.rs[p] = tab_rs[col[p]], t.cs[p] = tab_cs[col[p]];
+  return t;
+}
+
+// dx's taps: the entries regrouped by input channel (stable in CSR order), reading dy at the opposite shifts.
+template <typename T>
+Taps<T> input_taps(const Geometry& g, const int64_t* crow, const int64_t* col, const T* values) {
+  const auto f = forward_taps<T>(g, crow, col, values);
+  const int64_t nnz = crow[g.O];
+  Taps<T> t{std::vector<int64_t>(g.C + 1, 0), std::vector<int64_t>(nnz), std::vector<int64_t>(nnz),
+            std::vector<int64_t>(nnz), std::vector<T>(nnz)};
+  for (int64_t p = 0; p < nnz; ++p) ++t.start[f.ch[p] + 1];
+  for (int64_t c = 0; c < g.C; ++c) t.start[c + 1] += t.start[c];
+  std::vector<int64_t> fill(t.start.begin(), t.start.end() - 1);
+  for (int64_t oc = 0; oc < g.O; ++oc) {
+    for (int64_t p = crow[oc]; p < crow[oc + 1]; ++p) {
+      const int64_t q = fill[f.ch[p]]++;
+      t.ch[q] = oc, t.rs[q] = -f.rs[p], t.cs[q] = -f.cs[p], t.vals[q] = values[p];
+    }
+  }
+  return t;
+}
+
+// One tile of R rows x NV vectors of out[b][o] starting at (r0, c0) in registers.
+template <typename T, int NV>
+void direct_tile(const T* in, int64_t Hin, int64_t Win, const Taps<T>& t, int64_t o, T init, T* out, int64_t Hout,
+                 int64_t Wout, int64_t r0, int64_t c0) {
+  using V = Vec<T>;
+  constexpr int64_t L = V::kLanes;
+  constexpr int R = NV >= kTile ? 1 : static_cast<int>(kTile / NV);
+  typename V::type acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = typename V::type{} + init;
+  for (int64_t e = t.start[o]; e < t.start[o + 1]; ++e) {
+    const T* plane = in + t.ch[e] * Hin * Win;
+    const typename V::type v = typename V::type{} + t.vals[e];
+    const int64_t rs = t.rs[e];
+    for (int c = 0; c < NV; ++c) {
+      const int64_t w0 = c0 + c * L + t.cs[e];
+      const int64_t lo = std::clamp<int64_t>(-w0, 0, L), hi = std::clamp<int64_t>(Win - w0, 0, L);
+      if (hi <= lo) continue;
+      for (int r = 0; r < R; ++r) {
+        const int64_t ih = r0 + r + rs;
+        if (ih < 0 || ih >= Hin) continue;
+        acc[r][c] += v * load_part(plane + ih * Win + w0, lo, hi);
+      }
+    }
+  }
+  for (int r = 0; r < R && r0 + r < Hout; ++r)
+    for (int c = 0; c < NV && c0 + c * L < Wout; ++c)
+      store_part(out + (r0 + r) * Wout + c0 + c * L, acc[r][c], std::min<int64_t>(L, Wout - c0 - c * L));
+}
+
+// out (B, groups, Hout, Wout) from in (B, channels, Hin, Win) through the taps; items (b, o, row block, column
+// block) with b outermost, so that one sample's input stays in cache while every group reads it.
+template <typename T, int NV>
+void direct_product(const T* in, int64_t channels, int64_t Hin, int64_t Win, const Taps<T>& t, const T* bias,
+                    T* out, int64_t B, int64_t Hout, int64_t Wout) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  constexpr int64_t R = NV >= kTile ? 1 : kTile / NV;
+  const int64_t groups = static_cast<int64_t>(t.start.size()) - 1, nvw = (Wout + L - 1) / L;
+  const int64_t rblocks = (Hout + R - 1) / R, cblocks = (nvw + NV - 1) / NV, per_group = rblocks * cblocks;
+  at::parallel_for(0, B * groups * per_group, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t bo = item / per_group, b = bo / groups, o = bo % groups, k = item % per_group;
+      direct_tile<T, NV>(in + b * channels * Hin * Win, Hin, Win, t, o, bias ? bias[o] : T(0),
+                         out + bo * Hout * Wout, Hout, Wout, k / cblocks * R, k % cblocks * NV * L);
+    }
+  });
+}
+
+template <typename T>
+void direct(const T* in, int64_t channels, int64_t Hin, int64_t Win, const Taps<T>& t, const T* bias, T* out,
+            int64_t B, int64_t Hout, int64_t Wout) {
+  constexpr int64_t L = Vec<T>::kLanes;
+  switch (std::min<int64_t>((Wout + L - 1) / L, kTile)) {
+    case 1: return direct_product<T, 1>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
+    case 2: return direct_product<T, 2>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
+    case 3: return direct_product<T, 3>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
+    case 4: return direct_product<T, 4>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
+    default: return direct_product<T, 8>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
+  }
+}
+
+// dvalues[e] = sum over (b, r, c) of dy[b][oc][r][c] x[b][ic][r + rs][c + cs]: per output channel, b outermost
+// (one sample's x stays in cache), one vector sum per entry, reduced over its lanes at the end.
+template <typename T>
+void direct_dw(const Geometry& g, const T* x, const T* dy, const Taps<T>& t, T* dvalues) {
+  using V = Vec<T>;
+  constexpr int64_t L = V::kLanes;
+  const int64_t nvw = (g.OW + L - 1) / L;
+  at::parallel_for(0, g.O, 1, [&](int64_t begin, int64_t end) {
+    const int64_t lo_e = t.start[begin], n = t.start[end] - lo_e;
+    std::vector<typename V::type> acc(n, typename V::type{});
+    for (int64_t b = 0; b < g.B; ++b) {
+      for (int64_t oc = begin; oc < end; ++oc) {
+        const T* dyp = dy + (b * g.O + oc) * g.OH * g.OW;
+        for (int64_t e = t.start[oc]; e < t.start[oc + 1]; ++e) {
+          const T* xp = x + (b * g.C + t.ch[e]) * g.H * g.W;
+          const int64_t rs = t.rs[e], r_lo = std::max<int64_t>(0, -rs), r_hi = std::min(g.OH, g.H - rs);
+          typename V::type s0{}, s1{};
+          for (int64_t c = 0; c < nvw; ++c) {
+            // lanes of output columns c L + l < OW whose input column is inside the plane
+            const int64_t w0 = c * L + t.cs[e];
+            const int64_t lo = std::clamp<int64_t>(-w0, 0, L);
+            const int64_t hi = std::min({std::clamp<int64_t>(g.W - w0, 0, L), g.OW - c * L});
+            if (hi <= lo) continue;
+            int64_t r = r_lo;
+            for (; r + 2 <= r_hi; r += 2) {
+              s0 += load_part(dyp + r * g.OW + c * L, lo, hi) * load_part(xp + (r + rs) * g.W + w0, lo, hi);
+              s1 += load_part(dyp + (r + 1) * g.OW + c * L, lo, hi) *
+                    load_part(xp + (r + 1 + rs) * g.W + w0, lo, hi);
+            }
+            if (r < r_hi) s0 += load_part(dyp + r * g.OW + c * L, lo, hi) * load_part(xp + (r + rs) * g.W + w0, lo, hi);
+          }
+          acc[e - lo_e] += s0 + s1;
+        }
+      }
+    }
+    for (int64_t q = 0; q < n; ++q) {
+      T s = 0;
+      for (int64_t l = 0; l < L; ++l) s += acc[q][l];
+      dvalues[lo_e + q] = s;
+    }
+  });
+}
+
+// Whether the layer runs on the direct path: path 1 forces batch-last, 2 direct (stride 1 only), 0 chooses: stride
+// 1, output rows of at least one whole vector and at most kDirectTaps kept entries per output channel on average.
+// The direct kernels do about half the FMAs per cycle of the batch-last ones (their loads are shifted by the
+// kernel columns and cross cache lines), but copy nothing: measured (docs/results.md), they win below about 12
+// entries per output channel on 16x16 and 32x32 planes at batch 32 (64->64 32x32: 1.32x at 5.8, 0.95x at 11.5;
+// 128->128 16x16: 1.41x at 11.5, 0.83x at 23).
+constexpr int64_t kDirectTaps = 12;
+bool chosen_direct(const Geometry& g, int64_t lanes, int64_t nnz, int64_t path) {
+  TORCH_CHECK(path >= 0 && path <= 2 && (path != 2 || (g.sh == 1 && g.sw == 1)),
+              "sparse_conv: path is 0 (automatic), 1 (batch-last) or 2 (direct, stride 1 only), got ", path);
+  return path == 2 || (path == 0 && g.sh == 1 && g.sw == 1 && g.OW >= lanes && nnz <= kDirectTaps * g.O);
+}
+
 void check(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
            at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(), "sparse_conv: expected x (B, C, H, W), "
@@ -384,7 +578,7 @@ void check(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, c
 std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
     const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
     at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-    const std::optional<at::Tensor>& bias, bool keep_layout) {
+    const std::optional<at::Tensor>& bias, bool keep_layout, int64_t path) {
   check(x, crow, col, values, kernel, stride, padding, dilation);
   at::Tensor y;
   std::optional<at::Tensor> layout;
@@ -394,13 +588,21 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
       y = at::empty({g.B, g.O, g.OH, g.OW}, x.options());
       return;
     }
+    const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
+    const scalar_t* pb = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+    if (chosen_direct(g, Vec<scalar_t>::kLanes, col.numel(), path)) {
+      const auto t = forward_taps<scalar_t>(g, crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>(),
+                                            values.const_data_ptr<scalar_t>());
+      y = empty_output({g.B, g.O, g.OH, g.OW}, x.options());
+      direct<scalar_t>(x.const_data_ptr<scalar_t>(), g.C, g.H, g.W, t, pb, y.mutable_data_ptr<scalar_t>(), g.B, g.OH,
+                       g.OW);
+      return;
+    }
     const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
     const auto xt = to_batch_last<scalar_t>(x, Hp, Wp, g.ph, g.pw, g.Bp);
     const auto off = x_offsets(g, col.const_data_ptr<int64_t>(), col.numel(), Hp, Wp);
     auto yt = empty_output({g.O, g.OH, g.OW, g.Bp}, x.options());
-    const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
-    fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(),
-                       b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, yt);
+    fwd_impl<scalar_t>(g, xt, crow.const_data_ptr<int64_t>(), off, values.const_data_ptr<scalar_t>(), pb, yt);
     y = from_batch_last<scalar_t>(yt, g.B);
     if (keep_layout) layout = xt;
   });
@@ -410,7 +612,7 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
     const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout) {
+    at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout, int64_t path) {
   check(x, crow, col, values, kernel, stride, padding, dilation);
   std::optional<at::Tensor> dx, dvalues;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_bwd", [&] {
@@ -421,6 +623,20 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     if (need_dvalues) dvalues = at::zeros({col.numel()}, values.options());
     if (need_dx && (g.B == 0 || g.O == 0 || g.C == 0 || col.numel() == 0)) dx = at::zeros(x.sizes(), x.options());
     if (g.B == 0 || g.O == 0 || g.C == 0) return;
+    const int64_t* pcrow = crow.const_data_ptr<int64_t>();
+    const int64_t* pcol = col.const_data_ptr<int64_t>();
+    const scalar_t* pvalues = values.const_data_ptr<scalar_t>();
+    if (chosen_direct(g, Vec<scalar_t>::kLanes, col.numel(), path)) {
+      if (need_dvalues && col.numel() > 0)
+        direct_dw<scalar_t>(g, x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                            forward_taps<scalar_t>(g, pcrow, pcol, pvalues), dvalues->mutable_data_ptr<scalar_t>());
+      if (need_dx && col.numel() > 0) {
+        dx = empty_output(x.sizes(), x.options());  // every element is written
+        direct<scalar_t>(dy.const_data_ptr<scalar_t>(), g.O, g.OH, g.OW, input_taps<scalar_t>(g, pcrow, pcol, pvalues),
+                         nullptr, dx->mutable_data_ptr<scalar_t>(), g.B, g.H, g.W);
+      }
+      return;
+    }
     // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), so from ph / sh - (KH - 1)
     // dh / sh up to (H - 1 + ph) / sh; likewise columns.
     const int64_t top = std::max<int64_t>(0, (g.KH - 1) * g.dh / g.sh - g.ph / g.sh);
@@ -428,8 +644,6 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     const int64_t Hq = top + std::max(g.OH, (g.H - 1 + g.ph) / g.sh + 1);
     const int64_t Wq = left + std::max(g.OW, (g.W - 1 + g.pw) / g.sw + 1);
     const auto dyt = to_batch_last<scalar_t>(dy, Hq, Wq, top, left, g.Bp);
-    const int64_t* pcrow = crow.const_data_ptr<int64_t>();
-    const int64_t* pcol = col.const_data_ptr<int64_t>();
     if (need_dvalues && col.numel() > 0) {
       const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
       const bool kept = x_layout.has_value() && x_layout->defined();
@@ -442,7 +656,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     }
     if (need_dx && col.numel() > 0) {
       auto dxt = empty_output({g.C, g.H, g.W, g.Bp}, x.options());  // every element is written
-      dx_impl<scalar_t>(g, dyt, top, left, pcrow, pcol, values.const_data_ptr<scalar_t>(), dxt);
+      dx_impl<scalar_t>(g, dyt, top, left, pcrow, pcol, pvalues, dxt);
       dx = from_batch_last<scalar_t>(dxt, g.B);
     }
   });
