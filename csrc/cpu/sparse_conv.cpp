@@ -197,13 +197,24 @@ inline void gather(const T* const* in, T* const* out, int64_t nv, const int64_t*
   }
 }
 
+// (ic, kh, kw) of every weight column (ic KH + kh) KW + kw, built without a division: decomposing every entry's
+// column would cost three, which the 100K+ entries of a wide layer notice.
+struct Columns {
+  std::vector<int64_t> ic, kh, kw;
+  explicit Columns(const Geometry& g) : ic(g.C * g.KH * g.KW), kh(ic.size()), kw(ic.size()) {
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t h = 0; h < g.KH; ++h)
+        for (int64_t w = 0; w < g.KW; ++w, ++j) ic[j] = c, kh[j] = h, kw[j] = w;
+  }
+};
+
 // The offset of every CSR entry into the padded batch-last x: ic * plane + kh dh * row + kw dw * Bp.
 std::vector<int64_t> x_offsets(const Geometry& g, const int64_t* col, int64_t nnz, int64_t Hp, int64_t Wp) {
+  const Columns t(g);
   std::vector<int64_t> off(nnz);
-  const int64_t taps = g.KH * g.KW;
   for (int64_t p = 0; p < nnz; ++p) {
-    const int64_t ic = col[p] / taps, kh = col[p] % taps / g.KW, kw = col[p] % g.KW;
-    off[p] = ((ic * Hp + kh * g.dh) * Wp + kw * g.dw) * g.Bp;
+    const int64_t c = col[p];
+    off[p] = ((t.ic[c] * Hp + t.kh[c] * g.dh) * Wp + t.kw[c] * g.dw) * g.Bp;
   }
   return off;
 }
@@ -220,19 +231,20 @@ template <typename T>
 void fwd_impl(const Geometry& g, const at::Tensor& xt, const int64_t* crow, const std::vector<int64_t>& off,
               const T* vals, const T* bias, at::Tensor& yt) {
   constexpr int64_t L = Vec<T>::kLanes;
-  const int64_t Wp = xt.size(2), nv = g.OW * g.Bp / L, tiles = (nv + kTile - 1) / kTile;
+  // Tiles over the vectors of the whole output plane in row-major order: a tile may span rows, so that small
+  // planes (2x2, 4x4) fill whole tiles too.
+  const int64_t Wp = xt.size(2), nv = g.OW * g.Bp / L, total = g.OH * nv, tiles = (total + kTile - 1) / kTile;
   const auto voff = row_offsets(nv, L, g.Bp, g.sw);
   const T* px = xt.const_data_ptr<T>();
   T* py = yt.mutable_data_ptr<T>();
-  at::parallel_for(0, g.OH * tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     const T* in[kTile];
     T* out[kTile];
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t oh = item / tiles, v0 = item % tiles * kTile, n = std::min(kTile, nv - v0);
-      const T* row = px + oh * g.sh * Wp * g.Bp;
-      for (int64_t r = 0; r < n; ++r) in[r] = row + voff[v0 + r];
+      const int64_t u0 = item * kTile, n = std::min(kTile, total - u0);
+      for (int64_t r = 0; r < n; ++r) in[r] = px + (u0 + r) / nv * g.sh * Wp * g.Bp + voff[(u0 + r) % nv];
       for (int64_t oc = 0; oc < g.O; ++oc) {
-        T* yrow = py + (oc * g.OH + oh) * g.OW * g.Bp + v0 * L;
+        T* yrow = py + oc * total * L + u0 * L;
         for (int64_t r = 0; r < n; ++r) out[r] = yrow + r * L;
         gather(in, out, n, off.data() + crow[oc], vals + crow[oc], crow[oc + 1] - crow[oc],
                bias ? bias[oc] : T(0));
@@ -247,53 +259,56 @@ template <typename T>
 void dx_impl(const Geometry& g, const at::Tensor& dyt, int64_t top, int64_t left, const int64_t* crow,
              const int64_t* col, const T* values, at::Tensor& dxt) {
   constexpr int64_t L = Vec<T>::kLanes;
-  const int64_t Hq = dyt.size(1), Wq = dyt.size(2), taps = g.KH * g.KW, phases = g.sh * g.sw;
+  const int64_t Hq = dyt.size(1), Wq = dyt.size(2), phases = g.sh * g.sw;
   const int64_t groups = g.C * phases, nnz = crow[g.O];
-  // Counting sort of the entries into (ic, phase h, phase w) groups, stable in CSR order.
-  std::vector<int64_t> start(groups + 1, 0), off(nnz), key(nnz);
-  std::vector<T> vals(nnz);
-  for (int64_t oc = 0; oc < g.O; ++oc) {
-    for (int64_t p = crow[oc]; p < crow[oc + 1]; ++p) {
-      const int64_t ic = col[p] / taps, kh = col[p] % taps / g.KW, kw = col[p] % g.KW;
-      key[p] = (ic * g.sh + kh * g.dh % g.sh) * g.sw + kw * g.dw % g.sw;
-      ++start[key[p] + 1];
-    }
+  // Counting sort of the entries into (ic, phase h, phase w) groups, stable in CSR order; per column its group
+  // and its offset into dy (less oc's plane), from tables.
+  const Columns t(g);
+  std::vector<int64_t> col_key(t.ic.size()), col_off(t.ic.size());
+  for (size_t c = 0; c < t.ic.size(); ++c) {
+    col_key[c] = (t.ic[c] * g.sh + t.kh[c] * g.dh % g.sh) * g.sw + t.kw[c] * g.dw % g.sw;
+    col_off[c] = (-(t.kh[c] * g.dh / g.sh) * Wq - t.kw[c] * g.dw / g.sw) * g.Bp;
   }
+  std::vector<int64_t> start(groups + 1, 0), off(nnz);
+  std::vector<T> vals(nnz);
+  for (int64_t p = 0; p < nnz; ++p) ++start[col_key[col[p]] + 1];
   for (int64_t k = 0; k < groups; ++k) start[k + 1] += start[k];
   std::vector<int64_t> fill(start.begin(), start.end() - 1);
   for (int64_t oc = 0; oc < g.O; ++oc) {
     for (int64_t p = crow[oc]; p < crow[oc + 1]; ++p) {
-      const int64_t kh = col[p] % taps / g.KW, kw = col[p] % g.KW, q = fill[key[p]]++;
-      off[q] = ((oc * Hq - kh * g.dh / g.sh) * Wq - kw * g.dw / g.sw) * g.Bp;
+      const int64_t q = fill[col_key[col[p]]]++;
+      off[q] = oc * Hq * Wq * g.Bp + col_off[col[p]];
       vals[q] = values[p];
     }
   }
-  // Work items: (input row, column phase, tile of the phase's vectors).
-  const int64_t vb = g.Bp / L, per_phase = (g.W + g.sw - 1) / g.sw * vb, tiles = (per_phase + kTile - 1) / kTile;
+  // Work items: (block of input rows, column phase, tile of the block's vectors of that phase). At row stride 1
+  // every row has the same phase, and a block is the whole plane, so that a tile may span rows (small planes
+  // fill whole tiles too); otherwise a block is one row.
+  const int64_t span = g.sh == 1 ? g.H : 1, blocks = g.H / span, vb = g.Bp / L;
+  const int64_t per_phase = (g.W + g.sw - 1) / g.sw * vb, tiles = (span * per_phase + kTile - 1) / kTile;
   const T* pdy = dyt.const_data_ptr<T>();
   T* pdx = dxt.mutable_data_ptr<T>();
-  at::parallel_for(0, g.H * g.sw * tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, blocks * g.sw * tiles, 1, [&](int64_t begin, int64_t end) {
     const T* in[kTile];
     T* out[kTile];
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t ih = item / (g.sw * tiles), rho = item / tiles % g.sw, v0 = item % tiles * kTile;
-      const int64_t yh = ih + g.ph;
+      const int64_t h0 = item / (g.sw * tiles) * span, rho = item / tiles % g.sw, u0 = item % tiles * kTile;
       // Padded columns xw = iw + pw of phase rho, in increasing order: the first is the least >= pw.
       const int64_t first = g.pw + ((rho - g.pw) % g.sw + g.sw) % g.sw;
       const int64_t count = first < g.pw + g.W ? (g.pw + g.W - first + g.sw - 1) / g.sw * vb : 0;
-      const int64_t n = std::min(kTile, count - v0);
+      const int64_t n = std::min(kTile, span * count - u0);
       if (n <= 0) continue;
-      const T* dyrow = pdy + (yh / g.sh + top) * Wq * g.Bp;
-      int64_t at[kTile];  // where vector r of the tile lands in a row of dx
+      int64_t at[kTile];  // where vector r of the tile lands in a plane of dx
       for (int64_t r = 0; r < n; ++r) {
-        const int64_t k = (v0 + r) / vb, lane = (v0 + r) % vb * L, xw = first + k * g.sw;
-        in[r] = dyrow + (xw / g.sw + left) * g.Bp + lane;
-        at[r] = (xw - g.pw) * g.Bp + lane;
+        const int64_t ih = h0 + (u0 + r) / count, v = (u0 + r) % count;
+        const int64_t k = v / vb, lane = v % vb * L, xw = first + k * g.sw;
+        in[r] = pdy + ((ih + g.ph) / g.sh + top) * Wq * g.Bp + (xw / g.sw + left) * g.Bp + lane;
+        at[r] = (ih * g.W + xw - g.pw) * g.Bp + lane;
       }
-      const int64_t phase_h = yh % g.sh;
+      const int64_t phase_h = (h0 + g.ph) % g.sh;
       for (int64_t ic = 0; ic < g.C; ++ic) {
-        T* dxrow = pdx + (ic * g.H + ih) * g.W * g.Bp;
-        for (int64_t r = 0; r < n; ++r) out[r] = dxrow + at[r];
+        T* plane = pdx + ic * g.H * g.W * g.Bp;
+        for (int64_t r = 0; r < n; ++r) out[r] = plane + at[r];
         const int64_t grp = (ic * g.sh + phase_h) * g.sw + rho;
         gather(in, out, n, off.data() + start[grp], vals.data() + start[grp], start[grp + 1] - start[grp], T(0));
       }
@@ -301,10 +316,10 @@ void dx_impl(const Geometry& g, const at::Tensor& dyt, int64_t top, int64_t left
   });
 }
 
-// G dot products sum_v dy[v] * x[xo[v] + off[p + j]] over the nv vectors of one row, added to acc[p + j]; with
-// Unit, the row of x is read contiguously (column stride 1: xo[v] = v L).
+// G dot products sum_v dy[dyo[v]] * x[xo[v] + off[p + j]] over nv vectors, added to acc[p + j]; with Unit, both are
+// read contiguously (dyo[v] = xo[v] = v L: one row at column stride 1).
 template <typename T, int G, bool Unit>
-inline void dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off,
+inline void dots(const T* dy, const int64_t* dyo, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off,
                  typename Vec<T>::type* acc) {
   using V = Vec<T>;
   typename V::type s[2][G];  // two sums per entry over alternate vectors: twice the FMAs in flight
@@ -313,13 +328,13 @@ inline void dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, cons
   int64_t v = 0;
   for (; v + 2 <= nv; v += 2) {
     for (int u = 0; u < 2; ++u) {
-      const typename V::type d = V::load(dy + (v + u) * V::kLanes);
+      const typename V::type d = V::load(dy + (Unit ? (v + u) * V::kLanes : dyo[v + u]));
       const int64_t o = Unit ? (v + u) * V::kLanes : xo[v + u];
       for (int j = 0; j < G; ++j) s[u][j] += d * V::load(xs[j] + o);
     }
   }
   for (; v < nv; ++v) {
-    const typename V::type d = V::load(dy + v * V::kLanes);
+    const typename V::type d = V::load(dy + (Unit ? v * V::kLanes : dyo[v]));
     const int64_t o = Unit ? v * V::kLanes : xo[v];
     for (int j = 0; j < G; ++j) s[0][j] += d * V::load(xs[j] + o);
   }
@@ -327,11 +342,11 @@ inline void dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, cons
 }
 
 template <typename T, bool Unit>
-inline void row_dots(const T* dy, const T* xrow, const int64_t* xo, int64_t nv, const int64_t* off, int64_t n,
-                     typename Vec<T>::type* acc) {
+inline void row_dots(const T* dy, const int64_t* dyo, const T* xrow, const int64_t* xo, int64_t nv,
+                     const int64_t* off, int64_t n, typename Vec<T>::type* acc) {
   int64_t p = 0;
-  for (; p + 4 <= n; p += 4) dots<T, 4, Unit>(dy, xrow, xo, nv, off + p, acc + p);
-  for (; p < n; ++p) dots<T, 1, Unit>(dy, xrow, xo, nv, off + p, acc + p);
+  for (; p + 4 <= n; p += 4) dots<T, 4, Unit>(dy, dyo, xrow, xo, nv, off + p, acc + p);
+  for (; p < n; ++p) dots<T, 1, Unit>(dy, dyo, xrow, xo, nv, off + p, acc + p);
 }
 
 template <typename T>
@@ -340,21 +355,33 @@ void dw_impl(const Geometry& g, const at::Tensor& xt, const at::Tensor& dyt, int
   using V = Vec<T>;
   constexpr int64_t L = V::kLanes;
   const int64_t Wp = xt.size(2), Hq = dyt.size(1), Wq = dyt.size(2), nv = g.OW * g.Bp / L;
+  // Blocks of output rows with about 32 vectors or more: a small plane (2x2, 4x4) is one block, so that its few
+  // vectors per row do not each pay a pass over the entries.
+  const int64_t span = std::clamp<int64_t>((32 + nv - 1) / nv, 1, g.OH), blocks = (g.OH + span - 1) / span;
+  const bool unit = span == 1 && g.sw == 1;
   const auto voff = row_offsets(nv, L, g.Bp, g.sw);
+  std::vector<int64_t> dyo(span * nv), xo(span * nv);  // offsets of the vectors of a block from its first row
+  for (int64_t r = 0; r < span; ++r) {
+    for (int64_t v = 0; v < nv; ++v) {
+      dyo[r * nv + v] = r * Wq * g.Bp + v * L;
+      xo[r * nv + v] = r * g.sh * Wp * g.Bp + voff[v];
+    }
+  }
   const T* px = xt.const_data_ptr<T>();
   const T* pdy = dyt.const_data_ptr<T>();
   at::parallel_for(0, g.O, 1, [&](int64_t begin, int64_t end) {
     const int64_t lo = crow[begin], n = crow[end] - lo;
     std::vector<typename V::type> acc(n, typename V::type{});
-    for (int64_t oh = 0; oh < g.OH; ++oh) {
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t oh = blk * span, count = std::min(span, g.OH - oh) * nv;
       const T* xrow = px + oh * g.sh * Wp * g.Bp;
       for (int64_t oc = begin; oc < end; ++oc) {
         const T* dy = pdy + ((oc * Hq + oh + top) * Wq + left) * g.Bp;
         const int64_t p = crow[oc], n_oc = crow[oc + 1] - p;
-        if (g.sw == 1)
-          row_dots<T, true>(dy, xrow, voff.data(), nv, off.data() + p, n_oc, &acc[p - lo]);
+        if (unit)
+          row_dots<T, true>(dy, dyo.data(), xrow, xo.data(), count, off.data() + p, n_oc, &acc[p - lo]);
         else
-          row_dots<T, false>(dy, xrow, voff.data(), nv, off.data() + p, n_oc, &acc[p - lo]);
+          row_dots<T, false>(dy, dyo.data(), xrow, xo.data(), count, off.data() + p, n_oc, &acc[p - lo]);
       }
     }
     for (int64_t q = 0; q < n; ++q) {
@@ -408,18 +435,17 @@ struct Taps {
   std::vector<T> vals;
 };
 
-// The forward's taps: the CSR rows as they are, rs = kh dh - ph, cs = kw dw - pw. The (ic, kh, kw) of every
-// column comes from a table built without divisions.
+// The forward's taps: the CSR rows as they are, rs = kh dh - ph, cs = kw dw - pw.
 template <typename T>
 Taps<T> forward_taps(const Geometry& g, const int64_t* crow, const int64_t* col, const T* values) {
-  const int64_t taps = g.KH * g.KW, nnz = crow[g.O];
-  std::vector<int64_t> tab_ch(g.C * taps), tab_rs(g.C * taps), tab_cs(g.C * taps);
-  for (int64_t ic = 0, j = 0; ic < g.C; ++ic)
-    for (int64_t kh = 0; kh < g.KH; ++kh)
-      for (int64_t kw = 0; kw < g.KW; ++kw, ++j) tab_ch[j] = ic, tab_rs[j] = kh * g.dh - g.ph, tab_cs[j] = kw * g.dw - g.pw;
+  const int64_t nnz = crow[g.O];
+  const Columns c(g);
   Taps<T> t{std::vector<int64_t>(crow, crow + g.O + 1), std::vector<int64_t>(nnz), std::vector<int64_t>(nnz),
             std::vector<int64_t>(nnz), std::vector<T>(values, values + nnz)};
-  for (int64_t p = 0; p < nnz; ++p) t.ch[p] = tab_ch[col[p]], t.rs[p] = tab_rs[col[p]], t.cs[p] = tab_cs[col[p]];
+  for (int64_t p = 0; p < nnz; ++p) {
+    const int64_t j = col[p];
+    t.ch[p] = c.ic[j], t.rs[p] = c.kh[j] * g.dh - g.ph, t.cs[p] = c.kw[j] * g.dw - g.pw;
+  }
   return t;
 }
 
