@@ -132,6 +132,10 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
             raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
                              f"padding")
     backend = checked_backend("sparse_conv", x, sparse_weight, bias, backend)
+    if kernel == [1, 1] and padding == [0, 0] and stride != [1, 1]:
+        # A 1x1 convolution reads only every stride-th position: run it at stride 1 on those, which the kernels
+        # then neither copy nor visit (autograd scatters dx back through the slice).
+        x, stride = x[:, :, ::stride[0], ::stride[1]], [1, 1]
     tensors = (sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
                sparse_weight.values.contiguous())
     args = (x.contiguous(), *tensors, kernel, stride, padding, dilation, bias, backend)

@@ -55,6 +55,7 @@ CASES_2D = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, den
     (3, 4, 6, (5, 19), (3, 3), 1, 1, 1, 0.3),
     (2, 3, 4, (4, 33), (3, 5), 1, (1, 2), (1, 2), 0.2),
     (5, 6, 3, (2, 40), (1, 1), 1, 0, 1, 0.5),
+    (3, 4, 5, (10, 11), (1, 1), (3, 2), 0, 1, 0.5),  # strided 1x1: run at stride 1 on a slice of x
 ]
 
 
@@ -75,6 +76,7 @@ def test_sparse_conv2d_matches_dense(backend, batch, cin, cout, spatial, kernel,
     (1, 7, 2, 5, 1, 1, 0, 1, 1.0),
     (0, 2, 2, 6, 3, 1, 0, 1, 0.5),
     (4, 3, 5, 40, 3, 1, 1, 1, 0.3),  # the C++ kernel's direct path
+    (3, 4, 5, 21, 1, 2, 0, 1, 0.5),  # strided 1x1
 ])
 def test_sparse_conv1d_matches_dense(backend, batch, cin, cout, length, kernel, stride, padding, dilation, density):
     x, w, mask, b = _inputs(batch, cin, cout, (length,), (kernel,), density, seed=length)
