@@ -8,14 +8,17 @@
 //
 // Each kernel holds a tile of outputs (up to 8 vectors) in registers and sums the kept entries of one output
 // channel (forward) or one input channel (dx) into it: one load and one FMA per entry and vector. The outer loops
-// run over (output row, tile) with the channels inside, so the few input rows a tile reads stay in cache while all
-// channels use them. dx gathers from dy padded so that every read is in bounds: the entries of an input channel
+// run over tiles in row-major order with the channels inside, so the few input rows a tile reads stay in cache
+// while all channels use them; a tile may span rows, so that small planes (2x2, 4x4) fill whole tiles too. dx gathers from dy padded so that every read is in bounds: the entries of an input channel
 // are grouped by stride phase ((kh dh) mod sh, (kw dw) mod sw), and a tile holds positions of one phase, which
 // read consecutive dy columns. dW is a sampled dense-dense product: the dot product of dy[oc] with the shifted
 // x[ic] over (row, column, batch), four entries of a row sharing each load of dy.
 // Every output element is summed in a fixed order, so the results do not depend on the number of threads.
 // The layout copies transpose 16 x 16 blocks in registers (AVX-512, float); they and the outputs come from
 // empty_output (csrc/cpu/output.cpp): large fresh buffers would otherwise fault in every page at every call.
+//
+// Very sparse stride-1 layers with rows of a vector or more take the direct path instead (further below): no
+// layout copy, vectors along the output row of NCHW, lane masks at the plane's edges.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -427,6 +430,36 @@ inline void store_part(T* p, typename Vec<T>::type v, int64_t n) {
   for (int64_t l = 0; l < n; ++l) p[l] = v[l];
 }
 
+// Lanes l < n of the vector row[j0 + 2 l], zeros where the column j0 + 2 l is outside [0, W) (not read there): the
+// columns a vector of outputs reads at column stride 2.
+template <typename T>
+inline typename Vec<T>::type load_even(const T* row, int64_t j0, int64_t W, int64_t n) {
+  using V = Vec<T>;
+  constexpr int64_t L = V::kLanes;
+  typename V::type v;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    // the 2 L columns from j0 in two masked loads, their even lanes gathered by one permutation
+    const auto part = [&](int64_t k0) {  // lanes k of row[k0 + k] with 0 <= k0 + k < W
+      const int64_t lo = std::clamp<int64_t>(-k0, 0, L), hi = std::clamp<int64_t>(W - k0, 0, L);
+      const auto bits = hi > lo ? ((uint32_t{1} << hi) - 1) & ~((uint32_t{1} << lo) - 1) : 0u;
+      return _mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), row + k0);
+    };
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512 r = _mm512_maskz_permutex2var_ps(static_cast<__mmask16>((uint32_t{1} << n) - 1), part(j0), even,
+                                                  part(j0 + L));
+    std::memcpy(&v, &r, sizeof(v));
+    return v;
+  }
+#endif
+  v = typename V::type{};
+  for (int64_t l = 0; l < n; ++l) {
+    const int64_t j = j0 + 2 * l;
+    if (j >= 0 && j < W) v[l] = row[j];
+  }
+  return v;
+}
+
 // The entries of a direct product grouped by output channel: start (groups + 1), and per entry the input
 // channel, row and column shifts and the value.
 template <typename T>
@@ -468,10 +501,11 @@ Taps<T> input_taps(const Geometry& g, const int64_t* crow, const int64_t* col, c
   return t;
 }
 
-// One tile of R rows x NV vectors of out[b][o] starting at (r0, c0) in registers.
-template <typename T, int NV>
+// One tile of R rows x NV vectors of out[b][o] starting at (r0, c0) in registers; the input is read at row stride
+// sh and column stride S (1, or 2 with load_even).
+template <typename T, int NV, int S>
 void direct_tile(const T* in, int64_t Hin, int64_t Win, const Taps<T>& t, int64_t o, T init, T* out, int64_t Hout,
-                 int64_t Wout, int64_t r0, int64_t c0) {
+                 int64_t Wout, int64_t r0, int64_t c0, int64_t sh) {
   using V = Vec<T>;
   constexpr int64_t L = V::kLanes;
   constexpr int R = NV >= kTile ? 1 : static_cast<int>(kTile / NV);
@@ -483,13 +517,16 @@ void direct_tile(const T* in, int64_t Hin, int64_t Win, const Taps<T>& t, int64_
     const typename V::type v = typename V::type{} + t.vals[e];
     const int64_t rs = t.rs[e];
     for (int c = 0; c < NV; ++c) {
-      const int64_t w0 = c0 + c * L + t.cs[e];
+      const int64_t w0 = (c0 + c * L) * S + t.cs[e];
       const int64_t lo = std::clamp<int64_t>(-w0, 0, L), hi = std::clamp<int64_t>(Win - w0, 0, L);
-      if (hi <= lo) continue;
+      if (S == 1 && hi <= lo) continue;
       for (int r = 0; r < R; ++r) {
-        const int64_t ih = r0 + r + rs;
+        const int64_t ih = (r0 + r) * sh + rs;
         if (ih < 0 || ih >= Hin) continue;
-        acc[r][c] += v * load_part(plane + ih * Win + w0, lo, hi);
+        if constexpr (S == 1)
+          acc[r][c] += v * load_part(plane + ih * Win + w0, lo, hi);
+        else
+          acc[r][c] += v * load_even(plane + ih * Win, w0, Win, L);
       }
     }
   }
@@ -500,9 +537,9 @@ void direct_tile(const T* in, int64_t Hin, int64_t Win, const Taps<T>& t, int64_
 
 // out (B, groups, Hout, Wout) from in (B, channels, Hin, Win) through the taps; items (b, o, row block, column
 // block) with b outermost, so that one sample's input stays in cache while every group reads it.
-template <typename T, int NV>
+template <typename T, int NV, int S>
 void direct_product(const T* in, int64_t channels, int64_t Hin, int64_t Win, const Taps<T>& t, const T* bias,
-                    T* out, int64_t B, int64_t Hout, int64_t Wout) {
+                    T* out, int64_t B, int64_t Hout, int64_t Wout, int64_t sh) {
   constexpr int64_t L = Vec<T>::kLanes;
   constexpr int64_t R = NV >= kTile ? 1 : kTile / NV;
   const int64_t groups = static_cast<int64_t>(t.start.size()) - 1, nvw = (Wout + L - 1) / L;
@@ -510,27 +547,37 @@ void direct_product(const T* in, int64_t channels, int64_t Hin, int64_t Win, con
   at::parallel_for(0, B * groups * per_group, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t bo = item / per_group, b = bo / groups, o = bo % groups, k = item % per_group;
-      direct_tile<T, NV>(in + b * channels * Hin * Win, Hin, Win, t, o, bias ? bias[o] : T(0),
-                         out + bo * Hout * Wout, Hout, Wout, k / cblocks * R, k % cblocks * NV * L);
+      direct_tile<T, NV, S>(in + b * channels * Hin * Win, Hin, Win, t, o, bias ? bias[o] : T(0),
+                            out + bo * Hout * Wout, Hout, Wout, k / cblocks * R, k % cblocks * NV * L, sh);
     }
   });
 }
 
+// out = the direct product at row stride sh and column stride sw (1 or 2).
 template <typename T>
 void direct(const T* in, int64_t channels, int64_t Hin, int64_t Win, const Taps<T>& t, const T* bias, T* out,
-            int64_t B, int64_t Hout, int64_t Wout) {
+            int64_t B, int64_t Hout, int64_t Wout, int64_t sh, int64_t sw) {
   constexpr int64_t L = Vec<T>::kLanes;
-  switch (std::min<int64_t>((Wout + L - 1) / L, kTile)) {
-    case 1: return direct_product<T, 1>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
-    case 2: return direct_product<T, 2>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
-    case 3: return direct_product<T, 3>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
-    case 4: return direct_product<T, 4>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
-    default: return direct_product<T, 8>(in, channels, Hin, Win, t, bias, out, B, Hout, Wout);
+  const int64_t nv = std::min<int64_t>((Wout + L - 1) / L, kTile);
+  const auto run = [&](auto nv_tag, auto s_tag) {
+    direct_product<T, decltype(nv_tag)::value, decltype(s_tag)::value>(in, channels, Hin, Win, t, bias, out, B,
+                                                                       Hout, Wout, sh);
+  };
+  const auto with_stride = [&](auto nv_tag) {
+    if (sw == 1) return run(nv_tag, std::integral_constant<int, 1>{});
+    run(nv_tag, std::integral_constant<int, 2>{});
+  };
+  switch (nv) {
+    case 1: return with_stride(std::integral_constant<int, 1>{});
+    case 2: return with_stride(std::integral_constant<int, 2>{});
+    case 3: return with_stride(std::integral_constant<int, 3>{});
+    case 4: return with_stride(std::integral_constant<int, 4>{});
+    default: return with_stride(std::integral_constant<int, 8>{});
   }
 }
 
-// dvalues[e] = sum over (b, r, c) of dy[b][oc][r][c] x[b][ic][r + rs][c + cs]: per output channel, b outermost
-// (one sample's x stays in cache), one vector sum per entry, reduced over its lanes at the end.
+// dvalues[e] = sum over (b, r, c) of dy[b][oc][r][c] x[b][ic][r sh + rs][c sw + cs]: per output channel, b
+// outermost (one sample's x stays in cache), one vector sum per entry, reduced over its lanes at the end.
 template <typename T>
 void direct_dw(const Geometry& g, const T* x, const T* dy, const Taps<T>& t, T* dvalues) {
   using V = Vec<T>;
@@ -544,21 +591,31 @@ void direct_dw(const Geometry& g, const T* x, const T* dy, const Taps<T>& t, T* 
         const T* dyp = dy + (b * g.O + oc) * g.OH * g.OW;
         for (int64_t e = t.start[oc]; e < t.start[oc + 1]; ++e) {
           const T* xp = x + (b * g.C + t.ch[e]) * g.H * g.W;
-          const int64_t rs = t.rs[e], r_lo = std::max<int64_t>(0, -rs), r_hi = std::min(g.OH, g.H - rs);
+          // the output rows r whose input row r sh + rs is inside the plane
+          const int64_t rs = t.rs[e], r_lo = std::max<int64_t>(0, (-rs + g.sh - 1) / g.sh);
+          const int64_t r_hi = g.H - 1 - rs < 0 ? 0 : std::min(g.OH, (g.H - 1 - rs) / g.sh + 1);
           typename V::type s0{}, s1{};
           for (int64_t c = 0; c < nvw; ++c) {
-            // lanes of output columns c L + l < OW whose input column is inside the plane
-            const int64_t w0 = c * L + t.cs[e];
-            const int64_t lo = std::clamp<int64_t>(-w0, 0, L);
-            const int64_t hi = std::min({std::clamp<int64_t>(g.W - w0, 0, L), g.OW - c * L});
-            if (hi <= lo) continue;
-            int64_t r = r_lo;
-            for (; r + 2 <= r_hi; r += 2) {
-              s0 += load_part(dyp + r * g.OW + c * L, lo, hi) * load_part(xp + (r + rs) * g.W + w0, lo, hi);
-              s1 += load_part(dyp + (r + 1) * g.OW + c * L, lo, hi) *
-                    load_part(xp + (r + 1 + rs) * g.W + w0, lo, hi);
+            const int64_t n_out = std::min(L, g.OW - c * L);  // lanes of output columns < OW
+            if (g.sw == 1) {
+              // lanes whose input column is inside the plane
+              const int64_t w0 = c * L + t.cs[e];
+              const int64_t lo = std::clamp<int64_t>(-w0, 0, L);
+              const int64_t hi = std::min(std::clamp<int64_t>(g.W - w0, 0, L), n_out);
+              if (hi <= lo) continue;
+              int64_t r = r_lo;
+              for (; r + 2 <= r_hi; r += 2) {
+                s0 += load_part(dyp + r * g.OW + c * L, lo, hi) * load_part(xp + (r * g.sh + rs) * g.W + w0, lo, hi);
+                s1 += load_part(dyp + (r + 1) * g.OW + c * L, lo, hi) *
+                      load_part(xp + ((r + 1) * g.sh + rs) * g.W + w0, lo, hi);
+              }
+              if (r < r_hi)
+                s0 += load_part(dyp + r * g.OW + c * L, lo, hi) * load_part(xp + (r * g.sh + rs) * g.W + w0, lo, hi);
+            } else {
+              const int64_t w0 = c * L * 2 + t.cs[e];
+              for (int64_t r = r_lo; r < r_hi; ++r)
+                s0 += load_part(dyp + r * g.OW + c * L, 0, n_out) * load_even(xp + (r * g.sh + rs) * g.W, w0, g.W, n_out);
             }
-            if (r < r_hi) s0 += load_part(dyp + r * g.OW + c * L, lo, hi) * load_part(xp + (r + rs) * g.W + w0, lo, hi);
           }
           acc[e - lo_e] += s0 + s1;
         }
@@ -572,17 +629,18 @@ void direct_dw(const Geometry& g, const T* x, const T* dy, const Taps<T>& t, T* 
   });
 }
 
-// Whether the layer runs on the direct path: path 1 forces batch-last, 2 direct (stride 1 only), 0 chooses: stride
-// 1, output rows of at least one whole vector and at most kDirectTaps kept entries per output channel on average.
+// Whether the layer runs on the direct path: path 1 forces batch-last, 2 direct, 0 chooses: column stride 1 or 2,
+// output rows of at least one whole vector and at most kDirectTaps kept entries per output channel on average.
 // The direct kernels do about half the FMAs per cycle of the batch-last ones (their loads are shifted by the
 // kernel columns and cross cache lines), but copy nothing: measured (docs/results.md), they win below about 12
 // entries per output channel on 16x16 and 32x32 planes at batch 32 (64->64 32x32: 1.32x at 5.8, 0.95x at 11.5;
-// 128->128 16x16: 1.41x at 11.5, 0.83x at 23).
+// 128->128 16x16: 1.41x at 11.5, 0.83x at 23). At stride 1 dx runs directly too; at column stride 2 it runs
+// batch-last (dy's zero-free columns would have to be spread over every other lane).
 constexpr int64_t kDirectTaps = 12;
 bool chosen_direct(const Geometry& g, int64_t lanes, int64_t nnz, int64_t path) {
-  TORCH_CHECK(path >= 0 && path <= 2 && (path != 2 || (g.sh == 1 && g.sw == 1)),
-              "sparse_conv: path is 0 (automatic), 1 (batch-last) or 2 (direct, stride 1 only), got ", path);
-  return path == 2 || (path == 0 && g.sh == 1 && g.sw == 1 && g.OW >= lanes && nnz <= kDirectTaps * g.O);
+  TORCH_CHECK(path >= 0 && path <= 2 && (path != 2 || g.sw <= 2),
+              "sparse_conv: path is 0 (automatic), 1 (batch-last) or 2 (direct, column stride 1 or 2), got ", path);
+  return path == 2 || (path == 0 && g.sw <= 2 && g.OW >= lanes && nnz <= kDirectTaps * g.O);
 }
 
 void check(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
@@ -621,7 +679,7 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
                                             values.const_data_ptr<scalar_t>());
       y = empty_output({g.B, g.O, g.OH, g.OW}, x.options());
       direct<scalar_t>(x.const_data_ptr<scalar_t>(), g.C, g.H, g.W, t, pb, y.mutable_data_ptr<scalar_t>(), g.B, g.OH,
-                       g.OW);
+                       g.OW, g.sh, g.sw);
       return;
     }
     const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
@@ -652,17 +710,19 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     const int64_t* pcrow = crow.const_data_ptr<int64_t>();
     const int64_t* pcol = col.const_data_ptr<int64_t>();
     const scalar_t* pvalues = values.const_data_ptr<scalar_t>();
-    if (chosen_direct(g, Vec<scalar_t>::kLanes, col.numel(), path)) {
-      if (need_dvalues && col.numel() > 0)
-        direct_dw<scalar_t>(g, x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
-                            forward_taps<scalar_t>(g, pcrow, pcol, pvalues), dvalues->mutable_data_ptr<scalar_t>());
+    const bool direct_path = chosen_direct(g, Vec<scalar_t>::kLanes, col.numel(), path);
+    if (direct_path && need_dvalues && col.numel() > 0)
+      direct_dw<scalar_t>(g, x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
+                          forward_taps<scalar_t>(g, pcrow, pcol, pvalues), dvalues->mutable_data_ptr<scalar_t>());
+    if (direct_path && g.sh == 1 && g.sw == 1) {
       if (need_dx && col.numel() > 0) {
         dx = empty_output(x.sizes(), x.options());  // every element is written
         direct<scalar_t>(dy.const_data_ptr<scalar_t>(), g.O, g.OH, g.OW, input_taps<scalar_t>(g, pcrow, pcol, pvalues),
-                         nullptr, dx->mutable_data_ptr<scalar_t>(), g.B, g.H, g.W);
+                         nullptr, dx->mutable_data_ptr<scalar_t>(), g.B, g.H, g.W, 1, 1);
       }
       return;
     }
+    if (!need_dx && direct_path) return;
     // dy padded for dx's reads: rows oh = yh / sh - kh dh / sh for yh in [ph, ph + H), so from ph / sh - (KH - 1)
     // dh / sh up to (H - 1 + ph) / sh; likewise columns.
     const int64_t top = std::max<int64_t>(0, (g.KH - 1) * g.dh / g.sh - g.ph / g.sh);
@@ -670,7 +730,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     const int64_t Hq = top + std::max(g.OH, (g.H - 1 + g.ph) / g.sh + 1);
     const int64_t Wq = left + std::max(g.OW, (g.W - 1 + g.pw) / g.sw + 1);
     const auto dyt = to_batch_last<scalar_t>(dy, Hq, Wq, top, left, g.Bp);
-    if (need_dvalues && col.numel() > 0) {
+    if (need_dvalues && col.numel() > 0 && !direct_path) {
       const int64_t Hp = g.H + 2 * g.ph, Wp = g.W + 2 * g.pw;
       const bool kept = x_layout.has_value() && x_layout->defined();
       TORCH_CHECK(!kept || (x_layout->sizes() == at::IntArrayRef({g.C, Hp, Wp, g.Bp}) && x_layout->is_contiguous() &&

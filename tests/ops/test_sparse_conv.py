@@ -191,31 +191,35 @@ def test_sparse_conv_under_torch_compile():
     torch.testing.assert_close(values.grad, wd.grad[mask])
 
 
-PATHS_CASES = [  # batch, in, out, (h, w), (kh, kw), padding, dilation, density; stride 1 (the direct path's)
-    (3, 4, 5, (7, 19), (3, 3), 1, 1, 0.5),
-    (2, 3, 4, (5, 33), (3, 5), (2, 0), (1, 2), 0.4),
-    (17, 8, 6, (1, 40), (1, 5), (0, 2), 1, 0.6),  # a Conv1d as height 1
-    (2, 2, 3, (3, 16), (3, 3), 0, 1, 1.0),  # all kept, rows of exactly one vector
-    (4, 3, 2, (20, 17), (1, 1), 0, 1, 0.7),
-    (1, 3, 2, (4, 5), (3, 3), 4, 2, 0.7),  # padding beyond the kernel, rows shorter than a vector
-    (2, 3, 4, (3, 130), (3, 3), 2, 1, 0.3),  # more than 8 vectors per row: several column tiles
-    (0, 3, 4, (6, 20), (3, 3), 1, 1, 0.5),  # empty batch
-    (2, 3, 4, (6, 20), (3, 3), 1, 1, 0.0),  # nothing kept
+PATHS_CASES = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, density; column stride 1 or 2
+    (3, 4, 5, (7, 19), (3, 3), 1, 1, 1, 0.5),
+    (2, 3, 4, (5, 33), (3, 5), 1, (2, 0), (1, 2), 0.4),
+    (17, 8, 6, (1, 40), (1, 5), 1, (0, 2), 1, 0.6),  # a Conv1d as height 1
+    (2, 2, 3, (3, 16), (3, 3), 1, 0, 1, 1.0),  # all kept, rows of exactly one vector
+    (4, 3, 2, (20, 17), (1, 1), 1, 0, 1, 0.7),
+    (1, 3, 2, (4, 5), (3, 3), 1, 4, 2, 0.7),  # padding beyond the kernel, rows shorter than a vector
+    (2, 3, 4, (3, 130), (3, 3), 1, 2, 1, 0.3),  # more than 8 vectors per row: several column tiles
+    (0, 3, 4, (6, 20), (3, 3), 1, 1, 1, 0.5),  # empty batch
+    (2, 3, 4, (6, 20), (3, 3), 1, 1, 1, 0.0),  # nothing kept
+    (3, 4, 5, (9, 37), (3, 3), 2, 1, 1, 0.5),  # stride 2: every other column of x gathered into a vector
+    (2, 3, 4, (7, 70), (3, 5), (3, 2), (2, 0), (1, 2), 0.4),
+    (5, 2, 3, (1, 41), (1, 5), (1, 2), (0, 2), 1, 0.6),
+    (33, 4, 3, (8, 33), (3, 3), 2, 0, 1, 1.0),
 ]
 
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built here")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("batch,cin,cout,spatial,kernel,padding,dilation,density", PATHS_CASES)
-def test_cpp_kernel_paths_match_reference(dtype, batch, cin, cout, spatial, kernel, padding, dilation, density):
+@pytest.mark.parametrize("batch,cin,cout,spatial,kernel,stride,padding,dilation,density", PATHS_CASES)
+def test_cpp_kernel_paths_match_reference(dtype, batch, cin, cout, spatial, kernel, stride, padding, dilation,
+                                          density):
     """Both C++ kernels, forced (path 1: batch-last, 2: direct), against the plain-torch reference."""
     from panning import _C
     from panning.ops import reference
 
     x, w, mask, b = _inputs(batch, cin, cout, spatial, kernel, density, dtype=dtype, seed=batch + cout)
     sw = ops.to_sparse(w.reshape(cout, -1), mask.reshape(cout, -1))
-    geometry = (list(kernel), [1, 1], [padding] * 2 if isinstance(padding, int) else list(padding),
-                [dilation] * 2 if isinstance(dilation, int) else list(dilation))
+    geometry = [list(v) if isinstance(v, tuple) else [v] * 2 for v in (kernel, stride, padding, dilation)]
     expected = reference.sparse_conv_fwd(x, sw, b, *geometry)
     dy = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
     expected_dx, expected_dvalues = reference.sparse_conv_bwd(dy, x, sw, *geometry, True, True)
