@@ -17,8 +17,8 @@
 // The layout copies transpose 16 x 16 blocks in registers (AVX-512, float); they and the outputs come from
 // empty_output (csrc/cpu/output.cpp): large fresh buffers would otherwise fault in every page at every call.
 //
-// Very sparse stride-1 layers with rows of a vector or more take the direct path instead (further below): no
-// layout copy, vectors along the output row of NCHW, lane masks at the plane's edges.
+// Very sparse layers of column stride 1 or 2 with rows of a vector or more take the direct path instead (further
+// below): no layout copy, vectors along the output row of NCHW, lane masks at the plane's edges.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -395,8 +395,8 @@ void dw_impl(const Geometry& g, const at::Tensor& xt, const at::Tensor& dyt, int
   });
 }
 
-// ---- The direct path: NCHW as it comes, stride 1, vectors along the output width ----
-// out[b][o][r][c] = init[o] + sum_e vals[e] in[b][ch[e]][r + rs[e]][c + cs[e]] over the entries e of o, with in
+// ---- The direct path: NCHW as it comes, vectors along the output width ----
+// out[b][o][r][c] = init[o] + sum_e vals[e] in[b][ch[e]][r sh + rs[e]][c sw + cs[e]] over the entries e of o, with in
 // read as zero outside its plane. No layout copy: x, y, dy and dx are read and written where they are, and a vector
 // that reaches over an edge of the plane is loaded with a lane mask. Where the work per element is small (very
 // sparse layers on large planes) the batch-last copies cost more than the convolution itself.
