@@ -632,10 +632,9 @@ void direct_dw(const Geometry& g, const T* x, const T* dy, const Taps<T>& t, T* 
 // Whether the layer runs on the direct path: path 1 forces batch-last, 2 direct, 0 chooses: column stride 1 or 2,
 // output rows of at least one whole vector and at most kDirectTaps kept entries per output channel on average.
 // The direct kernels do about half the FMAs per cycle of the batch-last ones (their loads are shifted by the
-// kernel columns and cross cache lines), but copy nothing: measured (docs/results.md), they win below about 12
-// entries per output channel on 16x16 and 32x32 planes at batch 32 (64->64 32x32: 1.32x at 5.8, 0.95x at 11.5;
-// 128->128 16x16: 1.41x at 11.5, 0.83x at 23). At stride 1 dx runs directly too; at column stride 2 it runs
-// batch-last (dy's zero-free columns would have to be spread over every other lane).
+// kernel columns and cross cache lines), but copy nothing, so they win where the entries per output are few: below
+// about 12 per output channel on the 16x16 and 32x32 planes measured (docs/results.md, "issue 22"). At stride 1 dx
+// runs directly too; at column stride 2 it runs batch-last (dy would have to be spread over every other lane).
 constexpr int64_t kDirectTaps = 12;
 bool chosen_direct(const Geometry& g, int64_t lanes, int64_t nnz, int64_t path) {
   TORCH_CHECK(path >= 0 && path <= 2 && (path != 2 || g.sw <= 2),
