@@ -31,21 +31,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sparse_conv_fwd",
         [](const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
            Ints kernel, Ints stride, Ints padding, Ints dilation, const std::optional<at::Tensor>& bias,
-           bool keep_layout) {
+           bool keep_layout, int64_t path) {
           return panning::sparse_conv_fwd(x, crow, col, values, kernel, stride, padding, dilation, bias,
-                                          keep_layout);
+                                          keep_layout, path);
         },
         "(conv2d(x, W) + b with W (O, C*KH*KW) in CSR, x's kernel layout or None)", py::arg("x"), py::arg("crow"),
         py::arg("col"), py::arg("values"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
-        py::arg("dilation"), py::arg("bias"), py::arg("keep_layout"));
+        py::arg("dilation"), py::arg("bias"), py::arg("keep_layout"), py::arg("path") = 0);
   m.def("sparse_conv_bwd",
         [](const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
            const at::Tensor& values, Ints kernel, Ints stride, Ints padding, Ints dilation, bool need_dx,
-           bool need_dvalues, const std::optional<at::Tensor>& x_layout) {
+           bool need_dvalues, const std::optional<at::Tensor>& x_layout, int64_t path) {
           return panning::sparse_conv_bwd(dy, x, crow, col, values, kernel, stride, padding, dilation, need_dx,
-                                          need_dvalues, x_layout);
+                                          need_dvalues, x_layout, path);
         },
         "(dx, dW at the kept entries) of sparse_conv_fwd", py::arg("dy"), py::arg("x"), py::arg("crow"),
         py::arg("col"), py::arg("values"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
-        py::arg("dilation"), py::arg("need_dx"), py::arg("need_dvalues"), py::arg("x_layout"));
+        py::arg("dilation"), py::arg("need_dx"), py::arg("need_dvalues"), py::arg("x_layout"), py::arg("path") = 0);
 }

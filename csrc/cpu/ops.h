@@ -38,13 +38,16 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_linear_b
 // Compressed 2-D convolution (groups 1): x (B, C, H, W), the weight (O, C * KH * KW) in CSR; kernel, stride,
 // padding and dilation are pairs. float32 and float64. With keep_layout the forward also returns x in the
 // kernels' padded batch-last layout, which the backward takes back (x_layout) instead of building it again.
+// path: 0 chooses between the batch-last and the direct (NCHW) kernels from the geometry, the same way
+// in the forward and the backward; 1 and 2 force one (the tests run both on the same shapes).
 std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
     const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
     at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-    const std::optional<at::Tensor>& bias, bool keep_layout);
+    const std::optional<at::Tensor>& bias, bool keep_layout, int64_t path);
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
     const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout);
+    at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout,
+    int64_t path);
 
 }  // namespace panning

@@ -82,10 +82,11 @@ class _EagerSparseConv(torch.autograd.Function):
     about 100 us per forward + backward; see masked._EagerMaskedLinear)."""
 
     @staticmethod
-    def forward(ctx, x, crow, col, values, kernel, stride, padding, dilation, bias, backend, name):
+    def forward(ctx, x, crow, col, values, kernel, stride, padding, dilation, bias, backend, name, sw):
+        # sw: the SparseWeight around crow, col and values, which the caller checked (rebuilding it here would
+        # cost as much as a small layer's kernels)
         ctx.save_for_backward(x, crow, col, values)
-        ctx.geometry, ctx.backend, ctx.name = (kernel, stride, padding, dilation), backend, name
-        sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
+        ctx.geometry, ctx.backend, ctx.name, ctx.sw = (kernel, stride, padding, dilation), backend, name, sw
         ctx.layout = None  # x in the backend's own layout, kept for the weight gradient where it has one
         if ctx.needs_input_grad[3] and dispatch.implements(backend, "sparse_conv_fwd_keep"):
             y, ctx.layout = dispatch.kernel("sparse_conv_fwd_keep", backend)(x, sw, bias, kernel, stride, padding,
@@ -97,16 +98,14 @@ class _EagerSparseConv(torch.autograd.Function):
     def backward(ctx, dy):
         if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients carry no graph
             raise RuntimeError(f"{ctx.name}: double backward (create_graph=True) is not supported")
-        x, crow, col, values = ctx.saved_tensors
+        x = ctx.saved_tensors[0]  # unpacking all saved tensors checks that none was modified in place
         need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[8]
-        kernel = ctx.geometry[0]
-        sw = _structure(crow, col, values, x.shape[1] * kernel[0] * kernel[1])
         kept = {"layout": ctx.layout} if ctx.layout is not None else {}
-        dx, dvalues = dispatch.kernel("sparse_conv_bwd", ctx.backend)(dy.contiguous(), x, sw, *ctx.geometry,
+        dx, dvalues = dispatch.kernel("sparse_conv_bwd", ctx.backend)(dy.contiguous(), x, ctx.sw, *ctx.geometry,
                                                                       need_dx, need_dvalues, **kept)
         ctx.layout = None
         db = dy.sum((0, 2, 3)) if need_db else None
-        return dx, None, None, dvalues, None, None, None, None, db, None, None
+        return dx, None, None, dvalues, None, None, None, None, db, None, None, None
 
 
 def _tuple(name: str, value, n: int, minimum: int) -> list[int]:
@@ -133,11 +132,19 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
             raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
                              f"padding")
     backend = checked_backend("sparse_conv", x, sparse_weight, bias, backend)
-    args = (x.contiguous(), sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
-            sparse_weight.values.contiguous(), kernel, stride, padding, dilation, bias, backend)
+    if kernel == [1, 1] and padding == [0, 0] and stride != [1, 1]:
+        # A 1x1 convolution reads only every stride-th position: run it at stride 1 on those, which the kernels
+        # then neither copy nor visit (autograd scatters dx back through the slice).
+        x, stride = x[:, :, ::stride[0], ::stride[1]], [1, 1]
+    tensors = (sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
+               sparse_weight.values.contiguous())
+    args = (x.contiguous(), *tensors, kernel, stride, padding, dilation, bias, backend)
     if torch.compiler.is_compiling():
         return _sparse_conv(*args)
-    return _EagerSparseConv.apply(*args, name)
+    if any(a is not b for a, b in zip(tensors, (sparse_weight.crow_indices, sparse_weight.col_indices,
+                                                sparse_weight.values))):
+        sparse_weight = _structure(*tensors, columns)
+    return _EagerSparseConv.apply(*args, name, sparse_weight)
 
 
 def sparse_conv2d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,

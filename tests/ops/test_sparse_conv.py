@@ -51,6 +51,11 @@ CASES_2D = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, den
     (4, 2, 3, (3, 3), (3, 3), 3, 4, 2, 0.7),  # padding beyond the kernel
     (33, 16, 8, (2, 2), (3, 3), 1, 1, 1, 0.1),
     (32, 4, 5, (7, 9), (3, 3), 2, 1, 1, 0.3),  # whole 16 x 16 blocks of the layout copies, and a remainder
+    # stride 1, rows of a vector or more and few entries per output channel: the C++ kernel's direct path
+    (3, 4, 6, (5, 19), (3, 3), 1, 1, 1, 0.3),
+    (2, 3, 4, (4, 33), (3, 5), 1, (1, 2), (1, 2), 0.2),
+    (5, 6, 3, (2, 40), (1, 1), 1, 0, 1, 0.5),
+    (3, 4, 5, (10, 11), (1, 1), (3, 2), 0, 1, 0.5),  # strided 1x1: run at stride 1 on a slice of x
 ]
 
 
@@ -70,6 +75,8 @@ def test_sparse_conv2d_matches_dense(backend, batch, cin, cout, spatial, kernel,
     (2, 4, 3, 13, 3, 1, 3, 3, 0.6),
     (1, 7, 2, 5, 1, 1, 0, 1, 1.0),
     (0, 2, 2, 6, 3, 1, 0, 1, 0.5),
+    (4, 3, 5, 40, 3, 1, 1, 1, 0.3),  # the C++ kernel's direct path
+    (3, 4, 5, 21, 1, 2, 0, 1, 0.5),  # strided 1x1
 ])
 def test_sparse_conv1d_matches_dense(backend, batch, cin, cout, length, kernel, stride, padding, dilation, density):
     x, w, mask, b = _inputs(batch, cin, cout, (length,), (kernel,), density, seed=length)
@@ -105,6 +112,17 @@ def test_sparse_conv2d_gradcheck(backend, stride, padding, dilation):
     assert torch.autograd.gradcheck(
         lambda x, v, b: ops.sparse_conv2d(x, sw.with_values(v), b, kernel_size=(3, 2), stride=stride,
                                           padding=padding, dilation=dilation, backend=backend), (x, values, b))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_conv2d_gradcheck_wide_rows(backend):
+    """Rows of more than one float64 vector at stride 1 and low density: the C++ kernel's direct path."""
+    x, w, mask, b = _inputs(2, 3, 4, (3, 10), (3, 2), 0.3, dtype=torch.float64, seed=8)
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    x, values, b = (t.clone().requires_grad_() for t in (x, sw.values, b))
+    assert torch.autograd.gradcheck(
+        lambda x, v, b: ops.sparse_conv2d(x, sw.with_values(v), b, kernel_size=(3, 2), padding=(1, 2),
+                                          backend=backend), (x, values, b))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -171,3 +189,63 @@ def test_sparse_conv_under_torch_compile():
     expected.backward()
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(values.grad, wd.grad[mask])
+
+
+PATHS_CASES = [  # batch, in, out, (h, w), (kh, kw), stride, padding, dilation, density; column stride 1 or 2
+    (3, 4, 5, (7, 19), (3, 3), 1, 1, 1, 0.5),
+    (2, 3, 4, (5, 33), (3, 5), 1, (2, 0), (1, 2), 0.4),
+    (17, 8, 6, (1, 40), (1, 5), 1, (0, 2), 1, 0.6),  # a Conv1d as height 1
+    (2, 2, 3, (3, 16), (3, 3), 1, 0, 1, 1.0),  # all kept, rows of exactly one vector
+    (4, 3, 2, (20, 17), (1, 1), 1, 0, 1, 0.7),
+    (1, 3, 2, (4, 5), (3, 3), 1, 4, 2, 0.7),  # padding beyond the kernel, rows shorter than a vector
+    (2, 3, 4, (3, 130), (3, 3), 1, 2, 1, 0.3),  # more than 8 vectors per row: several column tiles
+    (0, 3, 4, (6, 20), (3, 3), 1, 1, 1, 0.5),  # empty batch
+    (2, 3, 4, (6, 20), (3, 3), 1, 1, 1, 0.0),  # nothing kept
+    (3, 4, 5, (9, 37), (3, 3), 2, 1, 1, 0.5),  # stride 2: every other column of x gathered into a vector
+    (2, 3, 4, (7, 70), (3, 5), (3, 2), (2, 0), (1, 2), 0.4),
+    (5, 2, 3, (1, 41), (1, 5), (1, 2), (0, 2), 1, 0.6),
+    (33, 4, 3, (8, 33), (3, 3), 2, 0, 1, 1.0),
+]
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,cin,cout,spatial,kernel,stride,padding,dilation,density", PATHS_CASES)
+def test_cpp_kernel_paths_match_reference(dtype, batch, cin, cout, spatial, kernel, stride, padding, dilation,
+                                          density):
+    """Both C++ kernels, forced (path 1: batch-last, 2: direct), against the plain-torch reference."""
+    from panning import _C
+    from panning.ops import reference
+
+    x, w, mask, b = _inputs(batch, cin, cout, spatial, kernel, density, dtype=dtype, seed=batch + cout)
+    sw = ops.to_sparse(w.reshape(cout, -1), mask.reshape(cout, -1))
+    geometry = [list(v) if isinstance(v, tuple) else [v] * 2 for v in (kernel, stride, padding, dilation)]
+    expected = reference.sparse_conv_fwd(x, sw, b, *geometry)
+    dy = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    expected_dx, expected_dvalues = reference.sparse_conv_bwd(dy, x, sw, *geometry, True, True)
+    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else {}
+    for path in (1, 2):
+        y, _ = _C.sparse_conv_fwd(x, sw.crow_indices, sw.col_indices, sw.values, *geometry, b, False, path)
+        dx, dvalues = _C.sparse_conv_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, *geometry, True, True,
+                                         None, path)
+        torch.testing.assert_close(y, expected, **tolerance)
+        torch.testing.assert_close(dx, expected_dx, **tolerance)
+        torch.testing.assert_close(dvalues, expected_dvalues, **tolerance)
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built here")
+def test_cpp_direct_path_reads_only_the_window():
+    """An infinite input column enters only the outputs and weight gradients whose window covers it; a vector lane
+    beyond the output row must not multiply it (0 * inf would be NaN)."""
+    from panning import _C
+
+    x, w, mask, _ = _inputs(2, 3, 4, (4, 20), (1, 3), 0.5, seed=9)
+    mask[:, :, :, 0] = True  # every (out, in) pair keeps its tap kw = 0, which never reads column 19
+    x[:, :, :, 19] = float("inf")
+    sw = ops.to_sparse(w.reshape(4, -1), mask.reshape(4, -1))
+    dy = torch.randn(2, 4, 4, 18, generator=torch.Generator().manual_seed(3))
+    _, dvalues = _C.sparse_conv_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, [1, 3], [1, 1], [0, 0],
+                                    [1, 1], False, True, None, 2)
+    expected = torch.einsum("borc,birc->oi", dy, x[:, :, :, :18])  # tap kw = 0 reads columns 0..17
+    torch.testing.assert_close(dvalues[sw.col_indices % 3 == 0], expected.flatten(), rtol=1e-5, atol=1e-4)
+    assert not torch.isfinite(dvalues[sw.col_indices % 3 == 2]).any()  # tap kw = 2 reads column 19
