@@ -300,6 +300,14 @@ class SparseLayer:
                 self._refresh()
         return self._layout
 
+    def _ready(self) -> bool:
+        """Whether the layout is the current mask's and the values and the weight agree (nothing for `_prepare`
+        to do): a few attribute reads, where `_prepare` costs ~20 us a call, which batch-1 inference notices."""
+        layout = self._layout
+        return (not torch.compiler.is_compiling() and layout.mask is self.mask
+                and layout.version == self.mask._version
+                and self._stamps == (_stamp(self._own[0]), _stamp(self.values)))
+
     @torch.compiler.disable
     def _prepare(self) -> None:
         """The layout of the current mask and values in sync with the weight, before a compressed forward."""
@@ -522,7 +530,8 @@ class SparseLinear(SparseLayer, nn.Linear):
             if self._baked():
                 return nn.functional.linear(x, self.weight, self.bias)
             return ops.masked_linear(x, self.weight, self.mask, self.bias)
-        self._prepare()
+        if not self._ready():
+            self._prepare()
         layout = self._layout
         weight = ops.SparseWeight((self.out_features, self.in_features), layout.crow, layout.col, self.values)
         return ops.sparse_linear(x, weight, self.bias)
@@ -551,6 +560,7 @@ class _SparseConv(SparseLayer):
     def __init__(self, *args, mode: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self._init_sparse(mode)
+        self._kernels: dict[tuple, bool] = {}  # the cost model's choices by call (see _sparse_call)
 
     def _compressible(self) -> bool:
         return (hasattr(ops, self.OP) and self.groups == 1 and self.padding_mode == "zeros"
@@ -562,18 +572,32 @@ class _SparseConv(SparseLayer):
 
     @property
     def path_detail(self) -> str:
-        return "compressed, kernel per call" if self.path == "compressed" and self.mode == "auto" else self.path
+        return "compressed (kernel per call)" if self.path == "compressed" and self.mode == "auto" else self.path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._uses_compressed():
             return self._conv_forward(x, self.weight if self._baked() else self.weight * self._float_mask(),
                                       self.bias)
-        self._prepare()
+        if not self._ready():
+            self._prepare()
         training = torch.is_grad_enabled() and self.values.requires_grad
         return self._run(x, "sparse" if self.mode == "compressed" or self._sparse_call(x, training) else "dense")
 
     def _sparse_call(self, x: torch.Tensor, training: bool) -> bool:
-        """Whether the cost model predicts the sparse kernel cheaper than the dense one for this call."""
+        """Whether the cost model predicts the sparse kernel cheaper than the dense one for this call; remembered
+        per input shape, thread count and layout (at most 64 calls)."""
+        if torch.compiler.is_compiling():
+            return self._predict(x, training)
+        key = (x.shape, x.device.type, training, torch.get_num_threads(), self._generation)
+        choice = self._kernels.get(key)
+        if choice is None:
+            if len(self._kernels) >= 64:
+                self._kernels.clear()
+            choice = self._kernels[key] = self._predict(x, training)
+        return choice
+
+    def _predict(self, x: torch.Tensor, training: bool) -> bool:
+        """The cost model's choice for this call (`_sparse_call`)."""
         positions = math.prod((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
                               zip(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
         call = ConvCall(x.shape[0], math.prod(x.shape[1:]), self.out_channels, self.weight[0].numel(), positions,

@@ -271,7 +271,7 @@ def test_auto_convolutions_train_their_values_on_either_kernel_like_the_masked_p
     masks = masks_of(convnet())
     models = {mode: sparsify(convnet(), masks, mode=mode) for mode in ("masked", "auto")}
     auto = models["auto"]
-    assert [auto[i].path_detail for i in (0, 2)] == ["compressed, kernel per call"] * 2
+    assert [auto[i].path_detail for i in (0, 2)] == ["compressed (kernel per call)"] * 2
     for model in models.values():
         train_convnet(model, 3)
     assert len(ran) == (6 if kernel == "sparse" else 0)
