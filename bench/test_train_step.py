@@ -104,7 +104,7 @@ CASES = [(name, sparsity, variant) for name in NETWORKS for sparsity in SPARSITI
 def test_train_step(benchmark, kind, name, sparsity, variant):
     model, spec = build(name, sparsity, variant)
     benchmark.group = f"{kind} | {name} | {sparsity}"
-    paths = sorted({m.path for m in model.modules() if hasattr(m, "path") and hasattr(m, "mask")})
+    paths = sorted({m.path_detail for m in model.modules() if hasattr(m, "path_detail")})
     benchmark.extra_info.update(kind=kind, network=name, sparsity=sparsity, variant=variant, paths=paths)
     benchmark.pedantic((step if kind == "step" else latency)(model, spec), rounds=ROUNDS, warmup_rounds=1,
                        iterations=1)

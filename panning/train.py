@@ -86,7 +86,7 @@ class TrainResult:
 
     history: list[EpochStats] = field(default_factory=list)
     wall_time: float = 0.0  # seconds spent in this call (a resumed run does not count the earlier part)
-    paths: dict[str, str] = field(default_factory=dict)  # masked layer -> "masked" or "compressed"
+    paths: dict[str, str] = field(default_factory=dict)  # masked layer -> its SparseLayer.path_detail
 
     @property
     def epochs(self) -> int:
@@ -332,7 +332,7 @@ def train(
                       momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, optimizer=optimizer,
                       schedule=schedule, masks=masks, device=device, seed=seed, checkpoint=checkpoint, resume=resume,
                       progress=progress, logits=logits, pruned=pruned,
-                      paths={name: layer.path for name, layer in layers.items()}, started=started)
+                      paths={name: layer.path_detail for name, layer in layers.items()}, started=started)
     finally:  # the layers this run swapped in go back to the model's own types
         densify(model, [layer for layer in layers.values() if layer not in before])
 

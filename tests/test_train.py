@@ -73,7 +73,7 @@ def test_masked_weights_stay_exactly_zero(bundle, optimizer, extra, mode):
                    progress=False, **extra)
     linear = {name.rpartition(".")[0] for name in masks if isinstance(model.get_parameter(name), nn.Parameter)
               and type(model.get_submodule(name.rpartition(".")[0])) is nn.Linear}
-    assert linear and {result.paths[name] for name in linear} == {mode}  # convolutions: masked (no kernel yet)
+    assert linear and {result.paths[name] for name in linear} == {mode}
     assert set(result.paths) == {name.rpartition(".")[0] for name in masks}
     assert not any(isinstance(m, SparseLayer) for m in model.modules())  # the model's own layers come back
     assert dict(model.named_parameters()) == params

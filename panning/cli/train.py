@@ -17,8 +17,9 @@ OPTIONS = (
     Option("optimizer", str, "sgd or adam; default: the model's recipe", check=o.one_of("panning.train", "OPTIMIZERS")),
     o.SEED,
     o.MASKS.but(help="train under this fixed mask (a masks file from panning prune or panning jackpot)"),
-    Option("mode", str, "path of the masked layers: auto (per layer, from panning.nn's cost model), masked or "
-           "compressed; default auto", check=o.one_of("panning.nn", "MODES")),
+    Option("mode", str, "path of the masked layers: auto (per layer, from panning.nn's cost model; a compressed "
+           "convolution picks its kernel per call), masked or compressed; default auto",
+           check=o.one_of("panning.nn", "MODES")),
     Option("checkpoint", Path, "checkpoint file, written every epoch; an existing one is resumed",
            check=o.output_file),
     Option("save", Path, "write the trained model here (safetensors, for panning.models.load and panning evaluate)",

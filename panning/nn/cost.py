@@ -1,6 +1,7 @@
-"""Which path `mode="auto"` gives a sparse layer: the predicted cost of one training step on each path.
+"""Which path `mode="auto"` gives a sparse layer, and which kernel a compressed convolution runs per call: the
+predicted cost of each.
 
-A training step of one layer (forward, backward and an SGD-with-momentum step) is modelled as
+Linear layers. A training step of one layer (forward, backward and an SGD-with-momentum step) is modelled as
 
     masked      dense_fixed  + B * dense_mac  * out * in  +  dense_elem  * out * in
     compressed  sparse_fixed + B * sparse_mac * kept      +  sparse_elem * kept       +  sparse_row * out
@@ -17,6 +18,25 @@ to 0.5 and batches 16 to 256 on the project's machine (2 shared cores, cpp kerne
 coefficients by non-negative least squares on relative error; it prints the rows below. The measured steps are in
 bench/results/cost-model-<T>t.json (`--rows` refits them); the fit's error and the load are in docs/results.md.
 A thread count without a row of its own uses the nearest measured one.
+
+Convolutions. On "auto" a convolution that a compiled kernel can run compressed always trains its kept values
+(optimizer state sized by the kept count) and picks, at every call, the cheaper of two kernels for the call's
+shape: the sparse kernel (panning.ops.sparse_conv2d / sparse_conv1d) or torch's dense convolution on the weight
+(in training rebuilt from the values, in inference the mirror weight as it is, no copy). For B batch rows, C * H
+* W input elements per row, O output channels, F = C * prod(kernel) inputs per output, P output positions and K
+kept weights, a call costs
+
+    dense   dense_fixed  + B * dense_mac  * P * O * F                             +  dense_elem  * O * F
+    sparse  sparse_fixed + B * sparse_mac * P * K  +  sparse_pos * P * K
+                         + sparse_copy * B * (C * H * W + O * P)                  +  sparse_elem * K
+
+seconds, with one row of coefficients for a training call (forward + backward + the SGD step of its parameter)
+and one for an inference call (forward alone), per thread count. `sparse_pos` is the part of the sparse kernel's
+work that does not shrink with the batch (the batch-last layout fills whole vectors of the batch: batch 1 costs
+nearly what batch 16 does), `sparse_copy` its layout copies of x and y (and dy, dx). The table is fitted by
+`python bench/fit_cost.py --layer conv --threads T` over the convolutions of VGG-19 and ResNet-32 on CIFAR,
+densities 0.005 to 0.4, training calls at batches 8 to 64 and inference calls at batches 1 to 32; the steps are
+in bench/results/cost-model-conv-<T>t.json, the fit's error in docs/results.md.
 """
 from __future__ import annotations
 
@@ -49,6 +69,58 @@ def step_costs(out_features: int, in_features: int, kept: int, threads: int,
     masked = c.dense_fixed + batch * c.dense_mac * size + c.dense_elem * size
     compressed = c.sparse_fixed + batch * c.sparse_mac * kept + c.sparse_elem * kept + c.sparse_row * out_features
     return masked, compressed
+
+
+class ConvCoefficients(NamedTuple):
+    dense_fixed: float
+    dense_mac: float
+    dense_elem: float
+    sparse_fixed: float
+    sparse_mac: float
+    sparse_pos: float
+    sparse_copy: float
+    sparse_elem: float
+
+
+#: (threads, "training" | "inference") -> coefficients (seconds), printed by `bench/fit_cost.py --layer conv`.
+MEASURED_CONV: dict[tuple[int, str], ConvCoefficients] = {
+    (1, "training"): ConvCoefficients(dense_fixed=0.00105, dense_mac=5.22e-11, dense_elem=7.83e-09,
+                                      sparse_fixed=0.000481, sparse_mac=1.67e-10, sparse_pos=2.83e-10,
+                                      sparse_copy=2.38e-09, sparse_elem=1.17e-07),
+    (1, "inference"): ConvCoefficients(dense_fixed=0.000188, dense_mac=1.76e-11, dense_elem=2.62e-10,
+                                       sparse_fixed=0.000397, sparse_mac=3.36e-11, sparse_pos=5.48e-10,
+                                       sparse_copy=6.94e-10, sparse_elem=1.32e-08),
+}
+
+
+class ConvCall(NamedTuple):
+    """The shape of one convolution call, as the conv cost model reads it."""
+
+    batch: int
+    in_elements: int  # C * H * W of one batch row
+    out_channels: int
+    fan_in: int  # C * prod(kernel)
+    positions: int  # output positions per batch row
+    kept: int
+
+
+def conv_costs(call: ConvCall, threads: int, kind: str) -> tuple[float, float]:
+    """(dense, sparse) predicted seconds of one convolution call; `kind` is "training" or "inference"."""
+    c = MEASURED_CONV[min((key for key in MEASURED_CONV if key[1] == kind), key=lambda k: (abs(k[0] - threads), k))]
+    b, p, weights, kept = call.batch, call.positions, call.out_channels * call.fan_in, call.kept
+    dense = c.dense_fixed + b * c.dense_mac * p * weights + c.dense_elem * weights
+    sparse = (c.sparse_fixed + b * c.sparse_mac * p * kept + c.sparse_pos * p * kept
+              + c.sparse_copy * b * (call.in_elements + call.out_channels * p) + c.sparse_elem * kept)
+    return dense, sparse
+
+
+def sparse_conv_wins(call: ConvCall, threads: int, training: bool, device_type: str) -> bool:
+    """Whether the sparse kernel is predicted cheaper than the dense convolution for this call. Measured on CPU
+    only: elsewhere the sparse kernel runs training calls at densities up to 10% and no inference call."""
+    if device_type != "cpu":
+        return training and call.kept <= 0.1 * call.out_channels * call.fan_in
+    dense, sparse = conv_costs(call, threads, "training" if training else "inference")
+    return sparse < dense
 
 
 def compressed_wins(out_features: int, in_features: int, kept: int, threads: int, device_type: str) -> bool:

@@ -10,7 +10,8 @@ Two paths (`SparseLayer.path`):
 - compressed (SparseLinear, and the convolutions where panning.ops has the compressed convolution): the layer
   trains a second parameter, `values`, holding only the kept weights (in CSR order), so the gradient, momentum
   and Adam moments are sized by the kept count and the cost of a step falls with density. `weight` then is a
-  frozen mirror (requires_grad False, restored when the layer leaves the path).
+  frozen mirror (requires_grad False, restored when the layer leaves the path). A convolution on this path in
+  mode "auto" picks its kernel per call (sparse or dense, `_SparseConv`).
 
 Invariants
 - `weight` is what everything outside the layer reads and writes: state_dict (which never holds `values`),
@@ -40,6 +41,7 @@ model pruned by the sparse model's masks.
 """
 from __future__ import annotations
 
+import math
 import weakref
 from functools import cache
 from typing import NamedTuple
@@ -51,17 +53,18 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from panning import checks, ops
 from panning.ops import checks as tensor_checks
 
-from .cost import compressed_wins
+from .cost import ConvCall, compressed_wins, sparse_conv_wins
 
 MODES = ("auto", "masked", "compressed")
 
 
 @cache
-def compiled_sparse_kernel(device_type: str) -> bool:
-    """Whether a compiled backend (not the plain-torch reference, whose sparse kernel is a dense matmul) can
-    run `sparse_linear` on this device type, as `panning.ops.backends()` reports it. Fixed for a process."""
+def compiled_sparse_kernel(device_type: str, op: str) -> bool:
+    """Whether a compiled backend (not the plain-torch reference, whose sparse kernels are dense ones) can run
+    the kernel `op` (e.g. "sparse_linear_fwd") on this device type, as `panning.ops.backends()` reports it. Fixed
+    for a process."""
     return any(name != "reference" and info["available"] and device_type in info["devices"]
-               and "sparse_linear_fwd" in info["ops"] for name, info in ops.backends().items())
+               and op in info["ops"] for name, info in ops.backends().items())
 
 
 def check_mask(mask, weight: torch.Tensor, name: str = "mask") -> torch.Tensor:
@@ -207,6 +210,11 @@ class SparseLayer:
         """The path the next forward takes: "masked" or "compressed"."""
         return "compressed" if self.values is not None and self.scores is None else "masked"
 
+    @property
+    def path_detail(self) -> str:
+        """The path, saying where the kernel is chosen per call (as `panning train` reports it)."""
+        return self.path
+
     def _wants_compressed(self) -> bool:
         """Whether the mode asks for the compressed path, for the current mask, scores and device."""
         if self.mode == "masked" or self.scores is not None or self.weight.is_meta or not self._compressible():
@@ -290,6 +298,14 @@ class SparseLayer:
                 self._bake()
                 self._refresh()
         return self._layout
+
+    def _ready(self) -> bool:
+        """Whether the layout is the current mask's and the values and the weight agree (nothing for `_prepare`
+        to do): a few attribute reads, where `_prepare` costs ~20 us a call, which batch-1 inference notices."""
+        layout = self._layout
+        return (not torch.compiler.is_compiling() and layout.mask is self.mask
+                and layout.version == self.mask._version
+                and self._stamps == (_stamp(self._own[0]), _stamp(self.values)))
 
     @torch.compiler.disable
     def _prepare(self) -> None:
@@ -502,7 +518,7 @@ class SparseLinear(SparseLayer, nn.Linear):
 
     def _cheaper(self) -> bool:
         """A compiled kernel (the reference's is a dense matmul) and a cheaper step in the cost model."""
-        return (compiled_sparse_kernel(self.weight.device.type)
+        return (compiled_sparse_kernel(self.weight.device.type, "sparse_linear_fwd")
                 and compressed_wins(self.out_features, self.in_features, int(self.mask.count_nonzero()),
                                     torch.get_num_threads(), self.weight.device.type))
 
@@ -513,7 +529,8 @@ class SparseLinear(SparseLayer, nn.Linear):
             if self._baked():
                 return nn.functional.linear(x, self.weight, self.bias)
             return ops.masked_linear(x, self.weight, self.mask, self.bias)
-        self._prepare()
+        if not self._ready():
+            self._prepare()
         layout = self._layout
         weight = ops.SparseWeight((self.out_features, self.in_features), layout.crow, layout.col, self.values)
         return ops.sparse_linear(x, weight, self.bias)
@@ -524,9 +541,17 @@ class _SparseConv(SparseLayer):
 
     - masked: convolves with weight * mask (autograd masks the weight gradient and, with scores, sends
       dL/dW_eff * W to them);
-    - compressed: `panning.ops.sparse_conv1d` / `sparse_conv2d` on the kept values (CSR over the weight viewed as
-      (out, in * prod(kernel))), for groups = 1 and zero padding given as numbers, where panning.ops has the op.
-      "auto" keeps the masked path: the cost model has no measured coefficients for convolutions yet.
+    - compressed: trains the kept values (CSR over the weight viewed as (out, in * prod(kernel))), for groups = 1
+      and zero padding given as numbers, where panning.ops has the compressed op. Mode "compressed" runs every
+      call on the sparse kernel, `panning.ops.sparse_conv1d` / `sparse_conv2d`.
+    - auto (default): the compressed path wherever a compiled kernel runs the compressed convolution on this
+      device (masked elsewhere), and each call runs the kernel the cost model (`panning.nn.cost.sparse_conv_wins`)
+      predicts cheaper for the call's shape: the sparse kernel, or torch's dense convolution on the weight. A call
+      that trains the values (grad enabled) convolves with the weight rebuilt from them (their gradient is the
+      dense weight gradient at the kept positions); any other call (torch.no_grad, frozen values) convolves with
+      the mirror `weight` itself, which is zero behind the mask, without a copy. Training calls at CIFAR shapes
+      take the sparse kernel and batch-1 inference the dense one (docs/results.md); both compute the same
+      function, so train() and eval() differ only as the layers around them do.
     """
 
     OP: str  # the compressed op's name in panning.ops
@@ -534,23 +559,62 @@ class _SparseConv(SparseLayer):
     def __init__(self, *args, mode: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self._init_sparse(mode)
+        self._kernels: dict[tuple, bool] = {}  # the cost model's choices by call (see _sparse_call)
 
     def _compressible(self) -> bool:
         return (hasattr(ops, self.OP) and self.groups == 1 and self.padding_mode == "zeros"
                 and not isinstance(self.padding, str))
 
     def _cheaper(self) -> bool:
-        return False
+        """A compiled kernel for the compressed convolution: each call then picks its kernel (`_sparse_call`)."""
+        return compiled_sparse_kernel(self.weight.device.type, "sparse_conv_fwd")
+
+    @property
+    def path_detail(self) -> str:
+        return "compressed (kernel per call)" if self.path == "compressed" and self.mode == "auto" else self.path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._uses_compressed():
             return self._conv_forward(x, self.weight if self._baked() else self.weight * self._float_mask(),
                                       self.bias)
-        self._prepare()
-        layout = self._layout
-        weight = ops.SparseWeight((self.out_channels, self.weight[0].numel()), layout.crow, layout.col, self.values)
-        return getattr(ops, self.OP)(x, weight, self.bias, kernel_size=self.kernel_size, stride=self.stride,
-                                     padding=self.padding, dilation=self.dilation)
+        if not self._ready():
+            self._prepare()
+        training = torch.is_grad_enabled() and self.values.requires_grad
+        return self._run(x, "sparse" if self.mode == "compressed" or self._sparse_call(x, training) else "dense")
+
+    def _sparse_call(self, x: torch.Tensor, training: bool) -> bool:
+        """Whether the cost model predicts the sparse kernel cheaper than the dense one for this call; remembered
+        per input shape, thread count and layout (at most 64 calls)."""
+        if torch.compiler.is_compiling():
+            return self._predict(x, training)
+        key = (x.shape, x.device.type, training, torch.get_num_threads(), self._generation)
+        choice = self._kernels.get(key)
+        if choice is None:
+            if len(self._kernels) >= 64:
+                self._kernels.clear()
+            choice = self._kernels[key] = self._predict(x, training)
+        return choice
+
+    def _predict(self, x: torch.Tensor, training: bool) -> bool:
+        """The cost model's choice for this call (`_sparse_call`)."""
+        positions = math.prod((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
+                              zip(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
+        call = ConvCall(x.shape[0], math.prod(x.shape[1:]), self.out_channels, self.weight[0].numel(), positions,
+                        self.values.numel())
+        return sparse_conv_wins(call, torch.get_num_threads(), training, self.weight.device.type)
+
+    def _run(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
+        """One call on the compressed path (after `_prepare`) on `kernel`: "sparse" or "dense"."""
+        if kernel == "sparse":
+            layout = self._layout
+            weight = ops.SparseWeight((self.out_channels, self.weight[0].numel()), layout.crow, layout.col,
+                                      self.values)
+            return getattr(ops, self.OP)(x, weight, self.bias, kernel_size=self.kernel_size, stride=self.stride,
+                                         padding=self.padding, dilation=self.dilation)
+        weight = self.weight  # the mirror: the kept values in place, zero behind the mask
+        if torch.is_grad_enabled() and self.values.requires_grad:
+            weight = weight.view(-1).index_put((self._layout.flat,), self.values).view_as(weight)
+        return self._conv_forward(x, weight, self.bias)
 
 
 class SparseConv1d(_SparseConv, nn.Conv1d):

@@ -55,3 +55,29 @@ def test_the_cost_table_is_the_fit_of_the_committed_measurements():
         values = dict(item.split("=") for item in fitted.split("(", 1)[1].rstrip("),").split(", "))
         for name, value in values.items():
             assert getattr(row, name) == float(value), name
+
+
+def test_the_conv_cost_table_is_the_fit_of_the_committed_measurements():
+    """panning/nn/cost.py's convolution rows are what `bench/fit_cost.py --layer conv` fits to the calls kept under
+    bench/results/, and they pick the faster kernel of nearly every measured call where one is clearly faster."""
+    from panning.nn import cost
+
+    for threads in sorted({threads for threads, _ in cost.MEASURED_CONV}):
+        path = ROOT / "bench" / "results" / f"cost-model-conv-{threads}t.json"
+        done = subprocess.run([sys.executable, "bench/fit_cost.py", "--layer", "conv", "--threads", str(threads),
+                               "--rows", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        fitted = [line.strip() for line in done.stdout.splitlines() if "ConvCoefficients(" in line]
+        assert len(fitted) == 2
+        for line in fitted:
+            key, _, arguments = line.partition(": ConvCoefficients(")
+            row = cost.MEASURED_CONV[(threads, key.split('"')[1])]
+            for item in arguments.rstrip("),").split(", "):
+                name, value = item.split("=")
+                assert getattr(row, name) == float(value), (key, name)
+        rows = json.loads(path.read_text())["rows"]
+        clear = [r for r in rows if max(r["dense"], r["sparse"]) >= 2 * min(r["dense"], r["sparse"])]
+        wrong = [r for r in clear if (r["sparse"] < r["dense"]) != cost.sparse_conv_wins(
+            cost.ConvCall(r["batch"], r["in_elements"], r["out"], r["fan_in"], r["positions"], r["kept"]), threads,
+            r["kind"] == "training", "cpu")]
+        assert len(clear) >= len(rows) / 2 and len(wrong) <= len(clear) / 20, (len(clear), wrong)

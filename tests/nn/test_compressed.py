@@ -11,7 +11,7 @@ from torch import nn
 from panning import criteria, ops
 from panning.arena import Arena
 from panning.masks import Masks
-from panning.nn import SparseLinear, densify, sparsify
+from panning.nn import SparseLinear, cost, densify, layers, sparsify
 from panning.ops import masked_linear as ops_masked
 
 
@@ -238,3 +238,78 @@ def test_a_checkpoint_loaded_by_assignment_becomes_the_mirrored_weight():
     train(model, opt, 1)
     assert not torch.equal(model[0].weight, before)  # the step reached the loaded weight
     torch.testing.assert_close(model[0].weight[masks["0.weight"]], model[0].values)
+
+
+needs_conv_kernel = pytest.mark.skipif(not layers.compiled_sparse_kernel("cpu", "sparse_conv_fwd"),
+                                       reason="no compiled sparse_conv kernel (panning._C is not built)")
+
+
+def convnet() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(96, 3))
+
+
+def train_convnet(model: nn.Module, steps: int) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    g = torch.Generator().manual_seed(8)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(8, 3, 9, 9, generator=g)),
+                                    torch.randint(0, 3, (8,), generator=g)).backward()
+        opt.step()
+
+
+@needs_conv_kernel
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+def test_auto_convolutions_train_their_values_on_either_kernel_like_the_masked_path(monkeypatch, kernel):
+    asked = []
+    monkeypatch.setattr(layers, "sparse_conv_wins",
+                        lambda call, threads, training, device: asked.append((call, training)) or kernel == "sparse")
+    sparse_conv2d, ran = ops.sparse_conv2d, []
+    monkeypatch.setattr(ops, "sparse_conv2d", lambda *args, **kwargs: ran.append(1) or sparse_conv2d(*args, **kwargs))
+    masks = masks_of(convnet())
+    models = {mode: sparsify(convnet(), masks, mode=mode) for mode in ("masked", "auto")}
+    auto = models["auto"]
+    assert [auto[i].path_detail for i in (0, 2)] == ["compressed (kernel per call)"] * 2
+    for model in models.values():
+        train_convnet(model, 3)
+    assert len(ran) == (6 if kernel == "sparse" else 0)
+    kept = int(masks["0.weight"].sum())
+    # the first layer's call: batch 8, 3 x 9 x 9 inputs, 8 outputs over 3 x 3 x 3 inputs at 9 x 9 positions
+    assert asked[0] == (cost.ConvCall(8, 243, 8, 27, 81, kept), True)
+    assert auto[0].weight.grad is None and auto[0].values.numel() == kept
+    masked, trained = models["masked"].state_dict(), auto.state_dict()
+    assert masked.keys() == trained.keys()
+    for key in masked:
+        torch.testing.assert_close(trained[key], masked[key], rtol=1e-5, atol=1e-6)
+
+
+@needs_conv_kernel
+def test_auto_convolutions_infer_on_the_mirror_weight_and_agree_with_training(monkeypatch):
+    masks = masks_of(convnet())
+    model = sparsify(convnet(), masks, mode="auto")
+    train_convnet(model, 2)  # the values moved: inference must see them in the mirror
+    x = torch.randn(5, 3, 9, 9, generator=torch.Generator().manual_seed(9))
+    expected = Masks(masks).apply(densify(copy.deepcopy(model)))(x)
+    with torch.no_grad():  # the real cost model, per sample (batch 1) and at batch 5
+        alone = torch.cat([model.eval()(x[i:i + 1]) for i in range(5)])
+    torch.testing.assert_close(alone, expected)
+    torch.testing.assert_close(model.train()(x), expected)
+    seen = []
+    conv_forward = nn.Conv2d._conv_forward
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, x, w, b: seen.append(w) or conv_forward(self, x, w, b))
+    monkeypatch.setattr(layers, "sparse_conv_wins", lambda call, threads, training, device: training)
+    y_train = model.train()(x)  # training: the sparse kernel
+    assert not seen
+    with torch.no_grad():
+        y_eval = model.eval()(x)
+    assert seen[0] is model[0].weight and seen[1] is model[2].weight  # the mirror itself, no copy
+    torch.testing.assert_close(y_train, expected)
+    torch.testing.assert_close(y_eval, expected)
+
+
+def test_auto_convolutions_stay_masked_without_a_compiled_kernel(monkeypatch):
+    monkeypatch.setattr(layers, "compiled_sparse_kernel", lambda device_type, op: op != "sparse_conv_fwd")
+    model = sparsify(convnet(), masks_of(convnet()), mode="auto")
+    assert model[0].path == model[2].path == "masked" == model[0].path_detail

@@ -22,7 +22,7 @@ CUDA = torch.device("cuda")
 def test_the_triton_kernels_run_the_sparse_layers_on_a_gpu():
     assert ops.dispatch.resolve("masked_linear_fwd", CUDA) == "triton"
     assert ops.dispatch.resolve("sparse_linear_fwd", CUDA) == "triton"
-    assert layers.compiled_sparse_kernel("cuda")  # auto mode may take the compressed path
+    assert layers.compiled_sparse_kernel("cuda", "sparse_linear_fwd")  # auto mode may take the compressed path
 
 
 @pytest.mark.parametrize("mode", ["masked", "compressed", "auto"])
