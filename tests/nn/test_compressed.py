@@ -155,22 +155,6 @@ def test_copies_and_conversions_stay_in_sync():
     assert wide[0].values.dtype == torch.float64 and wide[0].path == "compressed"
 
 
-def _stand_in(conv):
-    """The compressed convolution's contract in plain torch (the op is written on another branch): the weight
-    scattered from the SparseWeight over weight.reshape(out, -1), then torch's convolution."""
-    def op(x, sparse_weight, bias=None, *, kernel_size, stride=1, padding=0, dilation=1):
-        kernel = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
-        weight = sparse_weight.to_dense().view(sparse_weight.shape[0], x.shape[1], *kernel)
-        return conv(x, weight, bias, stride, padding, dilation)
-    return op
-
-
-@pytest.fixture
-def conv_ops(monkeypatch):
-    monkeypatch.setattr(ops, "sparse_conv1d", _stand_in(nn.functional.conv1d), raising=False)
-    monkeypatch.setattr(ops, "sparse_conv2d", _stand_in(nn.functional.conv2d), raising=False)
-
-
 def cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Unflatten(2, (2, 5)),
@@ -184,7 +168,7 @@ def test_convolutions_stay_masked_without_the_compressed_op(monkeypatch):
     assert model[3].path == "masked" and model[6].path == "compressed"
 
 
-def test_compressed_convolutions_train_like_masked_ones(conv_ops):
+def test_compressed_convolutions_train_like_masked_ones():
     masks = masks_of(cnn(), keep=0.5)
     g = torch.Generator().manual_seed(7)
     x, y = torch.randn(5, 2, 10, generator=g), torch.randint(0, 3, (5,), generator=g)
