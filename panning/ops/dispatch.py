@@ -112,7 +112,7 @@ def requested(backend: str | None) -> str | None:
     return name
 
 
-def _can_run(name: str, op: str, device_type: str) -> str | None:
+def can_run(name: str, op: str, device_type: str) -> str | None:
     """None if `name` can run `op` on `device_type`, else the reason it cannot."""
     available, reason = _status(name)
     if not available:
@@ -134,7 +134,7 @@ def resolve(op: str, device: torch.device, backend: str | None = None) -> str:
 def _resolve(op: str, device_type: str, backend: str | None) -> str:
     name = requested(backend)
     if name is not None:
-        why = _can_run(name, op, device_type)
+        why = can_run(name, op, device_type)
         if why is not None:
             raise BackendError(f"{op}: {why}")
         return name
@@ -147,7 +147,7 @@ def _resolve(op: str, device_type: str, backend: str | None) -> str:
 @cache  # backends do not come and go within a process; this runs on every op call
 def _automatic(op: str, device_type: str) -> str | None:
     for candidate in order(op, device_type)[0]:
-        if _can_run(candidate, op, device_type) is None:
+        if can_run(candidate, op, device_type) is None:
             return candidate
     return None
 

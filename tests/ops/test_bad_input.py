@@ -16,7 +16,7 @@ from panning import ops
 from panning.ops import checks as tensor_checks, dispatch
 
 CPU = torch.device("cpu")
-BACKENDS = [name for name in dispatch.BACKENDS if dispatch._can_run(name, "sparse_linear_fwd", "cpu") is None]
+BACKENDS = [name for name in dispatch.BACKENDS if dispatch.can_run(name, "sparse_linear_fwd", "cpu") is None]
 
 
 def _valid(seed: int = 0, out: int = 6, inp: int = 9, density: float = 0.4):
@@ -149,7 +149,7 @@ def test_fuzzed_structures_raise_a_clear_error_or_compute_the_dense_product(back
 
 # --------------------------------------------------------------------------------- saliency
 
-@pytest.mark.parametrize("backend", [n for n in dispatch.BACKENDS if dispatch._can_run(n, "saliency", "cpu") is None])
+@pytest.mark.parametrize("backend", [n for n in dispatch.BACKENDS if dispatch.can_run(n, "saliency", "cpu") is None])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("where", [0, 7, 99_999])
 def test_saliency_rejects_non_finite_indices(backend, bad, where):
@@ -185,7 +185,7 @@ def test_saliency_sequence_of_unequal_vectors_names_the_odd_one():
 
 # --------------------------------------------------------------------------------- masked linear
 
-@pytest.mark.parametrize("backend", [n for n in dispatch.BACKENDS if dispatch._can_run(n, "masked_linear_fwd", "cpu")
+@pytest.mark.parametrize("backend", [n for n in dispatch.BACKENDS if dispatch.can_run(n, "masked_linear_fwd", "cpu")
                                      is None])
 def test_masked_linear_with_no_input_features_is_the_bias(backend):
     x = torch.randn(3, 0, requires_grad=True)

@@ -12,7 +12,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def runnable(op: str) -> list[str]:
     """Backends that can run `op` on this machine's device (the reference always can)."""
-    return [name for name in dispatch.BACKENDS if dispatch._can_run(name, op, DEVICE.type) is None]
+    return [name for name in dispatch.BACKENDS if dispatch.can_run(name, op, DEVICE.type) is None]
 
 
 def sorted_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:

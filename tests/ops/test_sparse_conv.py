@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from panning import ops
 from panning.ops import dispatch
 
-BACKENDS = [name for name in dispatch.BACKENDS if dispatch._can_run(name, "sparse_conv_fwd", "cpu") is None]
+BACKENDS = [name for name in dispatch.BACKENDS if dispatch.can_run(name, "sparse_conv_fwd", "cpu") is None]
 
 
 def _inputs(batch, channels, out, spatial, kernel, density, dtype=torch.float32, seed=0):
