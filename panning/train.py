@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from panning import checkpoint as checkpoints, checks
 from panning.adapter import Logits, logits as logits_of
-from panning.config import Config, one_of, setting
+from panning.config import Config, ConfigError, one_of, setting
 from panning.criteria import arguments
 from panning.data import Data, DataBundle, as_tensors, split
 from panning.io import derived_generator
@@ -405,13 +405,13 @@ def _restore(path, model, opt, sched, config: dict, mask_state: dict, paths: dic
     shown, afresh = repr(os.fspath(path)), f"continue with those, or {checkpoints.AFRESH}"
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
-        raise ValueError(f"checkpoint: {shown} belongs to a run with other masks; {afresh}")
+        raise ConfigError("checkpoint", f"{shown} belongs to a run with other masks; {afresh}")
     if state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
-        raise ValueError(f"checkpoint: {shown} trained its layers on other paths ({state.get('paths')}) than "
-                         f"this run ({paths}); give train the mode that wrote it, or {afresh}")
+        raise ConfigError("checkpoint", f"{shown} trained its layers on other paths ({state.get('paths')}) than "
+                                        f"this run ({paths}); give train the mode that wrote it, or {afresh}")
     differences = state_differences(model.state_dict(), state["model"])
     if differences:
-        raise ValueError(f"checkpoint: {shown} belongs to a run of another model ({differences}); {afresh}")
+        raise ConfigError("checkpoint", f"{shown} belongs to a run of another model ({differences}); {afresh}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])

@@ -9,8 +9,8 @@ from torch import nn
 import panning.data as data
 import panning.models as models
 import panning.train as train_module
-from panning.nn import SparseLayer, global_prune
 from panning.config import ConfigError
+from panning.nn import SparseLayer, global_prune
 from panning.train import RECIPES, EpochStats, Recipe, TrainResult, evaluate, train
 
 
