@@ -90,9 +90,8 @@ class Masks(Mapping):
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_flat(cls, arena: Arena, flat: torch.Tensor) -> Masks:
-        """Masks from a flat bool buffer in the arena's layout (copied, so later writes do not leak in)."""
-        if flat.dtype != torch.bool:
-            raise TypeError(f"flat: expected a bool tensor, got {flat.dtype}")
+        """Masks from a flat bool buffer in the arena's layout (copied, so later writes do not leak in; the
+        constructor refuses a buffer of another dtype)."""
         return cls({name: view.clone() for name, view in arena.split(flat).items()})
 
     @classmethod
