@@ -17,7 +17,9 @@ from . import checks
 
 
 class ConfigError(ValueError):
-    """A setting refused: `field` names it, `reason` says why; reads ``"<field>: <reason>"``."""
+    """A setting refused: `field` names it, `reason` says why; reads ``"<field>: <reason>"``. Raised by the
+    configurations, and by a library function for an argument whose name a caller may want to map to its own
+    (`data.load`'s ``data_dir``, a run's ``checkpoint`` of another run)."""
 
     def __init__(self, field: str, reason: str):
         super().__init__(f"{field}: {reason}")
