@@ -31,6 +31,11 @@ def setting(default: Any = dataclasses.MISSING, *, check: Callable[[str, Any], A
     return dataclasses.field(default=default, metadata={"check": check})
 
 
+def sparsity(name: str, value) -> float:
+    """panning.checks.sparsity as a check of a named setting: one meaning of sparsity everywhere."""
+    return checks.sparsity(value, name)
+
+
 def one_of(choices: Collection) -> Callable[[str, Any], Any]:
     """The check of a setting that takes one of `choices`."""
     return lambda name, value: checks.choice(name, value, choices)

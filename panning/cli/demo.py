@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks
+from .. import checks, config
 from . import options as o
 from .options import Option, boolean
 
@@ -38,7 +38,7 @@ def methods(name: str, text: str) -> list[str]:
 
 OPTIONS = (
     Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
-           "separate on this network (docs/results.md)", 0.98, check=o.sparsity),
+           "separate on this network (docs/results.md)", 0.98, check=config.sparsity),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, checks
+from .. import catalog, checks, config
 
 
 class UsageError(ValueError):
@@ -72,11 +72,6 @@ class Option:
 
 
 # -- checks of option values: check(name, value) -> value (the scalar ones are panning.checks) -------------------
-
-
-def sparsity(name: str, value) -> float:
-    """panning.checks.sparsity with the option's name: one meaning of sparsity everywhere."""
-    return checks.sparsity(value, name)
 
 
 def importing(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -520,7 +515,7 @@ WIDTH = Option("width", float, "width multiplier of the model's hidden layers / 
                check=checks.positive)
 SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
               check=checks.seed)
-SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=sparsity)
+SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=config.sparsity)
 #: The options of a training recipe or a search: checked as the command builds its panning.train.Recipe or
 #: panning.jackpot.SearchConfig, before any work (a refused field is named as its option).
 EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)")

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as checkpoints, checks, ops
 from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
-from ..config import Config, ConfigError, one_of, setting
+from ..config import Config, ConfigError, one_of, setting, sparsity as valid_sparsity
 from ..criteria import arguments
 from ..data import Data, split
 from ..io import derived_generator, save_tensors
@@ -95,7 +95,7 @@ class SearchConfig(Config):
     many steps in total, for a later call to go on.
     """
 
-    sparsity: float = setting(check=lambda name, value: checks.sparsity(value, name))
+    sparsity: float = setting(check=valid_sparsity)
     epochs: int | None = setting(None, check=checks.positive_int)
     steps: int | None = setting(None, check=checks.positive_int)
     preset: str = setting("safe", check=one_of(PRESETS))
