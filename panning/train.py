@@ -31,7 +31,7 @@ from panning import checkpoint as checkpoints, checks
 from panning.adapter import Logits, logits as logits_of
 from panning.config import Config, ConfigError, one_of, setting
 from panning.criteria import arguments
-from panning.data import Data, DataBundle, as_tensors, split
+from panning.data import Data, DataBundle, Split, as_tensors, split
 from panning.io import derived_generator
 from panning.masks import Masks
 from panning.models.io import state_differences
@@ -178,6 +178,19 @@ def reestimate_batchnorm(model: nn.Module, dataset: Dataset | DataLoader, batch_
     return len(norms)
 
 
+def loop_data(model: nn.Module, data: Data, test: Data | None, logits: Logits) -> Split:
+    """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the model, the
+    `logits` function and the samples are checked against each other: the checks `train` and the jackpot search
+    share, before any work."""
+    checks.instance("model", model, nn.Module, "an nn.Module")
+    tensor_checks.materialized("model", model)
+    checks.instance("logits", logits, Callable, "a function of the model's output")
+    split_data = split(data, test)  # reads a DataLoader: after the cheap checks
+    x, y = split_data[0].tensors
+    arguments.takes_samples(model, tuple(x.shape[1:]), classes=int(y.max()) + 1)
+    return split_data
+
+
 def cosine(total_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
     """The factor of the base learning rate at step t: 0.5 (1 + cos(pi t / T)) over ``total_steps`` T, per step;
     or, with ``steps_per_epoch``, constant within an epoch: 0.5 (1 + cos(pi e / E)) for epoch e of E (a
@@ -299,12 +312,7 @@ def train(
     panning.adapter.logits).
     """
     recipe = Recipe(**settings) if recipe is None else dataclasses.replace(recipe, **settings)
-    checks.instance("model", model, nn.Module, "an nn.Module")
-    tensor_checks.materialized("model", model)
-    train_set, test, augment, name = split(data, test)
-    checks.instance("logits", logits, Callable, "a function of the model's output")
-    x_check, y_check = train_set.tensors
-    arguments.takes_samples(model, tuple(x_check.shape[1:]), classes=int(y_check.max()) + 1)
+    train_set, test, augment, name = loop_data(model, data, test, logits)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)

@@ -35,7 +35,6 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,12 +50,11 @@ from .. import checkpoint as checkpoints, checks, ops
 from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
 from ..config import Config, ConfigError, one_of, setting, sparsity as valid_sparsity
-from ..criteria import arguments
-from ..data import Data, split
+from ..data import Data
 from ..io import derived_generator, save_tensors
 from ..masks import Masks
 from ..sparsity import BUDGETS, layer_budgets
-from ..train import Loop, cosine, evaluate, reestimate_batchnorm
+from ..train import Loop, cosine, evaluate, loop_data, reestimate_batchnorm
 from .budget import INITS, initial_scores, magnitude_mask
 from .restriction import rate, short_restriction, top_k_refresh
 from .space import SearchSpace
@@ -287,13 +285,10 @@ def search(model: nn.Module, data: Data, config: SearchConfig | None = None, *,
     model's output (default: panning.adapter.logits). All arguments are checked before any work.
     """
     config = SearchConfig(**settings) if config is None else dataclasses.replace(config, **settings)
-    checks.instance("model", model, nn.Module, "an nn.Module")
-    checks.instance("logits", logits, Callable, "a function of the model's output")
     checks.instance("checkpoint", checkpoint, (str, os.PathLike, type(None)), "a file path")
+    train, test, augment, data_name = loop_data(model, data, test, logits)
     settings = config.settings
     sparsity, batch_size, seed = config.sparsity, config.batch_size, config.seed
-    train, test, augment, data_name = split(data, test)  # reads a DataLoader: after the cheap checks
-    arguments.takes_samples(model, tuple(train.tensors[0].shape[1:]), classes=int(train.tensors[1].max()) + 1)
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     params = list(model.parameters())
     if not params:
