@@ -90,9 +90,8 @@ class Masks(Mapping):
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def from_flat(cls, arena: Arena, flat: torch.Tensor) -> Masks:
-        """Masks from a flat bool buffer in the arena's layout (copied, so later writes do not leak in)."""
-        if flat.dtype != torch.bool:
-            raise TypeError(f"flat: expected a bool tensor, got {flat.dtype}")
+        """Masks from a flat bool buffer in the arena's layout (copied, so later writes do not leak in; the
+        constructor refuses a buffer of another dtype)."""
         return cls({name: view.clone() for name, view in arena.split(flat).items()})
 
     @classmethod
@@ -152,27 +151,27 @@ class Masks(Mapping):
         return inter / union if union else 1.0
 
     # -- model ----------------------------------------------------------------------------------
-    def check(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        """The parameters these masks cover (by any of their names: a tied parameter answers to each); raises
-        (leaving the model untouched) on any mismatch, also on two masks for one tied parameter, and for masks
-        that keep none of their weights (sparsity 1)."""
+    def check(self, model: nn.Module, name: str = "masks") -> dict[str, nn.Parameter]:
+        """The parameters these masks cover (by any of their names: a tied parameter answers to each); raises a
+        ValueError starting with `name` (leaving the model untouched) on any mismatch, also on two masks for one
+        tied parameter, and for masks that keep none of their weights (sparsity 1)."""
         if self.numel and not self.kept:
-            raise ValueError(f"masks: keep none of the {self.numel:,} weights they cover (sparsity 1 removes every "
+            raise ValueError(f"{name}: keep none of the {self.numel:,} weights they cover (sparsity 1 removes every "
                              "weight)")
         params = adapter.aliases(model)
-        unknown = [name for name in self._masks if name not in params]
+        unknown = [key for key in self._masks if key not in params]
         if unknown:
-            raise ValueError(f"masks: no parameter named {unknown} in the model")
+            raise ValueError(f"{name}: no parameter named {unknown} in the model")
         first: dict[int, str] = {}
-        for name in self._masks:
-            other = first.setdefault(id(params[name]), name)
-            if other != name:
-                raise ValueError(f"masks: {other!r} and {name!r} name one tied parameter; give it one mask")
-        for name, mask in self._masks.items():
-            if mask.shape != params[name].shape:
-                raise ValueError(f"masks: {name} has shape {tuple(mask.shape)}, parameter has "
-                                 f"{tuple(params[name].shape)}")
-        return {name: params[name] for name in self._masks}
+        for key in self._masks:
+            other = first.setdefault(id(params[key]), key)
+            if other != key:
+                raise ValueError(f"{name}: {other!r} and {key!r} name one tied parameter; give it one mask")
+        for key, mask in self._masks.items():
+            if mask.shape != params[key].shape:
+                raise ValueError(f"{name}: {key} has shape {tuple(mask.shape)}, parameter has "
+                                 f"{tuple(params[key].shape)}")
+        return {key: params[key] for key in self._masks}
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
@@ -221,18 +220,24 @@ class Masks(Mapping):
             save_tensors(tensors, path, metadata=marker)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> Masks:
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu", name: str = "path") -> Masks:
         """Read masks written by `save` (either format, recognized by content); never executes code. A file of
-        another format version, or holding no masks, is refused; one without a marker (written before panning
-        marked its files) is read as masks made for an unknown model."""
-        tensors = load_tensors(path, device=device, name="path")
+        another format version, holding no masks or anything but bool tensors, is refused with a ValueError
+        starting with `name`; one without a marker (written before panning marked its files) is read as masks
+        made for an unknown model."""
+        tensors = load_tensors(path, device=device, name=name)
+        shown = repr(os.fspath(path))
         if not isinstance(tensors, Mapping):
-            raise ValueError(f"path: {path} holds a {type(tensors).__name__}, not a mapping of masks")
+            raise ValueError(f"{name}: {shown} holds a {type(tensors).__name__}, not a mapping of masks")
         tensors = dict(tensors)
         marker = {key: tensors.pop(key) for key in (MARKER, ABOUT) if isinstance(tensors.get(key), str)}
         marker = marker or tensor_metadata(path)
         if marker.get(MARKER, FORMAT) != FORMAT:
-            raise ValueError(f"path: {os.fspath(path)!r} is {marker[MARKER]!r}, not panning masks ({FORMAT})")
+            raise ValueError(f"{name}: {shown} is {marker[MARKER]!r}, not panning masks ({FORMAT})")
         if not tensors:
-            raise ValueError(f"path: {os.fspath(path)!r} holds no masks")
+            raise ValueError(f"{name}: {shown} holds no masks")
+        other = next((key for key, t in tensors.items() if not isinstance(t, torch.Tensor) or t.dtype != torch.bool),
+                     None)
+        if other is not None:
+            raise ValueError(f"{name}: {shown} holds {other!r}, which is not a mask (a bool tensor)")
         return cls(tensors, json.loads(marker.get(ABOUT, "{}")))

@@ -15,33 +15,34 @@ fixed pruning masks.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import pickle
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from panning import checks
+from panning import checkpoint as checkpoints, checks
 from panning.adapter import Logits, logits as logits_of
+from panning.config import Config, ConfigError, one_of, setting
 from panning.criteria import arguments
-from panning.data import Data, DataBundle, as_tensors, split
-from panning.io import derived_generator, save_atomically
+from panning.data import Data, DataBundle, Split, as_tensors, split
+from panning.io import derived_generator
 from panning.masks import Masks
 from panning.models.io import state_differences
 from panning.nn import MODES, densify, layer_masks, sparsify
 from panning.ops import checks as tensor_checks
 
-#: Default recipes per model name: keyword arguments for :func:`train`. The MNIST-1D ones start from the data
-#: set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule (CNN ~94%, MLP ~69% test
-#: accuracy, under a minute each on 2 CPU cores); the CIFAR ones follow the pruning-at-init papers (SGD 0.1,
-#: momentum 0.9, weight decay 5e-4, batch 128, 160 epochs), with cosine instead of step decay.
+#: Default recipes per model name: fields of a :class:`Recipe` (keyword arguments of :func:`train`). The MNIST-1D
+#: ones start from the data set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule
+#: (CNN ~94%, MLP ~69% test accuracy, under a minute each on 2 CPU cores); the CIFAR ones follow the
+#: pruning-at-init papers (SGD 0.1, momentum 0.9, weight decay 5e-4, batch 128, 160 epochs), with cosine instead
+#: of step decay.
 RECIPES: dict[str, dict] = {
     "mlp": dict(epochs=60, batch_size=50, lr=1e-2, optimizer="adam", weight_decay=5e-4),
     "cnn1d": dict(epochs=60, batch_size=50, lr=1e-2, optimizer="adam", weight_decay=5e-4),
@@ -63,8 +64,29 @@ PROTOCOL: dict[str, dict] = {
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
-CHECKPOINT_FORMAT = 1
 CHECKPOINT_KIND = "training"
+
+
+@dataclass(frozen=True)
+class Recipe(Config):
+    """How :func:`train` trains, every setting checked once when the recipe is built (panning.config).
+
+    ``optimizer`` is "sgd" (uses ``momentum``, ``nesterov``) or "adam"; ``weight_decay`` is L2 added to the
+    gradient in both. ``schedule`` "cosine" decays the learning rate per step from ``lr`` to 0. ``mode`` is the
+    path of the masked layers ("auto": chosen per layer by panning.nn's cost model; "masked"; "compressed").
+    ``seed`` seeds the run's data order and augmentation (per epoch) and, once at the start, torch's generator.
+    """
+
+    epochs: int = setting(check=checks.positive_int)
+    batch_size: int = setting(128, check=checks.positive_int)
+    lr: float = setting(0.1, check=checks.positive)
+    momentum: float = setting(0.9, check=checks.momentum)
+    weight_decay: float = setting(5e-4, check=checks.non_negative)
+    nesterov: bool = False
+    optimizer: str = setting("sgd", check=one_of(OPTIMIZERS))
+    schedule: str = setting("cosine", check=one_of(SCHEDULES))
+    mode: str = setting("auto", check=one_of(MODES))
+    seed: int = setting(0, check=checks.seed)
 
 
 @dataclass(frozen=True)
@@ -156,6 +178,19 @@ def reestimate_batchnorm(model: nn.Module, dataset: Dataset | DataLoader, batch_
     return len(norms)
 
 
+def loop_data(model: nn.Module, data: Data, test: Data | None, logits: Logits) -> Split:
+    """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the model, the
+    `logits` function and the samples are checked against each other: the checks `train` and the jackpot search
+    share, before any work."""
+    checks.instance("model", model, nn.Module, "an nn.Module")
+    tensor_checks.materialized("model", model)
+    checks.instance("logits", logits, Callable, "a function of the model's output")
+    split_data = split(data, test)  # reads a DataLoader: after the cheap checks
+    x, y = split_data[0].tensors
+    arguments.takes_samples(model, tuple(x.shape[1:]), classes=int(y.max()) + 1)
+    return split_data
+
+
 def cosine(total_steps: int, steps_per_epoch: int | None = None) -> Callable[[int], float]:
     """The factor of the base learning rate at step t: 0.5 (1 + cos(pi t / T)) over ``total_steps`` T, per step;
     or, with ``steps_per_epoch``, constant within an epoch: 0.5 (1 + cos(pi e / E)) for epoch e of E (a
@@ -216,23 +251,6 @@ class Loop:
                 save()
 
 
-def check_run(state: dict, path: Path, config: dict, kind: str) -> None:
-    """Refuse a checkpoint at ``path`` written by another kind of run or with other settings (ValueError
-    naming ``checkpoint`` and the settings that differ)."""
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("kind", kind) != kind:
-        raise ValueError(f"checkpoint: {str(path)!r} is not a {kind} checkpoint (format {CHECKPOINT_FORMAT})")
-    differ = sorted(k for k in config if state["config"].get(k) != config[k])
-    if differ:
-        both = "; ".join(f"{k} {state['config'].get(k)!r} there, {config[k]!r} here" for k in differ)
-        raise ValueError(f"checkpoint: {str(path)!r} belongs to another run ({both}); continue with its settings, "
-                         "or start afresh with another checkpoint (or delete this one)")
-
-
-def _pruned_positions(model: nn.Module, masks: Masks, device) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    """(parameter, pruned-positions) pairs on ``device`` of validated masks."""
-    return [(param, ~masks[name].to(device)) for name, param in masks.check(model).items()]
-
-
 @torch.no_grad()
 def _zero_masked_weights(pruned: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
     for p, off in pruned:
@@ -245,12 +263,11 @@ def _zero_masked_grads(pruned: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
             p.grad.masked_fill_(off, 0.0)
 
 
-def _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov) -> torch.optim.Optimizer:
-    if optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
-        )
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+def _make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def _rng_state() -> dict:
@@ -269,95 +286,72 @@ def _set_rng_state(state: dict) -> None:
 def train(
     model: nn.Module,
     data: Data,
+    recipe: Recipe | None = None,
     *,
-    epochs: int,
-    batch_size: int = 128,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = False,
-    optimizer: str = "sgd",
-    schedule: str = "cosine",
     masks: Mapping[str, torch.Tensor] | None = None,
     test: Dataset | DataLoader | None = None,
-    mode: str = "auto",
     device="cpu",
-    seed: int = 0,
-    checkpoint=None,
+    checkpoint: str | os.PathLike | None = None,
     resume: bool = True,
     progress: bool = True,
     logits: Logits = logits_of,
+    **settings,
 ) -> TrainResult:
-    """Train ``model`` in place for ``epochs`` on ``data``: a DataBundle (trained on ``.train``, evaluated on
-    ``.test`` after each epoch), or a Dataset of (input, label) items or a DataLoader of (inputs, labels) batches,
-    read once into memory (panning.data.split). ``test`` (the same kinds; given, it replaces a bundle's test split)
-    is evaluated after each epoch; without any, the history's test loss and accuracy are NaN.
+    """Train ``model`` in place on ``data`` as ``recipe`` says (a :class:`Recipe`; or its fields as keywords,
+    ``train(model, data, epochs=10, lr=0.05)``, which also override a given recipe's). ``data``: a DataBundle
+    (trained on ``.train``, evaluated on ``.test`` after each epoch), or a Dataset of (input, label) items or a
+    DataLoader of (inputs, labels) batches, read once into memory (panning.data.split). ``test`` (the same kinds;
+    given, it replaces a bundle's test split) is evaluated after each epoch; without any, the history's test loss
+    and accuracy are NaN.
 
-    ``optimizer`` is "sgd" (uses ``momentum``, ``nesterov``) or "adam"; ``weight_decay`` is L2 added to the
-    gradient in both. ``schedule`` "cosine" decays the learning rate per step from ``lr`` to 0. ``masks`` maps
-    parameter names (as in ``model.named_parameters()``) to bool tensors of the parameter's shape; False
-    positions are held at exactly zero. ``mode`` is the path of the masked layers ("auto": chosen per layer by
-    panning.nn's cost model; "masked"; "compressed"), reported in ``TrainResult.paths``; the model comes back
-    with its own layer types. ``checkpoint`` is a file path written at the end of every epoch; with
-    ``resume`` and an existing file the run continues from it (its settings, data and masks must match).
-    ``logits`` picks the class scores out of the model's output (default: panning.adapter.logits).
+    ``masks`` maps parameter names (as in ``model.named_parameters()``) to bool tensors of the parameter's shape;
+    False positions are held at exactly zero. The masked layers train on the recipe's ``mode``, reported in
+    ``TrainResult.paths``; the model comes back with its own layer types. ``checkpoint`` is a file path written at
+    the end of every epoch; with ``resume`` and an existing file the run continues from it (its settings, data and
+    masks must match). ``logits`` picks the class scores out of the model's output (default:
+    panning.adapter.logits).
     """
-    checks.positive_int("epochs", epochs)
-    checks.positive_int("batch_size", batch_size)
-    checks.positive("lr", lr)
-    checks.momentum("momentum", momentum)
-    checks.non_negative("weight_decay", weight_decay)
-    checks.choice("optimizer", optimizer, OPTIMIZERS)
-    checks.choice("schedule", schedule, SCHEDULES)
-    checks.choice("mode", mode, MODES)
-    checks.seed("seed", seed)
-    checks.instance("model", model, nn.Module, "an nn.Module")
-    tensor_checks.materialized("model", model)
-    train_set, test, augment, name = split(data, test)
-    checks.instance("logits", logits, Callable, "a function of the model's output")
-    x_check, y_check = train_set.tensors
-    arguments.takes_samples(model, tuple(x_check.shape[1:]), classes=int(y_check.max()) + 1)
+    recipe = Recipe(**settings) if recipe is None else dataclasses.replace(recipe, **settings)
+    train_set, test, augment, name = loop_data(model, data, test, logits)
     started = time.perf_counter()
     device = torch.device(device)
     model.to(device)
     masks = Masks(masks if masks is not None else {})
-    masks.check(model)  # before anything changes
+    parameters = masks.check(model)  # the one check of the masks, before anything changes
     held, others = layer_masks(model, masks)
-    pruned = _pruned_positions(model, others, device)
+    pruned = [(parameters[name], ~mask.to(device)) for name, mask in others.items()]
     before = set(model.modules())
-    sparsify(model, held, mode=mode)
+    sparsify(model, held, mode=recipe.mode)
     layers = {name.rpartition(".")[0]: model.get_submodule(name.rpartition(".")[0]) for name in held}
     try:
-        return _train(model, train_set, test, augment, name, epochs=epochs, batch_size=batch_size, lr=lr,
-                      momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, optimizer=optimizer,
-                      schedule=schedule, masks=masks, device=device, seed=seed, checkpoint=checkpoint, resume=resume,
-                      progress=progress, logits=logits, pruned=pruned,
+        return _train(model, train_set, test, augment, name, recipe, masks=masks, device=device,
+                      checkpoint=checkpoint, resume=resume, progress=progress, logits=logits, pruned=pruned,
                       paths={name: layer.path_detail for name, layer in layers.items()}, started=started)
     finally:  # the layers this run swapped in go back to the model's own types
         densify(model, [layer for layer in layers.values() if layer not in before])
 
 
-def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, momentum, weight_decay, nesterov,
-           optimizer, schedule, masks, device, seed, checkpoint, resume, progress, logits, pruned, paths,
-           started) -> TrainResult:
+def _train(model, train_set, test, augment, name, recipe: Recipe, *, masks, device, checkpoint, resume, progress,
+           logits, pruned, paths, started) -> TrainResult:
     x_train, y_train = (t.to(device) for t in train_set.tensors)
     n = len(y_train)
+    batch_size, seed = recipe.batch_size, recipe.seed
     steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
-    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay, nesterov)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(total) if schedule == "cosine" else lambda step: 1.0)
+    total = recipe.epochs * steps_per_epoch
+    opt = _make_optimizer(model, recipe)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(total) if recipe.schedule == "cosine" else lambda step: 1.0)
     torch.manual_seed(seed)
 
     # Everything that must agree for a checkpoint to continue this run rather than some other one.
     config = dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        nesterov=nesterov, optimizer=optimizer, schedule=schedule, seed=seed, data=name, train_size=n,
+        epochs=recipe.epochs, batch_size=batch_size, lr=recipe.lr, momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, optimizer=recipe.optimizer,
+        schedule=recipe.schedule, seed=seed, data=name, train_size=n,
     )
-    mask_state = {p_name: m.detach().cpu() for p_name, m in (masks or {}).items()}
+    mask_state = {p_name: m.detach().cpu() for p_name, m in masks.items()}
     history: list[EpochStats] = []
-    path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
-    if path is not None and resume and path.exists():
-        history = _restore(path, model, opt, sched, config, mask_state, paths)
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        history = _restore(checkpoint, model, opt, sched, config, mask_state, paths)
     _zero_masked_weights(pruned)
 
     epoch_data: dict[int, tuple[torch.Tensor, torch.Generator]] = {}
@@ -395,15 +389,9 @@ def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, mom
         bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{test_acc:.2%}")
 
     def save() -> None:
-        save_atomically(
-            dict(
-                format=CHECKPOINT_FORMAT, kind=CHECKPOINT_KIND, config=config, model=model.state_dict(),
-                optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(), masks=mask_state,
-                paths=paths,
-                history=[asdict(h) for h in history],
-            ),
-            path,
-        )
+        checkpoints.save(checkpoint, CHECKPOINT_KIND, config, dict(
+            model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(),
+            masks=mask_state, paths=paths, history=[asdict(h) for h in history]))
 
     loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device, position=len(history) * steps_per_epoch)
     bar = tqdm(
@@ -412,31 +400,26 @@ def _train(model, train_set, test, augment, name, *, epochs, batch_size, lr, mom
     )
     model.train()  # evaluate() puts the mode back after every epoch
     try:
-        loop.run(stop=total, batch=batch, step=step, end_epoch=end_epoch, save=save if path is not None else None,
+        loop.run(stop=total, batch=batch, step=step, end_epoch=end_epoch, save=save if checkpoint is not None else None,
                  save_every=steps_per_epoch, bar=bar)
     finally:
         bar.close()
     return TrainResult(history=history, wall_time=time.perf_counter() - started, paths=paths)
 
 
-def _restore(path: Path, model, opt, sched, config: dict, mask_state: dict, paths: dict) -> list[EpochStats]:
+def _restore(path, model, opt, sched, config: dict, mask_state: dict, paths: dict) -> list[EpochStats]:
     """Load a checkpoint written by :func:`train` into model/optimizer/scheduler/RNG; return its history."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise ValueError(f"checkpoint: {str(path)!r} could not be loaded ({' '.join(str(e).split())[:200]})") \
-            from None
-    check_run(state, path, config, CHECKPOINT_KIND)
-    afresh = "continue with those, or start afresh with another checkpoint (or delete this one)"
+    state = checkpoints.load(path, CHECKPOINT_KIND, config)
+    shown, afresh = repr(os.fspath(path)), f"continue with those, or {checkpoints.AFRESH}"
     saved = state["masks"]
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
-        raise ValueError(f"checkpoint: {str(path)!r} belongs to a run with other masks; {afresh}")
+        raise ConfigError("checkpoint", f"{shown} belongs to a run with other masks; {afresh}")
     if state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
-        raise ValueError(f"checkpoint: {str(path)!r} trained its layers on other paths ({state.get('paths')}) than "
-                         f"this run ({paths}); give train the mode that wrote it, or {afresh}")
+        raise ConfigError("checkpoint", f"{shown} trained its layers on other paths ({state.get('paths')}) than "
+                                        f"this run ({paths}); give train the mode that wrote it, or {afresh}")
     differences = state_differences(model.state_dict(), state["model"])
     if differences:
-        raise ValueError(f"checkpoint: {str(path)!r} belongs to a run of another model ({differences}); {afresh}")
+        raise ConfigError("checkpoint", f"{shown} belongs to a run of another model ({differences}); {afresh}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])

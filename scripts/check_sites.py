@@ -1,7 +1,8 @@
 """Count the argument-check sites of panning/ per 1,000 lines (docs/architecture.md, "Checks at the boundary").
 
-A check site is a raise of ValueError / TypeError (or the command line's UsageError), a call of a check helper
-(`checks.*`, `tensor_checks.*`, `arguments.*`), or an option's `check=` in the command line's option tables.
+A check site is a raise of ValueError / TypeError (or the command line's UsageError, or panning.config's
+ConfigError), a call of a check helper (`checks.*`, `tensor_checks.*`, `arguments.*`), or a `check=`: an option's
+in the command line's option tables, a setting's in a configuration object (panning.config).
 Comment lines are not counted. Usage: `python scripts/check_sites.py [--top N] [folder]`.
 """
 from __future__ import annotations
@@ -10,7 +11,8 @@ import argparse
 import re
 from pathlib import Path
 
-SITE = re.compile(r"raise (?:ValueError|TypeError|UsageError)\b|\b(?:checks|tensor_checks|arguments)\.\w+\(|\bcheck=")
+SITE = re.compile(r"raise (?:ValueError|TypeError|UsageError|ConfigError)\b"
+                  r"|\b(?:checks|tensor_checks|arguments)\.\w+\(|\bcheck=")
 
 
 def count(folder: Path) -> tuple[int, int, dict[Path, int]]:

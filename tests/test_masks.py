@@ -96,8 +96,8 @@ def test_loading_something_else_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="code.pt.* is not a safe checkpoint"):
         Masks.load(tmp_path / "code.pt")
     torch.save({"w": torch.ones(2)}, tmp_path / "float.pt")
-    with pytest.raises(TypeError, match="bool"):
-        Masks.load(tmp_path / "float.pt")
+    with pytest.raises(ValueError, match=r"^--masks: '.*float.pt' holds 'w', which is not a mask \(a bool tensor\)$"):
+        Masks.load(tmp_path / "float.pt", name="--masks")
 
 
 def test_apply_and_baked():

@@ -9,8 +9,9 @@ from torch import nn
 import panning.data as data
 import panning.models as models
 import panning.train as train_module
+from panning.config import ConfigError
 from panning.nn import SparseLayer, global_prune
-from panning.train import RECIPES, EpochStats, TrainResult, evaluate, train
+from panning.train import RECIPES, EpochStats, Recipe, TrainResult, evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +128,23 @@ def test_masks_are_validated(bundle):
     ],
 )
 def test_arguments_are_validated(bundle, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         train(_model(), bundle, progress=False, **kwargs)
+    assert refused.value.field in kwargs and str(refused.value) == f"{refused.value.field}: {refused.value.reason}"
+    with pytest.raises(ConfigError, match=message):  # the same check builds a Recipe: one check path
+        Recipe(**{"epochs": 1, **kwargs})
+
+
+def test_keywords_override_a_recipe(bundle):
+    recipe = Recipe(epochs=1, batch_size=32, lr=0.05, seed=3)
+    given, overridden = _model(), _model()
+    train(given, bundle, recipe, progress=False)
+    train(overridden, bundle, Recipe(epochs=1, batch_size=32, lr=0.5, seed=3), lr=0.05, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(given.state_dict().values(), overridden.state_dict().values()))
+    with pytest.raises(ConfigError, match=r"^lr: expected a number in \(0, inf\]"):
+        train(_model(), bundle, recipe, lr=-1.0, progress=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.lr = 1.0
 
 
 class _Crash(Exception):
@@ -196,7 +212,7 @@ def test_resume_refuses_another_run(bundle, tmp_path):
     fresh = train(_model(), bundle, epochs=1, lr=0.3, checkpoint=ckpt, resume=False, progress=False)
     assert fresh.epochs == 1 and torch.load(ckpt, weights_only=True)["config"]["lr"] == 0.3
     ckpt.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"^checkpoint: '.*c.pt' could not be loaded"):
+    with pytest.raises(ValueError, match=r"^checkpoint: '.*c.pt' is neither a torch file nor a readable safetensors"):
         train(_model(), bundle, epochs=1, checkpoint=ckpt, progress=False)
 
 

@@ -4,7 +4,9 @@ Each command is a module of this package with ``HELP`` (one line), ``OPTIONS`` (
 table, which carries every default) and ``run(options) -> exit status``; a module may add ``resume_hint(options)``,
 the line printed when the run is stopped. :func:`main` is the same for every command: parse, resolve the options
 (defaults < ``--config`` < flags, all checked), check the environment, run. Any bad option or input file ends
-the command with one line ``panning <command>: error: ...`` and exit status 2, before any work starts; a file that
+the command with one line ``panning <command>: error: ...`` and exit status 2, before any work starts (a setting
+the library's configuration objects refuse, panning.config.ConfigError, is named by the command's flag of that
+field); a file that
 cannot be written (panning.io.WriteError) or a training run that diverges (panning.train.Diverged) ends it with
 one such line and exit status 1; Ctrl-C or SIGTERM end it with one line (and how to resume, where the command
 can) and exit status 130.
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from . import agent, bench, demo, evaluate, jackpot, prune, train
-from .options import Parser, UsageError, add_options, resolve
+from .options import Option, Parser, UsageError, add_options, resolve
 
 COMMANDS: dict[str, ModuleType] = {"train": train, "prune": prune, "jackpot": jackpot, "evaluate": evaluate,
                                    "agent": agent, "bench": bench, "demo": demo}
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _prepare(options)
         return command.run(options)
     except (ValueError, OSError) as error:  # UsageError, the library's own argument errors, a failed write
-        print(f"panning {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        print(f"panning {args.command}: error: {_one_line(_flagged(error, command.OPTIONS))}", file=sys.stderr)
         return FAILED if _failed(error) else 2
     except ArithmeticError as error:  # panning.train.Diverged: the run's loss became NaN
         print(f"panning {args.command}: error: {_one_line(error)}", file=sys.stderr)
@@ -106,5 +108,13 @@ def _failed(error: BaseException) -> bool:
     return io is not None and isinstance(error, io.WriteError)
 
 
-def _one_line(error: BaseException) -> str:
+def _flagged(error: BaseException, options: Sequence[Option]) -> BaseException | str:
+    """A refused setting (panning.config.ConfigError, whose `field` names it) as the command's flag of that name;
+    any other error as it is."""
+    field = getattr(error, "field", None)
+    flag = next((opt.name for opt in options if opt.dest == field), None)
+    return f"{flag}: {error.reason}" if flag is not None else error
+
+
+def _one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split()) or type(error).__name__

@@ -84,7 +84,7 @@ def run(opts: dict) -> int:
         if not str(error).startswith("checkpoint"):
             raise
         text = str(error).removeprefix("checkpoint: ").removeprefix("checkpoint ")
-        raise o.UsageError(f"--checkpoint: {o.name_options(text, OPTIONS)}") from None
+        raise o.UsageError(f"--checkpoint: {text}") from None
     seconds = time.perf_counter() - started
     try:
         save_agent(agent, out, episodes)

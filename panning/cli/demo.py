@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks
+from .. import checks, config
 from . import options as o
 from .options import Option, boolean
 
@@ -38,20 +38,18 @@ def methods(name: str, text: str) -> list[str]:
 
 OPTIONS = (
     Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
-           "separate on this network (docs/results.md)", 0.98, check=o.sparsity),
+           "separate on this network (docs/results.md)", 0.98, check=config.sparsity),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "
            "(panning/pbt/rl/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=o.agent),
-    Option("jackpot-sparsity", float, "sparsity of the lottery jackpot searched in the dense network", 0.9,
-           check=o.sparsity),
+    Option("jackpot-sparsity", float, "sparsity of the lottery jackpot searched in the dense network", 0.9),
     Option("quick", boolean, "a shortened run of about a minute (fewer epochs and steps; the report says so)",
            False),
     o.EPOCHS.but(help="training epochs of the dense and of every pruned network" + _FULL_OR_QUICK.format(15, 3)),
     Option("iterations", int, "steps of the iterative methods" + _FULL_OR_QUICK.format(100, 20),
            check=checks.positive_int),
-    Option("jackpot-epochs", int, "epochs of the jackpot search" + _FULL_OR_QUICK.format(10, 2),
-           check=checks.positive_int),
+    Option("jackpot-epochs", int, "epochs of the jackpot search" + _FULL_OR_QUICK.format(10, 2)),
     o.WIDTH.but(default=4.0, help="width multiplier of cnn1d (4: the protocol; the shipped agent is for 4)"),
     o.SEED,
     Option("out", Path, "results folder: report.md, results.json, plots, cells/ (reused by a rerun), masks/, "

@@ -31,15 +31,17 @@ from rich.table import Table
 
 from .. import data as datasets, models
 from ..arena import except_last
+from ..config import ConfigError
 from ..connectivity import effective_sparsity
 from ..io import save_figure, write_text
-from ..jackpot import magnitude_baseline, search
+from ..jackpot import SearchConfig, magnitude_baseline, search
 from ..masks import Masks
 from ..pbt.entry import prune
 from ..pbt.methods import METHODS
 from ..pbt.rl.agent import AGENTS, agent_differences, agent_digest, agent_file
 from ..sparsity import kept_weights
-from ..train import PROTOCOL, evaluate, train
+from ..train import PROTOCOL, Recipe, evaluate, train
+from .options import UsageError
 
 DATA = "mnist1d"
 #: The pruning-before-training protocol on MNIST-1D (panning.train.PROTOCOL): cnn1d width 4 and its training
@@ -63,6 +65,8 @@ def run(opts: dict, out=None) -> int:
     out = out if out is not None else sys.stdout
     budget = BUDGETS["quick" if opts["quick"] else "full"]
     opts = opts | {key: budget[key] if opts.get(key) is None else opts[key] for key in budget}
+    recipe = RECIPE | {"epochs": opts["epochs"]}
+    training, searching = Recipe(**recipe, seed=opts["seed"]), _search_config(opts)  # checked before any work
     folder = Path(opts["out"])
     agent, agent_note = _agent(opts)  # may refuse an --agent that does not fit, before any work
     opts["agent"] = agent
@@ -70,7 +74,6 @@ def run(opts: dict, out=None) -> int:
     model = _built(opts, bundle)  # sparsities that keep no weight are refused before any work
     kept_weights(model, opts["sparsity"], name="--sparsity")
     kept_weights(model, opts["jackpot_sparsity"], include=except_last(model), name="--jackpot-sparsity")
-    recipe = RECIPE | {"epochs": opts["epochs"]}
     cells = Cells(folder)
 
     plan = ["dense", *opts["methods"], "jackpot"]
@@ -83,13 +86,13 @@ def run(opts: dict, out=None) -> int:
             continue
         if name == "dense":
             rows[name] = cells.get("dense", dict(settings_of(opts, "dense"), recipe=recipe),
-                                   lambda: _dense(opts, bundle, recipe, cells.checkpoint("dense", opts)))
+                                   lambda: _dense(opts, bundle, training, cells.checkpoint("dense", opts)))
         elif name == "jackpot":
             rows[name] = cells.get("jackpot", settings_of(opts, "jackpot"),
-                                   lambda: _jackpot(opts, bundle, cells))
+                                   lambda: _jackpot(opts, bundle, searching, cells))
         else:
             rows[name] = cells.get(name, dict(settings_of(opts, name), recipe=recipe),
-                                   lambda: _pruned(opts, bundle, recipe, name, folder))
+                                   lambda: _pruned(opts, bundle, training, name, folder))
         if rows[name].get("reused"):
             _say("  finished in an earlier run: reused")
 
@@ -147,20 +150,28 @@ def settings_of(opts: dict, name: str) -> dict:
     return common | dict(method=name, sparsity=opts["sparsity"], **extra)
 
 
+def _search_config(opts: dict) -> SearchConfig:
+    """The jackpot search of --jackpot-sparsity and --jackpot-epochs; a refused field is named by its option."""
+    try:
+        return SearchConfig(sparsity=opts["jackpot_sparsity"], epochs=opts["jackpot_epochs"], seed=opts["seed"])
+    except ConfigError as error:  # the seed is checked as --seed before: the others are the jackpot's options
+        raise UsageError(f"--jackpot-{error.field.replace('_', '-')}: {error.reason}") from None
+
+
 def _built(opts: dict, bundle) -> torch.nn.Module:
     torch.manual_seed(opts["seed"])
     return models.build(MODEL, bundle.input_shape, bundle.num_classes, width=opts["width"])
 
 
-def _dense(opts: dict, bundle, recipe: dict, checkpoint: Path) -> dict:
+def _dense(opts: dict, bundle, recipe: Recipe, checkpoint: Path) -> dict:
     model = _built(opts, bundle)
-    trained = train(model, bundle, **recipe, seed=opts["seed"], checkpoint=checkpoint, progress=opts["progress"])
+    trained = train(model, bundle, recipe, checkpoint=checkpoint, progress=opts["progress"])
     return dict(sparsity=0.0, effective_sparsity=0.0, test_acc=trained.test_acc, prune_seconds=0.0,
                 train_seconds=trained.wall_time, curve=[h.test_acc for h in trained.history],
                 checkpoint=checkpoint.name)
 
 
-def _pruned(opts: dict, bundle, recipe: dict, method: str, folder: Path) -> dict:
+def _pruned(opts: dict, bundle, recipe: Recipe, method: str, folder: Path) -> dict:
     model = _built(opts, bundle)
     options = {key: value for key, value in (("iterations", opts["iterations"]), ("agent", opts["agent"]))
                if key in METHODS[method].defaults}
@@ -170,24 +181,24 @@ def _pruned(opts: dict, bundle, recipe: dict, method: str, folder: Path) -> dict
     Masks(masks, {"model": MODEL, "width": opts["width"], "data": DATA}).save(folder / "masks" /
                                                                             f"{method}.safetensors")
     effective = effective_sparsity(model, masks, bundle.input_shape)
-    trained = train(model, bundle, **recipe, masks=masks, seed=opts["seed"], progress=opts["progress"])
+    trained = train(model, bundle, recipe, masks=masks, progress=opts["progress"])
     return dict(sparsity=masks.sparsity, effective_sparsity=effective, test_acc=trained.test_acc,
                 prune_seconds=prune_seconds, train_seconds=trained.wall_time,
                 curve=[h.test_acc for h in trained.history])
 
 
-def _jackpot(opts: dict, bundle, cells: Cells) -> dict:
+def _jackpot(opts: dict, bundle, config: SearchConfig, cells: Cells) -> dict:
     """Magnitude, magnitude + BatchNorm re-estimation and the jackpot search in the trained dense network."""
     dense = models.load_weights(_built(opts, bundle), cells.checkpoint("dense", opts))
     dense_acc = evaluate(dense, bundle.test)[1]
     started = time.perf_counter()
-    magnitude, magnitude_acc, bn_acc = magnitude_baseline(dense, bundle, opts["jackpot_sparsity"])
+    magnitude, magnitude_acc, bn_acc = magnitude_baseline(dense, bundle, config.sparsity)
     has_batchnorm = bn_acc is not None
     magnitude_bn_acc = bn_acc if has_batchnorm else magnitude_acc
     magnitude_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    result = search(copy.deepcopy(dense), bundle, sparsity=opts["jackpot_sparsity"], epochs=opts["jackpot_epochs"],
-                    seed=opts["seed"], checkpoint=cells.checkpoint("jackpot", opts), progress=opts["progress"])
+    result = search(copy.deepcopy(dense), bundle, config, checkpoint=cells.checkpoint("jackpot", opts),
+                    progress=opts["progress"])
     search_seconds = time.perf_counter() - started
     result.save(cells.folder / "masks" / "jackpot")
     magnitude.save(cells.folder / "masks" / "jackpot" / "magnitude.safetensors")

@@ -1,16 +1,16 @@
 """`panning jackpot`: search a lottery jackpot in a pre-trained model and report it.
 
-    panning jackpot --data mnist1d --sparsity 0.9 --epochs 10 [--checkpoint dense.pt]
+    panning jackpot --data mnist1d --sparsity 0.9 --epochs 10 [--weights dense.safetensors]
     panning jackpot ... --preset authors          # the authors' settings, step for step (docs/jackpot.md)
     panning jackpot ... --steps 500               # the budget in optimizer steps instead of epochs
 
-Without --checkpoint the dense model is trained first with panning.train (the model's recipe) and cached in --out.
+Without --weights the dense model is trained first with panning.train (the model's recipe) and cached in --out.
 Prints a table (dense, magnitude-pruned, jackpot and optionally fine-tuned accuracy; per-layer density) and writes
 masks, scores, a summary JSON and a plot into a run folder under --out. The search checkpoints every epoch and
-resumes unless --no-resume. The search options left unset take panning.jackpot.search's defaults. Several
-processes:
+resumes unless --no-resume. The search options left unset take panning.jackpot.SearchConfig's defaults; the
+search configuration is built, and so checked, before any work. Several processes:
 
-    torchrun --nproc_per_node=2 --no-python panning jackpot --data mnist1d --checkpoint dense.pt
+    torchrun --nproc_per_node=2 --no-python panning jackpot --data mnist1d --weights dense.safetensors
 """
 from __future__ import annotations
 
@@ -24,24 +24,20 @@ from . import options as o
 from .options import Option, boolean
 
 HELP = "search a lottery jackpot mask in a pre-trained network (weights unchanged)"
-_SEARCH = "; default: panning.jackpot.search's"
+_SEARCH = "; default: panning.jackpot.SearchConfig's"
 OPTIONS = (
     o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH,
-    Option("checkpoint", Path, "pre-trained weights: a state dict (torch or .safetensors), a panning training "
+    Option("weights", Path, "pre-trained weights: a state dict (torch or .safetensors), a panning training "
            "checkpoint or a model file of panning train --save; without it the dense model is trained first",
            check=o.input_file),
     o.SPARSITY,
     o.EPOCHS.but(help="search epochs (10 unless --steps)" + _SEARCH),
-    Option("steps", int, "search budget in optimizer steps instead of epochs", check=checks.positive_int),
-    Option("preset", str, "safe or authors (their settings step for step; docs/jackpot.md)" + _SEARCH,
-           check=o.one_of("panning.jackpot.searching", "PRESETS")),
-    Option("init", str, "starting scores: magnitude, flat or random; default: the preset's",
-           check=o.one_of("panning.jackpot.budget", "INITS")),
-    Option("restriction", str, "short restriction or none; default: the preset's",
-           check=o.one_of("panning.jackpot.searching", "RESTRICTIONS")),
+    Option("steps", int, "search budget in optimizer steps instead of epochs"),
+    Option("preset", str, "safe or authors (their settings step for step; docs/jackpot.md)" + _SEARCH),
+    Option("init", str, "starting scores: magnitude, flat or random; default: the preset's"),
+    Option("restriction", str, "short restriction or none; default: the preset's"),
     Option("bn-reestimation", boolean, "re-estimate BatchNorm statistics for the start mask; default: the preset's"),
-    Option("budget", str, "per-layer budgets: global (one magnitude threshold) or uniform" + _SEARCH,
-           check=o.one_of("panning.sparsity", "BUDGETS")),
+    Option("budget", str, "per-layer budgets: global (one magnitude threshold) or uniform" + _SEARCH),
     Option("include-classifier", boolean, "search the last layer too" + _SEARCH),
     o.BATCH_SIZE.but(help="global batch size" + _SEARCH),
     o.LR.but(help="score learning rate; default: the preset's"),
@@ -59,8 +55,8 @@ OPTIONS = (
     Option("resume", boolean, "continue an interrupted search from its checkpoint", True),
     o.PROGRESS, o.THREADS,
 )
-_SEARCH_KEYS = ("epochs", "steps", "preset", "init", "restriction", "bn_reestimation", "budget", "include_classifier",
-                "batch_size", "lr", "momentum", "weight_decay", "monitor")
+_SEARCH_KEYS = ("sparsity", "epochs", "steps", "preset", "init", "restriction", "bn_reestimation", "budget",
+                "include_classifier", "batch_size", "lr", "momentum", "weight_decay", "monitor", "seed")
 
 
 def resume_hint(opts: dict) -> str:
@@ -74,30 +70,26 @@ def run(opts: dict) -> int:
 
     from .. import models
     from ..arena import except_last, prunable
-    from ..jackpot.searching import search
+    from ..jackpot.searching import SearchConfig
     from ..sparsity import kept_weights
 
-    if opts["epochs"] is not None and opts["steps"] is not None:  # before the dense training, not after it
-        raise o.UsageError("--steps: give the search budget as --epochs or as --steps, not both")
-    opts = o.defaults_of(search, opts, _SEARCH_KEYS)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if opts["batch_size"] % world:  # before the dense training, not after it
-        raise o.UsageError(f"--batch-size: {opts['batch_size']} does not split evenly over {world} processes")
+    config = SearchConfig(**{key: opts[key] for key in _SEARCH_KEYS if opts[key] is not None})  # before any work
+    opts = opts | {key: getattr(config, key) for key in _SEARCH_KEYS}  # the report shows the defaults it ran with
     opts["model"] = o.model_for(opts)
-    if opts["checkpoint"] is None and not o.own_model(opts):  # before loading anything
-        raise o.UsageError(f"--checkpoint: required for --model {opts['model']}: panning has no recipe to train it "
+    if opts["weights"] is None and not o.own_model(opts):  # before loading anything
+        raise o.UsageError(f"--weights: required for --model {opts['model']}: panning has no recipe to train it "
                            f"first (train it with panning train --model {opts['model']} --epochs N --save FILE)")
     bundle = o.load_data(opts)
     model = o.build_model(opts, bundle)
-    kept_weights(model, opts["sparsity"], include=prunable if opts["include_classifier"] else except_last(model),
+    kept_weights(model, config.sparsity, include=prunable if config.include_classifier else except_last(model),
                  name="--sparsity")
-    if opts["checkpoint"] is not None:
-        models.load_weights(model, opts["checkpoint"], name="--checkpoint")
+    if opts["weights"] is not None:
+        models.load_weights(model, opts["weights"], name="--weights")
     rank, device, joined = _distributed(opts["device"])
     try:
-        if opts["checkpoint"] is None:
+        if opts["weights"] is None:
             _train_dense(model, opts, bundle, device, rank)
-        return _search(model.to(device), opts, bundle, device, rank)
+        return _search(model.to(device), opts, config, bundle, device, rank)
     finally:
         if joined:
             dist.destroy_process_group()
@@ -137,63 +129,64 @@ def _train_dense(model, opts: dict, bundle, device, rank: int) -> None:
     models.load_weights(model, cache)
 
 
-def _run_name(opts: dict, settings: dict, world: int) -> str:
+def _run_name(opts: dict, config, world: int) -> str:
     """The run folder's name: every setting that changes the search (two runs differing in any of them must
     not share a checkpoint), including the pre-trained weights (the first 12 hex digits of the SHA-256 of
-    --checkpoint; without it the dense model the name's other settings train) and the number of processes."""
+    --weights; without it the dense model the name's other settings train) and the number of processes."""
     from ..io import file_digest
+    from ..jackpot.searching import EPOCHS
 
-    classifier = "-withfc" if opts["include_classifier"] else ""
-    budget = f"steps{opts['steps']}" if opts["steps"] is not None else f"e{opts['epochs'] or 10}"
+    settings = config.settings
+    classifier = "-withfc" if config.include_classifier else ""
+    budget = f"steps{config.steps}" if config.steps is not None else f"e{config.epochs or EPOCHS}"
     bn = "bn" if settings["bn_reestimation"] else "nobn"
-    weights = f"-from{file_digest(opts['checkpoint'])[:12]}" if opts["checkpoint"] is not None else ""
+    weights = f"-from{file_digest(opts['weights'])[:12]}" if opts["weights"] is not None else ""
     processes = f"-np{world}" if world > 1 else ""
-    return (f"{o.label(opts['data'])}-{o.label(opts['model'])}-w{opts['width']:g}-s{opts['sparsity']:g}-{budget}-"
-            f"{opts['preset']}-{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-"
-            f"m{opts['momentum']:g}-wd{opts['weight_decay']:g}-b{opts['batch_size']}-{opts['budget']}{classifier}-"
-            f"seed{opts['seed']}{o.kwargs_label(opts)}{weights}{processes}")
+    return (f"{o.label(opts['data'])}-{o.label(opts['model'])}-w{opts['width']:g}-s{config.sparsity:g}-{budget}-"
+            f"{config.preset}-{settings['init']}-{settings['restriction']}-{bn}-lr{settings['lr']:g}-"
+            f"m{config.momentum:g}-wd{config.weight_decay:g}-b{config.batch_size}-{config.budget}{classifier}-"
+            f"seed{config.seed}{o.kwargs_label(opts)}{weights}{processes}")
 
 
-def _search(model, opts: dict, bundle, device, rank: int) -> int:
+def _search(model, opts: dict, config, bundle, device, rank: int) -> int:
     import torch.distributed as dist
 
+    from ..config import ConfigError
     from ..io import WriteError, write_text
     from ..jackpot.budget import magnitude_baseline
     from ..jackpot.finetune import finetune
-    from ..jackpot.searching import resolve_settings, search
+    from ..jackpot.searching import search
     from ..train import evaluate
     from . import jackpot_report as report
 
     dense_acc = evaluate(model, bundle.test, device=device)[1]
-    settings = resolve_settings(opts["preset"], init=opts["init"], lr=opts["lr"], restriction=opts["restriction"],
-                                bn_reestimation=opts["bn_reestimation"])
+    settings = config.settings
     magnitude, magnitude_acc, bn_acc = magnitude_baseline(
-        model, bundle, opts["sparsity"], batch_size=opts["batch_size"], device=device, budget=opts["budget"],
-        rounding=settings["rounding"], include_classifier=opts["include_classifier"])
+        model, bundle, config.sparsity, batch_size=config.batch_size, device=device, budget=config.budget,
+        rounding=settings["rounding"], include_classifier=config.include_classifier)
     magnitude_bn_acc = magnitude_acc if bn_acc is None else bn_acc
     world = dist.get_world_size() if dist.is_initialized() else 1
-    run_dir = Path(opts["out"]) / _run_name(opts, settings, world)
+    run_dir = Path(opts["out"]) / _run_name(opts, config, world)
     try:
-        result = search(model, bundle, sparsity=opts["sparsity"], **{k: opts[k] for k in _SEARCH_KEYS},
-                        seed=opts["seed"], checkpoint=run_dir / "search.pt", resume=opts["resume"],
+        result = search(model, bundle, config, checkpoint=run_dir / "search.pt", resume=opts["resume"],
                         progress=opts["progress"])
-    except ValueError as error:  # the run folder's checkpoint is of another run
-        if not str(error).startswith("checkpoint: "):
+    except ConfigError as error:  # the run folder's checkpoint is of another run
+        if error.field != "checkpoint":
             raise
-        raise o.UsageError(f"--out: the run folder's {o.name_options(str(error).removeprefix('checkpoint: '), OPTIONS)}"
-                           "; give another --out, or --no-resume to start this search afresh there") from None
-    summary = dict(data=opts["data"], model=opts["model"], sparsity=opts["sparsity"], epochs=opts["epochs"],
-                   steps=result.steps, preset=opts["preset"], **result.settings, budget=opts["budget"],
-                   include_classifier=opts["include_classifier"], batch_size=opts["batch_size"],
-                   momentum=opts["momentum"], weight_decay=opts["weight_decay"], seed=opts["seed"],
+        raise o.UsageError(f"--out: the run folder's checkpoint {error.reason}; give another --out, or --no-resume "
+                           "to start this search afresh there") from None
+    summary = dict(data=opts["data"], model=opts["model"], sparsity=config.sparsity, epochs=config.epochs,
+                   steps=result.steps, preset=config.preset, **result.settings, budget=config.budget,
+                   include_classifier=config.include_classifier, batch_size=config.batch_size,
+                   momentum=config.momentum, weight_decay=config.weight_decay, seed=config.seed,
                    dense_acc=dense_acc, magnitude_acc=magnitude_acc, magnitude_bn_acc=magnitude_bn_acc,
                    jackpot_acc=result.history[-1].test_acc,
                    overlap_with_magnitude=result.masks.overlap(magnitude), counters=result.counters(),
                    budgets=result.budgets, history=[asdict(r) for r in result.history])
     if opts["finetune_epochs"] and rank == 0:  # panning.train is single-process: one rank fine-tunes
         tuning = {"lr": opts["finetune_lr"]} if opts["finetune_lr"] is not None else {}
-        plain, outcome = finetune(result, bundle, epochs=opts["finetune_epochs"], momentum=opts["momentum"],
-                                  batch_size=opts["batch_size"], seed=opts["seed"],
+        plain, outcome = finetune(result, bundle, epochs=opts["finetune_epochs"], momentum=config.momentum,
+                                  batch_size=config.batch_size, seed=config.seed,
                                   checkpoint=run_dir / "finetune.pt", resume=opts["resume"],
                                   progress=opts["progress"], **tuning)
         summary["finetuned_acc"] = outcome.test_acc

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, checks
+from .. import catalog, checks, config
 
 
 class UsageError(ValueError):
@@ -72,11 +72,6 @@ class Option:
 
 
 # -- checks of option values: check(name, value) -> value (the scalar ones are panning.checks) -------------------
-
-
-def sparsity(name: str, value) -> float:
-    """panning.checks.sparsity with the option's name: one meaning of sparsity everywhere."""
-    return checks.sparsity(value, name)
 
 
 def importing(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -215,8 +210,6 @@ _DOTTED = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 
 def factory_form(value: str) -> bool:
     """Whether `value` reads ``package.module:function``."""
-    import re
-
     return re.fullmatch(f"{_DOTTED}:{_DOTTED}", value) is not None
 
 
@@ -290,17 +283,18 @@ def kwargs_label(opts: dict) -> str:
     return "-kw" + hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def recipe_for(opts: dict, keys=("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer")) -> dict:
-    """The training recipe of the model (panning.train.RECIPES) with the options in `keys` that are set over it; a
-    model of another library has no recipe: it trains with panning.train.train's defaults and needs --epochs."""
-    from ..train import RECIPES
+def recipe_for(opts: dict, keys: Sequence[str], **fields):
+    """The panning.train.Recipe of the model (panning.train.RECIPES) with the options in `keys` that are set, and
+    `fields`, over it, checked as it is built; a model of another library has no recipe: it trains with the
+    Recipe's defaults and needs --epochs."""
+    from ..train import RECIPES, Recipe
 
     name = model_for(opts)
     given = {key: opts[key] for key in keys if opts.get(key) is not None}
     if name not in RECIPES and "epochs" not in given:
         raise UsageError(f"--epochs: required for --model {name} (panning.train.RECIPES has recipes for "
                          f"{', '.join(RECIPES)} only)")
-    return {**RECIPES.get(name, {}), **given}
+    return Recipe(**{**RECIPES.get(name, {}), **given, **fields})
 
 
 def build_model(opts: dict, bundle):
@@ -320,19 +314,14 @@ def build_model(opts: dict, bundle):
         raise UsageError(f"--width: scales panning's own models only; give {name}'s size in --model-kwargs")
     torch.manual_seed(opts["seed"])
     if name in catalog.MODELS:
-        try:
+        try:  # the name and --width are checked: what models.build can still refuse is the data's sample shape
             with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
                 size = sum(p.numel() for p in models.build(name, bundle.input_shape, bundle.num_classes,
                                                            width=opts["width"]).parameters())
-            fits(size)
-            return models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
         except ValueError as error:
-            if str(error).startswith("input_shape"):
-                raise UsageError(f"--model: {name} does not take {bundle.name}'s samples ({error})") from None
-            if str(error).startswith("model: "):
-                raise UsageError(f"--width: {opts['width']:g} makes {name} "
-                                 f"{str(error).removeprefix('model: ')}") from None
-            raise
+            raise UsageError(f"--model: {name} does not take {bundle.name}'s samples ({error})") from None
+        fits(size, f"--width: {opts['width']:g} makes {name}")
+        return models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
     model = _foreign_model(name, kwargs, bundle)
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"--model: {name} gave a {type(model).__name__}, not a torch.nn.Module")
@@ -393,23 +382,14 @@ def _function(spec: str, name: str):
 _COPIES = 4
 
 
-def fits(parameters: int) -> None:
+def fits(parameters: int, what: str) -> None:
     """Refuse a model whose training would not fit this machine's memory (float32 weights, gradients and two
-    optimizer moments), naming its size, before it is allocated."""
+    optimizer moments), naming its size after `what` (the option that sized it), before it is allocated."""
     needed = parameters * 4 * _COPIES
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > memory:
-        raise ValueError(f"model: {parameters:,} parameters, {needed / 2**30:.1f} GiB to train, more than this "
+        raise UsageError(f"{what} {parameters:,} parameters, {needed / 2**30:.1f} GiB to train, more than this "
                          f"machine's {memory / 2**30:.1f} GiB of memory")
-
-
-def defaults_of(function: Callable, opts: dict, keys: Sequence[str]) -> dict:
-    """`opts` with each of `keys` that no flag or config set taken from `function`'s signature, so that a
-    library default is written once, in the library."""
-    import inspect
-
-    parameters = inspect.signature(function).parameters
-    return opts | {key: parameters[key].default for key in keys if opts[key] is None}
 
 
 def load_data(opts: dict, name: str | None = None, seed: int | None = None):
@@ -422,15 +402,10 @@ def load_data(opts: dict, name: str | None = None, seed: int | None = None):
     name = name or opts["data"]
     seed = opts["seed"] if seed is None else seed
     kwargs = opts.get("data_kwargs") or {}
-    if name in catalog.DATASETS:
+    if name in catalog.DATASETS:  # a refused data_dir is a ConfigError of that field: named as --data-dir
         if kwargs:
             raise UsageError(f"--data-kwargs: panning's data sets take none; got {kwargs}")
-        try:
-            return data.load(name, seed=seed, data_dir=opts["data_dir"])
-        except ValueError as error:
-            if str(error).startswith("data_dir: "):
-                raise UsageError(f"--data-dir: {str(error).removeprefix('data_dir: ')}") from None
-            raise
+        return data.load(name, seed=seed, data_dir=opts["data_dir"])
     path = Path(name)
     try:
         if factory_form(name) and not path.exists():
@@ -477,10 +452,7 @@ def load_masks(name: str, path: Path):
     """The masks file given as option `name`, read safely (panning.masks.Masks.load)."""
     from ..masks import Masks
 
-    try:
-        return Masks.load(path)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"{name}: {str(error).removeprefix('path: ').removeprefix('masks: ')}") from None
+    return Masks.load(path, name=name)
 
 
 def per_class_fits(opts: dict, bundle) -> None:
@@ -496,14 +468,6 @@ def per_class_fits(opts: dict, bundle) -> None:
         raise UsageError(f"--per-class: {opts['per_class']} samples of every class, but the training set of "
                          f"{bundle.name} "
                          f"has {int(counts.min())} of its smallest class")
-
-
-def name_options(text: str, options: Sequence[Option]) -> str:
-    """A library message that names settings in a list ("(lr 0.01 there, 0.5 here; seed ...") with the flags of
-    `options` instead ("(--lr 0.01 there, ...")."""
-    for opt in options:
-        text = re.sub(rf"(\(|; ){opt.dest} ", rf"\g<1>{opt.name} ", text)
-    return text
 
 
 def made_for(opts: dict, model_name: str, bundle) -> dict:
@@ -525,10 +489,7 @@ def masks_fit(name: str, masks, model, here: dict | None = None) -> None:
     if here is not None:
         if any(key in masks.about and masks.about[key] != here[key] for key in here):
             raise UsageError(f"{name}: made for {describe(masks.about)}; this model is {describe(here)}")
-    try:
-        masks.check(model)
-    except ValueError as error:
-        raise UsageError(f"{name}: {str(error).removeprefix('masks: ')}") from None
+    masks.check(model, name=name)
 
 
 # -- the options several commands share ------------------------------------------------------------------------
@@ -554,14 +515,14 @@ WIDTH = Option("width", float, "width multiplier of the model's hidden layers / 
                check=checks.positive)
 SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
               check=checks.seed)
-SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=sparsity)
-EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)",
-                check=checks.positive_int)
-BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe", check=checks.positive_int)
-LR = Option("lr", float, "peak learning rate; default: the model's recipe", check=checks.positive)
-MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the model's recipe", check=checks.momentum)
-WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe",
-                      check=checks.non_negative)
+SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=config.sparsity)
+#: The options of a training recipe or a search: checked as the command builds its panning.train.Recipe or
+#: panning.jackpot.SearchConfig, before any work (a refused field is named as its option).
+EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)")
+BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe")
+LR = Option("lr", float, "peak learning rate; default: the model's recipe")
+MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the model's recipe")
+WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe")
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)
 def threads(name: str, value) -> int:
     """A thread count for torch: at least 1, at most this machine's CPUs (more only contend for them)."""

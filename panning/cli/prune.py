@@ -55,7 +55,7 @@ def run(opts: dict) -> int:
         raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
                          f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
     model_name = o.model_for(opts)
-    recipe = o.recipe_for(opts, ("epochs",)) if opts["train"] else None
+    recipe = o.recipe_for(opts, ("epochs",), seed=opts["seed"]) if opts["train"] else None  # checked: before any work
     if opts["agent"] is not None:
         from ..pbt.rl.agent import agent_differences
 
@@ -84,8 +84,7 @@ def run(opts: dict) -> int:
     if opts["train"]:
         from ..train import train
 
-        trained = train(model, bundle, masks=masks, device=opts["device"], seed=opts["seed"],
-                        progress=opts["progress"], **recipe)
+        trained = train(model, bundle, recipe, masks=masks, device=opts["device"], progress=opts["progress"])
         epochs = f"{trained.epochs} epoch" + ("s" if trained.epochs != 1 else "")
         print(f"test accuracy after {epochs}: {trained.test_acc:.2%} (trained in {trained.wall_time:.1f} s)")
     return 0

@@ -14,12 +14,11 @@ HELP = "train a model on a data set (optionally with a fixed mask from --masks)"
 OPTIONS = (
     o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH, o.EPOCHS, o.BATCH_SIZE, o.LR,
     o.MOMENTUM, o.WEIGHT_DECAY,
-    Option("optimizer", str, "sgd or adam; default: the model's recipe", check=o.one_of("panning.train", "OPTIMIZERS")),
+    Option("optimizer", str, "sgd or adam; default: the model's recipe"),
     o.SEED,
     o.MASKS.but(help="train under this fixed mask (a masks file from panning prune or panning jackpot)"),
     Option("mode", str, "path of the masked layers: auto (per layer, from panning.nn's cost model; a compressed "
-           "convolution picks its kernel per call), masked or compressed; default auto",
-           check=o.one_of("panning.nn", "MODES")),
+           "convolution picks its kernel per call), masked or compressed; default auto"),
     Option("checkpoint", Path, "checkpoint file, written every epoch; an existing one is resumed",
            check=o.output_file),
     Option("save", Path, "write the trained model here (safetensors, for panning.models.load and panning evaluate)",
@@ -43,10 +42,9 @@ def run(opts: dict) -> int:
     from .tables import print_row
 
     o.distinct_files(opts, "checkpoint", "save")
-    recipe = o.recipe_for(opts, _RECIPE_KEYS)
-    optimizer = recipe.get("optimizer", "sgd")  # panning.train.train's default for a model without a recipe
-    if opts["momentum"] is not None and optimizer != "sgd":
-        raise o.UsageError(f"--momentum: has no effect with the {optimizer} optimizer (the "
+    recipe = o.recipe_for(opts, _RECIPE_KEYS, seed=opts["seed"], **({"mode": opts["mode"]} if opts["mode"] else {}))
+    if opts["momentum"] is not None and recipe.optimizer != "sgd":
+        raise o.UsageError(f"--momentum: has no effect with the {recipe.optimizer} optimizer (the "
                            f"{'--optimizer' if opts['optimizer'] else 'recipe'}'s); give --optimizer sgd to use it")
     masks = o.load_masks("--masks", opts["masks"]) if opts["masks"] is not None else None
     if opts["checkpoint"] is not None and opts["checkpoint"].exists():
@@ -60,14 +58,9 @@ def run(opts: dict) -> int:
     for key, copies in (("save", 1), ("checkpoint", 4)):  # a checkpoint: weights, optimizer moments, masks
         if opts[key] is not None:
             o.room_for(f"--{key}", opts[key], copies * size)
-    try:
-        result = train(model, bundle, **recipe, masks=masks, mode=opts["mode"] or "auto", seed=opts["seed"],
-                       device=opts["device"], checkpoint=opts["checkpoint"], progress=opts["progress"])
-    except ValueError as error:  # a checkpoint of another run is refused before the first step
-        if str(error).startswith("checkpoint: "):
-            raise o.UsageError(f"--checkpoint: {o.name_options(str(error).removeprefix('checkpoint: '), OPTIONS)}") \
-                from None
-        raise
+    try:  # a checkpoint of another run is refused before the first step, named as --checkpoint
+        result = train(model, bundle, recipe, masks=masks, device=opts["device"], checkpoint=opts["checkpoint"],
+                       progress=opts["progress"])
     except Diverged as error:
         kept = (f"; the checkpoint {str(opts['checkpoint'])!r} holds the last good epoch" if opts["checkpoint"]
                 and opts["checkpoint"].exists() else "")
@@ -96,6 +89,6 @@ def run(opts: dict) -> int:
         print("layer paths: " + ", ".join(f"{name} {path}" for name, path in result.paths.items()))
     if opts["save"] is not None:
         use = (f"panning evaluate --weights {opts['save']}" if o.own_model(opts)
-               else f"panning jackpot --model {model_name} --checkpoint {opts['save']}")
+               else f"panning jackpot --model {model_name} --weights {opts['save']}")
         print(f"model saved to {opts['save']} ({use})")
     return 0

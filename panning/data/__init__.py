@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .. import checks
 from ..catalog import DATASETS as NAMES
+from ..config import ConfigError
 from .balanced import class_balanced_batch, class_balanced_indices
 from .bundle import DataBundle
 from .cifar import load_cifar
@@ -45,7 +46,7 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
     checks.choice("name", name, NAMES)
     checks.seed("seed", seed)
     if data_dir is not None and name not in ("cifar10", "cifar100"):
-        raise ValueError(f"data_dir: only the CIFAR data sets are read from a folder; {name} would ignore it")
+        raise ConfigError("data_dir", f"only the CIFAR data sets are read from a folder; {name} would ignore it")
     if options and name != "synthetic":
         raise ValueError(f"options {sorted(options)} are only accepted for name='synthetic', not {name!r}")
     if name == "mnist1d":

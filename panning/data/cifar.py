@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ConfigError
 from .augment import crop_flip
 from .bundle import DataBundle, tensor_dataset
 
@@ -95,15 +96,14 @@ def _read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 def _find_folder(data_dir, layout: _Layout, name: str) -> Path:
     if data_dir is None:
-        raise ValueError(
-            f"data_dir: required for {name!r}: pass the folder {layout.folder!r} or its parent "
-            "(CIFAR is never downloaded)"
-        )
+        raise ConfigError("data_dir", f"required for {name!r}: pass the folder {layout.folder!r} or its parent "
+                                      "(CIFAR is never downloaded)")
     root = Path(os.fspath(data_dir)).expanduser()
     for candidate in (root, root / layout.folder):
         if (candidate / layout.test_file).is_file():
             return candidate
-    raise ValueError(f"data_dir: {str(root)!r} holds neither {layout.folder}/{layout.test_file} nor {layout.test_file}")
+    raise ConfigError("data_dir", f"{str(root)!r} holds neither {layout.folder}/{layout.test_file} nor "
+                                  f"{layout.test_file}")
 
 
 def _normalize(data: np.ndarray, layout: _Layout) -> np.ndarray:
@@ -120,14 +120,14 @@ def load_cifar(name: str, data_dir) -> DataBundle:
     folder = _find_folder(data_dir, layout, name)
     missing = [f for f in layout.train_files if not (folder / f).is_file()]
     if missing:
-        raise ValueError(f"data_dir: {folder} lacks {', '.join(missing)}")
+        raise ConfigError("data_dir", f"{folder} lacks {', '.join(missing)}")
     parts = [_read_batch(folder / f, layout.label_key) for f in layout.train_files]
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     x_test, y_test = _read_batch(folder / layout.test_file, layout.label_key)
     for labels in (y_train, y_test):
         if labels.min() < 0 or labels.max() >= layout.num_classes:
-            raise ValueError(f"data_dir: {folder} has labels outside [0, {layout.num_classes})")
+            raise ConfigError("data_dir", f"{folder} has labels outside [0, {layout.num_classes})")
     return DataBundle(
         name=name,
         train=tensor_dataset(_normalize(x_train, layout), y_train),

@@ -12,10 +12,9 @@ swaps the loss does not object to. See docs/jackpot.md.
 from .budget import INITS, initial_scores, magnitude_baseline, magnitude_mask, magnitude_masks
 from .finetune import finetune
 from .restriction import rate, short_restriction, top_k_refresh
-from .searching import PRESETS, RESTRICTIONS, EpochRecord, Searcher, SearchResult, resolve_settings, search
+from .searching import PRESETS, RESTRICTIONS, EpochRecord, SearchConfig, Searcher, SearchResult, search
 from .space import SearchSpace
 
-__all__ = ["INITS", "PRESETS", "RESTRICTIONS", "EpochRecord", "SearchResult",
+__all__ = ["INITS", "PRESETS", "RESTRICTIONS", "EpochRecord", "SearchConfig", "SearchResult",
            "SearchSpace", "Searcher", "finetune", "initial_scores", "magnitude_baseline",
-           "magnitude_mask", "magnitude_masks", "rate", "resolve_settings", "search", "short_restriction",
-           "top_k_refresh"]
+           "magnitude_mask", "magnitude_masks", "rate", "search", "short_restriction", "top_k_refresh"]

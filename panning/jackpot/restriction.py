@@ -48,15 +48,13 @@ def short_restriction(old: torch.Tensor, proposed: torch.Tensor, scores: torch.T
     """
     revive = (proposed & ~old).nonzero().squeeze(1)  # ascending flat index: grouped by layer
     remove = (old & ~proposed).nonzero().squeeze(1)
-    if revive.numel() != remove.numel():
-        raise ValueError("proposed: keeps a different number of weights than old in some layer")
     bounds = offsets.to(old.device)[1:]
     seg_a = torch.bucketize(revive, bounds, right=True)
     seg_b = torch.bucketize(remove, bounds, right=True)
     order_a = _layer_order(scores[revive], seg_a, descending=True)
     order_b = _layer_order(scores[remove], seg_b, descending=False)
     a, b, seg = revive[order_a], remove[order_b], seg_a[order_a]
-    if not torch.equal(seg, seg_b[order_b]):
+    if not torch.equal(seg, seg_b[order_b]):  # also when the counts differ: tensors of two sizes are not equal
         raise ValueError("proposed: keeps a different number of weights than old in some layer")
     segments = offsets.numel() - 1
     pairs = torch.zeros(segments, dtype=torch.int64, device=old.device).index_add_(0, seg, torch.ones_like(seg))

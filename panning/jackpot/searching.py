@@ -31,10 +31,10 @@ buffers, counters and position; a resumed search ends with the same masks as an 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,15 +46,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .. import checks, ops
+from .. import checkpoint as checkpoints, checks, ops
 from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
-from ..criteria import arguments
-from ..data import Data, split
-from ..io import derived_generator, save_atomically, save_tensors
+from ..config import Config, ConfigError, one_of, setting, sparsity as valid_sparsity
+from ..data import Data
+from ..io import derived_generator, save_tensors
 from ..masks import Masks
 from ..sparsity import BUDGETS, layer_budgets
-from ..train import Loop, check_run, cosine, evaluate, reestimate_batchnorm
+from ..train import Loop, cosine, evaluate, loop_data, reestimate_batchnorm
 from .budget import INITS, initial_scores, magnitude_mask
 from .restriction import rate, short_restriction, top_k_refresh
 from .space import SearchSpace
@@ -70,6 +70,59 @@ PRESETS = {
 }
 CHECKPOINT_KIND = "jackpot search"
 COUNTERS = ("proposed", "admitted", "updates", "rises")
+#: The search budget when neither epochs nor steps is given.
+EPOCHS = 10
+
+
+def _world_size() -> int:
+    """The processes a search runs on: the process group's, or torchrun's before the group is joined."""
+    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass(frozen=True)
+class SearchConfig(Config):
+    """What a search does, every setting checked once when the configuration is built (panning.config).
+
+    sparsity: the fraction of the searched weights removed, in [0, 1). The budget: `epochs` (default 10) or
+    `steps` (optimizer steps; the last epoch may be partial), not both. preset: "safe" | "authors" (module doc);
+    init ("magnitude" | "flat" | "random"), lr, restriction ("short" | "none") and bn_reestimation override it
+    (None: the preset's; `settings` resolves them). budget: "global" (one magnitude threshold) | "uniform";
+    include_classifier: search the last layer too. batch_size: the global batch, split evenly over the
+    processes. monitor: count loss rises after mask updates. seed: the search's data order and random start.
+    checkpoint_every: steps between checkpoints (default: every epoch); max_steps: stop (checkpointed) after this
+    many steps in total, for a later call to go on.
+    """
+
+    sparsity: float = setting(check=valid_sparsity)
+    epochs: int | None = setting(None, check=checks.positive_int)
+    steps: int | None = setting(None, check=checks.positive_int)
+    preset: str = setting("safe", check=one_of(PRESETS))
+    init: str | None = setting(None, check=one_of(INITS))
+    lr: float | None = setting(None, check=checks.positive)
+    restriction: str | None = setting(None, check=one_of(RESTRICTIONS))
+    bn_reestimation: bool | None = setting(None, check=one_of((True, False)))
+    budget: str = setting("global", check=one_of(BUDGETS))
+    include_classifier: bool = setting(False, check=one_of((True, False)))
+    batch_size: int = setting(256, check=checks.positive_int)
+    momentum: float = setting(0.9, check=checks.momentum)
+    weight_decay: float = setting(5e-4, check=checks.non_negative)
+    monitor: bool = setting(False, check=one_of((True, False)))
+    seed: int = setting(0, check=checks.seed)
+    checkpoint_every: int | None = setting(None, check=checks.positive_int)
+    max_steps: int | None = setting(None, check=checks.non_negative_int)
+
+    def relate(self) -> None:
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError("steps", f"give the budget as epochs or as steps, not both (got epochs={self.epochs!r}, "
+                                       f"steps={self.steps!r})")
+        if self.batch_size % _world_size():
+            raise ConfigError("batch_size", f"{self.batch_size} does not split evenly over {_world_size()} processes")
+
+    @property
+    def settings(self) -> dict:
+        """The preset's settings with the explicitly given (not None) ones on top."""
+        given = dict(init=self.init, lr=self.lr, restriction=self.restriction, bn_reestimation=self.bn_reestimation)
+        return {**PRESETS[self.preset], **{name: value for name, value in given.items() if value is not None}}
 
 
 @dataclass(frozen=True)
@@ -217,76 +270,34 @@ class Searcher:
 # the search
 
 
-def resolve_settings(preset: str = "safe", **given) -> dict:
-    """The preset's settings with the explicitly given (not None) ones on top."""
-    checks.choice("preset", preset, PRESETS)
-    return {**PRESETS[preset], **{name: value for name, value in given.items() if value is not None}}
-
-
-def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None = None, steps: int | None = None,
-           preset: str = "safe", init: str | None = None, lr: float | None = None, restriction: str | None = None,
-           bn_reestimation: bool | None = None, budget: str = "global", include_classifier: bool = False,
-           batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4, monitor: bool = False,
-           test: Dataset | DataLoader | None = None, seed: int = 0, checkpoint=None, resume: bool = True,
-           checkpoint_every: int | None = None, max_steps: int | None = None, progress: bool = True,
-           logits: Logits = logits_of) -> SearchResult:
-    """Search a lottery jackpot of `sparsity` in the pre-trained `model` (its layers swapped in place for
-    sparse layers with scores; the weights untouched).
+def search(model: nn.Module, data: Data, config: SearchConfig | None = None, *,
+           test: Dataset | DataLoader | None = None, checkpoint: str | os.PathLike | None = None, resume: bool = True,
+           progress: bool = True, logits: Logits = logits_of, **settings) -> SearchResult:
+    """Search a lottery jackpot in the pre-trained `model` as `config` says (a :class:`SearchConfig`; or its
+    fields as keywords, ``search(model, data, sparsity=0.9, epochs=10)``, which also override a given config's);
+    the model's layers are swapped in place for sparse layers with scores, its weights untouched.
 
     data: a DataBundle (searched on .train, evaluated on .test after every epoch), or a Dataset of (input, label)
     items or a DataLoader of (inputs, labels) batches to search on (then `test`, the same kinds, is optional;
-    given, it replaces a bundle's test split); either is read once into memory (panning.data.split). Budget of
-    the search: `epochs` (default 10) or `steps` (optimizer steps; the last epoch may be partial), not both.
-    preset: "safe" | "authors" (module doc); init ("magnitude" | "flat" | "random"), lr, restriction ("short" |
-    "none") and bn_reestimation override it. budget: "global" (one magnitude threshold) | "uniform";
-    include_classifier: search the last layer too. The model runs where
-    its parameters are. checkpoint: file written every `checkpoint_every` steps (default: every epoch) and at
-    the end; with `resume` an existing one is continued. max_steps: stop (checkpointed) after this many steps
-    in total; a later call with the same checkpoint goes on. logits: picks the class scores out of the model's
-    output (default: panning.adapter.logits). All arguments are checked before any work.
+    given, it replaces a bundle's test split); either is read once into memory (panning.data.split). The model
+    runs where its parameters are. checkpoint: file written every `config.checkpoint_every` steps (default: every
+    epoch) and at the end; with `resume` an existing one is continued. logits: picks the class scores out of the
+    model's output (default: panning.adapter.logits). All arguments are checked before any work.
     """
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint: expected a file path, got {type(checkpoint).__name__}")
-    checks.instance("model", model, nn.Module, "an nn.Module")
-    checks.instance("logits", logits, Callable, "a function of the model's output")
-    settings = resolve_settings(preset, init=init, lr=lr, restriction=restriction, bn_reestimation=bn_reestimation)
-    sparsity = checks.sparsity(sparsity)
-    checks.choice("init", settings["init"], INITS)
-    checks.positive("lr", settings["lr"])
-    checks.choice("restriction", settings["restriction"], RESTRICTIONS)
-    checks.choice("bn_reestimation", settings["bn_reestimation"], (True, False))
-    checks.choice("budget", budget, BUDGETS)
-    for name, flag in (("include_classifier", include_classifier), ("monitor", monitor), ("resume", resume),
-                       ("progress", progress)):
-        checks.choice(name, flag, (True, False))
-    if epochs is not None and steps is not None:
-        raise ValueError(f"steps: give the budget as epochs or as steps, not both (got epochs={epochs!r}, "
-                         f"steps={steps!r})")
-    if steps is None:
-        epochs = checks.positive_int("epochs", 10 if epochs is None else epochs)
-    else:
-        checks.positive_int("steps", steps)
-    checks.positive_int("batch_size", batch_size)
-    checks.momentum("momentum", momentum)
-    checks.non_negative("weight_decay", weight_decay)
-    checks.seed("seed", seed)
-    if checkpoint_every is not None:
-        checks.positive_int("checkpoint_every", checkpoint_every)
-    if max_steps is not None:
-        checks.non_negative_int("max_steps", max_steps)
-    train, test, augment, data_name = split(data, test)  # reads a DataLoader: after the cheap checks
-    arguments.takes_samples(model, tuple(train.tensors[0].shape[1:]), classes=int(train.tensors[1].max()) + 1)
+    config = SearchConfig(**settings) if config is None else dataclasses.replace(config, **settings)
+    checks.instance("checkpoint", checkpoint, (str, os.PathLike, type(None)), "a file path")
+    train, test, augment, data_name = loop_data(model, data, test, logits)
+    settings = config.settings
+    sparsity, batch_size, seed = config.sparsity, config.batch_size, config.seed
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
-    if batch_size % world:
-        raise ValueError(f"batch_size: {batch_size} does not split evenly over {world} processes")
     params = list(model.parameters())
     if not params:
         raise ValueError("model: has no parameters")
     device = params[0].device
 
-    space = SearchSpace(model, prunable if include_classifier else except_last(model))
+    space = SearchSpace(model, prunable if config.include_classifier else except_last(model))
     try:  # a search that fails gives the model back as it was given
-        k = layer_budgets(space.arena, sparsity, budget=budget, rounding=settings["rounding"])
+        k = layer_budgets(space.arena, sparsity, budget=config.budget, rounding=settings["rounding"])
         checks.keeps_weights("sparsity", sparsity, int(k.sum()), space.arena.numel)
         space.set_scores(initial_scores(space.arena, k, settings["init"], generator=derived_generator(seed, 1)))
         space.set_mask(magnitude_mask(space.arena, k) if settings["init"] != "random"
@@ -294,29 +305,28 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
         sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
         local_batch = batch_size // world
         steps_per_epoch = math.ceil(len(sampler) / local_batch)
-        total = steps if steps is not None else epochs * steps_per_epoch
+        total = config.steps if config.steps is not None else (config.epochs or EPOCHS) * steps_per_epoch
         forward = space.model
         if world > 1:
             forward = nn.parallel.DistributedDataParallel(
                 space.model, device_ids=[device.index] if device.type == "cuda" else None)
         searcher = Searcher(space, k, total_steps=total, restriction=settings["restriction"], lr=settings["lr"],
-                            momentum=momentum, weight_decay=weight_decay, monitor=monitor, forward=forward,
-                            logits=logits,
+                            momentum=config.momentum, weight_decay=config.weight_decay, monitor=config.monitor,
+                            forward=forward, logits=logits,
                             steps_per_epoch=steps_per_epoch if settings["schedule"] == "epoch" else None)
-        config = dict(sparsity=sparsity, total_steps=total, **settings, budget=budget,
-                      include_classifier=include_classifier, batch_size=batch_size, momentum=momentum,
-                      weight_decay=weight_decay, monitor=monitor, seed=seed, world=world, data=data_name,
-                      train_size=len(train), names=list(space.names), k=k.tolist())
+        run = dict(sparsity=sparsity, total_steps=total, **settings, budget=config.budget,
+                   include_classifier=config.include_classifier, batch_size=batch_size, momentum=config.momentum,
+                   weight_decay=config.weight_decay, monitor=config.monitor, seed=seed, world=world,
+                   data=data_name, train_size=len(train), names=list(space.names), k=k.tolist())
         fingerprint = space.arena.weights.detach().double().abs().sum().item()
         x_train, y_train = (t.to(device) for t in train.tensors)
         history: list[EpochRecord] = []
         loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
-        path = Path(os.fspath(checkpoint)) if checkpoint is not None else None
-        if path is not None and resume and path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            check_run(state, path, config, CHECKPOINT_KIND)
+        if checkpoint is not None and resume and os.path.exists(checkpoint):
+            state = checkpoints.load(checkpoint, CHECKPOINT_KIND, run)
             if state["fingerprint"] != fingerprint:
-                raise ValueError(f"checkpoint: {str(path)!r} was written for other pre-trained weights")
+                raise ConfigError("checkpoint", f"{os.fspath(checkpoint)!r} was written for other pre-trained "
+                                                "weights")
             space.set_scores(state["scores"].to(device))
             space.set_mask(state["mask"].to(device))
             with torch.no_grad():
@@ -335,14 +345,13 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
                        else (math.nan, math.nan))
 
         def save() -> None:
-            if path is None or rank != 0:
+            if checkpoint is None or rank != 0:
                 return
-            save_atomically(dict(
-                format=1, kind=CHECKPOINT_KIND, config=config, fingerprint=fingerprint,
-                scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
+            checkpoints.save(checkpoint, CHECKPOINT_KIND, run, dict(
+                fingerprint=fingerprint, scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
                 buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
                 tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
-                initial=list(initial), rng=torch.get_rng_state()), path)
+                initial=list(initial), rng=torch.get_rng_state()))
 
         orders: dict[int, torch.Tensor] = {}
 
@@ -362,13 +371,13 @@ def search(model: nn.Module, data: Data, *, sparsity: float, epochs: int | None 
             history.append(_epoch_record(space, searcher, test, device, epoch, tally, history, seconds))
             bar.set_postfix(loss=f"{history[-1].train_loss:.3f}", test_acc=f"{history[-1].test_acc:.2%}")
 
-        stop = total if max_steps is None else min(total, max_steps)
+        stop = total if config.max_steps is None else min(total, config.max_steps)
         bar = tqdm(total=total, initial=searcher.t, disable=None if progress and rank == 0 else True, unit="step",
                    desc=f"jackpot {data_name} {sparsity:.0%}", dynamic_ncols=True)
         space.model.train()
         try:
             loop.run(stop=stop, batch=batch, step=searcher.step, end_epoch=end_epoch, save=save,
-                     save_every=checkpoint_every or steps_per_epoch, bar=bar)
+                     save_every=config.checkpoint_every or steps_per_epoch, bar=bar)
         finally:
             bar.close()
             space.release()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..io import atomic_path, load_tensors
+from ..io import atomic_path, load_tensors, tensor_metadata
 
 #: The format marker of a model file (the key "format" of its metadata; files written before it was added have
 #: none and are read as this format).
@@ -28,11 +27,7 @@ def save(path, model: nn.Module, *, name: str, input_shape, num_classes: int, wi
 
 def read_spec(path, name: str = "path") -> dict:
     """The build arguments and saved ``info`` of a model file written by :func:`save`, without loading it."""
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError):
-        metadata = {}
+    metadata = tensor_metadata(path)
     raw = metadata.get("panning.model")
     if metadata.get("format", FORMAT) != FORMAT:
         raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save: it is a "

@@ -27,9 +27,9 @@ def test_agent_train_then_prune_with_it(tmp_path, capsys):
     assert len(rows) == 80 // 4 and {int(r["length"]) for r in rows} <= {1, 2, 3, 4}
     assert out.with_suffix(".curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "agents" / "tiny.checkpoint" / "latest.json").is_file()
-    for changed, message in ((["--lanes", "1"], "--lanes 2 there, 1 here"),
-                             (["--per-class", "4"], "--per-class 3 there, 4 here"),
-                             (["--curriculum-switch", "5"], "--curriculum-switch 10000 there, 5 here")):
+    for changed, message in ((["--lanes", "1"], "lanes 2 there, 1 here"),
+                             (["--per-class", "4"], "per_class 3 there, 4 here"),
+                             (["--curriculum-switch", "5"], "curriculum_switch 10000 there, 5 here")):
         status = main(["agent", *TINY, "--batches", "2", "--timesteps", "120", "--lanes", "2", "--learning-starts",
                        "20", "--batch-size", "16", "--checkpoint-every", "40", "--out", str(out), "--no-progress",
                        *changed])

@@ -69,13 +69,13 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_jackpot_refuses_a_broken_checkpoint_before_any_work(name, tmp_path, capsys):
+def test_jackpot_refuses_broken_weights_before_any_work(name, tmp_path, capsys):
     path = bad_files(tmp_path)[name]
     out = tmp_path / "runs"
-    assert main(["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--epochs", "1",
+    assert main(["jackpot", "--data", "synthetic", "--model", "cnn1d", "--weights", str(path), "--epochs", "1",
                  "--out", str(out), "--no-progress"]) == 2
     err = error_line(capsys, "jackpot")
-    assert f"--checkpoint: '{path}' {EXPECTED[name]}" in err
+    assert f"--weights: '{path}' {EXPECTED[name]}" in err
     assert "weights_only" not in err  # never relays torch's advice to unpickle anyway
     assert not out.exists()
 
@@ -90,13 +90,13 @@ def test_train_refuses_a_broken_checkpoint(name, tmp_path, capsys):
     assert path.read_bytes() == before  # not overwritten by a fresh run
 
 
-def test_jackpot_refuses_a_checkpoint_of_another_network(tmp_path, capsys):
+def test_jackpot_refuses_weights_of_another_network(tmp_path, capsys):
     bundle = data.load("synthetic")
     path = tmp_path / "mlp.pt"
     torch.save(models.build("mlp", bundle.input_shape, bundle.num_classes).state_dict(), path)
-    assert main(["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path),
+    assert main(["jackpot", "--data", "synthetic", "--model", "cnn1d", "--weights", str(path),
                  "--out", str(tmp_path / "runs")]) == 2
-    assert "--checkpoint: " in (err := error_line(capsys, "jackpot")) and "does not fit the model" in err
+    assert "--weights: " in (err := error_line(capsys, "jackpot")) and "does not fit the model" in err
 
 
 @pytest.mark.parametrize("command", [
@@ -131,6 +131,22 @@ def test_jackpot_checks_every_option_before_training(option, value, message, tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command, option, value, message", [
+    ("train", "--epochs", "0", "--epochs: expected a positive int, got 0"),
+    ("train", "--optimizer", "rmsprop", "--optimizer: expected one of sgd, adam, got 'rmsprop'"),
+    ("train", "--mode", "sparse", "--mode: expected one of auto, masked, compressed, got 'sparse'"),
+    ("train", "--weight-decay", "-1", "--weight-decay: expected a number in [0, inf], got -1.0"),
+    ("prune", "--epochs", "0", "--epochs: expected a positive int, got 0"),  # prune --train: the recipe's epochs
+])
+def test_a_recipe_refused_as_it_is_built_is_named_by_its_option_before_any_work(command, option, value, message,
+                                                                                  tmp_path, capsys):
+    out = tmp_path / "out.safetensors"
+    flags = ["--save", str(out)] if command == "train" else ["--train", "--method", "magnitude", "--out", str(out)]
+    assert main([command, "--data", "synthetic", option, value, *flags]) == 2
+    assert error_line(capsys, command).endswith(f"error: {message}")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("value", ["1", "-0.1"])
 def test_train_refuses_a_momentum_outside_0_1_as_an_option(value, tmp_path, capsys):
     checkpoint = tmp_path / "run.pt"
@@ -142,7 +158,8 @@ def test_train_refuses_a_momentum_outside_0_1_as_an_option(value, tmp_path, caps
 def test_jackpot_refuses_epochs_and_steps_together_before_training(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["jackpot", "--data", "synthetic", "--epochs", "2", "--steps", "3", "--out", str(out)]) == 2
-    assert "--steps: give the search budget as --epochs or as --steps, not both" in error_line(capsys, "jackpot")
+    message = "--steps: give the budget as epochs or as steps, not both (got epochs=2, steps=3)"
+    assert message in error_line(capsys, "jackpot")
     assert not out.exists()
 
 
@@ -295,6 +312,6 @@ def test_train_refuses_the_checkpoint_of_another_run_as_checkpoint(tmp_path, cap
     capsys.readouterr()
     assert main([*command, "--lr", "0.5"]) == 2
     assert error_line(capsys, "train").endswith(
-        f"--checkpoint: {str(checkpoint)!r} belongs to another run (--lr 0.01 there, 0.5 here); continue with its "
+        f"--checkpoint: {str(checkpoint)!r} belongs to another run (lr 0.01 there, 0.5 here); continue with its "
         "settings, or start afresh with another checkpoint (or delete this one)")
     assert checkpoint.read_bytes() == written

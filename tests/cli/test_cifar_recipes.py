@@ -39,7 +39,7 @@ def test_recipe_trains_prunes_and_searches(tmp_path, data):
     assert masks.sparsity == pytest.approx(0.98, abs=1 / masks.numel)
 
     runs = tmp_path / "jackpot"
-    assert main(["jackpot", "--config", str(CONFIGS / f"jackpot_{data}_{model}.yaml"), "--checkpoint", str(dense),
+    assert main(["jackpot", "--config", str(CONFIGS / f"jackpot_{data}_{model}.yaml"), "--weights", str(dense),
                  "--epochs", "1", "--batch-size", "8", "--out", str(runs), "--no-progress"] + common) == 0
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     found = Masks.load(run / "masks.safetensors")

@@ -126,7 +126,7 @@ def test_a_stopped_jackpot_search_says_how_to_resume(tmp_path):
     dense = tmp_path / "dense.pt"
     torch.save(models.build("cnn1d", bundle.input_shape, bundle.num_classes).state_dict(), dense)
     out = tmp_path / "runs"
-    command = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(dense), "--epochs", "100000",
+    command = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--weights", str(dense), "--epochs", "100000",
                "--batch-size", "16", "--out", str(out), "--no-progress", "--threads", "1"]
     done = run_until_checkpoint(command, out, "*/search.pt", signal.SIGTERM)
     assert done.returncode == 130, done.stderr

@@ -204,6 +204,7 @@ def test_the_dense_training_resumes_from_its_checkpoint_to_the_same_result(tmp_p
     (["--sparsity", "1"], "--sparsity: expected a number in [0, 1)"),
     (["--jackpot-sparsity", "1.5"], "--jackpot-sparsity: expected a number in [0, 1)"),
     (["--jackpot-epochs", "0"], "--jackpot-epochs: expected a positive int, got 0"),
+    (["--epochs", "0"], "--epochs: expected a positive int, got 0"),
     (["--iterations", "0"], "--iterations: expected a positive int, got 0"),
     (["--agent", "no/such/agent"], "--agent: no file at 'no/such/agent.json'"),
 ])

@@ -139,9 +139,9 @@ def test_weights_of_another_model_are_named_by_what_the_file_holds(tmp_path, cap
     weights = tmp_path / "digits.safetensors"
     assert main([*TRAIN, "--save", str(weights)]) == 0
     capsys.readouterr()
-    assert main(["jackpot", "--data", "mnist1d", "--checkpoint", str(weights), "--out", str(tmp_path / "j")]) == 2
+    assert main(["jackpot", "--data", "mnist1d", "--weights", str(weights), "--out", str(tmp_path / "j")]) == 2
     line = error_line(capsys, "jackpot")
-    assert f"--checkpoint: {str(weights)!r} does not fit the model (it holds cnn2d x1 for digits): tensors: " in line
+    assert f"--weights: {str(weights)!r} does not fit the model (it holds cnn2d x1 for digits): tensors: " in line
     assert len(line) < 400 and not (tmp_path / "j").exists()
 
 

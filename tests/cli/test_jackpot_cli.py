@@ -23,7 +23,7 @@ def pretrained(tmp_path):
 
 def test_cli_searches_a_checkpoint_and_reports(tmp_path, capsys):
     model, path = pretrained(tmp_path)
-    args = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--sparsity", "0.7",
+    args = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--weights", str(path), "--sparsity", "0.7",
                  "--epochs", "2", "--batch-size", "64", "--out", str(tmp_path / "runs"), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -56,7 +56,7 @@ def test_load_weights_reads_state_dicts_and_refuses_misfits(tmp_path):
 
 def test_runs_differing_in_lr_weight_decay_or_batch_size_get_their_own_folders(tmp_path):
     _, path = pretrained(tmp_path)
-    base = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--checkpoint", str(path), "--sparsity", "0.7",
+    base = ["jackpot", "--data", "synthetic", "--model", "cnn1d", "--weights", str(path), "--sparsity", "0.7",
             "--steps", "3", "--batch-size", "64", "--out", str(tmp_path / "runs"), "--no-progress", "--no-monitor"]
     variants = [[], ["--lr", "0.05"], ["--weight-decay", "0"], ["--batch-size", "32"], ["--preset", "authors"]]
     for extra in variants:

@@ -59,8 +59,8 @@ def test_prune_a_timm_model_on_an_image_folder_then_search_a_trained_one(tmp_pat
     masks = tmp_path / "m.safetensors"
     assert main(["prune", *model, "--method", "magnitude", "--out", str(masks), *QUIET]) == 0
     assert main(["train", *model, "--epochs", "1", "--save", str(tmp_path / "dense.safetensors"), *QUIET]) == 0
-    assert "(panning jackpot --model timm:resnet18 --checkpoint" in capsys.readouterr().out
-    assert main(["jackpot", *model, "--checkpoint", str(tmp_path / "dense.safetensors"), "--steps", "2",
+    assert "(panning jackpot --model timm:resnet18 --weights" in capsys.readouterr().out
+    assert main(["jackpot", *model, "--weights", str(tmp_path / "dense.safetensors"), "--steps", "2",
                  "--batch-size", "4", "--out", str(tmp_path / "runs"), *QUIET]) == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("imgs-timm-resnet18-") and "-kw" in run.name  # the kwargs tell runs apart
@@ -97,12 +97,12 @@ def test_a_bad_model_or_data_is_one_line_naming_its_flag(args, message, capsys):
     assert __import__("re").search(message, err), err
 
 
-def test_a_model_of_another_library_needs_epochs_and_a_checkpoint_to_search(tmp_path, capsys):
+def test_a_model_of_another_library_needs_epochs_and_weights_to_search(tmp_path, capsys):
     assert main(["train", "--data", f"{OWN}:blobs", "--model", f"{OWN}:tiny_net", *QUIET]) == 2
     assert f"--epochs: required for --model {OWN}:tiny_net" in capsys.readouterr().err
     assert main(["jackpot", "--data", f"{OWN}:blobs", "--model", f"{OWN}:tiny_net", "--out", str(tmp_path),
                  *QUIET]) == 2
-    assert "--checkpoint: required for --model" in capsys.readouterr().err and not any(tmp_path.iterdir())
+    assert "--weights: required for --model" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
 def test_evaluate_refuses_a_saved_model_of_another_library(tmp_path, capsys):

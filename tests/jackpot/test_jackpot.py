@@ -12,7 +12,10 @@ from torch.nn import functional as F
 
 from panning import data as datasets, ops
 from panning.arena import Arena, except_last, prunable
+from panning.config import ConfigError
 from panning.jackpot import (
+    PRESETS,
+    SearchConfig,
     Searcher,
     SearchSpace,
     finetune,
@@ -365,3 +368,19 @@ def test_finetune_trains_the_kept_weights_under_the_searched_mask():
         weight = dict(model.named_parameters())[name]
         assert bool((weight[~mask] == 0).all()), name  # pruned weights zeroed and held there
         assert not torch.equal(weight[mask], before[name][mask]), name  # kept weights trained
+
+
+def test_a_search_config_is_checked_once_when_built_and_keywords_override_it():
+    with pytest.raises(ConfigError) as refused:
+        SearchConfig(sparsity=0.5, epochs=2, steps=3)
+    assert refused.value.field == "steps" and refused.value.reason.startswith("give the budget as epochs or as steps")
+    with pytest.raises(ConfigError, match=r"^momentum: expected a number in \[0, 1\), got 1.0$"):
+        SearchConfig(sparsity=0.5, momentum=1.0)
+    config = SearchConfig(sparsity=0.5, preset="authors", lr=0.05)
+    assert config.settings == {**PRESETS["authors"], "lr": 0.05}
+    data = bundle_2d()
+    given = search(small_net(), data, config, max_steps=2, progress=False)
+    keywords = search(small_net(), data, sparsity=0.5, preset="authors", lr=0.05, max_steps=2, progress=False)
+    overridden = search(small_net(), data, SearchConfig(sparsity=0.7, preset="authors"), sparsity=0.5, lr=0.05,
+                        max_steps=2, progress=False)
+    assert given.masks == keywords.masks == overridden.masks and given.steps == 2

@@ -1,7 +1,7 @@
 """The search under DistributedDataParallel (2 gloo processes) finds the same masks as one process.
 
 Equivalent torchrun launch of the command line (gloo on CPU):
-    torchrun --nproc_per_node=2 --no-python panning jackpot --data mnist1d --model cnn1d --checkpoint dense.pt
+    torchrun --nproc_per_node=2 --no-python panning jackpot --data mnist1d --model cnn1d --weights dense.pt
 """
 from __future__ import annotations
 
