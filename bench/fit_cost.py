@@ -34,6 +34,7 @@ from scipy.optimize import nnls
 
 from panning.io import write_text
 from panning.nn import SparseConv2d, SparseLinear
+from panning.nn.cost import ConvCall
 from panning.timing import interleaved
 
 SHAPES = ((256, 256), (1024, 1024), (3072, 768), (768, 3072), (4096, 1024))
@@ -107,8 +108,10 @@ def measure_conv(repeats: int) -> list[dict]:
                     dy = torch.randn(batch, cout, out_size, out_size, generator=g)
                     times = interleaved({kernel: conv_stepper(layer, kernel, kind, x, dy)
                                          for kernel in ("dense", "sparse")}, repeats)
-                    row = dict(kind=kind, batch=batch, in_elements=cin * size * size, out=cout, fan_in=cin * k * k,
-                               positions=out_size * out_size, kept=layer.values.numel(),
+                    call = ConvCall.of(batch, (cin, size, size), cout, (k, k), (stride, stride), (padding, padding),
+                                       (1, 1), layer.values.numel())
+                    row = dict(kind=kind, batch=batch, in_elements=call.in_elements, laid_out=call.laid_out, out=cout,
+                               fan_in=call.fan_in, positions=call.positions, kept=call.kept,
                                dense=min(times["dense"]), sparse=min(times["sparse"]))
                     rows.append(row)
                     print(f"{cin:4d} -> {cout:4d} {size:2d}x{size:2d} k{k} s{stride}  density {density:5.3f}  "
@@ -124,11 +127,12 @@ LINEAR_MODEL = {
                    lambda r: [1.0, r["batch"] * r["kept"], r["kept"], r["out"]]),
 }
 CONV_MODEL = {
-    "dense": (["dense_fixed", "dense_mac", "dense_elem"],
-              lambda r: [1.0, r["batch"] * r["positions"] * r["out"] * r["fan_in"], r["out"] * r["fan_in"]]),
+    "dense": (["dense_fixed", "dense_mac", "dense_copy", "dense_elem"],
+              lambda r: [1.0, r["batch"] * r["positions"] * r["out"] * r["fan_in"],
+                         r["batch"] * (r["in_elements"] + r["out"] * r["positions"]), r["out"] * r["fan_in"]]),
     "sparse": (["sparse_fixed", "sparse_mac", "sparse_pos", "sparse_copy", "sparse_elem"],
                lambda r: [1.0, r["batch"] * r["positions"] * r["kept"], r["positions"] * r["kept"],
-                          r["batch"] * (r["in_elements"] + r["out"] * r["positions"]), r["kept"]]),
+                          r["batch"] * (r["laid_out"] + r["out"] * r["positions"]), r["kept"]]),
 }
 
 

@@ -26,20 +26,24 @@ shape: the sparse kernel (panning.ops.sparse_conv2d / sparse_conv1d) or torch's 
 * W input elements per row, O output channels, F = C * prod(kernel) inputs per output, P output positions and K
 kept weights, a call costs
 
-    dense   dense_fixed  + B * dense_mac  * P * O * F                             +  dense_elem  * O * F
+    dense   dense_fixed  + B * dense_mac  * P * O * F  +  dense_copy * B * (C * H * W + O * P)
+                                                                                  +  dense_elem  * O * F
     sparse  sparse_fixed + B * sparse_mac * P * K  +  sparse_pos * P * K
-                         + sparse_copy * B * (C * H * W + O * P)                  +  sparse_elem * K
+                         + sparse_copy * B * (L + O * P)                          +  sparse_elem * K
 
 seconds, with one row of coefficients for a training call (forward + backward + the SGD step of its parameter)
 and one for an inference call (forward alone), per thread count. `sparse_pos` is the part of the sparse kernel's
 work that does not shrink with the batch (the batch-last layout fills whole vectors of the batch: batch 1 costs
-nearly what batch 16 does), `sparse_copy` its layout copies of x and y (and dy, dx). The table is fitted by
-`python bench/fit_cost.py --layer conv --threads T` over the convolutions of VGG-19 and ResNet-32 on CIFAR,
-densities 0.005 to 0.4, training calls at batches 8 to 64 and inference calls at batches 1 to 32; the steps are
-in bench/results/cost-model-conv-<T>t.json, the fit's error in docs/results.md.
+nearly what batch 16 does), `sparse_copy` its layout copies of x and y (and dy, dx), of L = C * H * W input
+elements (C * P for a 1x1 convolution without padding, run on the strided slice of x it reads); `dense_copy` the
+memory-bound part of torch's convolution (its strided 1x1 and 3-channel convolutions cost far more than their
+MACs). The table is fitted by `python bench/fit_cost.py --layer conv --threads T` over the convolutions of
+VGG-19 and ResNet-32 on CIFAR, densities 0.005 to 0.4, training calls at batches 8 to 64 and inference calls at
+batches 1 to 32; the steps are in bench/results/cost-model-conv-<T>t.json, the fit's error in docs/results.md.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 
@@ -55,8 +59,8 @@ class Coefficients(NamedTuple):
 
 #: threads -> coefficients (seconds), printed by bench/fit_cost.py (the rows measured so far; see docs/results.md).
 MEASURED: dict[int, Coefficients] = {
-    1: Coefficients(dense_fixed=0, dense_mac=5.4e-11, dense_elem=5.88e-09, sparse_fixed=0.000189, sparse_mac=2.71e-10,
-                    sparse_elem=2.3e-08, sparse_row=5.99e-07),
+    1: Coefficients(dense_fixed=0.000169, dense_mac=2.74e-11, dense_elem=2.54e-09, sparse_fixed=0.000218,
+                    sparse_mac=1.07e-10, sparse_elem=4.67e-09, sparse_row=5.13e-07),
 }
 REFERENCE_BATCH = 128
 
@@ -74,6 +78,7 @@ def step_costs(out_features: int, in_features: int, kept: int, threads: int,
 class ConvCoefficients(NamedTuple):
     dense_fixed: float
     dense_mac: float
+    dense_copy: float
     dense_elem: float
     sparse_fixed: float
     sparse_mac: float
@@ -84,12 +89,12 @@ class ConvCoefficients(NamedTuple):
 
 #: (threads, "training" | "inference") -> coefficients (seconds), printed by `bench/fit_cost.py --layer conv`.
 MEASURED_CONV: dict[tuple[int, str], ConvCoefficients] = {
-    (1, "training"): ConvCoefficients(dense_fixed=0.00105, dense_mac=5.22e-11, dense_elem=7.83e-09,
-                                      sparse_fixed=0.000481, sparse_mac=1.67e-10, sparse_pos=2.83e-10,
-                                      sparse_copy=2.38e-09, sparse_elem=1.17e-07),
-    (1, "inference"): ConvCoefficients(dense_fixed=0.000188, dense_mac=1.76e-11, dense_elem=2.62e-10,
-                                       sparse_fixed=0.000397, sparse_mac=3.36e-11, sparse_pos=5.48e-10,
-                                       sparse_copy=6.94e-10, sparse_elem=1.32e-08),
+    (1, "training"): ConvCoefficients(dense_fixed=0.000422, dense_mac=2.31e-11, dense_copy=1.09e-09,
+                                      dense_elem=4.89e-09, sparse_fixed=0.000416, sparse_mac=7.32e-11,
+                                      sparse_pos=3.53e-10, sparse_copy=9.62e-10, sparse_elem=3.79e-08),
+    (1, "inference"): ConvCoefficients(dense_fixed=3.73e-05, dense_mac=1.15e-11, dense_copy=4.24e-10,
+                                       dense_elem=3.05e-10, sparse_fixed=6.2e-05, sparse_mac=2.49e-11,
+                                       sparse_pos=3.56e-10, sparse_copy=4.66e-10, sparse_elem=5.66e-09),
 }
 
 
@@ -98,19 +103,34 @@ class ConvCall(NamedTuple):
 
     batch: int
     in_elements: int  # C * H * W of one batch row
+    laid_out: int  # input elements of one batch row the sparse kernel lays out (`ConvCall.of`)
     out_channels: int
     fan_in: int  # C * prod(kernel)
     positions: int  # output positions per batch row
     kept: int
+
+    @classmethod
+    def of(cls, batch: int, in_shape: tuple[int, ...], out_channels: int, kernel: tuple[int, ...],
+           stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], kept: int) -> ConvCall:
+        """The call of a convolution on `batch` samples of shape `in_shape` (C, *spatial). The sparse kernel lays
+        out all C * H * W input elements, except for a 1x1 convolution without padding: panning.ops runs it on
+        the strided slice of x it reads, C * P elements."""
+        positions = math.prod((size + 2 * p - d * (k - 1) - 1) // s + 1
+                              for size, k, s, p, d in zip(in_shape[1:], kernel, stride, padding, dilation))
+        pointwise = all(k == 1 for k in kernel) and all(p == 0 for p in padding)
+        in_elements = math.prod(in_shape)
+        laid_out = in_shape[0] * positions if pointwise else in_elements
+        return cls(batch, in_elements, laid_out, out_channels, in_shape[0] * math.prod(kernel), positions, kept)
 
 
 def conv_costs(call: ConvCall, threads: int, kind: str) -> tuple[float, float]:
     """(dense, sparse) predicted seconds of one convolution call; `kind` is "training" or "inference"."""
     c = MEASURED_CONV[min((key for key in MEASURED_CONV if key[1] == kind), key=lambda k: (abs(k[0] - threads), k))]
     b, p, weights, kept = call.batch, call.positions, call.out_channels * call.fan_in, call.kept
-    dense = c.dense_fixed + b * c.dense_mac * p * weights + c.dense_elem * weights
+    dense = (c.dense_fixed + b * c.dense_mac * p * weights
+             + c.dense_copy * b * (call.in_elements + call.out_channels * p) + c.dense_elem * weights)
     sparse = (c.sparse_fixed + b * c.sparse_mac * p * kept + c.sparse_pos * p * kept
-              + c.sparse_copy * b * (call.in_elements + call.out_channels * p) + c.sparse_elem * kept)
+              + c.sparse_copy * b * (call.laid_out + call.out_channels * p) + c.sparse_elem * kept)
     return dense, sparse
 
 

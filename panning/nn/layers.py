@@ -41,7 +41,6 @@ model pruned by the sparse model's masks.
 """
 from __future__ import annotations
 
-import math
 import weakref
 from functools import cache
 from typing import NamedTuple
@@ -597,10 +596,8 @@ class _SparseConv(SparseLayer):
 
     def _predict(self, x: torch.Tensor, training: bool) -> bool:
         """The cost model's choice for this call (`_sparse_call`)."""
-        positions = math.prod((size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
-                              zip(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
-        call = ConvCall(x.shape[0], math.prod(x.shape[1:]), self.out_channels, self.weight[0].numel(), positions,
-                        self.values.numel())
+        call = ConvCall.of(x.shape[0], tuple(x.shape[1:]), self.out_channels, self.kernel_size, self.stride,
+                           self.padding, self.dilation, self.values.numel())
         return sparse_conv_wins(call, torch.get_num_threads(), training, self.weight.device.type)
 
     def _run(self, x: torch.Tensor, kernel: str) -> torch.Tensor:

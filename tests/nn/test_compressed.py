@@ -261,7 +261,7 @@ def test_auto_convolutions_train_their_values_on_either_kernel_like_the_masked_p
     assert len(ran) == (6 if kernel == "sparse" else 0)
     kept = int(masks["0.weight"].sum())
     # the first layer's call: batch 8, 3 x 9 x 9 inputs, 8 outputs over 3 x 3 x 3 inputs at 9 x 9 positions
-    assert asked[0] == (cost.ConvCall(8, 243, 8, 27, 81, kept), True)
+    assert asked[0] == (cost.ConvCall(8, 243, 243, 8, 27, 81, kept), True)
     assert auto[0].weight.grad is None and auto[0].values.numel() == kept
     masked, trained = models["masked"].state_dict(), auto.state_dict()
     assert masked.keys() == trained.keys()
