@@ -29,6 +29,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .config import ConfigError
+
 _ZIP = b"PK\x03\x04"  # torch.save's zip container
 _PICKLE = 0x80  # first byte of a pickle (protocol 2+): torch's legacy format, or a bare pickle
 
@@ -176,8 +178,9 @@ def folder_lock(folder: str | os.PathLike, name: str = "folder") -> Iterator[Pat
             except FileExistsError:
                 holder = _lock_holder(lock)
                 if holder is not None:
-                    raise ValueError(f"{name}: {str(folder)!r} is in use by another run (process {holder}, lock "
-                                     f"file {str(lock)!r}); wait for it to end, or give another folder") from None
+                    raise ConfigError(name, f"{str(folder)!r} is in use by another run (process {holder}, "
+                                            f"lock file {str(lock)!r}); wait for it to end, or give another "
+                                            "folder") from None
                 lock.unlink(missing_ok=True)  # its process has ended: take the folder over
         try:
             with os.fdopen(fd, "w") as f:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import checks, ops
+from . import adapter, checks, ops
 from .adapter import Filter, prunable
 from .arena import Arena
 
@@ -43,7 +43,7 @@ def kept_weights(model: nn.Module, sparsity: float, *, include: Filter = prunabl
     """The weights `sparsity` keeps (keep_count) of the prunable weights of `model` that `include` selects; a
     sparsity that keeps none is refused, naming `name`, as sparsity 1 is: a check a command runs before any
     work."""
-    numel = Arena(model, include=include, share=False).numel
+    numel = sum(param.numel() for _, param in adapter.selected(model, include))
     return checks.keeps_weights(name, sparsity, keep_count(numel, sparsity), numel)
 
 

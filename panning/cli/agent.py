@@ -74,17 +74,11 @@ def run(opts: dict) -> int:
     out = opts["out"]
     episodes: list[dict] = []
     started = time.perf_counter()
-    try:
-        agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
-                            progress=opts["progress"], checkpoint=checkpoint_folder(opts),
-                            checkpoint_every=opts["checkpoint_every"], episodes=episodes,
-                            network=network_of(env, model=model_name, width=opts["width"], data=bundle.name),
-                            **settings)
-    except ValueError as error:  # a checkpoint of other settings, or in use: named by the options
-        if not str(error).startswith("checkpoint"):
-            raise
-        text = str(error).removeprefix("checkpoint: ").removeprefix("checkpoint ")
-        raise o.UsageError(f"--checkpoint: {text}") from None
+    # a checkpoint of other settings, or in use, is a ConfigError of `checkpoint`: the handler names --checkpoint
+    agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
+                        progress=opts["progress"], checkpoint=checkpoint_folder(opts),
+                        checkpoint_every=opts["checkpoint_every"], episodes=episodes,
+                        network=network_of(env, model=model_name, width=opts["width"], data=bundle.name), **settings)
     seconds = time.perf_counter() - started
     try:
         save_agent(agent, out, episodes)

@@ -30,6 +30,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tqdm import tqdm
 
 from ... import checks
+from ...config import ConfigError
 from ...io import atomic_path, file_digest, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
@@ -170,7 +171,7 @@ def resume(folder: Path, env: PanningVecEnv, network: dict, episodes: list[dict]
     differing = sorted(key for key in saved.keys() | now.keys() if saved.get(key) != now.get(key))
     if differing:
         both = "; ".join(f"{key} {saved.get(key)!r} there, {now.get(key)!r} here" for key in differing)
-        raise ValueError(f"checkpoint {str(folder)!r}: made with other settings ({both}); continue with the "
+        raise ConfigError("checkpoint", f"{str(folder)!r}: made with other settings ({both}); continue with the "
                          "checkpoint's, or start afresh with another checkpoint folder (or delete this one)")
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec["network"], **spec["settings"])
     checkpoints.restore(agent, values, tensors, arrays)

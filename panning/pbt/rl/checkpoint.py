@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from ...config import ConfigError
 from ...io import atomic_folder, write_text
 
 FORMAT = 1
@@ -140,16 +141,17 @@ def load(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndar
         state_file = snapshot / "state.json"
         values = json.loads(state_file.read_text())
     except (OSError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"checkpoint {str(folder)!r}: damaged or not a panning agent checkpoint ({error})") from None
+        raise ConfigError("checkpoint", f"{str(folder)!r}: damaged or not a panning agent checkpoint "
+                                        f"({error})") from None
     if values.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {str(state_file)!r}: unknown format {values.get('format')!r}")
+        raise ConfigError("checkpoint", f"{str(state_file)!r}: unknown format {values.get('format')!r}")
     try:
         tensors = load_file(str(snapshot / "tensors.safetensors"))
     except (OSError, SafetensorError) as error:
-        raise ValueError(f"checkpoint {str(snapshot / 'tensors.safetensors')!r}: unreadable ({error})") from None
+        raise ConfigError("checkpoint", f"{str(snapshot / 'tensors.safetensors')!r}: unreadable ({error})") from None
     try:
         with np.load(snapshot / "buffer.npz", allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as error:
-        raise ValueError(f"checkpoint {str(snapshot / 'buffer.npz')!r}: unreadable ({error})") from None
+        raise ConfigError("checkpoint", f"{str(snapshot / 'buffer.npz')!r}: unreadable ({error})") from None
     return values, tensors, arrays
