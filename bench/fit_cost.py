@@ -111,7 +111,7 @@ def measure_conv(repeats: int) -> list[dict]:
                     call = ConvCall.of(batch, (cin, size, size), cout, (k, k), (stride, stride), (padding, padding),
                                        (1, 1), layer.values.numel())
                     row = dict(kind=kind, batch=batch, in_elements=call.in_elements, laid_out=call.laid_out, out=cout,
-                               fan_in=call.fan_in, positions=call.positions, kept=call.kept,
+                               fan_in=call.fan_in, positions=call.positions, kept=call.kept, direct=call.direct,
                                dense=min(times["dense"]), sparse=min(times["sparse"]))
                     rows.append(row)
                     print(f"{cin:4d} -> {cout:4d} {size:2d}x{size:2d} k{k} s{stride}  density {density:5.3f}  "
@@ -130,9 +130,11 @@ CONV_MODEL = {
     "dense": (["dense_fixed", "dense_mac", "dense_copy", "dense_elem"],
               lambda r: [1.0, r["batch"] * r["positions"] * r["out"] * r["fan_in"],
                          r["batch"] * (r["in_elements"] + r["out"] * r["positions"]), r["out"] * r["fan_in"]]),
-    "sparse": (["sparse_fixed", "sparse_mac", "sparse_pos", "sparse_copy", "sparse_elem"],
-               lambda r: [1.0, r["batch"] * r["positions"] * r["kept"], r["positions"] * r["kept"],
-                          r["batch"] * (r["laid_out"] + r["out"] * r["positions"]), r["kept"]]),
+    "sparse": (["sparse_fixed", "sparse_mac", "sparse_pos", "sparse_copy", "sparse_elem", "direct_mac"],
+               lambda r: [1.0, (not r["direct"]) * r["batch"] * r["positions"] * r["kept"],
+                          (not r["direct"]) * r["positions"] * r["kept"],
+                          (not r["direct"]) * r["batch"] * (r["laid_out"] + r["out"] * r["positions"]), r["kept"],
+                          r["direct"] * r["batch"] * r["positions"] * r["kept"]]),
 }
 
 

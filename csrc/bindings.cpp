@@ -48,4 +48,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(dx, dW at the kept entries) of sparse_conv_fwd", py::arg("dy"), py::arg("x"), py::arg("crow"),
         py::arg("col"), py::arg("values"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
         py::arg("dilation"), py::arg("need_dx"), py::arg("need_dvalues"), py::arg("x_layout"), py::arg("path") = 0);
+  m.def("sparse_conv_direct",
+        [](Ints x_sizes, bool is_double, int64_t out_channels, int64_t nnz, Ints kernel, Ints stride, Ints padding,
+           Ints dilation) {
+          return panning::sparse_conv_direct(x_sizes, is_double ? at::kDouble : at::kFloat, out_channels, nnz,
+                                             kernel, stride, padding, dilation);
+        },
+        "whether sparse_conv_fwd / _bwd (path 0) run this geometry on the direct kernels", py::arg("x_sizes"),
+        py::arg("is_double"), py::arg("out_channels"), py::arg("nnz"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"));
 }

@@ -49,5 +49,10 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     const at::Tensor& values, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, bool need_dx, bool need_dvalues, const std::optional<at::Tensor>& x_layout,
     int64_t path);
+// Whether sparse_conv_fwd / _bwd with path 0 run a call of this geometry on the direct (NCHW) kernels rather than
+// the batch-last ones (x's sizes (B, C, H, W) and dtype, nnz kept entries): the cost model of panning.nn asks.
+bool sparse_conv_direct(at::IntArrayRef x_sizes, at::ScalarType dtype, int64_t out_channels, int64_t nnz,
+                        at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                        at::IntArrayRef dilation);
 
 }  // namespace panning

@@ -57,9 +57,9 @@ struct Vec {
 struct Geometry {
   int64_t B, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, Bp;
 
-  Geometry(const at::Tensor& x, int64_t out, at::IntArrayRef kernel, at::IntArrayRef stride,
+  Geometry(at::IntArrayRef x, int64_t out, at::IntArrayRef kernel, at::IntArrayRef stride,
            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t lanes)
-      : B(x.size(0)), C(x.size(1)), H(x.size(2)), W(x.size(3)), O(out), KH(kernel[0]), KW(kernel[1]),
+      : B(x[0]), C(x[1]), H(x[2]), W(x[3]), O(out), KH(kernel[0]), KW(kernel[1]),
         sh(stride[0]), sw(stride[1]), ph(padding[0]), pw(padding[1]), dh(dilation[0]), dw(dilation[1]) {
     OH = (H + 2 * ph - dh * (KH - 1) - 1) / sh + 1;
     OW = (W + 2 * pw - dw * (KW - 1) - 1) / sw + 1;
@@ -666,7 +666,7 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> sparse_conv_fwd(
   at::Tensor y;
   std::optional<at::Tensor> layout;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_fwd", [&] {
-    const Geometry g(x, crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
+    const Geometry g(x.sizes(), crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
     if (g.B == 0 || g.O == 0) {
       y = at::empty({g.B, g.O, g.OH, g.OW}, x.options());
       return;
@@ -699,7 +699,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
   check(x, crow, col, values, kernel, stride, padding, dilation);
   std::optional<at::Tensor> dx, dvalues;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_bwd", [&] {
-    const Geometry g(x, crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
+    const Geometry g(x.sizes(), crow.numel() - 1, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
     TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() &&
                     dy.sizes() == at::IntArrayRef({g.B, g.O, g.OH, g.OW}),
                 "sparse_conv: expected dy (B, O, OH, OW), contiguous, of x's dtype");
@@ -746,6 +746,20 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>> sparse_conv_bwd
     }
   });
   return {dx, dvalues};
+}
+
+bool sparse_conv_direct(at::IntArrayRef x_sizes, at::ScalarType dtype, int64_t out_channels, int64_t nnz,
+                        at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                        at::IntArrayRef dilation) {
+  TORCH_CHECK(x_sizes.size() == 4 && kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
+                  dilation.size() == 2,
+              "sparse_conv_direct: expected x's sizes (B, C, H, W) and the geometry as pairs");
+  bool chosen = false;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "sparse_conv_direct", [&] {
+    const Geometry g(x_sizes, out_channels, kernel, stride, padding, dilation, Vec<scalar_t>::kLanes);
+    chosen = chosen_direct(g, Vec<scalar_t>::kLanes, nnz, 0);
+  });
+  return chosen;
 }
 
 }  // namespace panning

@@ -30,8 +30,11 @@ kept weights, a call costs
                                                                                   +  dense_elem  * O * F
     sparse  sparse_fixed + B * sparse_mac * P * K  +  sparse_pos * P * K
                          + sparse_copy * B * (L + O * P)                          +  sparse_elem * K
+    sparse, on the kernel's direct path:
+            sparse_fixed + B * direct_mac * P * K                                 +  sparse_elem * K
 
-seconds, with one row of coefficients for a training call (forward + backward + the SGD step of its parameter)
+seconds (the direct path, `panning.ops.sparse_conv.direct_path`, convolves x in place: no layout, no copies),
+with one row of coefficients for a training call (forward + backward + the SGD step of its parameter)
 and one for an inference call (forward alone), per thread count. `sparse_pos` is the part of the sparse kernel's
 work that does not shrink with the batch (the batch-last layout fills whole vectors of the batch: batch 1 costs
 nearly what batch 16 does), `sparse_copy` its layout copies of x and y (and dy, dx), of L = C * H * W input
@@ -45,6 +48,10 @@ from __future__ import annotations
 
 import math
 from typing import NamedTuple
+
+import torch
+
+from panning.ops.sparse_conv import direct_path
 
 
 class Coefficients(NamedTuple):
@@ -85,16 +92,19 @@ class ConvCoefficients(NamedTuple):
     sparse_pos: float
     sparse_copy: float
     sparse_elem: float
+    direct_mac: float
 
 
 #: (threads, "training" | "inference") -> coefficients (seconds), printed by `bench/fit_cost.py --layer conv`.
 MEASURED_CONV: dict[tuple[int, str], ConvCoefficients] = {
-    (1, "training"): ConvCoefficients(dense_fixed=0.000422, dense_mac=2.31e-11, dense_copy=1.09e-09,
-                                      dense_elem=4.89e-09, sparse_fixed=0.000416, sparse_mac=7.32e-11,
-                                      sparse_pos=3.53e-10, sparse_copy=9.62e-10, sparse_elem=3.79e-08),
-    (1, "inference"): ConvCoefficients(dense_fixed=3.73e-05, dense_mac=1.15e-11, dense_copy=4.24e-10,
-                                       dense_elem=3.05e-10, sparse_fixed=6.2e-05, sparse_mac=2.49e-11,
-                                       sparse_pos=3.56e-10, sparse_copy=4.66e-10, sparse_elem=5.66e-09),
+    (1, "training"): ConvCoefficients(dense_fixed=0.000345, dense_mac=2.41e-11, dense_copy=1.38e-09,
+                                      dense_elem=5.64e-09, sparse_fixed=0.000695, sparse_mac=6.07e-11,
+                                      sparse_pos=2.04e-10, sparse_copy=1.92e-09, sparse_elem=5.15e-08,
+                                      direct_mac=3.55e-10),
+    (1, "inference"): ConvCoefficients(dense_fixed=3.6e-05, dense_mac=1.2e-11, dense_copy=4.57e-10,
+                                       dense_elem=3.33e-10, sparse_fixed=0.000114, sparse_mac=1.13e-11,
+                                       sparse_pos=5.44e-10, sparse_copy=9.82e-10, sparse_elem=4.52e-09,
+                                       direct_mac=1.71e-10),
 }
 
 
@@ -108,10 +118,12 @@ class ConvCall(NamedTuple):
     fan_in: int  # C * prod(kernel)
     positions: int  # output positions per batch row
     kept: int
+    direct: bool  # the sparse kernel takes its direct path (`ConvCall.of`)
 
     @classmethod
     def of(cls, batch: int, in_shape: tuple[int, ...], out_channels: int, kernel: tuple[int, ...],
-           stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], kept: int) -> ConvCall:
+           stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...], kept: int,
+           dtype: torch.dtype = torch.float32) -> ConvCall:
         """The call of a convolution on `batch` samples of shape `in_shape` (C, *spatial). The sparse kernel lays
         out all C * H * W input elements, except for a 1x1 convolution without padding: panning.ops runs it on
         the strided slice of x it reads, C * P elements."""
@@ -120,7 +132,10 @@ class ConvCall(NamedTuple):
         pointwise = all(k == 1 for k in kernel) and all(p == 0 for p in padding)
         in_elements = math.prod(in_shape)
         laid_out = in_shape[0] * positions if pointwise else in_elements
-        return cls(batch, in_elements, laid_out, out_channels, in_shape[0] * math.prod(kernel), positions, kept)
+        direct = direct_path((batch, *in_shape), dtype, out_channels, kept, kernel_size=kernel, stride=stride,
+                             padding=padding, dilation=dilation)
+        return cls(batch, in_elements, laid_out, out_channels, in_shape[0] * math.prod(kernel), positions, kept,
+                   direct)
 
 
 def conv_costs(call: ConvCall, threads: int, kind: str) -> tuple[float, float]:
@@ -129,8 +144,11 @@ def conv_costs(call: ConvCall, threads: int, kind: str) -> tuple[float, float]:
     b, p, weights, kept = call.batch, call.positions, call.out_channels * call.fan_in, call.kept
     dense = (c.dense_fixed + b * c.dense_mac * p * weights
              + c.dense_copy * b * (call.in_elements + call.out_channels * p) + c.dense_elem * weights)
-    sparse = (c.sparse_fixed + b * c.sparse_mac * p * kept + c.sparse_pos * p * kept
-              + c.sparse_copy * b * (call.laid_out + call.out_channels * p) + c.sparse_elem * kept)
+    if call.direct:
+        sparse = c.sparse_fixed + b * c.direct_mac * p * kept + c.sparse_elem * kept
+    else:
+        sparse = (c.sparse_fixed + b * c.sparse_mac * p * kept + c.sparse_pos * p * kept
+                  + c.sparse_copy * b * (call.laid_out + call.out_channels * p) + c.sparse_elem * kept)
     return dense, sparse
 
 

@@ -597,7 +597,7 @@ class _SparseConv(SparseLayer):
     def _predict(self, x: torch.Tensor, training: bool) -> bool:
         """The cost model's choice for this call (`_sparse_call`)."""
         call = ConvCall.of(x.shape[0], tuple(x.shape[1:]), self.out_channels, self.kernel_size, self.stride,
-                           self.padding, self.dilation, self.values.numel())
+                           self.padding, self.dilation, self.values.numel(), x.dtype)
         return sparse_conv_wins(call, torch.get_num_threads(), training, self.weight.device.type)
 
     def _run(self, x: torch.Tensor, kernel: str) -> torch.Tensor:

@@ -90,3 +90,10 @@ def sparse_conv_bwd(dy: torch.Tensor, x: torch.Tensor, sw: SparseWeight, kernel:
                     layout: torch.Tensor | None = None):
     return _C.sparse_conv_bwd(dy, x, sw.crow_indices, sw.col_indices, sw.values, kernel, stride, padding, dilation,
                               need_dx, need_dvalues, layout)
+
+
+def sparse_conv_direct(x_shape: tuple[int, ...], dtype: torch.dtype, out_channels: int, kept: int,
+                       kernel: list[int], stride: list[int], padding: list[int], dilation: list[int]) -> bool:
+    """Whether sparse_conv_fwd / _bwd run this geometry on the direct kernels (ops.sparse_conv.direct_path)."""
+    return _C.sparse_conv_direct(list(x_shape), dtype == torch.float64, out_channels, kept, kernel, stride, padding,
+                                 dilation)

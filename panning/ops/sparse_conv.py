@@ -108,6 +108,32 @@ class _EagerSparseConv(torch.autograd.Function):
         return dx, None, None, dvalues, None, None, None, None, db, None, None, None
 
 
+def _pointwise_strided(kernel: list[int], stride: list[int], padding: list[int]) -> bool:
+    """A 1x1 convolution without padding at a stride above 1: run at stride 1 on the strided slice of x."""
+    return kernel == [1, 1] and padding == [0, 0] and stride != [1, 1]
+
+
+def direct_path(x_shape: tuple[int, ...], dtype: torch.dtype, out_channels: int, kept: int, *, kernel_size,
+                stride, padding, dilation) -> bool:
+    """Whether the compiled CPU kernel runs a call of this geometry (x of `x_shape`, 3-D for a Conv1d or 4-D; the
+    geometry as the layer holds it) on its direct (NCHW) kernels rather than the batch-last ones (docs/ops.md),
+    as the cost model of panning.nn needs to know; False where the C++ backend does not run sparse_conv on CPU.
+    Takes the layer's own, already checked, geometry."""
+    backend = dispatch.resolve("sparse_conv_fwd", torch.device("cpu"))
+    if not dispatch.implements(backend, "sparse_conv_direct"):
+        return False
+    if len(x_shape) == 3:  # a Conv1d runs as a Conv2d of height 1
+        x_shape = (x_shape[0], x_shape[1], 1, x_shape[2])
+        kernel, stride, padding, dilation = [1, *kernel_size], [1, *stride], [0, *padding], [1, *dilation]
+    else:
+        kernel, stride, padding, dilation = (list(g) for g in (kernel_size, stride, padding, dilation))
+    if _pointwise_strided(kernel, stride, padding):
+        x_shape = (*x_shape[:2], -(-x_shape[2] // stride[0]), -(-x_shape[3] // stride[1]))
+        stride = [1, 1]
+    return dispatch.kernel("sparse_conv_direct", backend)(x_shape, dtype, out_channels, kept, kernel, stride,
+                                                          padding, dilation)
+
+
 def _tuple(name: str, value, n: int, minimum: int) -> list[int]:
     """An int or a sequence of n ints, each >= minimum, as a list of n ints."""
     items = list(value) if isinstance(value, (tuple, list)) else [value]
@@ -132,7 +158,7 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
             raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
                              f"padding")
     backend = checked_backend("sparse_conv", x, sparse_weight, bias, backend)
-    if kernel == [1, 1] and padding == [0, 0] and stride != [1, 1]:
+    if _pointwise_strided(kernel, stride, padding):
         # A 1x1 convolution reads only every stride-th position: run it at stride 1 on those, which the kernels
         # then neither copy nor visit (autograd scatters dx back through the slice).
         x, stride = x[:, :, ::stride[0], ::stride[1]], [1, 1]

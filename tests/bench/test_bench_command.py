@@ -79,6 +79,6 @@ def test_the_conv_cost_table_is_the_fit_of_the_committed_measurements():
         clear = [r for r in rows if max(r["dense"], r["sparse"]) >= 2 * min(r["dense"], r["sparse"])]
         wrong = [r for r in clear if (r["sparse"] < r["dense"]) != cost.sparse_conv_wins(
             cost.ConvCall(r["batch"], r["in_elements"], r["laid_out"], r["out"], r["fan_in"], r["positions"],
-                          r["kept"]), threads,
+                          r["kept"], r["direct"]), threads,
             r["kind"] == "training", "cpu")]
         assert len(clear) >= len(rows) / 3 and len(wrong) <= len(clear) / 20, (len(clear), wrong)

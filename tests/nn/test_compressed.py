@@ -11,7 +11,7 @@ from torch import nn
 from panning import criteria, ops
 from panning.arena import Arena
 from panning.masks import Masks
-from panning.nn import SparseLinear, cost, densify, layers, sparsify
+from panning.nn import SparseLinear, densify, layers, sparsify
 from panning.ops import masked_linear as ops_masked
 
 
@@ -261,7 +261,7 @@ def test_auto_convolutions_train_their_values_on_either_kernel_like_the_masked_p
     assert len(ran) == (6 if kernel == "sparse" else 0)
     kept = int(masks["0.weight"].sum())
     # the first layer's call: batch 8, 3 x 9 x 9 inputs, 8 outputs over 3 x 3 x 3 inputs at 9 x 9 positions
-    assert asked[0] == (cost.ConvCall(8, 243, 243, 8, 27, 81, kept), True)
+    assert asked[0][0][:7] == (8, 243, 243, 8, 27, 81, kept) and asked[0][1] is True
     assert auto[0].weight.grad is None and auto[0].values.numel() == kept
     masked, trained = models["masked"].state_dict(), auto.state_dict()
     assert masked.keys() == trained.keys()
@@ -284,6 +284,7 @@ def test_auto_convolutions_infer_on_the_mirror_weight_and_agree_with_training(mo
     conv_forward = nn.Conv2d._conv_forward
     monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, x, w, b: seen.append(w) or conv_forward(self, x, w, b))
     monkeypatch.setattr(layers, "sparse_conv_wins", lambda call, threads, training, device: training)
+    x, expected = x[:4], expected[:4]  # a batch the layers have not chosen a kernel for yet
     y_train = model.train()(x)  # training: the sparse kernel
     assert not seen
     with torch.no_grad():

@@ -333,7 +333,7 @@ def test_the_conv_cost_model_takes_the_sparse_kernel_as_density_falls_and_batch_
     sparse at 2% and dense when dense, and batch-1 inference dense at 5% (the layout copies and the batch-wide
     vectors of the sparse kernel: measured 0.75 ms dense against 1.90 ms sparse)."""
     def wins(density, batch, training, threads=1):
-        call = cost.ConvCall(batch, 256 * 64, 256 * 64, 256, 256 * 9, 64, round(density * 256 * 256 * 9))
+        call = cost.ConvCall(batch, 256 * 64, 256 * 64, 256, 256 * 9, 64, round(density * 256 * 256 * 9), False)
         return cost.sparse_conv_wins(call, threads, training, "cpu")
 
     for threads in (1, 2):
@@ -342,7 +342,7 @@ def test_the_conv_cost_model_takes_the_sparse_kernel_as_density_falls_and_batch_
                 choice = [wins(d, batch, training, threads) for d in (0.001, 0.01, 0.05, 0.2, 0.5, 1.0)]
                 assert choice == sorted(choice, reverse=True), (threads, training, batch, choice)
     assert wins(0.02, 32, True) and not wins(1.0, 32, True) and not wins(0.05, 1, False)
-    assert not cost.sparse_conv_wins(cost.ConvCall(1, 16384, 16384, 256, 2304, 64, 100), 1, False, "cuda")
+    assert not cost.sparse_conv_wins(cost.ConvCall(1, 16384, 16384, 256, 2304, 64, 100, False), 1, False, "cuda")
 
 
 

@@ -249,3 +249,45 @@ def test_cpp_direct_path_reads_only_the_window():
     expected = torch.einsum("borc,birc->oi", dy, x[:, :, :, :18])  # tap kw = 0 reads columns 0..17
     torch.testing.assert_close(dvalues[sw.col_indices % 3 == 0], expected.flatten(), rtol=1e-5, atol=1e-4)
     assert not torch.isfinite(dvalues[sw.col_indices % 3 == 2]).any()  # tap kw = 2 reads column 19
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built here")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cin,spatial,kernel,stride,padding,density", [
+    (8, (32, 32), (3, 3), (1, 1), (1, 1), 0.01),  # few entries per output channel on a wide plane
+    (8, (32, 32), (3, 3), (1, 1), (1, 1), 0.6),  # many
+    (8, (4, 4), (3, 3), (1, 1), (1, 1), 0.01),  # rows shorter than a vector
+    (8, (32, 64), (3, 3), (2, 2), (1, 1), 0.01),  # stride 2
+    (8, (32, 64), (1, 1), (2, 2), (0, 0), 0.05),  # strided 1x1: run at stride 1 on the slice
+    (8, (1, 80), (1, 3), (1, 1), (0, 1), 0.02),  # a Conv1d (height 1)
+])
+def test_direct_path_names_the_kernel_the_op_runs(dtype, cin, spatial, kernel, stride, padding, density):
+    """ops.sparse_conv.direct_path (what panning.nn's cost model reads) says which of the two C++ kernels the op
+    runs: the weight gradient it computes equals bit for bit the one of the kernel forced to that path (the two
+    paths sum it in different orders)."""
+    from panning import _C
+    from panning.ops.sparse_conv import direct_path
+
+    cout, conv1d = 16, spatial[0] == 1
+    x, w, mask, _ = _inputs(2, cin, cout, spatial, kernel, density, dtype=dtype, seed=cin)
+    mask.view(-1)[0] = True  # keep at least one weight
+    sw = ops.to_sparse(w.reshape(cout, -1), mask.reshape(cout, -1))
+    values = sw.values.clone().requires_grad_()
+    sw = ops.SparseWeight(sw.shape, sw.crow_indices, sw.col_indices, values)
+    if conv1d:
+        y = ops.sparse_conv1d(x.squeeze(2), sw, kernel_size=kernel[1], stride=stride[1], padding=padding[1],
+                              backend="cpp").unsqueeze(2)
+        taken = direct_path(x.squeeze(2).shape, dtype, cout, values.numel(), kernel_size=kernel[1:],
+                            stride=stride[1:], padding=padding[1:], dilation=(1,))
+    else:
+        y = ops.sparse_conv2d(x, sw, kernel_size=kernel, stride=stride, padding=padding, backend="cpp")
+        taken = direct_path(x.shape, dtype, cout, values.numel(), kernel_size=kernel, stride=stride,
+                            padding=padding, dilation=(1, 1))
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    y.backward(dy)
+    xs, forced_stride = (x[:, :, ::stride[0], ::stride[1]], [1, 1]) if kernel == (1, 1) else (x, list(stride))
+    forced = {path: _C.sparse_conv_bwd(dy, xs.contiguous(), sw.crow_indices, sw.col_indices, values.detach(),
+                                       list(kernel), forced_stride, list(padding), [1, 1], False, True, None,
+                                       path)[1] for path in (1, 2)}
+    assert not torch.equal(forced[1], forced[2])  # the case tells the paths apart
+    assert torch.equal(values.grad, forced[2 if taken else 1])
