@@ -31,28 +31,12 @@
 #include <ATen/Parallel.h>
 
 #include "ops.h"
+#include "vec.h"
 
 namespace panning {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#else
-constexpr int kVecBytes = 32;
-#endif
 constexpr int64_t kTile = 8;  // vectors of a register tile
-
-template <typename T>
-struct Vec {
-  typedef T type __attribute__((vector_size(kVecBytes)));
-  static constexpr int64_t kLanes = kVecBytes / sizeof(T);
-  static type load(const T* p) {
-    type v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
-};
 
 struct Geometry {
   int64_t B, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, Bp;
