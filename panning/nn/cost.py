@@ -68,6 +68,8 @@ class Coefficients(NamedTuple):
 MEASURED: dict[int, Coefficients] = {
     1: Coefficients(dense_fixed=0.000169, dense_mac=2.74e-11, dense_elem=2.54e-09, sparse_fixed=0.000218,
                     sparse_mac=1.07e-10, sparse_elem=4.67e-09, sparse_row=5.13e-07),
+    2: Coefficients(dense_fixed=0.000203, dense_mac=1.46e-11, dense_elem=1.43e-09, sparse_fixed=0.000261,
+                    sparse_mac=5.64e-11, sparse_elem=2.59e-09, sparse_row=3.68e-07),
 }
 REFERENCE_BATCH = 128
 
@@ -105,6 +107,14 @@ MEASURED_CONV: dict[tuple[int, str], ConvCoefficients] = {
                                        dense_elem=3.33e-10, sparse_fixed=0.000114, sparse_mac=1.13e-11,
                                        sparse_pos=5.44e-10, sparse_copy=9.82e-10, sparse_elem=4.52e-09,
                                        direct_mac=1.71e-10),
+    (2, "training"): ConvCoefficients(dense_fixed=0.000592, dense_mac=1.28e-11, dense_copy=6.53e-10,
+                                      dense_elem=2.7e-09, sparse_fixed=0.000665, sparse_mac=3.04e-11,
+                                      sparse_pos=1.99e-10, sparse_copy=1.1e-09, sparse_elem=2.85e-08,
+                                      direct_mac=1.83e-10),
+    (2, "inference"): ConvCoefficients(dense_fixed=6.83e-05, dense_mac=6.56e-12, dense_copy=2.51e-10,
+                                       dense_elem=1.77e-10, sparse_fixed=0.000116, sparse_mac=5.24e-12,
+                                       sparse_pos=3.04e-10, sparse_copy=5.71e-10, sparse_elem=5.84e-09,
+                                       direct_mac=9.48e-11),
 }
 
 
