@@ -97,7 +97,8 @@ def markdown(runs: list[dict], rewards: dict, agent: Path) -> str:
     lines.append("| best single criterion | " + " | ".join(
         f"{name}: {cell(stats)}" if name else "—" for name, stats in map(best_single, SPARSITIES)) + " |")
     lines += ["", f"Episode reward in the training environment (the protocol's cnn1d, seed 0; a fresh environment "
-              f"per episode; effective sparsity at the end in brackets; random: mean of {RANDOM_EPISODES} episodes):",
+              "per episode; in brackets the flow sparsity at the end, the environment's measure (docs/agent.md); "
+              f"random: mean of {RANDOM_EPISODES} episodes):",
               "", *header]
     for policy in ("agent", "hand", "random"):
         lines.append(f"| {policy} | " + " | ".join(
