@@ -27,6 +27,7 @@ from stable_baselines3 import DDPG, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
+from torch import nn
 from tqdm import tqdm
 
 from ... import checks
@@ -217,24 +218,20 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png.
 
     TD3 and DDPG keep only the actor (what acting needs; critics, targets and optimizers live in checkpoints),
-    so a saved agent is a few hundred KB."""
-    settings = getattr(agent, "panning_settings", None)
-    if settings is None:
-        raise ValueError("agent: not made by panning.pbt.rl.agent.make_agent")
-    weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
+    so a saved agent is a few hundred KB. `agent` is one make_agent made (it carries `panning_settings`)."""
+    text = json.dumps({"format": FORMAT, **agent.panning_settings, "timesteps": int(agent.num_timesteps)}, indent=1)
+    weights = {name: t.detach().cpu().contiguous() for name, t in _acting(agent).state_dict().items()}
     save_tensors(weights, agent_file(path, ".safetensors"), metadata={"format": FORMAT})
-    text = json.dumps({"format": FORMAT, **settings, "timesteps": int(agent.num_timesteps)}, indent=1)
     write_text(agent_file(path, ".json"), text)
     if episodes is not None:
         write_episodes(agent_file(path, ".episodes.csv"), episodes)
         plot_curve(agent_file(path, ".curve.png"), episodes)
 
 
-def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
-    state = agent.policy.state_dict()
-    if isinstance(agent, PPO):
-        return state
-    return {name: t for name, t in state.items() if name.startswith("actor.")}
+def _acting(agent: BaseAlgorithm) -> nn.Module:
+    """What acting needs, whose state dict is a saved agent's weights: PPO's whole policy, else the actor (its
+    names keep the policy's "actor." prefix)."""
+    return agent.policy if isinstance(agent, PPO) else nn.ModuleDict({"actor": agent.actor})
 
 
 def read_agent_file(path: str | os.PathLike) -> dict:
@@ -258,22 +255,23 @@ def check_agent_files(path: str | os.PathLike) -> dict:
     """Both files of the agent at `path`, checked without building it: the JSON half (read_agent_file) and a
     readable safetensors file of weights; the JSON half is returned. A check before any work."""
     spec = read_agent_file(path)
-    _weights(path, load=False)
+    _weights(path)
     return spec
 
 
-def _weights(path: str | os.PathLike, *, load: bool = True) -> dict[str, torch.Tensor]:
-    """The weights file of the agent at `path`, read (or with load=False only its header), or an error naming it."""
+def _weights(path: str | os.PathLike, into: nn.Module | None = None) -> None:
+    """Read the weights file of the agent at `path`: its header alone, or with `into` every tensor, loaded into
+    `into` strictly (the same names and shapes); an error naming the file if it is unreadable or does not fit."""
     file = agent_file(path, ".safetensors")
     try:
-        if not load:
+        if into is None:
             with safe_open(str(file), framework="pt") as weights:
                 weights.keys()
-            return {}
-        return load_file(str(file))
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights "
-                         f"({' '.join(str(error).split())})") from None
+        else:
+            into.load_state_dict(load_file(str(file)))
+    except (OSError, SafetensorError, RuntimeError) as error:  # RuntimeError: load_state_dict's names or shapes
+        raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights that fit its "
+                         f"policy ({' '.join(str(error).split())})") from None
 
 
 def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = None) -> BaseAlgorithm:
@@ -282,12 +280,7 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
     spec = read_agent_file(path)
     check_network(spec.get("network", {}), network_of(env, **(network or {})), agent_file(path, ".json"))
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec.get("network"), **spec["settings"])
-    weights = _weights(path)
-    expected = _acting_weights(agent)
-    if weights.keys() != expected.keys() or any(weights[k].shape != expected[k].shape for k in expected):
-        raise ValueError(f"agent {str(agent_file(path, '.safetensors'))!r}: weights do not fit a {spec['algorithm']} "
-                         "policy of this network")
-    agent.policy.load_state_dict(weights, strict=False)
+    _weights(path, into=_acting(agent))
     if hasattr(agent, "actor_target"):
         agent.actor_target.load_state_dict(agent.actor.state_dict())
     agent.policy.set_training_mode(False)
