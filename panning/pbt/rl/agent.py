@@ -16,6 +16,7 @@ import contextlib
 import csv
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ... import checks
-from ...config import ConfigError
+from ...config import Config, ConfigError, one_of, setting
 from ...io import atomic_path, file_digest, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
@@ -66,21 +67,46 @@ def network_of(env: AgentEnv, **named) -> dict[str, Any]:
     return {**{k: v for k, v in named.items() if v is not None}, "arena": layout}
 
 
+@dataclass(frozen=True)
+class AgentConfig(Config):
+    """How an agent is made and trained, every setting checked once when built (panning.config): the algorithm,
+    `settings` that override SETTINGS[algorithm] (e.g. learning_starts=100), the seed, the environment steps to
+    train for and the steps between checkpoints. make_agent and train_agent build it from their keywords; the
+    command line builds it from its options before any work."""
+
+    algorithm: str = setting("td3", check=one_of(ALGORITHMS))
+    timesteps: int = setting(TIMESTEPS, check=checks.positive_int)
+    checkpoint_every: int = setting(5000, check=checks.positive_int)
+    seed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def relate(self) -> None:
+        unknown = sorted(set(self.settings) - set(SETTINGS[self.algorithm]))
+        if unknown:
+            raise ConfigError("settings", f"{self.algorithm} does not accept {unknown} "
+                                          f"(accepts {sorted(SETTINGS[self.algorithm])})")
+
+    @property
+    def agent_settings(self) -> dict[str, Any]:
+        """SETTINGS[algorithm] with the overrides: every keyword the stable-baselines3 class gets from them."""
+        return {**SETTINGS[self.algorithm], **self.settings}
+
+
 def make_agent(env: AgentEnv, algorithm: str = "td3", *, seed: int = 0, network: dict | None = None,
                **settings) -> BaseAlgorithm:
-    """A fresh agent for `env`; `settings` override SETTINGS[algorithm] (e.g. learning_starts=100)."""
-    checks.choice("algorithm", algorithm, ALGORITHMS)
-    checks.instance("env", env, (PanningEnv, PanningVecEnv), "a PanningEnv or PanningVecEnv")
-    unknown = sorted(set(settings) - set(SETTINGS[algorithm]))
-    if unknown:
-        raise TypeError(f"settings: {algorithm} does not accept {unknown} (accepts {sorted(SETTINGS[algorithm])})")
-    values = {**SETTINGS[algorithm], **settings}
+    """A fresh agent for `env` (a PanningEnv or PanningVecEnv); `settings` override SETTINGS[algorithm]
+    (e.g. learning_starts=100)."""
+    return _make(env, AgentConfig(algorithm=algorithm, seed=seed, settings=settings), network)
+
+
+def _make(env: AgentEnv, config: AgentConfig, network: dict | None) -> BaseAlgorithm:
+    values = config.agent_settings
     extra = {}
-    if algorithm != "ppo":
+    if config.algorithm != "ppo":
         extra["action_noise"] = NormalActionNoise(np.zeros(3), np.full(3, EXPLORATION_NOISE))
-    agent = ALGORITHMS[algorithm]("MlpPolicy", env, policy_kwargs=dict(net_arch=list(NET_ARCH)), seed=seed,
-                                  device="cpu", verbose=0, **values, **extra)
-    agent.panning_settings = {"algorithm": algorithm, "seed": seed, "settings": values,
+    agent = ALGORITHMS[config.algorithm]("MlpPolicy", env, policy_kwargs=dict(net_arch=list(NET_ARCH)),
+                                         seed=config.seed, device="cpu", verbose=0, **values, **extra)
+    agent.panning_settings = {"algorithm": config.algorithm, "seed": config.seed, "settings": values,
                               "network": network if network is not None else network_of(env)}
     return agent
 
@@ -110,7 +136,8 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
                 progress: bool = False, checkpoint: str | os.PathLike | None = None,
                 checkpoint_every: int = 5000, network: dict | None = None, episodes: list | None = None,
                 **settings) -> BaseAlgorithm:
-    """Make an agent and train it for `timesteps` environment steps (each a Panning step).
+    """Make an agent and train it on `env` (a PanningVecEnv; lanes=1 is the authors' single environment) for
+    `timesteps` environment steps (each a Panning step); the settings are checked as an AgentConfig.
 
     With `checkpoint` (a folder), the run is saved every `checkpoint_every` steps and at the end, and an
     existing checkpoint there is resumed: the result is the same agent, bit for bit on CPU, as an uninterrupted
@@ -118,20 +145,18 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     checkpointed or not, so both runs take the same path. `episodes`, if given, receives one dict per finished
     episode (timestep, reward, length, target).
     """
-    checks.positive_ints(timesteps=timesteps, checkpoint_every=checkpoint_every)
-    if isinstance(env, PanningEnv):
-        raise TypeError("env: training needs a PanningVecEnv (lanes=1 is the authors' single environment)")
+    config = AgentConfig(algorithm=algorithm, timesteps=timesteps, checkpoint_every=checkpoint_every, seed=seed,
+                         settings=settings)
     episodes = [] if episodes is None else episodes
     folder = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     network = network if network is not None else network_of(env)
     with folder_lock(folder, "checkpoint") if folder is not None else contextlib.nullcontext():
         if folder is not None and checkpoints.exists(folder):
-            checks.choice("algorithm", algorithm, ALGORITHMS)
-            wanted = {"algorithm": algorithm, "seed": seed, "settings": {**SETTINGS[algorithm], **settings},
+            wanted = {"algorithm": algorithm, "seed": seed, "settings": config.agent_settings,
                       "env": env.core.settings()}
             agent = resume(folder, env, network, episodes, wanted)
         else:
-            agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
+            agent = _make(env, config, network)
         agent.panning_settings["env"] = env.core.settings()
         chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
         bar = tqdm(total=timesteps, initial=min(agent.num_timesteps, timesteps), unit="step", dynamic_ncols=True,
