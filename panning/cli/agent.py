@@ -15,27 +15,25 @@ from . import options as o
 from .options import Option
 
 HELP = "train the panning agent (RL panning) for a network, with checkpoints, and save it"
+# --algorithm, --timesteps, --checkpoint-every and which settings --algorithm accepts are checked as `run` builds
+# its panning.pbt.rl.agent.AgentConfig, before any work; --lanes, --iterations, --per-class and --batches by the
+# environment when it is made, before its work.
 OPTIONS = (
     Option("action", str, "what to do", "train", ("train",)),
     o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
     o.SEED.but(help="seed of the network's initialization, the batches and the agent"),
-    Option("algorithm", str, "stable-baselines3 algorithm", "td3",
-           check=o.one_of("panning.pbt.rl.agent", "ALGORITHMS")),
-    Option("timesteps", int, "environment steps (Panning steps) to train for; default: panning.pbt.rl.agent.TIMESTEPS",
-           check=checks.positive_int),
-    Option("lanes", int, "episodes stepped together in one vectorized environment (1: as the authors)", 1,
-           check=checks.positive_int),
-    Option("iterations", int, "Panning steps per episode", 100, check=checks.positive_int),
-    Option("per-class", int, "samples per class in each batch", 10, check=checks.positive_int),
-    Option("batches", int, "distinct batches, reused across episodes; default: iterations",
-           check=checks.positive_int),
-    Option("learning-starts", int, "random warm-up steps; default: the agent's (2000)", check=checks.non_negative_int),
+    Option("algorithm", str, "stable-baselines3 algorithm", "td3"),
+    Option("timesteps", int, "environment steps (Panning steps) to train for; default: panning.pbt.rl.agent.TIMESTEPS"),
+    Option("lanes", int, "episodes stepped together in one vectorized environment (1: as the authors)", 1),
+    Option("iterations", int, "Panning steps per episode", 100),
+    Option("per-class", int, "samples per class in each batch", 10),
+    Option("batches", int, "distinct batches, reused across episodes; default: iterations"),
+    Option("learning-starts", int, "random warm-up steps; default: the agent's (2000)"),
     Option("batch-size", int, "the agent's minibatch; default: the agent's (256)", check=checks.positive_int),
-    Option("curriculum-switch", int, "steps of U(0.8, 1) targets before U(0.9, 1) | U(0.98, 1)", 10_000,
-           check=checks.non_negative_int),
+    Option("curriculum-switch", int, "steps of U(0.8, 1) targets before U(0.9, 1) | U(0.98, 1)", 10_000),
     Option("checkpoint", Path, "checkpoint folder, resumed if it exists; default: OUT.checkpoint",
            check=o.output_folder),
-    Option("checkpoint-every", int, "steps between checkpoints", 5000, check=checks.positive_int),
+    Option("checkpoint-every", int, "steps between checkpoints", 5000),
     Option("out", Path, "the agent's path without suffix (its folder is created)", Path("agent"),
            check=o.output_folder),
     o.PROGRESS, o.THREADS,
@@ -59,26 +57,28 @@ def run(opts: dict) -> int:
     import numpy as np
 
     from ..io import WriteError
-    from ..pbt.rl.agent import TIMESTEPS, network_of, save_agent, train_agent
+    from ..pbt.rl.agent import AgentConfig, network_of, save_agent, train_agent
     from ..pbt.rl.env import Curriculum
     from ..pbt.rl.vec_env import PanningVecEnv
 
+    given = lambda *keys: {key: opts[key] for key in keys if opts[key] is not None}  # noqa: E731
+    config = AgentConfig(**given("algorithm", "timesteps", "checkpoint_every", "seed"),
+                         settings=given("learning_starts", "batch_size"))
+    curriculum = Curriculum(switch=opts["curriculum_switch"])
     bundle = o.load_data(opts)
     o.per_class_fits(opts, bundle)
     model_name = o.model_for(opts)
     model = o.build_model(opts, bundle)
     env = PanningVecEnv(model, bundle.train, bundle.input_shape, opts["lanes"], iterations=opts["iterations"],
-                        per_class=opts["per_class"], batches=opts["batches"], seed=opts["seed"],
-                        curriculum=Curriculum(switch=opts["curriculum_switch"]))
-    settings = {key: opts[key] for key in ("learning_starts", "batch_size") if opts[key] is not None}
+                        per_class=opts["per_class"], batches=opts["batches"], seed=opts["seed"], curriculum=curriculum)
     out = opts["out"]
     episodes: list[dict] = []
     started = time.perf_counter()
     # a checkpoint of other settings, or in use, is a ConfigError of `checkpoint`: the handler names --checkpoint
-    agent = train_agent(env, opts["timesteps"] or TIMESTEPS, algorithm=opts["algorithm"], seed=opts["seed"],
-                        progress=opts["progress"], checkpoint=checkpoint_folder(opts),
-                        checkpoint_every=opts["checkpoint_every"], episodes=episodes,
-                        network=network_of(env, model=model_name, width=opts["width"], data=bundle.name), **settings)
+    agent = train_agent(env, config.timesteps, algorithm=config.algorithm, seed=config.seed, progress=opts["progress"],
+                        checkpoint=checkpoint_folder(opts), checkpoint_every=config.checkpoint_every,
+                        episodes=episodes, network=network_of(env, model=model_name, width=opts["width"],
+                                                              data=bundle.name), **config.settings)
     seconds = time.perf_counter() - started
     try:
         save_agent(agent, out, episodes)

@@ -54,5 +54,12 @@ def test_agent_refuses_a_bad_agent_file_and_bad_options(tmp_path, capsys):
     status = main(["prune", "--method", "rl_panning", "--agent", str(tmp_path / "bad"), *TINY,
                    "--out", str(tmp_path / "m.safetensors")])
     assert status == 2 and "bad.json" in capsys.readouterr().err
-    status = main(["agent", *TINY, "--timesteps", "0", "--out", str(tmp_path / "a"), "--no-progress"])
-    assert status == 2 and "timesteps" in capsys.readouterr().err
+    # the agent's settings are refused before any work, named by their flag; the environment's when it is made
+    for flags, message in ((["--timesteps", "0"], "--timesteps: expected a positive int, got 0"),
+                           (["--algorithm", "sac"], "--algorithm: expected one of td3, ddpg, ppo, got 'sac'"),
+                           (["--algorithm", "ppo", "--learning-starts", "5"],
+                            "settings: ppo does not accept ['learning_starts']"),
+                           (["--lanes", "0"], "lanes: expected a positive int, got 0")):
+        status = main(["agent", *TINY, *flags, "--out", str(tmp_path / "a"), "--no-progress"])
+        assert status == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "bad.safetensors"]  # nothing written

@@ -9,6 +9,7 @@ from operator import attrgetter
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import panning.pbt.rl.agent as agent_module
 from panning import data, models
@@ -133,6 +134,12 @@ def test_loading_never_unpickles(bundle, tmp_path):
     save_agent(agent, tmp_path / "agent")
     single = make(bundle, PanningEnv)
     load_agent(tmp_path / "agent", single)  # the real thing loads
+    weights = load_file(str(tmp_path / "agent.safetensors"))
+    del weights["actor.mu.4.bias"]  # a weights file that does not fit the policy its JSON names
+    save_file(weights, str(tmp_path / "agent.safetensors"))
+    with pytest.raises(ValueError, match=r"agent.safetensors': not a readable safetensors file of agent weights that "
+                                         r"fit its policy \(.*Missing key\(s\).*mu.4.bias"):
+        load_agent(tmp_path / "agent", single)
     # a pickle payload where the weights should be
     torch.save({"payload": torch.zeros(3)}, tmp_path / "agent.safetensors")
     with pytest.raises(ValueError, match="agent.safetensors"):

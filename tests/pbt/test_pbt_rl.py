@@ -99,8 +99,10 @@ def test_agent_and_env_check_arguments(bundle):
     env = make_env(bundle)
     with pytest.raises(ValueError, match="algorithm"):
         make_agent(env, "sac")
-    with pytest.raises(TypeError, match="settings"):
+    with pytest.raises(ValueError, match=r"^settings: ppo does not accept \['tau'\]"):
         make_agent(env, "ppo", tau=0.1)
+    with pytest.raises(ValueError, match="^timesteps: expected a positive int, got 0"):
+        train_agent(make_env(bundle, PanningVecEnv, lanes=1), 0)
     with pytest.raises(ValueError, match="curriculum.early"):
         make_env(bundle, curriculum=Curriculum.fixed(0.9, 0.8))
     with pytest.raises(ValueError, match="options"):

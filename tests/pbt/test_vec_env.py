@@ -15,6 +15,7 @@ from torch import nn
 
 from panning import data, models
 from panning.connectivity import effective_sparsity
+from panning.criteria import lanes as criteria_lanes
 from panning.masks import Masks
 from panning.pbt.panning import step_mask
 from panning.pbt.rl.env import Curriculum, PanningEnv, PanningLanes
@@ -51,9 +52,13 @@ def test_single_env_passes_the_gymnasium_checker(bundle):
 
 
 @pytest.mark.parametrize("net", [cnn, cnn_bn])
-def test_lanes_match_plain_recomputation(bundle, net):
+def test_lanes_match_plain_recomputation(bundle, net, monkeypatch):
+    """Both SynFlow paths: the plain stack's lanes together (panning.criteria.lanes.flows, once a step), the
+    BatchNorm net's one lane at a time."""
+    together = []
+    flows = criteria_lanes.flows
+    monkeypatch.setattr(criteria_lanes, "flows", lambda *args: together.append(1) or flows(*args))
     core = lanes(bundle, 4, net, curriculum=Curriculum.fixed(0.9, 0.99))
-    assert core._lowered == (net is cnn)
     for b in range(4):
         core.reset_lane(b)
     previous = core.masks.clone()
@@ -70,17 +75,27 @@ def test_lanes_match_plain_recomputation(bundle, net):
             assert observations[b, 4] == pytest.approx(infos[b]["flow_sparsity"])
             assert terminated[b] == (e == 5)
         previous = core.masks.clone()
+    assert len(together) == (6 if net is cnn else 0)
 
 
 def test_masked_loss_and_gradnorm_match_a_masked_copy(bundle):
+    """Each lane's d_loss and d_gradnorm are |masked - dense| of its network on the step's batch over the running
+    ranges' spans (gtg: / 5 more), the ranges taking the lanes' values in lane order; the masked values from a
+    copy of the model with masked weights."""
     core = lanes(bundle, 3, curriculum=Curriculum.fixed(0.95, 0.95))
+    ones = torch.ones(core.numel, dtype=torch.bool)
+    dense = [plain_loss_gtg(core, ones, core.indices.batch(k)) for k in range(3)]
+    low, high = [min(d[i] for d in dense) for i in range(2)], [max(d[i] for d in dense) for i in range(2)]
     for b in range(3):
         core.reset_lane(b)
-    core.step(np.random.default_rng(1).uniform(-1, 1, (3, 3)))
-    losses, gtgs = core._masked_loss_gtg(np.zeros(3, dtype=np.int64))
+    _, _, _, infos = core.step(np.random.default_rng(1).uniform(-1, 1, (3, 3)))
     for b in range(3):
-        loss, gtg = plain_loss_gtg(core, core.masks[b], core.indices.batch(0))
-        assert losses[b] == pytest.approx(loss, rel=1e-5) and gtgs[b] == pytest.approx(gtg, rel=1e-4)
+        masked = plain_loss_gtg(core, core.masks[b], core.indices.batch(0))
+        for i in range(2):
+            low[i], high[i] = min(low[i], dense[0][i], masked[i]), max(high[i], dense[0][i], masked[i])
+        expected = [abs(masked[0] - dense[0][0]) / (high[0] - low[0]),
+                    abs(masked[1] - dense[0][1]) / (high[1] - low[1]) / 5]
+        assert [infos[b]["d_loss"], infos[b]["d_gradnorm"]] == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
 def test_vec_env_contract_and_auto_reset(bundle):

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ from stable_baselines3 import DDPG, PPO, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
+from torch import nn
 from tqdm import tqdm
 
 from ... import checks
-from ...config import ConfigError
+from ...config import Config, ConfigError, one_of, setting
 from ...io import atomic_path, file_digest, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
@@ -65,21 +67,46 @@ def network_of(env: AgentEnv, **named) -> dict[str, Any]:
     return {**{k: v for k, v in named.items() if v is not None}, "arena": layout}
 
 
+@dataclass(frozen=True)
+class AgentConfig(Config):
+    """How an agent is made and trained, every setting checked once when built (panning.config): the algorithm,
+    `settings` that override SETTINGS[algorithm] (e.g. learning_starts=100), the seed, the environment steps to
+    train for and the steps between checkpoints. make_agent and train_agent build it from their keywords; the
+    command line builds it from its options before any work."""
+
+    algorithm: str = setting("td3", check=one_of(ALGORITHMS))
+    timesteps: int = setting(TIMESTEPS, check=checks.positive_int)
+    checkpoint_every: int = setting(5000, check=checks.positive_int)
+    seed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def relate(self) -> None:
+        unknown = sorted(set(self.settings) - set(SETTINGS[self.algorithm]))
+        if unknown:
+            raise ConfigError("settings", f"{self.algorithm} does not accept {unknown} "
+                                          f"(accepts {sorted(SETTINGS[self.algorithm])})")
+
+    @property
+    def agent_settings(self) -> dict[str, Any]:
+        """SETTINGS[algorithm] with the overrides: every keyword the stable-baselines3 class gets from them."""
+        return {**SETTINGS[self.algorithm], **self.settings}
+
+
 def make_agent(env: AgentEnv, algorithm: str = "td3", *, seed: int = 0, network: dict | None = None,
                **settings) -> BaseAlgorithm:
-    """A fresh agent for `env`; `settings` override SETTINGS[algorithm] (e.g. learning_starts=100)."""
-    checks.choice("algorithm", algorithm, ALGORITHMS)
-    checks.instance("env", env, (PanningEnv, PanningVecEnv), "a PanningEnv or PanningVecEnv")
-    unknown = sorted(set(settings) - set(SETTINGS[algorithm]))
-    if unknown:
-        raise TypeError(f"settings: {algorithm} does not accept {unknown} (accepts {sorted(SETTINGS[algorithm])})")
-    values = {**SETTINGS[algorithm], **settings}
+    """A fresh agent for `env` (a PanningEnv or PanningVecEnv); `settings` override SETTINGS[algorithm]
+    (e.g. learning_starts=100)."""
+    return _make(env, AgentConfig(algorithm=algorithm, seed=seed, settings=settings), network)
+
+
+def _make(env: AgentEnv, config: AgentConfig, network: dict | None) -> BaseAlgorithm:
+    values = config.agent_settings
     extra = {}
-    if algorithm != "ppo":
+    if config.algorithm != "ppo":
         extra["action_noise"] = NormalActionNoise(np.zeros(3), np.full(3, EXPLORATION_NOISE))
-    agent = ALGORITHMS[algorithm]("MlpPolicy", env, policy_kwargs=dict(net_arch=list(NET_ARCH)), seed=seed,
-                                  device="cpu", verbose=0, **values, **extra)
-    agent.panning_settings = {"algorithm": algorithm, "seed": seed, "settings": values,
+    agent = ALGORITHMS[config.algorithm]("MlpPolicy", env, policy_kwargs=dict(net_arch=list(NET_ARCH)),
+                                         seed=config.seed, device="cpu", verbose=0, **values, **extra)
+    agent.panning_settings = {"algorithm": config.algorithm, "seed": config.seed, "settings": values,
                               "network": network if network is not None else network_of(env)}
     return agent
 
@@ -109,7 +136,8 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
                 progress: bool = False, checkpoint: str | os.PathLike | None = None,
                 checkpoint_every: int = 5000, network: dict | None = None, episodes: list | None = None,
                 **settings) -> BaseAlgorithm:
-    """Make an agent and train it for `timesteps` environment steps (each a Panning step).
+    """Make an agent and train it on `env` (a PanningVecEnv; lanes=1 is the authors' single environment) for
+    `timesteps` environment steps (each a Panning step); the settings are checked as an AgentConfig.
 
     With `checkpoint` (a folder), the run is saved every `checkpoint_every` steps and at the end, and an
     existing checkpoint there is resumed: the result is the same agent, bit for bit on CPU, as an uninterrupted
@@ -117,20 +145,18 @@ def train_agent(env: AgentEnv, timesteps: int = TIMESTEPS, *, algorithm: str = "
     checkpointed or not, so both runs take the same path. `episodes`, if given, receives one dict per finished
     episode (timestep, reward, length, target).
     """
-    checks.positive_ints(timesteps=timesteps, checkpoint_every=checkpoint_every)
-    if isinstance(env, PanningEnv):
-        raise TypeError("env: training needs a PanningVecEnv (lanes=1 is the authors' single environment)")
+    config = AgentConfig(algorithm=algorithm, timesteps=timesteps, checkpoint_every=checkpoint_every, seed=seed,
+                         settings=settings)
     episodes = [] if episodes is None else episodes
     folder = Path(os.fspath(checkpoint)) if checkpoint is not None else None
     network = network if network is not None else network_of(env)
     with folder_lock(folder, "checkpoint") if folder is not None else contextlib.nullcontext():
         if folder is not None and checkpoints.exists(folder):
-            checks.choice("algorithm", algorithm, ALGORITHMS)
-            wanted = {"algorithm": algorithm, "seed": seed, "settings": {**SETTINGS[algorithm], **settings},
+            wanted = {"algorithm": algorithm, "seed": seed, "settings": config.agent_settings,
                       "env": env.core.settings()}
             agent = resume(folder, env, network, episodes, wanted)
         else:
-            agent = make_agent(env, algorithm, seed=seed, network=network, **settings)
+            agent = _make(env, config, network)
         agent.panning_settings["env"] = env.core.settings()
         chunk = max(1, checkpoint_every // env.num_envs) * env.num_envs
         bar = tqdm(total=timesteps, initial=min(agent.num_timesteps, timesteps), unit="step", dynamic_ncols=True,
@@ -217,24 +243,20 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike, episodes: list[dic
     atomically; with `episodes`, also `path`.episodes.csv and the learning curve `path`.curve.png.
 
     TD3 and DDPG keep only the actor (what acting needs; critics, targets and optimizers live in checkpoints),
-    so a saved agent is a few hundred KB."""
-    settings = getattr(agent, "panning_settings", None)
-    if settings is None:
-        raise ValueError("agent: not made by panning.pbt.rl.agent.make_agent")
-    weights = {name: t.detach().cpu().contiguous() for name, t in _acting_weights(agent).items()}
+    so a saved agent is a few hundred KB. `agent` is one make_agent made (it carries `panning_settings`)."""
+    text = json.dumps({"format": FORMAT, **agent.panning_settings, "timesteps": int(agent.num_timesteps)}, indent=1)
+    weights = {name: t.detach().cpu().contiguous() for name, t in _acting(agent).state_dict().items()}
     save_tensors(weights, agent_file(path, ".safetensors"), metadata={"format": FORMAT})
-    text = json.dumps({"format": FORMAT, **settings, "timesteps": int(agent.num_timesteps)}, indent=1)
     write_text(agent_file(path, ".json"), text)
     if episodes is not None:
         write_episodes(agent_file(path, ".episodes.csv"), episodes)
         plot_curve(agent_file(path, ".curve.png"), episodes)
 
 
-def _acting_weights(agent: BaseAlgorithm) -> dict[str, torch.Tensor]:
-    state = agent.policy.state_dict()
-    if isinstance(agent, PPO):
-        return state
-    return {name: t for name, t in state.items() if name.startswith("actor.")}
+def _acting(agent: BaseAlgorithm) -> nn.Module:
+    """What acting needs, whose state dict is a saved agent's weights: PPO's whole policy, else the actor (its
+    names keep the policy's "actor." prefix)."""
+    return agent.policy if isinstance(agent, PPO) else nn.ModuleDict({"actor": agent.actor})
 
 
 def read_agent_file(path: str | os.PathLike) -> dict:
@@ -258,22 +280,23 @@ def check_agent_files(path: str | os.PathLike) -> dict:
     """Both files of the agent at `path`, checked without building it: the JSON half (read_agent_file) and a
     readable safetensors file of weights; the JSON half is returned. A check before any work."""
     spec = read_agent_file(path)
-    _weights(path, load=False)
+    _weights(path)
     return spec
 
 
-def _weights(path: str | os.PathLike, *, load: bool = True) -> dict[str, torch.Tensor]:
-    """The weights file of the agent at `path`, read (or with load=False only its header), or an error naming it."""
+def _weights(path: str | os.PathLike, into: nn.Module | None = None) -> None:
+    """Read the weights file of the agent at `path`: its header alone, or with `into` every tensor, loaded into
+    `into` strictly (the same names and shapes); an error naming the file if it is unreadable or does not fit."""
     file = agent_file(path, ".safetensors")
     try:
-        if not load:
+        if into is None:
             with safe_open(str(file), framework="pt") as weights:
                 weights.keys()
-            return {}
-        return load_file(str(file))
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights "
-                         f"({' '.join(str(error).split())})") from None
+        else:
+            into.load_state_dict(load_file(str(file)))
+    except (OSError, SafetensorError, RuntimeError) as error:  # RuntimeError: load_state_dict's names or shapes
+        raise ValueError(f"agent {str(file)!r}: not a readable safetensors file of agent weights that fit its "
+                         f"policy ({' '.join(str(error).split())})") from None
 
 
 def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = None) -> BaseAlgorithm:
@@ -282,12 +305,7 @@ def load_agent(path: str | os.PathLike, env: AgentEnv, network: dict | None = No
     spec = read_agent_file(path)
     check_network(spec.get("network", {}), network_of(env, **(network or {})), agent_file(path, ".json"))
     agent = make_agent(env, spec["algorithm"], seed=spec["seed"], network=spec.get("network"), **spec["settings"])
-    weights = _weights(path)
-    expected = _acting_weights(agent)
-    if weights.keys() != expected.keys() or any(weights[k].shape != expected[k].shape for k in expected):
-        raise ValueError(f"agent {str(agent_file(path, '.safetensors'))!r}: weights do not fit a {spec['algorithm']} "
-                         "policy of this network")
-    agent.policy.load_state_dict(weights, strict=False)
+    _weights(path, into=_acting(agent))
     if hasattr(agent, "actor_target"):
         agent.actor_target.load_state_dict(agent.actor.state_dict())
     agent.policy.set_training_mode(False)

@@ -132,26 +132,22 @@ def save(folder: Path, values: dict, tensors: dict[str, torch.Tensor], arrays: d
 
 
 def load(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:
-    """The snapshot `latest.json` names, as (values, tensors, arrays); ValueError naming the file if damaged."""
+    """The snapshot `latest.json` names, as (values, tensors, arrays); a ConfigError of `checkpoint` naming the
+    file that is damaged, or the snapshot's state.json if it is of another format."""
     folder = Path(folder)
-    pointer = folder / POINTER
+    file = folder / POINTER
     try:
-        name = json.loads(pointer.read_text())["snapshot"]
-        snapshot = folder / name
-        state_file = snapshot / "state.json"
-        values = json.loads(state_file.read_text())
-    except (OSError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError("checkpoint", f"{str(folder)!r}: damaged or not a panning agent checkpoint "
+        snapshot = folder / json.loads(file.read_text())["snapshot"]
+        file = snapshot / "state.json"
+        values = json.loads(file.read_text())
+        file = snapshot / "tensors.safetensors"
+        tensors = load_file(str(file))
+        file = snapshot / "buffer.npz"
+        with np.load(file, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, KeyError, TypeError, ValueError, SafetensorError) as error:  # ValueError: JSON's, numpy's
+        raise ConfigError("checkpoint", f"{str(file)!r}: damaged or not a panning agent checkpoint "
                                         f"({error})") from None
     if values.get("format") != FORMAT:
-        raise ConfigError("checkpoint", f"{str(state_file)!r}: unknown format {values.get('format')!r}")
-    try:
-        tensors = load_file(str(snapshot / "tensors.safetensors"))
-    except (OSError, SafetensorError) as error:
-        raise ConfigError("checkpoint", f"{str(snapshot / 'tensors.safetensors')!r}: unreadable ({error})") from None
-    try:
-        with np.load(snapshot / "buffer.npz", allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise ConfigError("checkpoint", f"{str(snapshot / 'buffer.npz')!r}: unreadable ({error})") from None
+        raise ConfigError("checkpoint", f"{str(snapshot / 'state.json')!r}: unknown format {values.get('format')!r}")
     return values, tensors, arrays

@@ -55,7 +55,7 @@ OBSERVATION_SIZE = 7
 @dataclass(frozen=True)
 class Curriculum:
     """The target sparsity of each episode: U(early) before `switch` environment steps, afterwards U(one of
-    `late`, equal odds). switch=None keeps U(early) for ever."""
+    `late`, equal odds). switch=None keeps U(early) for ever; a switch of 0 or below starts with `late`."""
 
     early: tuple[float, float] = (0.8, 1.0)
     switch: int | None = 10_000
@@ -65,8 +65,6 @@ class Curriculum:
         for name, (low, high) in [("early", self.early), *(("late", r) for r in self.late)]:
             checks.number(f"curriculum.{name}", low, low=0.0, high=1.0)
             checks.number(f"curriculum.{name}", high, low=low, high=1.0)
-        if self.switch is not None:
-            checks.non_negative_int("curriculum.switch", self.switch)
 
     @classmethod
     def fixed(cls, low: float, high: float) -> Curriculum:
@@ -115,7 +113,6 @@ class PanningLanes:
         self.lanes, self.iterations, self.batches = checks.positive_ints(
             lanes=lanes, iterations=iterations, batches=batches if batches is not None else iterations)
         self.curriculum = curriculum if curriculum is not None else Curriculum()
-        checks.instance("curriculum", self.curriculum, Curriculum, "a Curriculum")
         self.model = model
         self.arena = Arena(model, share=False) if arena is None else arena
         given = arguments.criterion(model, self.arena, input_shape=input_shape, temperature=temperature)
