@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import adapter, ops
+from . import adapter, checks, ops
 from .arena import Arena
 from .io import load_tensors, save_tensors, tensor_metadata
 
@@ -55,6 +55,7 @@ class Masks(Mapping):
     def __init__(self, masks: Mapping[str, torch.Tensor], about: Mapping[str, object] | None = None):
         """`about`: what the masks were made for (model, width, data ...), as saved in and read from files. Every
         entry must be a bool tensor: a float one would prune by truthiness, silently."""
+        checks.instance("masks", masks, Mapping, "a mapping of parameter names to bool tensors")
         self.about = dict(about or {})
         checked = {}
         for name, mask in masks.items():

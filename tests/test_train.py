@@ -109,6 +109,7 @@ def test_masks_are_validated(bundle):
         ({"nope.weight": good[name]}, ValueError, "masks: no parameter named"),
         ({name: good[name].float()}, TypeError, "masks: entry '.*' must be a bool tensor"),
         ({name: good[name][:1]}, ValueError, "masks: .* has shape"),
+        ([good[name]], TypeError, "masks: expected a mapping"),
     ]
     for masks, error, message in cases:
         with pytest.raises(error, match=message):
