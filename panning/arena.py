@@ -31,7 +31,6 @@ class Arena:
 
     def __init__(self, model: nn.Module, *, include: Filter = prunable, share: bool = True,
                  logits: adapter.Logits = adapter.logits):
-        checks.instance("model", model, nn.Module, "an nn.Module")
         checks.instance("logits", logits, Callable, "a function of the model's output")
         tensor_checks.materialized("model", model)
         found = adapter.selected(model, include)
@@ -84,14 +83,15 @@ class Arena:
         return {name: flat[bounds[i]:bounds[i + 1]].view(shape)
                 for i, (name, shape) in enumerate(zip(self.names, self.shapes))}
 
-    def flatten(self, tensors: Mapping[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-        """Gather per-parameter tensors (keyed by parameter name) into one flat buffer."""
-        missing = [name for name in self.names if name not in tensors]
-        if missing:
-            raise ValueError(f"tensors: missing entries for {missing}")
-        for name, shape in zip(self.names, self.shapes):
-            if tuple(tensors[name].shape) != shape:
-                raise ValueError(f"tensors: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
+    def flatten(self, tensors: Mapping[str, torch.Tensor], out: torch.Tensor | None = None, *,
+                name: str = "tensors") -> torch.Tensor:
+        """Gather per-parameter tensors (keyed by parameter name, one of each parameter's shape) into one flat
+        buffer; `name` names `tensors` in the error that lists the missing and misshapen entries."""
+        wrong = {key: "missing" if key not in tensors else f"shape {tuple(tensors[key].shape)}, expected {shape}"
+                 for key, shape in zip(self.names, self.shapes)
+                 if key not in tensors or tuple(tensors[key].shape) != shape}
+        if wrong:
+            raise ValueError(f"{name}: no tensor of the parameter's shape for {wrong}")
         parts = [tensors[name].reshape(-1) for name in self.names]
         return torch.cat(parts) if out is None else torch.cat(parts, out=out)
 

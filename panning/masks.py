@@ -53,7 +53,8 @@ class Masks(Mapping):
     """Named per-parameter boolean masks (read-only mapping)."""
 
     def __init__(self, masks: Mapping[str, torch.Tensor], about: Mapping[str, object] | None = None):
-        """`about`: what the masks were made for (model, width, data ...), as saved in and read from files."""
+        """`about`: what the masks were made for (model, width, data ...), as saved in and read from files. Every
+        entry must be a bool tensor: a float one would prune by truthiness, silently."""
         checks.instance("masks", masks, Mapping, "a mapping of parameter names to bool tensors")
         self.about = dict(about or {})
         checked = {}
@@ -101,7 +102,6 @@ class Masks(Mapping):
     @classmethod
     def from_model(cls, model: nn.Module) -> Masks:
         """The masks held by the sparse layers (panning.nn) of a model, copied."""
-        checks.instance("model", model, nn.Module, "an nn.Module")
         return cls({f"{name}.{attr}" if name else attr: module.mask_of(attr).detach().clone()
                     for name, module in model.named_modules() if callable(getattr(module, "mask_of", None))
                     for attr in module.MASKED})
@@ -109,7 +109,6 @@ class Masks(Mapping):
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> Masks:
         """The masks in a checkpoint of a sparsified model, keyed by the weights they cover."""
-        checks.instance("state_dict", state_dict, Mapping, "a mapping")
         return cls({weight: state_dict[mask].clone() for weight, mask in mask_keys(state_dict).items()})
 
     def to_flat(self, arena: Arena) -> torch.Tensor:
@@ -138,14 +137,14 @@ class Masks(Mapping):
         return {name: 1.0 - kept if self._masks[name].numel() else 0.0 for name, kept in self.density().items()}
 
     def overlap(self, other: Mapping[str, torch.Tensor]) -> float:
-        """Intersection over union of the kept weights of two masks over the same parameters."""
-        if set(other) != set(self._masks):
-            raise ValueError("other: masks cover different parameters")
+        """Intersection over union of the kept weights of two masks over the same parameters (of the same shapes:
+        masks of other shapes would broadcast)."""
+        if set(other) != set(self._masks) or any(other[name].shape != mask.shape for name, mask in self._masks.items()):
+            raise ValueError(f"other: masks of {sorted(other)} do not cover the same parameters with the same shapes "
+                             f"as these, of {sorted(self._masks)}")
         inter = union = 0
         for name, mask in self._masks.items():
             theirs = other[name].to(mask.device)
-            if theirs.shape != mask.shape:
-                raise ValueError(f"other: {name} has shape {tuple(theirs.shape)}, expected {tuple(mask.shape)}")
             inter += int((mask & theirs).sum())
             union += int((mask | theirs).sum())
         return inter / union if union else 1.0
@@ -159,18 +158,16 @@ class Masks(Mapping):
             raise ValueError(f"{name}: keep none of the {self.numel:,} weights they cover (sparsity 1 removes every "
                              "weight)")
         params = adapter.aliases(model)
-        unknown = [key for key in self._masks if key not in params]
-        if unknown:
-            raise ValueError(f"{name}: no parameter named {unknown} in the model")
+        for key, mask in self._masks.items():
+            if key not in params or mask.shape != params[key].shape:
+                fit = (f"{key} has shape {tuple(mask.shape)}, parameter has {tuple(params[key].shape)}"
+                       if key in params else f"no parameter named {key!r} in the model")
+                raise ValueError(f"{name}: {fit}")
         first: dict[int, str] = {}
         for key in self._masks:
             other = first.setdefault(id(params[key]), key)
             if other != key:
                 raise ValueError(f"{name}: {other!r} and {key!r} name one tied parameter; give it one mask")
-        for key, mask in self._masks.items():
-            if mask.shape != params[key].shape:
-                raise ValueError(f"{name}: {key} has shape {tuple(mask.shape)}, parameter has "
-                                 f"{tuple(params[key].shape)}")
         return {key: params[key] for key in self._masks}
 
     @torch.no_grad()
@@ -222,22 +219,20 @@ class Masks(Mapping):
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu", name: str = "path") -> Masks:
         """Read masks written by `save` (either format, recognized by content); never executes code. A file of
-        another format version, holding no masks or anything but bool tensors, is refused with a ValueError
-        starting with `name`; one without a marker (written before panning marked its files) is read as masks
-        made for an unknown model."""
-        tensors = load_tensors(path, device=device, name=name)
+        another format version, or holding anything but a non-empty mapping of names to bool tensors, is refused
+        with a ValueError starting with `name`; one without a marker (written before panning marked its files) is
+        read as masks made for an unknown model."""
+        loaded = load_tensors(path, device=device, name=name)
         shown = repr(os.fspath(path))
-        if not isinstance(tensors, Mapping):
-            raise ValueError(f"{name}: {shown} holds a {type(tensors).__name__}, not a mapping of masks")
-        tensors = dict(tensors)
+        tensors = dict(loaded) if isinstance(loaded, Mapping) else {}
         marker = {key: tensors.pop(key) for key in (MARKER, ABOUT) if isinstance(tensors.get(key), str)}
         marker = marker or tensor_metadata(path)
         if marker.get(MARKER, FORMAT) != FORMAT:
             raise ValueError(f"{name}: {shown} is {marker[MARKER]!r}, not panning masks ({FORMAT})")
-        if not tensors:
-            raise ValueError(f"{name}: {shown} holds no masks")
         other = next((key for key, t in tensors.items() if not isinstance(t, torch.Tensor) or t.dtype != torch.bool),
                      None)
-        if other is not None:
-            raise ValueError(f"{name}: {shown} holds {other!r}, which is not a mask (a bool tensor)")
+        if not tensors or other is not None:
+            held = (f"{other!r}, which is not a mask (a bool tensor)" if other is not None else "no masks"
+                    if isinstance(loaded, Mapping) else f"a {type(loaded).__name__}, not a mapping of masks")
+            raise ValueError(f"{name}: {shown} holds {held}")
         return cls(tensors, json.loads(marker.get(ABOUT, "{}")))

@@ -182,7 +182,6 @@ def loop_data(model: nn.Module, data: Data, test: Data | None, logits: Logits) -
     """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the model, the
     `logits` function and the samples are checked against each other: the checks `train` and the jackpot search
     share, before any work."""
-    checks.instance("model", model, nn.Module, "an nn.Module")
     tensor_checks.materialized("model", model)
     checks.instance("logits", logits, Callable, "a function of the model's output")
     split_data = split(data, test)  # reads a DataLoader: after the cheap checks

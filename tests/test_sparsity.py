@@ -29,5 +29,3 @@ def test_global_mask_is_exact_and_respects_within():
     assert global_mask(scores, 3).tolist() == [True, False, True, True, False, False]
     within = torch.tensor([True, True, False, True, True, True])
     assert global_mask(scores, 3, within=within).tolist() == [True, False, False, True, True, False]
-    with pytest.raises(ValueError, match="k"):
-        global_mask(scores, 6, within=within)

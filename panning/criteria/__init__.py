@@ -16,9 +16,10 @@ force           snip at w * mask, pruned weights scored      a batch and the cur
 Criteria never modify the model. Data-dependent ones take an (inputs, labels) batch, which the
 pruning drivers (panning.pbt) draw class-balanced with `panning.data.class_balanced_batch`.
 
-Each function here checks its arguments (one `arguments.criterion` call) and returns the score defined once in
-`panning.criteria.scores`, which the pruning methods, Panning and the RL environment call unchecked. Schedules
-are panning.sparsity's; the pruning loop is panning.pbt's.
+Each function here returns the score defined once in `panning.criteria.scores`, which the pruning methods,
+Panning and the RL environment call unchecked; those of a model check its arguments first (one
+`arguments.criterion` call), the data-free `magnitude` and `random` have nothing a wrong type would not fail on at
+once. Schedules are panning.sparsity's; the pruning loop is panning.pbt's.
 """
 from .basic import magnitude, random
 from .functional import Batch

@@ -12,13 +12,9 @@ from .. import adapter, checks
 from ..arena import Arena
 
 
-def model_and_arena(model, arena) -> None:
-    """`model` is a module and `arena` lays out some of its parameters (same names and shapes); with `model` None
-    (a data-free criterion of the weights alone), `arena` is an Arena."""
-    checks.instance("arena", arena, Arena, "a panning.arena.Arena")
-    if model is None:
-        return
-    checks.instance("model", model, nn.Module, "an nn.Module")
+def model_and_arena(model, arena: Arena) -> None:
+    """`arena` lays out some of the parameters of `model` (same names and shapes): an arena of another model would
+    score weights the model does not run."""
     params = adapter.aliases(model)
     for name, shape in zip(arena.names, arena.shapes):
         if name not in params or tuple(params[name].shape) != shape:
@@ -27,20 +23,14 @@ def model_and_arena(model, arena) -> None:
 
 
 def batch(value, arena: Arena) -> tuple[torch.Tensor, torch.Tensor]:
-    """A non-empty (inputs, int64 labels) pair on the arena's device."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2 \
-            or not all(isinstance(t, torch.Tensor) for t in value):
-        raise TypeError("batch: expected a pair (inputs, labels) of tensors")
+    """A non-empty (inputs, labels) pair on the arena's device: floating-point (or integer token id) inputs and as
+    many 1-D int64 labels. A pair of anything but two tensors fails where it is unpacked or read."""
     x, y = value
-    if x.dtype == torch.bool or x.is_complex():
-        raise TypeError(f"batch: inputs must be floating point (or integer token ids), got {x.dtype}")
-    if y.dtype != torch.int64 or y.dim() != 1:
-        raise ValueError(f"batch: labels must be a 1-D int64 tensor, got {y.dtype} of shape {tuple(y.shape)}")
-    if x.shape[0] != y.shape[0] or y.numel() == 0:
-        raise ValueError(f"batch: expected the same positive number of inputs and labels, got "
-                         f"{x.shape[0]} and {y.shape[0]}")
-    if x.device != arena.device or y.device != arena.device:
-        raise ValueError(f"batch: tensors must be on the model's device {arena.device}, got {x.device}/{y.device}")
+    if (x.dtype == torch.bool or x.is_complex() or y.dtype != torch.int64 or y.dim() != 1 or y.numel() == 0
+            or x.shape[0] != y.shape[0] or x.device != arena.device or y.device != arena.device):
+        raise ValueError(f"batch: expected floating-point (or integer token id) inputs and as many (at least one) "
+                         f"1-D int64 labels on the model's device {arena.device}; got inputs {x.dtype} "
+                         f"{tuple(x.shape)} on {x.device}, labels {y.dtype} {tuple(y.shape)} on {y.device}")
     return x, y
 
 
@@ -50,11 +40,11 @@ def mask(value, arena: Arena, name: str = "mask") -> torch.Tensor:
     return value
 
 
-def criterion(model, arena, *, dense: bool = True, **given) -> dict:
-    """The arguments of one public criterion, checked together, each error naming its argument: `model` and
-    `arena` (model_and_arena), and those of `given` the criterion takes: `batch`, `mask` (None: the dense network,
-    unless `dense` is False), `input_shape`, `temperature` (positive), `generator` (a torch.Generator or None).
-    Returns `given` checked (a batch as a tuple, a shape as a tuple of ints, a temperature as a float)."""
+def criterion(model, arena: Arena, *, dense: bool = True, **given) -> dict:
+    """The arguments of one public criterion of `model` over `arena`, checked together, each error naming its
+    argument: `arena` (model_and_arena), and those of `given` the criterion takes: `batch`, `mask` (None: the dense
+    network, unless `dense` is False), `input_shape`, `temperature` (positive). Returns `given` checked (a batch as
+    a tuple, a shape as a tuple of ints, a temperature as a float)."""
     model_and_arena(model, arena)
     if "batch" in given:
         given["batch"] = batch(given["batch"], arena)
@@ -64,8 +54,6 @@ def criterion(model, arena, *, dense: bool = True, **given) -> dict:
         given["input_shape"] = input_shape(given["input_shape"])
     if "temperature" in given:
         given["temperature"] = checks.positive("temperature", given["temperature"])
-    if given.get("generator") is not None and not isinstance(given["generator"], torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(given['generator']).__name__}")
     return given
 
 
@@ -99,7 +87,7 @@ def input_shape(value) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in value)
     except TypeError:
-        raise TypeError(f"input_shape: expected a sequence of ints, got {type(value).__name__}") from None
+        shape = ()
     if not shape or min(shape) < 1:
-        raise ValueError(f"input_shape: expected positive sizes, got {tuple(value)}")
+        raise ValueError(f"input_shape: expected a non-empty sequence of positive ints, got {value!r}")
     return shape

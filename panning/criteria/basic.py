@@ -4,12 +4,11 @@ from __future__ import annotations
 import torch
 
 from ..arena import Arena
-from . import arguments, scores
+from . import scores
 
 
 def magnitude(arena: Arena) -> torch.Tensor:
     """|w| over the arena: keep the largest weights."""
-    arguments.criterion(None, arena)
     return scores.magnitude(arena)
 
 
@@ -18,7 +17,6 @@ def random(arena: Arena, *, generator: torch.Generator | None = None) -> torch.T
 
     Drawn on the CPU from `generator` (then moved), so a seed gives the same mask on every device.
     """
-    arguments.criterion(None, arena, generator=generator)
     return scores.random(arena, generator)
 
 

@@ -39,17 +39,15 @@ def magnitude_mask(arena: Arena, k: torch.Tensor) -> torch.Tensor:
 
 def initial_scores(arena: Arena, k: torch.Tensor, init: str = "magnitude", *,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """A new flat score buffer (the weights' dtype and device) for the start `init` (see the module doc);
-    "random" draws from `generator` (CPU)."""
-    if init == "magnitude":
-        return arena.weights.detach().abs().clone()
+    """A new flat score buffer (the weights' dtype and device) for the start `init`, one of INITS (see the module
+    doc; the search's configuration checked it); "random" draws from `generator` (CPU)."""
     if init == "flat":
         keep = magnitude_mask(arena, k)
         return torch.full_like(arena.weights, 1.0 - FLAT_MARGIN).masked_fill_(keep, 1.0)
     if init == "random":
         draw = torch.rand(arena.numel, generator=generator, dtype=arena.weights.dtype)
         return draw.to(arena.device)
-    raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
+    return arena.weights.detach().abs().clone()
 
 
 def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global", rounding: str = "nearest",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from .. import checks
 from ..nn import SparseLayer
 from ..train import train
 from .searching import SearchResult
@@ -18,7 +17,6 @@ def finetune(result: SearchResult, data, *, epochs: int = 10, lr: float = 0.01, 
     Defaults follow the jackpot paper's optional stage: SGD lr 0.01 (cosine), 10 epochs, no weight decay.
     Unlike the search this changes the weights, in place. Returns (model, panning.train.TrainResult).
     """
-    checks.instance("result", result, SearchResult, "a SearchResult from panning.jackpot.search")
     model: nn.Module = result.model
     for layer in model.modules():
         if isinstance(layer, SparseLayer) and any(layer.scores_of(name) is not None for name in layer.MASKED):

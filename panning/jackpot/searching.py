@@ -290,12 +290,8 @@ def search(model: nn.Module, data: Data, config: SearchConfig | None = None, *,
     settings = config.settings
     sparsity, batch_size, seed = config.sparsity, config.batch_size, config.seed
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
-    params = list(model.parameters())
-    if not params:
-        raise ValueError("model: has no parameters")
-    device = params[0].device
-
     space = SearchSpace(model, prunable if config.include_classifier else except_last(model))
+    device = space.arena.device
     try:  # a search that fails gives the model back as it was given
         k = layer_budgets(space.arena, sparsity, budget=config.budget, rounding=settings["rounding"])
         checks.keeps_weights("sparsity", sparsity, int(k.sum()), space.arena.numel)

@@ -17,40 +17,27 @@ Score = str | Callable[[str, torch.Tensor], torch.Tensor] | Mapping[str, torch.T
 
 
 def _prune_count(amount, remaining: int) -> int:
-    """How many of the `remaining` weights to prune, as torch.nn.utils.prune counts them."""
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) and not hasattr(amount, "__index__"):
-        raise TypeError(f"amount: expected a fraction (float) or a count (int), got {type(amount).__name__}")
-    if isinstance(amount, float):
-        if not 0.0 <= amount <= 1.0:
-            raise ValueError(f"amount: a fraction must lie in [0, 1], got {amount}")
-        return round(amount * remaining)
-    count = operator.index(amount)
-    if not 0 <= count <= remaining:
-        raise ValueError(f"amount: a count must lie in [0, {remaining}] (the weights not yet pruned), got {count}")
-    return count
+    """How many of the `remaining` weights to prune, as torch.nn.utils.prune counts them: a fraction (a float in
+    [0, 1]) of them, rounded, or a count (an int, not a bool, in [0, remaining])."""
+    fraction = isinstance(amount, float)
+    count = not fraction and not isinstance(amount, bool) and hasattr(amount, "__index__")
+    if not (fraction and 0.0 <= amount <= 1.0 or count and 0 <= operator.index(amount) <= remaining):
+        raise ValueError(f"amount: expected a fraction (a float in [0, 1]) or a count (an int in [0, {remaining}], "
+                         f"the weights not yet pruned), got {amount!r}")
+    return round(amount * remaining) if fraction else operator.index(amount)
 
 
 def _scores(arena: Arena, score: Score) -> torch.Tensor:
-    params = dict(zip(arena.names, arena.params))
-    if isinstance(score, str):
-        if score != "l1":
-            raise ValueError(f"score: expected 'l1', a function (name, weight) -> scores or a mapping, got {score!r}")
+    """The flat scores `score` gives the arena's weights, in their dtype."""
+    if isinstance(score, str) and score == "l1":
         return arena.weights.abs()
-    if isinstance(score, Mapping):
-        mapping = score
-    elif callable(score):
+    if not isinstance(score, Mapping) and not callable(score):
+        raise ValueError(f"score: expected 'l1', a function (name, weight) -> scores or a mapping, got {score!r}")
+    if not isinstance(score, Mapping):
         with torch.no_grad():
-            mapping = {name: score(name, param.detach()) for name, param in params.items()}
-    else:
-        raise TypeError(f"score: expected 'l1', a function or a mapping, got {type(score).__name__}")
-    for name, value in mapping.items():
-        if name in params and (not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point):
-            raise TypeError(f"score: the scores of {name} must be a floating-point tensor, got "
-                            f"{value.dtype if isinstance(value, torch.Tensor) else type(value).__name__}")
-    try:
-        return arena.flatten({name: mapping[name].to(arena.device, arena.weights.dtype) for name in arena.names})
-    except KeyError as missing:
-        raise ValueError(f"score: no scores for {missing}") from None
+            score = {name: score(name, param.detach()) for name, param in arena}
+    return arena.flatten({name: score[name].to(arena.device, arena.weights.dtype) for name in arena.names
+                          if name in score}, name="score")
 
 
 def _current_masks(arena: Arena, model: nn.Module) -> torch.Tensor:
