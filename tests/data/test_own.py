@@ -34,6 +34,8 @@ def test_bundle_of_keeps_a_given_test_split_and_token_ids():
     with pytest.raises(ValueError, match=r"test: expected torch.int64 \(as in train\) inputs of shape \(4,\) .* got "
                                          r"torch.int64 inputs of shape \(5,\)"):
         data.bundle_of(tokens, TensorDataset(torch.zeros(2, 5, dtype=torch.int64), torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match=r"test: expected torch.int64 \(as in train\) inputs .* got torch.float32 "):
+        data.bundle_of(tokens, TensorDataset(torch.zeros(2, 4), torch.tensor([0, 1])))  # not token ids
     with pytest.raises(ValueError, match="train: 1 sample"):
         data.bundle_of(TensorDataset(torch.zeros(1, 2), torch.tensor([0])))
 
