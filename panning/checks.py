@@ -19,14 +19,13 @@ def _is_number(value) -> bool:
 
 def integer(name: str, value, *, minimum: int | None = None) -> int:
     """`value` as an int (bools are not ints here), at least `minimum` if given."""
-    if not _is_int(value):
-        raise TypeError(f"{name}: expected an int, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
+    if minimum is None:
+        return _count(name, value, -math.inf, "an int")
+    return _count(name, value, minimum, f"an int >= {minimum}")
 
 
-def _count(name: str, value, minimum: int, what: str) -> int:
+def _count(name: str, value, minimum: int | float, what: str) -> int:
+    """`value`, an int (not a bool) >= `minimum`; `what` says so in the error."""
     if not _is_int(value) or value < minimum:
         raise ValueError(f"{name}: expected {what}, got {value!r}")
     return value
@@ -50,13 +49,11 @@ def non_negative_int(name: str, value) -> int:
 def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
            high_open: bool = False) -> float:
     """`value` as a finite float within [low, high]; `low_open` / `high_open` exclude the bound."""
-    if not _is_number(value) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
+    finite = _is_number(value) and math.isfinite(value)
+    if not (finite and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+        kind = "finite " if _is_number(value) and not finite else ""
+        raise ValueError(f"{name}: expected a {kind}number in {interval}, got {value!r}")
     return float(value)
 
 

@@ -10,7 +10,7 @@ write fails, so a failed run leaves no empty folder; a full disk, a missing perm
 
 Reading: :func:`load_tensors` reads a torch.save file (``weights_only``, never unpickling code) or a safetensors
 file, recognized by content, and turns every way a file can be wrong (missing, empty, truncated, garbage, a pickle
-that wants to run code) into a one-line ``ValueError`` naming the argument.
+that wants to run code) into a one-line ``ValueError`` naming the argument and the cause.
 """
 from __future__ import annotations
 
@@ -255,37 +255,42 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def load_tensors(path: str | os.PathLike, *, device: torch.device | str = "cpu", name: str = "path"):
     """The object stored in a torch.save file (read with weights_only=True) or a safetensors file (a dict of
-    tensors), recognized by content. Never executes code from the file; every unreadable file raises a one-line
-    ValueError that starts with `name`."""
-    shown = repr(os.fspath(path))
+    tensors), recognized by content. Never executes code from the file; an unreadable file raises a one-line
+    ValueError that starts with `name` and says why (missing, a folder, empty, unsafe, truncated, damaged)."""
+    loaded, unreadable = _read_tensors(path, device, repr(os.fspath(path)))
+    if unreadable:
+        raise ValueError(f"{name}: {unreadable}")
+    return loaded
+
+
+def _read_tensors(path: str | os.PathLike, device: torch.device | str, shown: str) -> tuple[object, str]:
+    """(the object in the tensor file `path`, "") or (None, why it cannot be read, about `shown`)."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except FileNotFoundError:
-        raise ValueError(f"{name}: no file at {shown}") from None
+        return None, f"no file at {shown}"
     except IsADirectoryError:
-        raise ValueError(f"{name}: {shown} is a folder, not a file") from None
+        return None, f"{shown} is a folder, not a file"
     except OSError as error:
-        raise ValueError(f"{name}: cannot read {shown} ({error.strerror or error})") from None
+        return None, f"cannot read {shown} ({error.strerror or error})"
     if not head:
-        raise ValueError(f"{name}: {shown} is empty")
+        return None, f"{shown} is empty"
     if head == _ZIP or head[0] == _PICKLE:
         try:
             with warnings.catch_warnings():  # torch warns about pickle protocols it may not support
                 warnings.simplefilter("ignore", UserWarning)
-                return torch.load(path, map_location=device, weights_only=True)
-        except pickle.UnpicklingError as error:
-            if "weights_only" in str(error) or "GLOBAL" in str(error):
-                raise ValueError(f"{name}: {shown} is not a safe checkpoint: loading it would run code from the "
-                                 "file, which panning never does") from None
-            raise ValueError(f"{name}: {shown} is damaged (not a readable torch file)") from None
-        except (RuntimeError, EOFError, ValueError, OSError):
-            raise ValueError(f"{name}: {shown} is truncated or damaged (not a readable torch file)") from None
+                return torch.load(path, map_location=device, weights_only=True), ""
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+            if isinstance(error, pickle.UnpicklingError) and ("weights_only" in str(error) or "GLOBAL" in str(error)):
+                return None, (f"{shown} is not a safe checkpoint: loading it would run code from the file, which "
+                              "panning never does")
+            return None, f"{shown} is truncated or damaged (not a readable torch file)"
     try:
-        return load_file(os.fspath(path), device=str(device))
+        return load_file(os.fspath(path), device=str(device)), ""
     except (SafetensorError, OSError, ValueError):
-        raise ValueError(f"{name}: {shown} is neither a torch file nor a readable safetensors file (truncated, "
-                         "damaged or another format)") from None
+        return None, (f"{shown} is neither a torch file nor a readable safetensors file (truncated, damaged or "
+                      "another format)")
 
 
 def tensor_metadata(path: str | os.PathLike) -> dict[str, str]:

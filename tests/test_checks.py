@@ -31,7 +31,7 @@ def test_non_negative_int():
 
 def test_integer_minimum_and_type():
     assert checks.integer("seed", -3) == -3
-    with pytest.raises(TypeError, match="^seed: expected an int"):
+    with pytest.raises(ValueError, match="^seed: expected an int, got False"):
         checks.integer("seed", False)
     with pytest.raises(ValueError, match=r"^k: expected an int >= 2"):
         checks.integer("k", 1, minimum=2)

@@ -180,6 +180,25 @@ def test_loading_never_runs_code_and_names_the_argument(tmp_path, capsys):
         load_tensors(tmp_path, name="--weights")
 
 
+@pytest.mark.parametrize("content, cause", [
+    (None, "no file at '{}'"),
+    (b"", "'{}' is empty"),
+    ("half", "'{}' is truncated or damaged (not a readable torch file)"),
+    (b"\x00" * 16, "'{}' is neither a torch file nor a readable safetensors file (truncated, damaged or another "
+                   "format)"),
+])
+def test_an_unreadable_file_is_one_error_naming_the_argument_and_the_cause(tmp_path, content, cause):
+    path = tmp_path / "w.pt"
+    if content == "half":
+        torch.save({"w": torch.zeros(100)}, path)
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError) as error:
+        load_tensors(path, name="--weights")
+    assert str(error.value) == "--weights: " + cause.format(path)
+
+
 def test_save_figure_writes_the_file_atomically_and_closes_the_figure(tmp_path):
     import matplotlib
 

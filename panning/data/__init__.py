@@ -45,10 +45,11 @@ def load(name: str, *, seed: int = 0, data_dir=None, **options) -> DataBundle:
     """
     checks.choice("name", name, NAMES)
     checks.seed("seed", seed)
-    if data_dir is not None and name not in ("cifar10", "cifar100"):
-        raise ConfigError("data_dir", f"only the CIFAR data sets are read from a folder; {name} would ignore it")
-    if options and name != "synthetic":
-        raise ValueError(f"options {sorted(options)} are only accepted for name='synthetic', not {name!r}")
+    ignored = (["data_dir"] if data_dir is not None and name not in ("cifar10", "cifar100") else []) + (
+        sorted(options) if name != "synthetic" else [])
+    if ignored:  # named by the first: the command line gives data_dir only, as --data-dir
+        raise ConfigError(ignored[0], f"{name} would ignore {', '.join(ignored)}: only the CIFAR data sets are read "
+                                      "from a folder (data_dir), and only synthetic takes options")
     if name == "mnist1d":
         return load_mnist1d()
     if name == "digits":

@@ -10,8 +10,6 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, *, padding: int = 4) 
     ``x`` is (B, C, H, W) and already normalized, so the zero padding is the mean colour. The random draws come
     from ``generator`` (a CPU generator) so that a seed fixes them, on any device.
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
     b, _, h, w = x.shape
     shifts = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
     flips = (torch.rand(b, generator=generator) < 0.5).to(x.device)

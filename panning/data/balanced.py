@@ -5,13 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from .. import checks
-
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
     """The int64 labels of a dataset: the second tensor of a TensorDataset, else read item by item."""
-    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise TypeError(f"dataset must be a Dataset of (x, y) items such as bundle.train, got {type(dataset).__name__}")
     tensors = getattr(dataset, "tensors", None)
     if tensors is not None and len(tensors) >= 2:
         return tensors[1].to(device="cpu", dtype=torch.int64)
@@ -23,7 +19,6 @@ def class_balanced_indices(
 ) -> torch.Tensor:
     """Indices of ``per_class`` samples of every class present in ``labels``, drawn without replacement within
     a class, grouped by class in ascending label order (so ``labels[result]`` is sorted)."""
-    checks.positive_int("per_class", per_class)
     labels = torch.as_tensor(labels).cpu()
     if labels.dim() != 1 or labels.numel() == 0:
         raise ValueError(f"labels must be a non-empty 1-D tensor, got shape {tuple(labels.shape)}")
@@ -31,12 +26,10 @@ def class_balanced_indices(
     perm = torch.randperm(labels.numel(), generator=generator)
     by_class = perm[torch.sort(labels[perm], stable=True).indices]
     classes, counts = torch.unique_consecutive(labels[by_class], return_counts=True)
-    short = classes[counts < per_class]
-    if short.numel():
-        raise ValueError(
-            f"per_class={per_class} exceeds the samples of class(es) {short.tolist()} "
-            f"(smallest class has {int(counts.min())})"
-        )
+    smallest = int(counts.min())
+    if not (isinstance(per_class, int) and not isinstance(per_class, bool) and 1 <= per_class <= smallest):
+        raise ValueError(f"per_class: expected an int in [1, {smallest}] (the samples of the smallest class, "
+                         f"{classes[counts.argmin()].item()}), got {per_class!r}")
     starts = torch.cumsum(counts, 0) - counts
     picks = (starts[:, None] + torch.arange(per_class)).reshape(-1)
     return by_class[picks]

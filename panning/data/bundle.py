@@ -30,13 +30,14 @@ class DataBundle:
     augment: Augment | None = None
 
     def __post_init__(self) -> None:
+        dtype = self.train.tensors[0].dtype  # the test inputs' too
         for split in ("train", "test"):
             x, y = getattr(self, split).tensors
-            if x.dtype not in (torch.float32, torch.int64) or y.dtype != torch.int64:
-                raise ValueError(f"{split}: expected float32 (or int64) inputs and int64 labels, got {x.dtype} and "
-                                 f"{y.dtype}")
-            if tuple(x.shape[1:]) != tuple(self.input_shape):
-                raise ValueError(f"{split}: input shape {tuple(x.shape[1:])} != input_shape {self.input_shape}")
+            if (x.dtype not in (torch.float32, torch.int64) or x.dtype != dtype or y.dtype != torch.int64
+                    or tuple(x.shape[1:]) != tuple(self.input_shape)):
+                expected = "float32 (or int64)" if split == "train" else f"{dtype} (as in train)"
+                raise ValueError(f"{split}: expected {expected} inputs of shape {tuple(self.input_shape)} and int64 "
+                                 f"labels, got {x.dtype} inputs of shape {tuple(x.shape[1:])} and {y.dtype} labels")
 
     def __repr__(self) -> str:
         return (

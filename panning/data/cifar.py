@@ -81,29 +81,42 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR file") from None
 
 
-def _read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
         batch = _ArrayUnpickler(f, encoding="bytes").load()
     try:
-        data, labels = batch[b"data"], batch[label_key]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path} is not a CIFAR batch with keys b'data' and {label_key!r}") from None
-    data = np.asarray(data, dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {len(labels)} labels")
-    return data, np.asarray(labels, dtype=np.int64)
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[layout.label_key], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        data = labels = None
+    if (data is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),)
+            or (labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes))):
+        if data is None:
+            got = f"keys {sorted(batch)}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
+        else:
+            got = f"data {data.shape} and labels {labels.shape}" + (
+                f" in [{labels.min()}, {labels.max()}]" if labels.size else "")
+        raise ConfigError("data_dir", f"{path} is not a CIFAR batch: expected b'data' (N, 3072) and N "
+                                      f"{layout.label_key!r} in [0, {layout.num_classes}), got {got}")
+    return data, labels
 
 
 def _find_folder(data_dir, layout: _Layout, name: str) -> Path:
-    if data_dir is None:
-        raise ConfigError("data_dir", f"required for {name!r}: pass the folder {layout.folder!r} or its parent "
-                                      "(CIFAR is never downloaded)")
-    root = Path(os.fspath(data_dir)).expanduser()
-    for candidate in (root, root / layout.folder):
-        if (candidate / layout.test_file).is_file():
-            return candidate
-    raise ConfigError("data_dir", f"{str(root)!r} holds neither {layout.folder}/{layout.test_file} nor "
-                                  f"{layout.test_file}")
+    """The folder of `layout`'s files: `data_dir` itself or its sub-folder of the layout's name."""
+    root = None if data_dir is None else Path(os.fspath(data_dir)).expanduser()
+    candidates = () if root is None else (root, root / layout.folder)
+    folder = next((c for c in candidates if (c / layout.test_file).is_file()), None)
+    missing = [f for f in layout.train_files if folder is None or not (folder / f).is_file()]
+    if missing:
+        if root is None:
+            reason = (f"required for {name!r}: pass the folder {layout.folder!r} or its parent (CIFAR is never "
+                      "downloaded)")
+        elif folder is None:
+            reason = f"{str(root)!r} holds neither {layout.folder}/{layout.test_file} nor {layout.test_file}"
+        else:
+            reason = f"{folder} lacks {', '.join(missing)}"
+        raise ConfigError("data_dir", reason)
+    return folder
 
 
 def _normalize(data: np.ndarray, layout: _Layout) -> np.ndarray:
@@ -118,16 +131,10 @@ def load_cifar(name: str, data_dir) -> DataBundle:
     """CIFAR-10 or CIFAR-100 (``name``) as normalized (N, 3, 32, 32) float32, with crop+flip augmentation."""
     layout = _LAYOUTS[name]
     folder = _find_folder(data_dir, layout, name)
-    missing = [f for f in layout.train_files if not (folder / f).is_file()]
-    if missing:
-        raise ConfigError("data_dir", f"{folder} lacks {', '.join(missing)}")
-    parts = [_read_batch(folder / f, layout.label_key) for f in layout.train_files]
+    parts = [_read_batch(folder / f, layout) for f in layout.train_files]
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
-    x_test, y_test = _read_batch(folder / layout.test_file, layout.label_key)
-    for labels in (y_train, y_test):
-        if labels.min() < 0 or labels.max() >= layout.num_classes:
-            raise ConfigError("data_dir", f"{folder} has labels outside [0, {layout.num_classes})")
+    x_test, y_test = _read_batch(folder / layout.test_file, layout)
     return DataBundle(
         name=name,
         train=tensor_dataset(_normalize(x_train, layout), y_train),

@@ -39,25 +39,22 @@ def as_tensors(data: Dataset | DataLoader, argument: str = "data") -> TensorData
     once, batch by batch, in the order it yields (its shuffling, sampler and ``drop_last`` apply). Errors name
     ``argument``.
     """
-    if isinstance(data, DataBundle):
-        raise TypeError(f"{argument}: expected a Dataset or a DataLoader, got a DataBundle (give bundle.train or "
-                        "bundle.test)")
+    if not isinstance(data, (Dataset, DataLoader)):
+        hint = " (give bundle.train or bundle.test)" if isinstance(data, DataBundle) else ""
+        raise TypeError(f"{argument}: expected a torch Dataset of (input, label) items or a DataLoader of "
+                        f"(inputs, labels) batches, got {type(data).__name__}{hint}")
     tensors = getattr(data, "tensors", None)
     if isinstance(data, TensorDataset) and len(tensors) == 2:
         x, y = tensors
-    elif isinstance(data, (Dataset, DataLoader)):
-        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=READ_BATCH)
-        x, y = _read(loader, argument)
     else:
-        raise TypeError(f"{argument}: expected a torch Dataset of (input, label) items or a DataLoader of "
-                        f"(inputs, labels) batches, got {type(data).__name__}")
+        x, y = _read(data if isinstance(data, DataLoader) else DataLoader(data, batch_size=READ_BATCH), argument)
     if len(y) == 0:
         raise ValueError(f"{argument}: the dataset is empty")
-    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex() or y.dim() != 1 or len(x) != len(y):
-        raise ValueError(f"{argument}: expected one integer class index per input, got labels of dtype "
-                         f"{y.dtype} and shape {tuple(y.shape)} for inputs of shape {tuple(x.shape)}")
-    if int(y.min()) < 0:
-        raise ValueError(f"{argument}: class indices must be >= 0, got {int(y.min())}")
+    indices = not (y.dtype == torch.bool or y.is_floating_point() or y.is_complex()) and y.dim() == 1
+    if not indices or len(x) != len(y) or int(y.min()) < 0:
+        smallest = f", the smallest {int(y.min())}" if indices else ""
+        raise ValueError(f"{argument}: expected one integer class index (>= 0) per input, got labels of dtype "
+                         f"{y.dtype} and shape {tuple(y.shape)}{smallest} for inputs of shape {tuple(x.shape)}")
     return data if isinstance(data, TensorDataset) and y.dtype == torch.int64 else TensorDataset(x, y.long())
 
 
@@ -67,14 +64,14 @@ def _read(loader: DataLoader, argument: str) -> tuple[torch.Tensor, torch.Tensor
     while True:
         try:
             batch = next(batches)
+            cause = f"a batch of {type(batch).__name__}"
         except StopIteration:
             break
         except (TypeError, RuntimeError) as error:  # default_collate on items it cannot batch (e.g. PIL images)
-            raise TypeError(f"{argument}: its items could not be batched into tensors "
-                            f"({' '.join(str(error).split())}); give inputs as tensors, e.g. with a transform "
-                            "ending in ToTensor()") from None
+            batch, cause = None, " ".join(str(error).split())
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(map(torch.is_tensor, batch))):
-            raise TypeError(f"{argument}: expected (input, label) items, got a batch of {type(batch).__name__}")
+            raise TypeError(f"{argument}: its items could not be batched into (input, label) tensors ({cause}); "
+                            "give inputs as tensors, e.g. with a transform ending in ToTensor()")
         inputs.append(batch[0])
         labels.append(batch[1])
     if not inputs:
@@ -86,10 +83,8 @@ def split(data: Data, test: Dataset | DataLoader | None = None, *, argument: str
           test_argument: str = "test") -> Split:
     """The training and test tensors of ``data`` (a DataBundle's splits, or ``data`` itself for training) and of
     ``test`` (given: it replaces a bundle's test split)."""
-    if not isinstance(data, (DataBundle, Dataset, DataLoader)):
-        raise TypeError(f"{argument}: expected a DataBundle, a torch Dataset of (input, label) items or a "
-                        f"DataLoader of (inputs, labels) batches, got {type(data).__name__}")
-    test = None if test is None else as_tensors(test, test_argument)
     if isinstance(data, DataBundle):
-        return Split(data.train, data.test if test is None else test, data.augment, data.name)
-    return Split(as_tensors(data, argument), test, None, "tensors")
+        train, given, augment, name = data.train, data.test, data.augment, data.name
+    else:
+        train, given, augment, name = as_tensors(data, argument), None, None, "tensors"
+    return Split(train, given if test is None else as_tensors(test, test_argument), augment, name)

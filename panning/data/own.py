@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .. import checks
 from ..io import load_tensors
 from ..optional import require
 from .bundle import DataBundle
@@ -29,7 +28,6 @@ def bundle_of(train: Dataset | DataLoader, test: Dataset | DataLoader | None = N
     """A DataBundle of `train` and `test` (each a Dataset or DataLoader, read once into memory). Without `test`,
     a random :data:`HELD_OUT` of `train`, drawn with `seed`, becomes the test split. The class count is the
     largest label + 1; inputs are float32 (images, signals) or int64 (token ids)."""
-    checks.non_negative_int("seed", seed)
     x, y = as_tensors(train, "train").tensors
     if test is not None:
         x_test, y_test = as_tensors(test, "test").tensors
@@ -39,11 +37,7 @@ def bundle_of(train: Dataset | DataLoader, test: Dataset | DataLoader | None = N
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         cut = len(y) - max(1, round(HELD_OUT * len(y)))
         x, y, x_test, y_test = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
-    if x.shape[1:] != x_test.shape[1:] or x.dtype != x_test.dtype:
-        raise ValueError(f"test: inputs of shape {tuple(x_test.shape[1:])} ({x_test.dtype}) do not match the "
-                         f"training inputs' {tuple(x.shape[1:])} ({x.dtype})")
-    if x.is_floating_point():
-        x, x_test = x.float(), x_test.float()
+    x, x_test = (t.float() if t.is_floating_point() else t for t in (x, x_test))
     return DataBundle(name=name, train=TensorDataset(x, y), test=TensorDataset(x_test, y_test),
                       input_shape=tuple(x.shape[1:]), num_classes=int(max(y.max(), y_test.max())) + 1)
 
@@ -53,22 +47,23 @@ def load_tensor_file(path: str | os.PathLike, *, seed: int = 0, name: str = "pat
     one per row) and ``y`` (class indices), and optionally ``x_test`` and ``y_test``; without them a seeded
     :data:`HELD_OUT` of the data is the test split. Errors start with `name`."""
     tensors = load_tensors(path, name=name)
-    if not isinstance(tensors, dict) or not {"x", "y"} <= tensors.keys():
-        keys = sorted(tensors) if isinstance(tensors, dict) else type(tensors).__name__
-        raise ValueError(f"{name}: {os.fspath(path)!r} must hold tensors 'x' and 'y' (and optionally 'x_test' "
-                         f"and 'y_test'); it holds {keys}")
-    if ("x_test" in tensors) != ("y_test" in tensors):
-        raise ValueError(f"{name}: {os.fspath(path)!r} holds only one of 'x_test' and 'y_test'")
-    for split in ("", "_test"):
-        x, y = tensors.get("x" + split), tensors.get("y" + split)
-        if x is not None and len(x) != len(y):
-            raise ValueError(f"{name}: {os.fspath(path)!r}: 'x{split}' and 'y{split}' differ in length "
-                             f"({len(x)} and {len(y)})")
+    held = tensors if isinstance(tensors, dict) else {}
+    with_test = "x_test" in held or "y_test" in held
+    if not _pair(held.get("x"), held.get("y")) or (with_test and not _pair(held.get("x_test"), held.get("y_test"))):
+        holds = ({key: tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+                  for key, value in held.items()} if isinstance(tensors, dict) else type(tensors).__name__)
+        raise ValueError(f"{name}: {os.fspath(path)!r} must hold tensors 'x' and 'y' of one length (and optionally "
+                         f"'x_test' and 'y_test', of one length); it holds {holds}")
     test = TensorDataset(tensors["x_test"], tensors["y_test"]) if "x_test" in tensors else None
     try:
         return bundle_of(TensorDataset(tensors["x"], tensors["y"]), test, name=Path(path).stem, seed=seed)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name}: {os.fspath(path)!r}: {error}") from None
+
+
+def _pair(x, y) -> bool:
+    """Whether `x` and `y` are tensors of one length (an input per label)."""
+    return torch.is_tensor(x) and torch.is_tensor(y) and min(x.dim(), y.dim()) > 0 and len(x) == len(y)
 
 
 def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None, seed: int = 0,
@@ -85,21 +80,16 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None,
     transform = transforms.Compose([*steps, transforms.ToTensor()])
 
     def folder(path: Path):
-        try:
-            return torchvision.datasets.ImageFolder(os.fspath(path), transform=transform)
-        except (FileNotFoundError, OSError) as error:
-            raise ValueError(f"{name}: {' '.join(str(error).split())}") from None
+        return torchvision.datasets.ImageFolder(os.fspath(path), transform=transform)
 
     train = next((root / s for s in TRAIN_FOLDERS if (root / s).is_dir()), None)
     test = next((root / s for s in TEST_FOLDERS if (root / s).is_dir()), None)
-    if train is not None and test is not None:
-        parts = folder(train), folder(test)
-        if parts[0].classes != parts[1].classes:
+    try:  # OSError: no class folders, no images, an unreadable image; TypeError: images of different sizes
+        parts = (folder(train), folder(test)) if train is not None and test is not None else (folder(root), None)
+        if parts[1] is not None and parts[0].classes != parts[1].classes:
             raise ValueError(f"{name}: {str(train)!r} and {str(test)!r} hold different classes "
                              f"({parts[0].classes} and {parts[1].classes})")
-    else:
-        parts = folder(root), None
-    try:
         return bundle_of(*parts, name=root.name, seed=seed)
-    except TypeError as error:
-        raise ValueError(f"{name}: {error}; give image_size to resize the images to one size") from None
+    except (OSError, TypeError) as error:
+        hint = "; give image_size to resize the images to one size" if isinstance(error, TypeError) else ""
+        raise ValueError(f"{name}: {' '.join(str(error).split())}{hint}") from None

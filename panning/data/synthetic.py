@@ -6,7 +6,6 @@ import math
 import torch
 from torch.utils.data import TensorDataset
 
-from .. import checks
 from .bundle import DataBundle
 
 
@@ -22,16 +21,10 @@ def load_synthetic(
     """Each class is a Gaussian blob (std ``noise``) around its own random center (std 1 per feature).
 
     Labels cycle through the classes, so every split holds ``n // num_classes`` or one more sample per class.
-    The same seed gives the same data.
+    The same seed gives the same data. The sizes (``num_classes``, ``n_train``, ``n_test``, those of
+    ``input_shape``) are positive ints and ``noise`` a finite number >= 0; they are used as given.
     """
     input_shape = tuple(int(d) for d in input_shape)
-    checks.integer("num_classes", num_classes, minimum=2)
-    if not input_shape or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be a non-empty tuple of positive sizes, got {input_shape}")
-    if n_train < num_classes or n_test < num_classes:
-        raise ValueError(f"n_train and n_test must be >= num_classes={num_classes}, got {n_train} and {n_test}")
-    checks.non_negative("noise", noise)
-
     g = torch.Generator().manual_seed(seed)
     features = math.prod(input_shape)
     centers = torch.randn(num_classes, features, generator=g)

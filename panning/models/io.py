@@ -28,14 +28,11 @@ def save(path, model: nn.Module, *, name: str, input_shape, num_classes: int, wi
 def read_spec(path, name: str = "path") -> dict:
     """The build arguments and saved ``info`` of a model file written by :func:`save`, without loading it."""
     metadata = tensor_metadata(path)
-    raw = metadata.get("panning.model")
-    if metadata.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save: it is a "
-                         f"{metadata['format']!r} file, not {FORMAT}")
-    if raw is None:
-        raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save "
-                         "(panning train --save)")
-    return json.loads(raw)
+    kind = metadata.get("format", FORMAT)
+    if kind != FORMAT or "panning.model" not in metadata:
+        why = f": it is a {kind!r} file, not {FORMAT}" if kind != FORMAT else " (panning train --save)"
+        raise ValueError(f"{name}: {os.fspath(path)!r} is not a model saved by panning.models.save{why}")
+    return json.loads(metadata["panning.model"])
 
 
 def load(path, device="cpu", name: str = "path") -> tuple[nn.Module, dict]:
@@ -55,13 +52,12 @@ def load_weights(model: nn.Module, path, name: str = "checkpoint") -> nn.Module:
     state = load_tensors(path, name=name)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{name}: {os.fspath(path)!r} holds no state dict")
     try:
         model.load_state_dict(state)
-    except RuntimeError:
-        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model{_holds(path)}: "
-                         f"{state_differences(model.state_dict(), state)}") from None
+    except (RuntimeError, TypeError):  # TypeError: no mapping at all
+        differences = (state_differences(model.state_dict(), state) if isinstance(state, dict) else
+                       f"it holds a {type(state).__name__}, not a state dict")
+        raise ValueError(f"{name}: {os.fspath(path)!r} does not fit the model{_holds(path)}: {differences}") from None
     return model
 
 

@@ -65,11 +65,12 @@ def test_integer_inputs_keep_their_dtype():
     ([(torch.zeros(2), 0)], TypeError, "train_set: expected a torch Dataset of .* got list"),
     (TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64)), ValueError,
      "train_set: the dataset is empty"),
-    (TensorDataset(torch.zeros(2, 2), torch.tensor([0.0, 1.0])), ValueError, "one integer class index per input"),
+    (TensorDataset(torch.zeros(2, 2), torch.tensor([0.0, 1.0])), ValueError, "one integer class index .* per input"),
     (TensorDataset(torch.zeros(2, 2), torch.zeros(2, 3, dtype=torch.int64)), ValueError, "labels of .* shape"),
-    (TensorDataset(torch.zeros(2, 2), torch.tensor([0, -1])), ValueError, "class indices must be >= 0, got -1"),
-    (DataLoader([("text", 0), ("more", 1)], batch_size=2), TypeError, "expected \\(input, label\\) items"),
-    (DataLoader([{"x": torch.zeros(2), "y": 0}], batch_size=1), TypeError, "expected \\(input, label\\) items"),
+    (TensorDataset(torch.zeros(2, 2), torch.tensor([0, -1])), ValueError, "class index \\(>= 0\\) .* the smallest -1"),
+    (DataLoader([("text", 0), ("more", 1)], batch_size=2), TypeError, "could not be batched into \\(input, label\\) "
+     "tensors \\(a batch of list\\)"),
+    (DataLoader([{"x": torch.zeros(2), "y": 0}], batch_size=1), TypeError, "could not be batched .*a batch of dict"),
     (DataLoader([(torch.zeros(2), 0), (torch.zeros(3), 1)], batch_size=2), TypeError,
      "train_set: its items could not be batched"),
 ])
@@ -85,9 +86,9 @@ def test_split_keeps_a_bundle_and_names_other_data():
     assert data.split(bundle, other).test is other
     own = data.split(Items(), DataLoader(Items(n=6)))
     assert (own.name, own.augment, len(own.train), len(own.test)) == ("tensors", None, 24, 6)
-    with pytest.raises(TypeError, match="data: expected a DataBundle, a torch Dataset"):
+    with pytest.raises(TypeError, match="data: expected a torch Dataset .* got dict$"):
         data.split({"x": 1})
-    with pytest.raises(TypeError, match="test: expected a Dataset or a DataLoader, got a DataBundle"):
+    with pytest.raises(TypeError, match=r"test: expected a torch Dataset .* got DataBundle \(give bundle.train"):
         data.split(bundle, bundle)
 
 

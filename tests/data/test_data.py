@@ -70,8 +70,10 @@ def test_synthetic_is_configurable_and_deterministic():
 def test_unknown_name_and_options():
     with pytest.raises(ValueError, match="name: expected one of .*mnist1d.*cifar10"):
         data.load("imagenet")
-    with pytest.raises(ValueError, match="only accepted for name='synthetic'"):
+    with pytest.raises(ValueError, match="^n_train: digits would ignore n_train: .* only synthetic takes options"):
         data.load("digits", n_train=3)
+    with pytest.raises(ValueError, match="^data_dir: synthetic would ignore data_dir: only the CIFAR data sets"):
+        data.load("synthetic", data_dir=".")
 
 
 @pytest.mark.parametrize("name, folder, files, label_key, num_classes", [(k, *v) for k, v in LAYOUTS.items()])
@@ -98,6 +100,23 @@ def test_cifar_errors_name_data_dir(tmp_path):
         data.load("cifar10")
     with pytest.raises(ValueError, match=f"data_dir: {re.escape(repr(str(tmp_path)))} holds neither"):
         data.load("cifar100", data_dir=tmp_path)
+
+
+def test_a_cifar_folder_with_a_missing_or_foreign_batch_is_named_as_data_dir(tmp_path):
+    folder, files, label_key, num_classes = LAYOUTS["cifar10"]
+    write_cifar(tmp_path / folder, files, label_key, num_classes)
+    (tmp_path / folder / "data_batch_3").unlink()
+    with pytest.raises(ValueError, match=r"^data_dir: .*cifar-10-batches-py lacks data_batch_3$"):
+        data.load("cifar10", data_dir=tmp_path)
+    with open(tmp_path / folder / "data_batch_3", "wb") as f:  # CIFAR-100's labels in a CIFAR-10 batch
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), label_key: [3, 99]}, f)
+    with pytest.raises(ValueError, match=r"^data_dir: .*data_batch_3 is not a CIFAR batch: .* in \[0, 10\), got data "
+                                         r"\(2, 3072\) and labels \(2,\) in \[3, 99\]$"):
+        data.load("cifar10", data_dir=tmp_path)
+    with open(tmp_path / folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"pixels": np.zeros((2, 3072), np.uint8)}, f)
+    with pytest.raises(ValueError, match=r"is not a CIFAR batch: .*, got keys \[b'pixels'\]$"):
+        data.load("cifar10", data_dir=tmp_path)
 
 
 def test_cifar_reader_refuses_code(tmp_path):
@@ -128,11 +147,11 @@ def test_class_balanced_takes_whole_class_and_errors():
     labels = torch.tensor([0, 1, 1, 2, 2, 2])
     idx = data.class_balanced_indices(labels, 1)
     assert labels[idx].tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match=r"per_class=2 exceeds .*class\(es\) \[0\]"):
-        data.class_balanced_indices(labels, 2)
-    with pytest.raises(ValueError, match="per_class: expected a positive int"):
-        data.class_balanced_indices(labels, 0)
-    with pytest.raises(TypeError, match="dataset must be a Dataset .* such as bundle.train"):
+    for bad in (2, 0, True):
+        with pytest.raises(ValueError, match=rf"^per_class: expected an int in \[1, 1\] \(the samples of the smallest "
+                                             rf"class, 0\), got {bad}"):
+            data.class_balanced_indices(labels, bad)
+    with pytest.raises(TypeError, match="has no len"):  # a bundle, not its train split: Python's own error, at once
         data.class_balanced_batch(data.load("synthetic"), 1)
 
 

@@ -31,8 +31,11 @@ def test_bundle_of_keeps_a_given_test_split_and_token_ids():
     test = TensorDataset(torch.randint(0, 9, (2, 4)), torch.tensor([4, 0]))
     bundle = data.bundle_of(tokens, test)
     assert bundle.train.tensors[0].dtype == torch.int64 and bundle.num_classes == 5 and len(bundle.test) == 2
-    with pytest.raises(ValueError, match=r"test: inputs of shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"test: expected torch.int64 \(as in train\) inputs of shape \(4,\) .* got "
+                                         r"torch.int64 inputs of shape \(5,\)"):
         data.bundle_of(tokens, TensorDataset(torch.zeros(2, 5, dtype=torch.int64), torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match=r"test: expected torch.int64 \(as in train\) inputs .* got torch.float32 "):
+        data.bundle_of(tokens, TensorDataset(torch.zeros(2, 4), torch.tensor([0, 1])))  # not token ids
     with pytest.raises(ValueError, match="train: 1 sample"):
         data.bundle_of(TensorDataset(torch.zeros(1, 2), torch.tensor([0])))
 
@@ -48,10 +51,10 @@ def test_a_tensor_file_with_and_without_its_test_split(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"inputs": torch.zeros(2, 1)}, "must hold tensors 'x' and 'y'"),
-    ({"x": torch.zeros(2, 1), "y": torch.tensor([0, 1]), "x_test": torch.zeros(1, 1)}, "only one of"),
-    ({"x": torch.zeros(3, 1), "y": torch.tensor([0, 1])}, "differ in length"),
-    ({"x": torch.zeros(2, 1), "y": torch.tensor([0.5, 1.0])}, "one integer class index per input"),
+    ({"inputs": torch.zeros(2, 1)}, "must hold tensors 'x' and 'y' .* it holds {'inputs': \\(2, 1\\)}"),
+    ({"x": torch.zeros(2, 1), "y": torch.tensor([0, 1]), "x_test": torch.zeros(1, 1)}, "'x_test': \\(1, 1\\)}$"),
+    ({"x": torch.zeros(3, 1), "y": torch.tensor([0, 1])}, "of one length .* {'x': \\(3, 1\\), 'y': \\(2,\\)}"),
+    ({"x": torch.zeros(2, 1), "y": torch.tensor([0.5, 1.0])}, "one integer class index .* per input"),
 ])
 def test_a_tensor_file_that_does_not_fit_is_named(tmp_path, content, message):
     torch.save(content, tmp_path / "bad.pt")
