@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks, config
+from .. import checks
 from . import options as o
 from .options import Option, boolean
 
@@ -38,7 +38,7 @@ def methods(name: str, text: str) -> list[str]:
 
 OPTIONS = (
     Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
-           "separate on this network (docs/results.md)", 0.98, check=config.sparsity),
+           "separate on this network (docs/results.md)", 0.98),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "
@@ -47,8 +47,7 @@ OPTIONS = (
     Option("quick", boolean, "a shortened run of about a minute (fewer epochs and steps; the report says so)",
            False),
     o.EPOCHS.but(help="training epochs of the dense and of every pruned network" + _FULL_OR_QUICK.format(15, 3)),
-    Option("iterations", int, "steps of the iterative methods" + _FULL_OR_QUICK.format(100, 20),
-           check=checks.positive_int),
+    Option("iterations", int, "steps of the iterative methods" + _FULL_OR_QUICK.format(100, 20)),
     Option("jackpot-epochs", int, "epochs of the jackpot search" + _FULL_OR_QUICK.format(10, 2)),
     o.WIDTH.but(default=4.0, help="width multiplier of cnn1d (4: the protocol; the shipped agent is for 4)"),
     o.SEED,

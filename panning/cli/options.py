@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, checks, config
+from .. import catalog, checks
 
 
 class UsageError(ValueError):
@@ -515,9 +515,10 @@ WIDTH = Option("width", float, "width multiplier of the model's hidden layers / 
                check=checks.positive)
 SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
               check=checks.seed)
-SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=config.sparsity)
-#: The options of a training recipe or a search: checked as the command builds its panning.train.Recipe or
-#: panning.jackpot.SearchConfig, before any work (a refused field is named as its option).
+#: The options of a pruning, a training recipe or a search: checked as the command builds its
+#: panning.pbt.methods.PruneConfig, panning.train.Recipe or panning.jackpot.SearchConfig, before any work (a refused
+#: field is named as its option).
+SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9)
 EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)")
 BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe")
 LR = Option("lr", float, "peak learning rate; default: the model's recipe")
