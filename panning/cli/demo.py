@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks
 from . import options as o
 from .options import Option, boolean
 
@@ -29,11 +28,9 @@ def methods(name: str, text: str) -> list[str]:
     from ..pbt.methods import METHODS
 
     names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise ValueError(f"{name}: expected comma-separated pruning methods, got {text!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{name}: a method is named twice in {text!r}")
-    return [checks.choice(name, m, METHODS) for m in names]
+    if not names or len(set(names)) != len(names) or not set(names) <= set(METHODS):
+        raise ValueError(f"{name}: expected distinct methods of {', '.join(METHODS)}, comma-separated, got {text!r}")
+    return names
 
 
 OPTIONS = (

@@ -41,7 +41,7 @@ from ..pbt.methods import METHODS, PruneConfig
 from ..pbt.rl.agent import AGENTS, agent_differences, agent_digest, agent_file
 from ..sparsity import kept_weights
 from ..train import PROTOCOL, Recipe, evaluate, train
-from .options import UsageError
+from .options import UsageError, agent_fits
 
 DATA = "mnist1d"
 #: The pruning-before-training protocol on MNIST-1D (panning.train.PROTOCOL): cnn1d width 4 and its training
@@ -231,15 +231,12 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
     if not given and not (agent_file(path, ".json").is_file() and agent_file(path, ".safetensors").is_file()):
         return None, f"no agent at {_shown(path)}.{{json,safetensors}} (train one: panning agent --config " \
                      "configs/agent_mnist1d_cnn1d.yaml)"
-    try:
-        differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)
-    except ValueError as error:
-        raise ValueError(f"--agent: {error}") from None
+    if given:  # its files are checked (options.agent)
+        agent_fits("--agent", path, model=MODEL, width=opts["width"], data=DATA)
+        return path, ""
+    differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)
     if differs:
-        message = f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
-        if given:
-            raise ValueError(f"--agent: {message}")
-        return None, message
+        return None, f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
     return path, ""
 
 

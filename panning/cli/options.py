@@ -29,11 +29,8 @@ class UsageError(ValueError):
     """Bad options or input files, found before any work started."""
 
 
-def boolean(value) -> bool:
-    """The type of on/off options (``--x`` / ``--no-x`` on the command line, true/false in YAML)."""
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"expected true or false, got {value!r}")
+#: The type of on/off options: ``--x`` / ``--no-x`` on the command line, true / false in YAML (see _convert).
+boolean = bool
 
 
 @dataclass(frozen=True)
@@ -90,24 +87,6 @@ def one_of(module: str, attribute: str) -> Callable[[str, Any], Any]:
 
         return checks.choice(name, value, getattr(importlib.import_module(module), attribute))
     return check
-
-
-def input_file(name: str, path: Path) -> Path:
-    """An existing, readable file."""
-    if not path.exists():
-        raise UsageError(f"{name}: no file at {str(path)!r}")
-    if not path.is_file():
-        raise UsageError(f"{name}: {str(path)!r} is not a file")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{name}: {str(path)!r} is not readable")
-    return path
-
-
-def input_folder(name: str, path: Path) -> Path:
-    """An existing folder."""
-    if not path.is_dir():
-        raise UsageError(f"{name}: no folder at {str(path)!r}")
-    return path
 
 
 def output_file(name: str, path: Path) -> Path:
@@ -169,16 +148,25 @@ def _writable(name: str, folder: Path, path: Path) -> Path:
 
 @importing
 def agent(name: str, path: Path) -> Path:
-    """A saved agent given by its path without suffix (panning agent --out): its .json and .safetensors exist."""
-    from ..pbt.rl.agent import agent_file, check_agent_files
+    """A saved agent given by its path without suffix (panning agent --out): both its files, the .json and the
+    .safetensors, readable (panning.pbt.rl.agent.check_agent_files names a missing or damaged one)."""
+    from ..pbt.rl.agent import check_agent_files
 
-    for suffix in (".json", ".safetensors"):
-        input_file(name, agent_file(path, suffix))
     try:
         check_agent_files(path)
     except ValueError as error:
         raise UsageError(f"{name}: {str(error).removeprefix('agent ')}") from None
     return path
+
+
+def agent_fits(name: str, path: Path, **network) -> None:
+    """Refuse the agent at `path` (its files checked: agent) if it was trained for another network than `network`
+    (model=, width=, data=), naming what differs, before any work."""
+    from ..pbt.rl.agent import agent_differences
+
+    differs = agent_differences(path, **network)
+    if differs:
+        raise UsageError(f"{name}: {str(path)!r} was trained for another network: {'; '.join(differs)}")
 
 
 @importing
@@ -239,12 +227,12 @@ def mapping(value) -> dict:
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ValueError(f"not a YAML mapping: {' '.join(str(error).split())}") from None
+        except yaml.YAMLError:
+            pass  # the text itself: refused below, as not a mapping
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError(f"expected a mapping of name: value, got {value!r}")
+        raise ValueError(f"expected a YAML mapping of name: value, got {value!r}")
     return value
 
 
@@ -322,18 +310,16 @@ def build_model(opts: dict, bundle):
             raise UsageError(f"--model: {name} does not take {bundle.name}'s samples ({error})") from None
         fits(size, f"--width: {opts['width']:g} makes {name}")
         return models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
-    model = _foreign_model(name, kwargs, bundle)
-    if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"--model: {name} gave a {type(model).__name__}, not a torch.nn.Module")
-    x = bundle.train.tensors[0][:2]
-    was_training = model.training
-    try:
+    try:  # one check: the name gives a model (the keywords taken) that runs on one batch of the data
+        model = _foreign_model(name, kwargs, bundle)
+        was_training = model.training
         with torch.no_grad():
-            model.eval()(x)
-    except Exception as error:  # whatever the model raises on these samples
-        raise UsageError(f"--model: {name} does not take {bundle.name}'s samples of shape "
-                         f"{tuple(bundle.input_shape)} ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
-                         ) from None
+            model.eval()(bundle.train.tensors[0][:2])
+    except ImportError as error:  # a library not installed (what to install), a module not found
+        raise UsageError(f"--model: {error}") from None
+    except Exception as error:  # an unknown name, a refused keyword, not a model, the user's own error
+        raise UsageError(f"--model: {name} with {kwargs or 'no keyword arguments'} gives no model that runs on "
+                         f"{bundle.name}'s samples of shape {tuple(bundle.input_shape)} ({_cause(error)})") from None
     return model.train(was_training)
 
 
@@ -342,40 +328,31 @@ def _foreign_model(name: str, kwargs: dict, bundle):
     from ..optional import require
 
     library, _, rest = name.partition(":")
-    try:
-        if library == "torchvision":
-            models = require("torchvision", name).models
-            return models.get_model(rest, weights=None, **{"num_classes": bundle.num_classes, **kwargs})
-        if library == "timm":
-            timm = require("timm", name)
-            return timm.create_model(rest, pretrained=False, **{"num_classes": bundle.num_classes,
-                                                                "in_chans": bundle.input_shape[0], **kwargs})
-        return _function(name, "--model")(**kwargs)
-    except ImportError as error:
-        raise UsageError(f"--model: {error}") from None
-    except UsageError:
-        raise
-    except Exception as error:  # an unknown name, a keyword the builder does not take, the user's own error
-        raise UsageError(f"--model: {name} could not be built with {kwargs or 'no keyword arguments'} "
-                         f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+    if library == "torchvision":
+        models = require("torchvision", name).models
+        return models.get_model(rest, weights=None, **{"num_classes": bundle.num_classes, **kwargs})
+    if library == "timm":
+        timm = require("timm", name)
+        return timm.create_model(rest, pretrained=False, **{"num_classes": bundle.num_classes,
+                                                            "in_chans": bundle.input_shape[0], **kwargs})
+    return _function(name)(**kwargs)
 
 
-def _function(spec: str, name: str):
-    """The function ``package.module:function`` names, imported (this runs the module's code: the user's own)."""
+def _function(spec: str):
+    """The function ``package.module:function`` names, imported (this runs the module's code: the user's own) from
+    PYTHONPATH or the current folder; a missing module or name raises Python's own error, which the caller names."""
     import importlib
 
     module, _, attribute = spec.partition(":")
-    try:
-        found = importlib.import_module(module)
-    except ImportError as error:
-        raise UsageError(f"{name}: cannot import {module!r} ({error}); is it on PYTHONPATH?") from None
+    found = importlib.import_module(module)
     for part in attribute.split("."):
-        if not hasattr(found, part):
-            raise UsageError(f"{name}: {module!r} has no {attribute!r}")
         found = getattr(found, part)
-    if not callable(found):
-        raise UsageError(f"{name}: {spec} is a {type(found).__name__}, not a function")
     return found
+
+
+def _cause(error: BaseException) -> str:
+    """An error of a user's code or another library, as one short line: "TypeError: ..."."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
 
 
 #: Copies of the weights a training run holds at once: the weights, their gradients, two optimizer moments.
@@ -402,50 +379,37 @@ def load_data(opts: dict, name: str | None = None, seed: int | None = None):
     name = name or opts["data"]
     seed = opts["seed"] if seed is None else seed
     kwargs = opts.get("data_kwargs") or {}
-    if name in catalog.DATASETS:  # a refused data_dir is a ConfigError of that field: named as --data-dir
-        if kwargs:
-            raise UsageError(f"--data-kwargs: panning's data sets take none; got {kwargs}")
-        return data.load(name, seed=seed, data_dir=opts["data_dir"])
     path = Path(name)
+    function = name not in catalog.DATASETS and factory_form(name) and not path.exists()
+    if function:
+        try:  # the user's module and function, called with the user's keyword arguments, and what it returned
+            return _data_of(name, _function(name)(**kwargs), seed)
+        except Exception as error:
+            raise UsageError(f"--data: {name} with {kwargs or 'no keyword arguments'} gives no data panning can use "
+                             f"({_cause(error)})") from None
+    takes = {"image_size"} if name not in catalog.DATASETS and path.is_dir() else set()
+    if set(kwargs) - takes:
+        raise UsageError(f"--data-kwargs: --data {name} takes {', '.join(takes) or 'no keyword arguments'}; got "
+                         f"{kwargs}")
+    if name in catalog.DATASETS:  # a refused data_dir is a ConfigError of that field: named as --data-dir
+        return data.load(name, seed=seed, data_dir=opts["data_dir"])
     try:
-        if factory_form(name) and not path.exists():
-            function = _function(name, "--data")
-            try:
-                value = function(**kwargs)
-            except Exception as error:  # the user's own code, called with the user's keyword arguments
-                raise UsageError(f"--data: {name} failed with {kwargs or 'no keyword arguments'} "
-                                 f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
-            return _data_of(name, value, seed)
         if path.is_dir():
-            unknown = set(kwargs) - {"image_size"}
-            if unknown:
-                raise UsageError(f"--data-kwargs: an image folder takes image_size only; got {sorted(unknown)}")
             return data.load_image_folder(path, seed=seed, name="--data", **kwargs)
-        if kwargs:
-            raise UsageError(f"--data-kwargs: a tensor file takes none; got {kwargs}")
         return data.load_tensor_file(path, seed=seed, name="--data")
     except ImportError as error:
         raise UsageError(f"--data: {error}") from None
 
 
 def _data_of(name: str, value, seed: int):
-    """A DataBundle of what a --data function returned."""
-    from torch.utils.data import DataLoader, Dataset
-
+    """A DataBundle of what a --data function returned: a DataBundle, a (train, test) pair or one Dataset /
+    DataLoader (panning.data.bundle_of refuses anything else)."""
     from .. import data
 
-    short = name.rpartition(":")[2]  # the function's name
-    try:
-        if isinstance(value, data.DataBundle):
-            return value
-        if isinstance(value, (Dataset, DataLoader)):
-            return data.bundle_of(value, name=short, seed=seed)
-        if isinstance(value, (tuple, list)) and len(value) == 2:
-            return data.bundle_of(*value, name=short, seed=seed)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--data: {name} returned data panning cannot use: {error}") from None
-    raise UsageError(f"--data: {name} returned a {type(value).__name__}; expected a DataBundle, a Dataset, a "
-                     "DataLoader or a (train, test) pair of them")
+    if isinstance(value, data.DataBundle):
+        return value
+    pair = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value,)
+    return data.bundle_of(*pair, name=name.rpartition(":")[2], seed=seed)
 
 
 def load_masks(name: str, path: Path):
@@ -501,8 +465,7 @@ ANY_DATA = DATA.but(choices=None, check=data_choice,
                          "an image folder, or package.module:function returning a Dataset")
 DATA_KWARGS = Option("data-kwargs", mapping, "keyword arguments of a --data function (or image_size of an image "
                      "folder), a YAML mapping; usually set as data_kwargs: in --config")
-DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)",
-                  check=input_folder)
+DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)")
 MODEL = Option("model", str, "model; default: the data set's own ("
                + ", ".join(f"{m} for {d}" for d, m in catalog.DEFAULT_MODEL.items()) + ")", None, catalog.MODELS)
 #: --model of the commands that take any model (docs/cli.md, "Your own model and data").
@@ -536,8 +499,11 @@ def threads(name: str, value) -> int:
 THREADS = Option("threads", int, "CPU threads for torch; default: torch's choice (1 is as fast for the small "
                  "models and far faster on a busy machine)", check=threads)
 PROGRESS = Option("progress", boolean, "progress bars (shown only when stderr is a terminal)", True)
-MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed", check=input_file)
-CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it", check=input_file)
+#: Input files are checked by their readers (panning.io.load_tensors behind masks, weights and checkpoints;
+#: panning.models.read_spec; the config's YAML): a missing, unreadable or damaged one is named as its option before
+#: any work.
+MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed")
+CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it")
 
 
 # -- parser, config, resolve ------------------------------------------------------------------------------------
@@ -565,53 +531,51 @@ def read_config(path: Path, options: Sequence[Option]) -> dict:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"--config: {str(path)!r} could not be read: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"--config: {str(path)!r} must be a mapping of option: value")
+        raw = mapping(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise UsageError(f"--config: {str(path)!r}: {' '.join(str(e).split())}") from None
     by_dest = {opt.dest: opt for opt in options}
     values = {}
     for key, value in raw.items():
-        opt = by_dest.get(str(key).replace("-", "_"))
+        opt = by_dest.get(key.replace("-", "_"))
         if opt is None:
             known = ", ".join(o.flag for o in options)
             raise UsageError(f"--config: {str(path)!r}: unknown option {key!r}; known: {known}")
-        if value is None and opt.default is not None:
-            raise UsageError(f"--config: {str(path)!r}: option {key!r} is null; leave it out for its default "
-                             f"({opt.help_text().rpartition('(default: ')[2].rstrip(')')})")
         try:
-            value = None if value is None else _convert(opt, value)
-        except (TypeError, ValueError) as e:
+            values[opt.dest] = _convert(opt, value)
+        except ValueError as e:  # a wrong kind, a choice not offered, or float's own refusal of a text
             raise UsageError(f"--config: {str(path)!r}: option {key!r}: {e}") from None
-        if opt.choices is not None and value not in opt.choices:
-            raise UsageError(f"--config: {str(path)!r}: option {key!r} must be one of {', '.join(opt.choices)}; "
-                             f"got {value!r}")
-        values[opt.dest] = value
     return values
 
 
+#: What a YAML value of an option of each type must be; floats take strings too, because YAML 1.1 reads ``1e-3``
+#: (no dot) as one. Numbers are never bools, and ints never floats (no silent truncation).
+_YAML_KINDS = {int: ((int,), "an integer"), float: ((int, float, str), "a number"), bool: ((bool,), "true or false")}
+
+
 def _convert(opt: Option, value):
-    """A YAML value through the option's type; numbers must be numbers (no bools, no silently truncated floats).
-    Strings are accepted for floats because YAML 1.1 reads ``1e-3`` (no dot) as a string."""
-    if opt.type in (int, float) and isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    if opt.type is int and not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
+    """A YAML value as the option's flag would give it: of the option's kind, one of its choices; null only where
+    the option has no default (null: the command decides)."""
+    if value is None and opt.default is None:
+        return None
+    kinds, what = _YAML_KINDS.get(opt.type, ((object,), "a value"))
+    if (value is None or not isinstance(value, kinds) or (opt.type in (int, float) and isinstance(value, bool))
+            or (opt.choices is not None and value not in opt.choices)):
+        shown = f"one of {', '.join(opt.choices)}" if opt.choices is not None else what
+        leave = f" (leave it out for its default, {opt.help_text().rpartition('(default: ')[2].rstrip(')')})" \
+            if value is None else ""
+        raise ValueError(f"expected {shown}, got {value!r}{leave}")
     return opt.type(value)
 
 
 def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
     """The options a command runs with (dest -> value): defaults < config file < flags, every set value checked."""
     given = {opt.dest: getattr(args, opt.dest) for opt in options if getattr(args, opt.dest, None) is not None}
-    config = read_config(CONFIG.check(CONFIG.name, args.config), options) if args.config is not None else {}
+    config = read_config(args.config, options) if args.config is not None else {}
     values = {opt.dest: opt.default for opt in options} | config | given
     for opt in sorted(options, key=lambda opt: getattr(opt.check, "imports", False)):  # cheap checks first
-        if opt.check is not None and values[opt.dest] is not None:
-            try:
-                values[opt.dest] = opt.check(opt.name, values[opt.dest])
-            except (TypeError, ValueError) as error:
-                raise UsageError(str(error)) from None
+        if opt.check is not None and values[opt.dest] is not None:  # a refusal is a ValueError naming the option
+            values[opt.dest] = opt.check(opt.name, values[opt.dest])
     by_dest = {opt.dest: opt for opt in options}
     for opt in options:
         if opt.requires is not None and values[opt.dest] is not None and not values[opt.requires]:

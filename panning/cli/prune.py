@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import options as o
-from .options import Option, UsageError, boolean, made_for
+from .options import Option, boolean, made_for
 
 HELP = "prune a network before training (Panning, SNIP, GraSP, SynFlow, ...) and save the masks"
 OPTIONS = (
@@ -45,12 +45,8 @@ def run(opts: dict) -> int:
                          **{key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None})
     model_name = o.model_for(opts)
     recipe = o.recipe_for(opts, ("epochs",), seed=opts["seed"]) if opts["train"] else None  # checked: before any work
-    if opts["agent"] is not None:  # its files are checked (options.agent): does it fit this network?
-        from ..pbt.rl.agent import agent_differences
-
-        differs = agent_differences(opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
-        if differs:
-            raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
+    if opts["agent"] is not None:
+        o.agent_fits("--agent", opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
     bundle = o.load_data(opts)
     o.per_class_fits(opts, bundle)
     model = o.build_model(opts, bundle).to(opts["device"])

@@ -318,3 +318,19 @@ def test_train_refuses_the_checkpoint_of_another_run_as_checkpoint(tmp_path, cap
         f"--checkpoint: {str(checkpoint)!r} belongs to another run (lr 0.01 there, 0.5 here); continue with its "
         "settings, or start afresh with another checkpoint (or delete this one)")
     assert checkpoint.read_bytes() == written
+
+
+@pytest.mark.parametrize("command, flag, message", [
+    (["train", "--data", "synthetic"], "--masks", "--masks: no file at {path!r}"),
+    (["jackpot", "--data", "synthetic", "--model", "cnn1d"], "--weights", "--weights: no file at {path!r}"),
+    (["evaluate"], "--weights", "--weights: {path!r} is not a model saved by panning.models.save"),
+    (["train", "--data", "cifar10"], "--data-dir", "--data-dir: {path!r} holds neither"),
+    (["prune", "--data", "synthetic"], "--config", "--config: {path!r}: [Errno 2] No such file or directory"),
+])
+def test_a_missing_input_is_named_by_its_reader_before_any_work(command, flag, message, tmp_path, capsys,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "missing")
+    assert main([*command, flag, path]) == 2
+    assert message.format(path=path) in error_line(capsys, command[0])
+    assert list(tmp_path.iterdir()) == []

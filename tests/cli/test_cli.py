@@ -47,7 +47,8 @@ def test_config_supplies_options_and_flags_override(tmp_path, capsys):
         ("epochs: many\n", "option 'epochs': expected an integer"),
         ("epochs: 2.5\n", "option 'epochs': expected an integer"),
         ("lr: true\n", "option 'lr': expected a number"),
-        ("- 1\n", "must be a mapping"),
+        ("- 1\n", "bad.yaml': expected a YAML mapping of name: value, got [1]"),
+        ("lr: [1\n", "bad.yaml': while parsing a flow sequence"),
     ],
 )
 def test_bad_config_exits_2_naming_it(tmp_path, capsys, text, message):

@@ -40,8 +40,8 @@ def test_options_that_were_checked_late_or_never_are_checked_before_work(argv, m
 
 
 @pytest.mark.parametrize("text, message", [
-    ("out: null\n", "option 'out' is null; leave it out for its default (masks.safetensors)"),
-    ("sparsity: null\n", "option 'sparsity' is null; leave it out for its default (0.9)"),
+    ("out: null\n", "option 'out': expected a value, got None (leave it out for its default, masks.safetensors)"),
+    ("sparsity: null\n", "option 'sparsity': expected a number, got None (leave it out for its default, 0.9)"),
 ])
 def test_a_null_in_a_config_is_refused_for_an_option_with_a_default(text, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
