@@ -90,22 +90,22 @@ def one_of(module: str, attribute: str) -> Callable[[str, Any], Any]:
 
 
 def output_file(name: str, path: Path) -> Path:
-    """A file that can be written: not a folder, in a folder that exists."""
-    if path.is_dir():
-        raise UsageError(f"{name}: {str(path)!r} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"{name}: the folder {str(path.parent)!r} does not exist")
-    return _writable(name, path.parent, path)
+    """A file that can be written: not a folder, in a folder that exists and is writable."""
+    if path.is_dir() or not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+        raise UsageError(f"{name}: cannot write {str(path)!r}: give a file name in an existing folder you can "
+                         "write to")
+    return path
 
 
 def output_folder(name: str, path: Path) -> Path:
-    """A folder that exists, or can be created under the nearest existing folder above it."""
+    """A folder that exists, or can be created under the nearest existing folder above it, and is writable."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{name}: {str(existing)!r} is a file, not a folder")
-    return _writable(name, existing, path)
+    if not (existing.is_dir() and os.access(existing, os.W_OK)):
+        raise UsageError(f"{name}: cannot write into {str(path)!r}: {str(existing)!r} is not a folder you can "
+                         "write to")
+    return path
 
 
 def room_for(name: str, path: Path, size: int) -> None:
@@ -140,12 +140,6 @@ def distinct_files(opts: dict, *keys: str) -> None:
             seen[path] = key
 
 
-def _writable(name: str, folder: Path, path: Path) -> Path:
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{name}: the folder {str(folder)!r} is not writable")
-    return path
-
-
 @importing
 def agent(name: str, path: Path) -> Path:
     """A saved agent given by its path without suffix (panning agent --out): both its files, the .json and the
@@ -177,17 +171,15 @@ def device(name: str, value: str) -> str:
     try:
         parsed = torch.device(value)
     except (RuntimeError, ValueError):
-        raise UsageError(f"{name}: {value!r} is not a torch device (cpu, cuda, cuda:<i>)") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"{name}: {value!r} asked for, but CUDA is not available on this machine")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UsageError(f"{name}: {value!r} asked for, but this machine has {torch.cuda.device_count()} "
-                             "CUDA device(s)")
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{name}: {value!r} asked for, but MPS is not available on this machine")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"{name}: {value!r}: panning runs on cpu, cuda or mps")
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"{name}: {value!r} is not a device panning runs on (cpu, cuda, cuda:<i>, mps)")
+    kind = parsed.type
+    count = {"cpu": None, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             "mps": int(torch.backends.mps.is_available())}[kind]
+    if count is not None and (parsed.index or 0) >= count:
+        raise UsageError(f"{name}: {value!r} asked for, but this machine has {count or 'no'} {kind.upper()} "
+                         "device(s)")
     return value
 
 
@@ -491,8 +483,8 @@ DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check
 def threads(name: str, value) -> int:
     """A thread count for torch: at least 1, at most this machine's CPUs (more only contend for them)."""
     cpus = os.cpu_count() or 1
-    if checks.positive_int(name, value) > cpus:
-        raise UsageError(f"{name}: {value} threads, but this machine has {cpus} CPUs")
+    if not 1 <= value <= cpus:
+        raise UsageError(f"{name}: expected a thread count in [1, {cpus}] (this machine's CPUs), got {value}")
     return value
 
 

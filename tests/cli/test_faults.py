@@ -29,7 +29,8 @@ from .test_bad_input import error_line
                                    "ignore it"),
     (["demo", "--methods", "snip", "--agent", str(AGENTS / "cnn1d-w4-mnist1d")],
      "--agent: has no effect without rl_panning in --methods"),
-    (["prune", "--threads", str((os.cpu_count() or 1) + 1)], f"threads, but this machine has {os.cpu_count()} CPUs"),
+    (["prune", "--threads", str((os.cpu_count() or 1) + 1)],
+     f"--threads: expected a thread count in [1, {os.cpu_count()}] (this machine's CPUs), got {os.cpu_count() + 1}"),
 ])
 def test_options_that_were_checked_late_or_never_are_checked_before_work(argv, message, tmp_path, capsys,
                                                                          monkeypatch):
