@@ -372,8 +372,7 @@ def load_data(opts: dict, name: str | None = None, seed: int | None = None):
     seed = opts["seed"] if seed is None else seed
     kwargs = opts.get("data_kwargs") or {}
     path = Path(name)
-    function = name not in catalog.DATASETS and factory_form(name) and not path.exists()
-    if function:
+    if factory_form(name) and not path.exists():
         try:  # the user's module and function, called with the user's keyword arguments, and what it returned
             return _data_of(name, _function(name)(**kwargs), seed)
         except Exception as error:
@@ -535,7 +534,7 @@ def read_config(path: Path, options: Sequence[Option]) -> dict:
             raise UsageError(f"--config: {str(path)!r}: unknown option {key!r}; known: {known}")
         try:
             values[opt.dest] = _convert(opt, value)
-        except ValueError as e:  # a wrong kind, a choice not offered, or float's own refusal of a text
+        except (TypeError, ValueError) as e:  # a wrong kind, a choice not offered, the type's own refusal
             raise UsageError(f"--config: {str(path)!r}: option {key!r}: {e}") from None
     return values
 
@@ -554,8 +553,8 @@ def _convert(opt: Option, value):
     if (value is None or not isinstance(value, kinds) or (opt.type in (int, float) and isinstance(value, bool))
             or (opt.choices is not None and value not in opt.choices)):
         shown = f"one of {', '.join(opt.choices)}" if opt.choices is not None else what
-        leave = f" (leave it out for its default, {opt.help_text().rpartition('(default: ')[2].rstrip(')')})" \
-            if value is None else ""
+        default = opt.help_text().rpartition("(default: ")[2].rstrip(")")
+        leave = f" (leave it out for its default, {default})" if value is None else ""
         raise ValueError(f"expected {shown}, got {value!r}{leave}")
     return opt.type(value)
 

@@ -49,6 +49,7 @@ def test_config_supplies_options_and_flags_override(tmp_path, capsys):
         ("lr: true\n", "option 'lr': expected a number"),
         ("- 1\n", "bad.yaml': expected a YAML mapping of name: value, got [1]"),
         ("lr: [1\n", "bad.yaml': while parsing a flow sequence"),
+        ("save: {a: 1}\n", "option 'save': expected str, bytes or os.PathLike object, not dict"),
     ],
 )
 def test_bad_config_exits_2_naming_it(tmp_path, capsys, text, message):
