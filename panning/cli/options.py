@@ -293,23 +293,24 @@ def build_model(opts: dict, bundle):
     if name not in catalog.MODELS and opts["width"] != 1.0:
         raise UsageError(f"--width: scales panning's own models only; give {name}'s size in --model-kwargs")
     torch.manual_seed(opts["seed"])
-    if name in catalog.MODELS:
-        try:  # the name and --width are checked: what models.build can still refuse is the data's sample shape
+    try:  # one check: the name gives a model (the keywords taken) that runs on one batch of the data
+        if name in catalog.MODELS:  # the name and --width are checked; models.build checks the sample shape
             with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
                 size = sum(p.numel() for p in models.build(name, bundle.input_shape, bundle.num_classes,
                                                            width=opts["width"]).parameters())
-        except ValueError as error:
-            raise UsageError(f"--model: {name} does not take {bundle.name}'s samples ({error})") from None
-        fits(size, f"--width: {opts['width']:g} makes {name}")
-        return models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
-    try:  # one check: the name gives a model (the keywords taken) that runs on one batch of the data
-        model = _foreign_model(name, kwargs, bundle)
+            fits(size, f"--width: {opts['width']:g} makes {name}")
+            model = models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+        else:
+            model = _foreign_model(name, kwargs, bundle)
         was_training = model.training
         with torch.no_grad():
             model.eval()(bundle.train.tensors[0][:2])
+    except UsageError:  # fits: the size, named as --width
+        raise
     except ImportError as error:  # a library not installed (what to install), a module not found
         raise UsageError(f"--model: {error}") from None
-    except Exception as error:  # an unknown name, a refused keyword, not a model, the user's own error
+    except Exception as error:  # a shape the model does not take, an unknown name, a refused keyword, not a
+        # model, the user's own error
         raise UsageError(f"--model: {name} with {kwargs or 'no keyword arguments'} gives no model that runs on "
                          f"{bundle.name}'s samples of shape {tuple(bundle.input_shape)} ({_cause(error)})") from None
     return model.train(was_training)

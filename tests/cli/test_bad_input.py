@@ -305,8 +305,8 @@ def test_a_model_that_does_not_take_the_data_sets_samples_is_named_as_model(comm
              "agent": ["--out", str(out / "agent")]}.get(command, [])
     assert main([command, "--data", "mnist1d", "--model", "cnn2d", *flags]) == 2
     assert error_line(capsys, command).endswith(
-        "--model: cnn2d does not take mnist1d's samples (input_shape for 'cnn2d' must be (channels, height, width), "
-        "got (1, 40))")
+        "--model: cnn2d with no keyword arguments gives no model that runs on mnist1d's samples of shape (1, 40) "
+        "(ValueError: input_shape for 'cnn2d' must be (channels, height, width), got (1, 40))")
     assert not out.exists() and not (tmp_path / "m.safetensors").exists()
 
 

@@ -81,7 +81,8 @@ def test_prune_a_timm_model_on_an_image_folder_then_search_a_trained_one(tmp_pat
     (["--model", "torchvision:no_such_net"], "--model: torchvision:no_such_net with no keyword arguments gives no "
      "model"),
     (["--model", "mlp", "--model-kwargs", "{a: 1}"], "--model-kwargs: panning's own models take none"),
-    (["--model", "cnn1d", "--data", f"{OWN}:blobs"], "--model: cnn1d does not take"),
+    (["--model", "cnn1d", "--data", f"{OWN}:blobs"], "--model: cnn1d with no keyword arguments gives no model that "
+     "runs on blobs's samples"),
     (["--model", f"{OWN}:tiny_net", "--data", "digits"], "--model: .* gives no model that runs on digits's samples"),
     (["--data", f"{OWN}:blobs"], "--model: required with --data"),
     (["--data", "missing.pt"], "--data: 'missing.pt' is neither a data set"),
