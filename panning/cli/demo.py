@@ -39,7 +39,7 @@ OPTIONS = (
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "
-           "(panning/pbt/rl/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=o.agent),
+           "(panning/pbt/rl/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)"),
     Option("jackpot-sparsity", float, "sparsity of the lottery jackpot searched in the dense network", 0.9),
     Option("quick", boolean, "a shortened run of about a minute (fewer epochs and steps; the report says so)",
            False),

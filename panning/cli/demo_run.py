@@ -231,7 +231,7 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
     if not given and not (agent_file(path, ".json").is_file() and agent_file(path, ".safetensors").is_file()):
         return None, f"no agent at {_shown(path)}.{{json,safetensors}} (train one: panning agent --config " \
                      "configs/agent_mnist1d_cnn1d.yaml)"
-    if given:  # its files are checked (options.agent)
+    if given:
         agent_fits("--agent", path, model=MODEL, width=opts["width"], data=DATA)
         return path, ""
     differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)

@@ -140,24 +140,16 @@ def distinct_files(opts: dict, *keys: str) -> None:
             seen[path] = key
 
 
-@importing
-def agent(name: str, path: Path) -> Path:
-    """A saved agent given by its path without suffix (panning agent --out): both its files, the .json and the
-    .safetensors, readable (panning.pbt.rl.agent.check_agent_files names a missing or damaged one)."""
-    from ..pbt.rl.agent import check_agent_files
+def agent_fits(name: str, path: Path, **network) -> None:
+    """Refuse, before any work, the saved agent given as option `name` by its path without suffix (panning agent
+    --out) unless both its files, the .json and the .safetensors, are readable (panning.pbt.rl.agent
+    .check_agent_files names a missing or damaged one) and it was trained for `network` (model=, width=, data=)."""
+    from ..pbt.rl.agent import agent_differences, check_agent_files
 
     try:
         check_agent_files(path)
     except ValueError as error:
         raise UsageError(f"{name}: {str(error).removeprefix('agent ')}") from None
-    return path
-
-
-def agent_fits(name: str, path: Path, **network) -> None:
-    """Refuse the agent at `path` (its files checked: agent) if it was trained for another network than `network`
-    (model=, width=, data=), naming what differs, before any work."""
-    from ..pbt.rl.agent import agent_differences
-
     differs = agent_differences(path, **network)
     if differs:
         raise UsageError(f"{name}: {str(path)!r} was trained for another network: {'; '.join(differs)}")
