@@ -55,4 +55,5 @@ class Config:
         self.relate()
 
     def relate(self) -> None:
-        """The checks that relate fields (one value is fine alone but not with another); raise ConfigError."""
+        """The checks that relate fields (one value is fine alone but not with another), refusing with a
+        ConfigError."""

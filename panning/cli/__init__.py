@@ -76,13 +76,11 @@ def _prepare(options: dict) -> None:
         import torch
 
         torch.set_num_threads(options["threads"])
-    backend = os.environ.get("PANNING_BACKEND")
-    if backend:
+    if os.environ.get("PANNING_BACKEND"):
         from .. import ops
 
+        backend = ops.dispatch.requested(None)  # the ops' own check of the name, naming PANNING_BACKEND
         known = ops.backends()
-        if backend not in known:
-            raise UsageError(f"PANNING_BACKEND={backend}: unknown backend; choose one of {', '.join(known)}")
         if not known[backend]["available"]:
             raise UsageError(f"PANNING_BACKEND={backend}: not available here: {known[backend]['reason']}")
         device = options.get("device", "cpu")  # commands without --device run on the CPU; None: chosen later

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks, config
 from . import options as o
 from .options import Option, boolean
 
@@ -29,26 +28,23 @@ def methods(name: str, text: str) -> list[str]:
     from ..pbt.methods import METHODS
 
     names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise ValueError(f"{name}: expected comma-separated pruning methods, got {text!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{name}: a method is named twice in {text!r}")
-    return [checks.choice(name, m, METHODS) for m in names]
+    if not names or len(set(names)) != len(names) or not set(names) <= set(METHODS):
+        raise ValueError(f"{name}: expected distinct methods of {', '.join(METHODS)}, comma-separated, got {text!r}")
+    return names
 
 
 OPTIONS = (
     Option("sparsity", float, "sparsity of the pruning before training, in [0, 1); at 0.98 the methods "
-           "separate on this network (docs/results.md)", 0.98, check=config.sparsity),
+           "separate on this network (docs/results.md)", 0.98),
     Option("methods", str, "comma-separated pruning methods (panning.pbt.METHODS)", DEFAULT_METHODS,
            check=methods),
     Option("agent", Path, "RL Panning's agent, its path without suffix; default: the one the package ships "
-           "(panning/pbt/rl/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)", check=o.agent),
+           "(panning/pbt/rl/agents/cnn1d-w4-mnist1d; the row is skipped, saying so, if it is absent)"),
     Option("jackpot-sparsity", float, "sparsity of the lottery jackpot searched in the dense network", 0.9),
     Option("quick", boolean, "a shortened run of about a minute (fewer epochs and steps; the report says so)",
            False),
     o.EPOCHS.but(help="training epochs of the dense and of every pruned network" + _FULL_OR_QUICK.format(15, 3)),
-    Option("iterations", int, "steps of the iterative methods" + _FULL_OR_QUICK.format(100, 20),
-           check=checks.positive_int),
+    Option("iterations", int, "steps of the iterative methods" + _FULL_OR_QUICK.format(100, 20)),
     Option("jackpot-epochs", int, "epochs of the jackpot search" + _FULL_OR_QUICK.format(10, 2)),
     o.WIDTH.but(default=4.0, help="width multiplier of cnn1d (4: the protocol; the shipped agent is for 4)"),
     o.SEED,

@@ -37,11 +37,11 @@ from ..io import save_figure, write_text
 from ..jackpot import SearchConfig, magnitude_baseline, search
 from ..masks import Masks
 from ..pbt.entry import prune
-from ..pbt.methods import METHODS
+from ..pbt.methods import METHODS, PruneConfig
 from ..pbt.rl.agent import AGENTS, agent_differences, agent_digest, agent_file
 from ..sparsity import kept_weights
 from ..train import PROTOCOL, Recipe, evaluate, train
-from .options import UsageError
+from .options import UsageError, agent_fits
 
 DATA = "mnist1d"
 #: The pruning-before-training protocol on MNIST-1D (panning.train.PROTOCOL): cnn1d width 4 and its training
@@ -70,6 +70,8 @@ def run(opts: dict, out=None) -> int:
     folder = Path(opts["out"])
     agent, agent_note = _agent(opts)  # may refuse an --agent that does not fit, before any work
     opts["agent"] = agent
+    pruning = {method: _prune_config(opts, method) for method in opts["methods"]  # --sparsity, --iterations
+               if method != "rl_panning" or agent is not None}
     bundle = datasets.load(DATA)
     model = _built(opts, bundle)  # sparsities that keep no weight are refused before any work
     kept_weights(model, opts["sparsity"], name="--sparsity")
@@ -92,7 +94,7 @@ def run(opts: dict, out=None) -> int:
                                    lambda: _jackpot(opts, bundle, searching, cells))
         else:
             rows[name] = cells.get(name, dict(settings_of(opts, name), recipe=recipe),
-                                   lambda: _pruned(opts, bundle, training, name, folder))
+                                   lambda: _pruned(opts, bundle, training, pruning[name], folder))
         if rows[name].get("reused"):
             _say("  finished in an earlier run: reused")
 
@@ -150,6 +152,13 @@ def settings_of(opts: dict, name: str) -> dict:
     return common | dict(method=name, sparsity=opts["sparsity"], **extra)
 
 
+def _prune_config(opts: dict, method: str) -> PruneConfig:
+    """The pruning of one method at --sparsity (and --iterations, --agent where it takes them), checked as built: a
+    refused field is named by its option."""
+    options = {key: opts[key] for key in ("iterations", "agent") if key in METHODS[method].defaults}
+    return PruneConfig(method=method, sparsity=opts["sparsity"], seed=opts["seed"], **options)
+
+
 def _search_config(opts: dict) -> SearchConfig:
     """The jackpot search of --jackpot-sparsity and --jackpot-epochs; a refused field is named by its option."""
     try:
@@ -171,15 +180,14 @@ def _dense(opts: dict, bundle, recipe: Recipe, checkpoint: Path) -> dict:
                 checkpoint=checkpoint.name)
 
 
-def _pruned(opts: dict, bundle, recipe: Recipe, method: str, folder: Path) -> dict:
+def _pruned(opts: dict, bundle, recipe: Recipe, config: PruneConfig, folder: Path) -> dict:
     model = _built(opts, bundle)
-    options = {key: value for key, value in (("iterations", opts["iterations"]), ("agent", opts["agent"]))
-               if key in METHODS[method].defaults}
     started = time.perf_counter()
-    masks = prune(model, method, opts["sparsity"], bundle, seed=opts["seed"], progress=opts["progress"], **options)
+    masks = prune(model, config.method, config.sparsity, bundle, seed=config.seed, progress=opts["progress"],
+                  **config.given)
     prune_seconds = time.perf_counter() - started
     Masks(masks, {"model": MODEL, "width": opts["width"], "data": DATA}).save(folder / "masks" /
-                                                                            f"{method}.safetensors")
+                                                                            f"{config.method}.safetensors")
     effective = effective_sparsity(model, masks, bundle.input_shape)
     trained = train(model, bundle, recipe, masks=masks, progress=opts["progress"])
     return dict(sparsity=masks.sparsity, effective_sparsity=effective, test_acc=trained.test_acc,
@@ -223,15 +231,12 @@ def _agent(opts: dict) -> tuple[Path | None, str]:
     if not given and not (agent_file(path, ".json").is_file() and agent_file(path, ".safetensors").is_file()):
         return None, f"no agent at {_shown(path)}.{{json,safetensors}} (train one: panning agent --config " \
                      "configs/agent_mnist1d_cnn1d.yaml)"
-    try:
-        differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)
-    except ValueError as error:
-        raise ValueError(f"--agent: {error}") from None
+    if given:
+        agent_fits("--agent", path, model=MODEL, width=opts["width"], data=DATA)
+        return path, ""
+    differs = agent_differences(path, model=MODEL, width=opts["width"], data=DATA)
     if differs:
-        message = f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
-        if given:
-            raise ValueError(f"--agent: {message}")
-        return None, message
+        return None, f"the agent {_shown(path)} was trained for another network: {'; '.join(differs)}"
     return path, ""
 
 

@@ -16,7 +16,7 @@ from .options import Option
 
 HELP = "test loss and accuracy of a saved model (panning train --save), optionally under a masks file"
 OPTIONS = (
-    Option("weights", Path, "the model file written by panning train --save (required)", check=o.input_file),
+    Option("weights", Path, "the model file written by panning train --save (required)"),
     o.MASKS.but(help="apply this masks file (panning prune --out, panning jackpot) before evaluating"),
     o.DATA.but(default=None, help="data set; default: the one the model was trained on"),
     o.DATA_DIR,

@@ -28,8 +28,7 @@ _SEARCH = "; default: panning.jackpot.SearchConfig's"
 OPTIONS = (
     o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH,
     Option("weights", Path, "pre-trained weights: a state dict (torch or .safetensors), a panning training "
-           "checkpoint or a model file of panning train --save; without it the dense model is trained first",
-           check=o.input_file),
+           "checkpoint or a model file of panning train --save; without it the dense model is trained first"),
     o.SPARSITY,
     o.EPOCHS.but(help="search epochs (10 unless --steps)" + _SEARCH),
     Option("steps", int, "search budget in optimizer steps instead of epochs"),

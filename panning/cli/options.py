@@ -22,18 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, checks, config
+from .. import catalog, checks
 
 
 class UsageError(ValueError):
     """Bad options or input files, found before any work started."""
 
 
-def boolean(value) -> bool:
-    """The type of on/off options (``--x`` / ``--no-x`` on the command line, true/false in YAML)."""
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"expected true or false, got {value!r}")
+#: The type of on/off options: ``--x`` / ``--no-x`` on the command line, true / false in YAML (see _convert).
+boolean = bool
 
 
 @dataclass(frozen=True)
@@ -92,41 +89,23 @@ def one_of(module: str, attribute: str) -> Callable[[str, Any], Any]:
     return check
 
 
-def input_file(name: str, path: Path) -> Path:
-    """An existing, readable file."""
-    if not path.exists():
-        raise UsageError(f"{name}: no file at {str(path)!r}")
-    if not path.is_file():
-        raise UsageError(f"{name}: {str(path)!r} is not a file")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{name}: {str(path)!r} is not readable")
-    return path
-
-
-def input_folder(name: str, path: Path) -> Path:
-    """An existing folder."""
-    if not path.is_dir():
-        raise UsageError(f"{name}: no folder at {str(path)!r}")
-    return path
-
-
 def output_file(name: str, path: Path) -> Path:
-    """A file that can be written: not a folder, in a folder that exists."""
-    if path.is_dir():
-        raise UsageError(f"{name}: {str(path)!r} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"{name}: the folder {str(path.parent)!r} does not exist")
-    return _writable(name, path.parent, path)
+    """A file that can be written: not a folder, in a folder that exists and is writable."""
+    if path.is_dir() or not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+        raise UsageError(f"{name}: cannot write {str(path)!r}: give a file name in an existing folder you can "
+                         "write to")
+    return path
 
 
 def output_folder(name: str, path: Path) -> Path:
-    """A folder that exists, or can be created under the nearest existing folder above it."""
+    """A folder that exists, or can be created under the nearest existing folder above it, and is writable."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{name}: {str(existing)!r} is a file, not a folder")
-    return _writable(name, existing, path)
+    if not (existing.is_dir() and os.access(existing, os.W_OK)):
+        raise UsageError(f"{name}: cannot write into {str(path)!r}: {str(existing)!r} is not a folder you can "
+                         "write to")
+    return path
 
 
 def room_for(name: str, path: Path, size: int) -> None:
@@ -161,24 +140,19 @@ def distinct_files(opts: dict, *keys: str) -> None:
             seen[path] = key
 
 
-def _writable(name: str, folder: Path, path: Path) -> Path:
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{name}: the folder {str(folder)!r} is not writable")
-    return path
+def agent_fits(name: str, path: Path, **network) -> None:
+    """Refuse, before any work, the saved agent given as option `name` by its path without suffix (panning agent
+    --out) unless both its files, the .json and the .safetensors, are readable (panning.pbt.rl.agent
+    .check_agent_files names a missing or damaged one) and it was trained for `network` (model=, width=, data=)."""
+    from ..pbt.rl.agent import agent_differences, check_agent_files
 
-
-@importing
-def agent(name: str, path: Path) -> Path:
-    """A saved agent given by its path without suffix (panning agent --out): its .json and .safetensors exist."""
-    from ..pbt.rl.agent import agent_file, check_agent_files
-
-    for suffix in (".json", ".safetensors"):
-        input_file(name, agent_file(path, suffix))
     try:
         check_agent_files(path)
     except ValueError as error:
         raise UsageError(f"{name}: {str(error).removeprefix('agent ')}") from None
-    return path
+    differs = agent_differences(path, **network)
+    if differs:
+        raise UsageError(f"{name}: {str(path)!r} was trained for another network: {'; '.join(differs)}")
 
 
 @importing
@@ -189,17 +163,15 @@ def device(name: str, value: str) -> str:
     try:
         parsed = torch.device(value)
     except (RuntimeError, ValueError):
-        raise UsageError(f"{name}: {value!r} is not a torch device (cpu, cuda, cuda:<i>)") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"{name}: {value!r} asked for, but CUDA is not available on this machine")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UsageError(f"{name}: {value!r} asked for, but this machine has {torch.cuda.device_count()} "
-                             "CUDA device(s)")
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{name}: {value!r} asked for, but MPS is not available on this machine")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"{name}: {value!r}: panning runs on cpu, cuda or mps")
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"{name}: {value!r} is not a device panning runs on (cpu, cuda, cuda:<i>, mps)")
+    kind = parsed.type
+    count = {"cpu": None, "cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             "mps": int(torch.backends.mps.is_available())}[kind]
+    if count is not None and (parsed.index or 0) >= count:
+        raise UsageError(f"{name}: {value!r} asked for, but this machine has {count or 'no'} {kind.upper()} "
+                         "device(s)")
     return value
 
 
@@ -239,12 +211,12 @@ def mapping(value) -> dict:
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ValueError(f"not a YAML mapping: {' '.join(str(error).split())}") from None
+        except yaml.YAMLError:
+            pass  # the text itself: refused below, as not a mapping
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ValueError(f"expected a mapping of name: value, got {value!r}")
+        raise ValueError(f"expected a YAML mapping of name: value, got {value!r}")
     return value
 
 
@@ -313,27 +285,26 @@ def build_model(opts: dict, bundle):
     if name not in catalog.MODELS and opts["width"] != 1.0:
         raise UsageError(f"--width: scales panning's own models only; give {name}'s size in --model-kwargs")
     torch.manual_seed(opts["seed"])
-    if name in catalog.MODELS:
-        try:  # the name and --width are checked: what models.build can still refuse is the data's sample shape
+    try:  # one check: the name gives a model (the keywords taken) that runs on one batch of the data
+        if name in catalog.MODELS:  # the name and --width are checked; models.build checks the sample shape
             with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
                 size = sum(p.numel() for p in models.build(name, bundle.input_shape, bundle.num_classes,
                                                            width=opts["width"]).parameters())
-        except ValueError as error:
-            raise UsageError(f"--model: {name} does not take {bundle.name}'s samples ({error})") from None
-        fits(size, f"--width: {opts['width']:g} makes {name}")
-        return models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
-    model = _foreign_model(name, kwargs, bundle)
-    if not isinstance(model, torch.nn.Module):
-        raise UsageError(f"--model: {name} gave a {type(model).__name__}, not a torch.nn.Module")
-    x = bundle.train.tensors[0][:2]
-    was_training = model.training
-    try:
+            fits(size, f"--width: {opts['width']:g} makes {name}")
+            model = models.build(name, bundle.input_shape, bundle.num_classes, width=opts["width"])
+        else:
+            model = _foreign_model(name, kwargs, bundle)
+        was_training = model.training
         with torch.no_grad():
-            model.eval()(x)
-    except Exception as error:  # whatever the model raises on these samples
-        raise UsageError(f"--model: {name} does not take {bundle.name}'s samples of shape "
-                         f"{tuple(bundle.input_shape)} ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
-                         ) from None
+            model.eval()(bundle.train.tensors[0][:2])
+    except UsageError:  # fits: the size, named as --width
+        raise
+    except ImportError as error:  # a library not installed (what to install), a module not found
+        raise UsageError(f"--model: {error}") from None
+    except Exception as error:  # a shape the model does not take, an unknown name, a refused keyword, not a
+        # model, the user's own error
+        raise UsageError(f"--model: {name} with {kwargs or 'no keyword arguments'} gives no model that runs on "
+                         f"{bundle.name}'s samples of shape {tuple(bundle.input_shape)} ({_cause(error)})") from None
     return model.train(was_training)
 
 
@@ -342,40 +313,31 @@ def _foreign_model(name: str, kwargs: dict, bundle):
     from ..optional import require
 
     library, _, rest = name.partition(":")
-    try:
-        if library == "torchvision":
-            models = require("torchvision", name).models
-            return models.get_model(rest, weights=None, **{"num_classes": bundle.num_classes, **kwargs})
-        if library == "timm":
-            timm = require("timm", name)
-            return timm.create_model(rest, pretrained=False, **{"num_classes": bundle.num_classes,
-                                                                "in_chans": bundle.input_shape[0], **kwargs})
-        return _function(name, "--model")(**kwargs)
-    except ImportError as error:
-        raise UsageError(f"--model: {error}") from None
-    except UsageError:
-        raise
-    except Exception as error:  # an unknown name, a keyword the builder does not take, the user's own error
-        raise UsageError(f"--model: {name} could not be built with {kwargs or 'no keyword arguments'} "
-                         f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
+    if library == "torchvision":
+        models = require("torchvision", name).models
+        return models.get_model(rest, weights=None, **{"num_classes": bundle.num_classes, **kwargs})
+    if library == "timm":
+        timm = require("timm", name)
+        return timm.create_model(rest, pretrained=False, **{"num_classes": bundle.num_classes,
+                                                            "in_chans": bundle.input_shape[0], **kwargs})
+    return _function(name)(**kwargs)
 
 
-def _function(spec: str, name: str):
-    """The function ``package.module:function`` names, imported (this runs the module's code: the user's own)."""
+def _function(spec: str):
+    """The function ``package.module:function`` names, imported (this runs the module's code: the user's own) from
+    PYTHONPATH or the current folder; a missing module or name raises Python's own error, which the caller names."""
     import importlib
 
     module, _, attribute = spec.partition(":")
-    try:
-        found = importlib.import_module(module)
-    except ImportError as error:
-        raise UsageError(f"{name}: cannot import {module!r} ({error}); is it on PYTHONPATH?") from None
+    found = importlib.import_module(module)
     for part in attribute.split("."):
-        if not hasattr(found, part):
-            raise UsageError(f"{name}: {module!r} has no {attribute!r}")
         found = getattr(found, part)
-    if not callable(found):
-        raise UsageError(f"{name}: {spec} is a {type(found).__name__}, not a function")
     return found
+
+
+def _cause(error: BaseException) -> str:
+    """An error of a user's code or another library, as one short line: "TypeError: ..."."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
 
 
 #: Copies of the weights a training run holds at once: the weights, their gradients, two optimizer moments.
@@ -402,50 +364,36 @@ def load_data(opts: dict, name: str | None = None, seed: int | None = None):
     name = name or opts["data"]
     seed = opts["seed"] if seed is None else seed
     kwargs = opts.get("data_kwargs") or {}
-    if name in catalog.DATASETS:  # a refused data_dir is a ConfigError of that field: named as --data-dir
-        if kwargs:
-            raise UsageError(f"--data-kwargs: panning's data sets take none; got {kwargs}")
-        return data.load(name, seed=seed, data_dir=opts["data_dir"])
     path = Path(name)
+    if factory_form(name) and not path.exists():
+        try:  # the user's module and function, called with the user's keyword arguments, and what it returned
+            return _data_of(name, _function(name)(**kwargs), seed)
+        except Exception as error:
+            raise UsageError(f"--data: {name} with {kwargs or 'no keyword arguments'} gives no data panning can use "
+                             f"({_cause(error)})") from None
+    takes = {"image_size"} if name not in catalog.DATASETS and path.is_dir() else set()
+    if set(kwargs) - takes:
+        raise UsageError(f"--data-kwargs: --data {name} takes {', '.join(takes) or 'no keyword arguments'}; got "
+                         f"{kwargs}")
+    if name in catalog.DATASETS:  # a refused data_dir is a ConfigError of that field: named as --data-dir
+        return data.load(name, seed=seed, data_dir=opts["data_dir"])
     try:
-        if factory_form(name) and not path.exists():
-            function = _function(name, "--data")
-            try:
-                value = function(**kwargs)
-            except Exception as error:  # the user's own code, called with the user's keyword arguments
-                raise UsageError(f"--data: {name} failed with {kwargs or 'no keyword arguments'} "
-                                 f"({type(error).__name__}: {' '.join(str(error).split())[:300]})") from None
-            return _data_of(name, value, seed)
         if path.is_dir():
-            unknown = set(kwargs) - {"image_size"}
-            if unknown:
-                raise UsageError(f"--data-kwargs: an image folder takes image_size only; got {sorted(unknown)}")
             return data.load_image_folder(path, seed=seed, name="--data", **kwargs)
-        if kwargs:
-            raise UsageError(f"--data-kwargs: a tensor file takes none; got {kwargs}")
         return data.load_tensor_file(path, seed=seed, name="--data")
     except ImportError as error:
         raise UsageError(f"--data: {error}") from None
 
 
 def _data_of(name: str, value, seed: int):
-    """A DataBundle of what a --data function returned."""
-    from torch.utils.data import DataLoader, Dataset
-
+    """A DataBundle of what a --data function returned: a DataBundle, a (train, test) pair or one Dataset /
+    DataLoader (panning.data.bundle_of refuses anything else)."""
     from .. import data
 
-    short = name.rpartition(":")[2]  # the function's name
-    try:
-        if isinstance(value, data.DataBundle):
-            return value
-        if isinstance(value, (Dataset, DataLoader)):
-            return data.bundle_of(value, name=short, seed=seed)
-        if isinstance(value, (tuple, list)) and len(value) == 2:
-            return data.bundle_of(*value, name=short, seed=seed)
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"--data: {name} returned data panning cannot use: {error}") from None
-    raise UsageError(f"--data: {name} returned a {type(value).__name__}; expected a DataBundle, a Dataset, a "
-                     "DataLoader or a (train, test) pair of them")
+    if isinstance(value, data.DataBundle):
+        return value
+    pair = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value,)
+    return data.bundle_of(*pair, name=name.rpartition(":")[2], seed=seed)
 
 
 def load_masks(name: str, path: Path):
@@ -501,8 +449,7 @@ ANY_DATA = DATA.but(choices=None, check=data_choice,
                          "an image folder, or package.module:function returning a Dataset")
 DATA_KWARGS = Option("data-kwargs", mapping, "keyword arguments of a --data function (or image_size of an image "
                      "folder), a YAML mapping; usually set as data_kwargs: in --config")
-DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)",
-                  check=input_folder)
+DATA_DIR = Option("data-dir", Path, "folder of a local data set (the CIFAR python-pickle folder or its parent)")
 MODEL = Option("model", str, "model; default: the data set's own ("
                + ", ".join(f"{m} for {d}" for d, m in catalog.DEFAULT_MODEL.items()) + ")", None, catalog.MODELS)
 #: --model of the commands that take any model (docs/cli.md, "Your own model and data").
@@ -515,9 +462,10 @@ WIDTH = Option("width", float, "width multiplier of the model's hidden layers / 
                check=checks.positive)
 SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
               check=checks.seed)
-SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9, check=config.sparsity)
-#: The options of a training recipe or a search: checked as the command builds its panning.train.Recipe or
-#: panning.jackpot.SearchConfig, before any work (a refused field is named as its option).
+#: The options of a pruning, a training recipe or a search: checked as the command builds its
+#: panning.pbt.methods.PruneConfig, panning.train.Recipe or panning.jackpot.SearchConfig, before any work (a refused
+#: field is named as its option).
+SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9)
 EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)")
 BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe")
 LR = Option("lr", float, "peak learning rate; default: the model's recipe")
@@ -527,16 +475,19 @@ DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check
 def threads(name: str, value) -> int:
     """A thread count for torch: at least 1, at most this machine's CPUs (more only contend for them)."""
     cpus = os.cpu_count() or 1
-    if checks.positive_int(name, value) > cpus:
-        raise UsageError(f"{name}: {value} threads, but this machine has {cpus} CPUs")
+    if not 1 <= value <= cpus:
+        raise UsageError(f"{name}: expected a thread count in [1, {cpus}] (this machine's CPUs), got {value}")
     return value
 
 
 THREADS = Option("threads", int, "CPU threads for torch; default: torch's choice (1 is as fast for the small "
                  "models and far faster on a busy machine)", check=threads)
 PROGRESS = Option("progress", boolean, "progress bars (shown only when stderr is a terminal)", True)
-MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed", check=input_file)
-CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it", check=input_file)
+#: Input files are checked by their readers (panning.io.load_tensors behind masks, weights and checkpoints;
+#: panning.models.read_spec; the config's YAML): a missing, unreadable or damaged one is named as its option before
+#: any work.
+MASKS = Option("masks", Path, "a masks file (panning prune --out, panning jackpot) to hold fixed")
+CONFIG = Option("config", Path, "YAML file of options (keys as the flags); flags override it")
 
 
 # -- parser, config, resolve ------------------------------------------------------------------------------------
@@ -564,53 +515,51 @@ def read_config(path: Path, options: Sequence[Option]) -> dict:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UsageError(f"--config: {str(path)!r} could not be read: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"--config: {str(path)!r} must be a mapping of option: value")
+        raw = mapping(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise UsageError(f"--config: {str(path)!r}: {' '.join(str(e).split())}") from None
     by_dest = {opt.dest: opt for opt in options}
     values = {}
     for key, value in raw.items():
-        opt = by_dest.get(str(key).replace("-", "_"))
+        opt = by_dest.get(key.replace("-", "_"))
         if opt is None:
             known = ", ".join(o.flag for o in options)
             raise UsageError(f"--config: {str(path)!r}: unknown option {key!r}; known: {known}")
-        if value is None and opt.default is not None:
-            raise UsageError(f"--config: {str(path)!r}: option {key!r} is null; leave it out for its default "
-                             f"({opt.help_text().rpartition('(default: ')[2].rstrip(')')})")
         try:
-            value = None if value is None else _convert(opt, value)
-        except (TypeError, ValueError) as e:
+            values[opt.dest] = _convert(opt, value)
+        except (TypeError, ValueError) as e:  # a wrong kind, a choice not offered, the type's own refusal
             raise UsageError(f"--config: {str(path)!r}: option {key!r}: {e}") from None
-        if opt.choices is not None and value not in opt.choices:
-            raise UsageError(f"--config: {str(path)!r}: option {key!r} must be one of {', '.join(opt.choices)}; "
-                             f"got {value!r}")
-        values[opt.dest] = value
     return values
 
 
+#: What a YAML value of an option of each type must be; floats take strings too, because YAML 1.1 reads ``1e-3``
+#: (no dot) as one. Numbers are never bools, and ints never floats (no silent truncation).
+_YAML_KINDS = {int: ((int,), "an integer"), float: ((int, float, str), "a number"), bool: ((bool,), "true or false")}
+
+
 def _convert(opt: Option, value):
-    """A YAML value through the option's type; numbers must be numbers (no bools, no silently truncated floats).
-    Strings are accepted for floats because YAML 1.1 reads ``1e-3`` (no dot) as a string."""
-    if opt.type in (int, float) and isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    if opt.type is int and not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
+    """A YAML value as the option's flag would give it: of the option's kind, one of its choices; null only where
+    the option has no default (null: the command decides)."""
+    if value is None and opt.default is None:
+        return None
+    kinds, what = _YAML_KINDS.get(opt.type, ((object,), "a value"))
+    if (value is None or not isinstance(value, kinds) or (opt.type in (int, float) and isinstance(value, bool))
+            or (opt.choices is not None and value not in opt.choices)):
+        shown = f"one of {', '.join(opt.choices)}" if opt.choices is not None else what
+        default = opt.help_text().rpartition("(default: ")[2].rstrip(")")
+        leave = f" (leave it out for its default, {default})" if value is None else ""
+        raise ValueError(f"expected {shown}, got {value!r}{leave}")
     return opt.type(value)
 
 
 def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
     """The options a command runs with (dest -> value): defaults < config file < flags, every set value checked."""
     given = {opt.dest: getattr(args, opt.dest) for opt in options if getattr(args, opt.dest, None) is not None}
-    config = read_config(CONFIG.check(CONFIG.name, args.config), options) if args.config is not None else {}
+    config = read_config(args.config, options) if args.config is not None else {}
     values = {opt.dest: opt.default for opt in options} | config | given
     for opt in sorted(options, key=lambda opt: getattr(opt.check, "imports", False)):  # cheap checks first
-        if opt.check is not None and values[opt.dest] is not None:
-            try:
-                values[opt.dest] = opt.check(opt.name, values[opt.dest])
-            except (TypeError, ValueError) as error:
-                raise UsageError(str(error)) from None
+        if opt.check is not None and values[opt.dest] is not None:  # a refusal is a ValueError naming the option
+            values[opt.dest] = opt.check(opt.name, values[opt.dest])
     by_dest = {opt.dest: opt for opt in options}
     for opt in options:
         if opt.requires is not None and values[opt.dest] is not None and not values[opt.requires]:

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks
 from . import options as o
-from .options import Option, UsageError, boolean, made_for
+from .options import Option, boolean, made_for
 
 HELP = "prune a network before training (Panning, SNIP, GraSP, SynFlow, ...) and save the masks"
 OPTIONS = (
     o.ANY_DATA, o.DATA_DIR, o.DATA_KWARGS, o.ANY_MODEL, o.MODEL_KWARGS, o.WIDTH,
-    Option("method", str, "pruning method (panning.pbt.METHODS)", "panning",
-           check=o.one_of("panning.pbt.methods", "METHODS")),
+    Option("method", str, "pruning method (panning.pbt.METHODS)", "panning"),
     o.SPARSITY, o.SEED,
-    Option("iterations", int, "steps of the iterative methods; default: the method's", check=checks.positive_int),
-    Option("per-class", int, "samples per class in each pruning batch; default: the method's",
-           check=checks.positive_int),
-    Option("agent", Path, "rl_panning: a trained agent, its path without suffix (panning agent --out)",
-           check=o.agent),
+    Option("iterations", int, "steps of the iterative methods; default: the method's"),
+    Option("per-class", int, "samples per class in each pruning batch; default: the method's"),
+    Option("agent", Path, "rl_panning: a trained agent, its path without suffix (panning agent --out)"),
     Option("keep-classifier", boolean, "leave the last layer dense", False),
     Option("out", Path, "where to save the masks (safetensors; .pt for a torch file)", Path("masks.safetensors"),
            check=o.output_file),
@@ -40,31 +36,16 @@ def run(opts: dict) -> int:
     from ..connectivity import collapse_report
     from ..masks import Masks
     from ..pbt.entry import prune
-    from ..pbt.methods import METHODS
+    from ..pbt.methods import PruneConfig
     from ..sparsity import kept_weights
 
-    method = METHODS[opts["method"]]
-    extra = {key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None}
-    flag = lambda key: f"--{key.replace('_', '-')}"  # noqa: E731
-    for key in extra:
-        if key not in method.defaults:
-            accepted = [flag(k) for k in _METHOD_OPTIONS if k in method.defaults]
-            raise UsageError(f"{flag(key)}: method {opts['method']!r} does not accept it "
-                             f"(it takes {', '.join(accepted) or 'none of ' + ', '.join(map(flag, _METHOD_OPTIONS))})")
-    if "agent" in method.defaults and opts["agent"] is None:
-        raise UsageError(f"--agent: method {opts['method']!r} needs a trained agent; train one with `panning agent "
-                         f"--action train --data {opts['data']} --out agents/mine`, then pass --agent agents/mine")
+    # what the pruning does, checked before any work: a refused field is named as its option (--per-class ...)
+    config = PruneConfig(method=opts["method"], sparsity=opts["sparsity"], seed=opts["seed"],
+                         **{key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None})
     model_name = o.model_for(opts)
     recipe = o.recipe_for(opts, ("epochs",), seed=opts["seed"]) if opts["train"] else None  # checked: before any work
     if opts["agent"] is not None:
-        from ..pbt.rl.agent import agent_differences
-
-        try:
-            differs = agent_differences(opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
-        except ValueError as error:
-            raise UsageError(f"--agent: {error}") from None
-        if differs:
-            raise UsageError(f"--agent: {str(opts['agent'])!r} was trained for another network: {'; '.join(differs)}")
+        o.agent_fits("--agent", opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
     bundle = o.load_data(opts)
     o.per_class_fits(opts, bundle)
     model = o.build_model(opts, bundle).to(opts["device"])
@@ -72,8 +53,8 @@ def run(opts: dict) -> int:
     kept_weights(model, opts["sparsity"], include=include, name="--sparsity")
     o.room_for("--out", opts["out"], Arena(model, include=include, share=False).numel)  # one byte a mask entry
     started = time.perf_counter()
-    masks = prune(model, opts["method"], opts["sparsity"], bundle, seed=opts["seed"], include=include,
-                  progress=opts["progress"], **extra)
+    masks = prune(model, config.method, config.sparsity, bundle, seed=config.seed, include=include,
+                  progress=opts["progress"], **config.given)
     seconds = time.perf_counter() - started
     print(f"{opts['method']} on {model_name} / {bundle.name}, seed {opts['seed']}: pruned in {seconds:.2f} s")
     print(format_report(collapse_report(model, masks, bundle.input_shape),

@@ -14,7 +14,7 @@ from ..criteria import arguments
 from ..data import Data, DataBundle, split
 from ..masks import Masks
 from ..sparsity import keep_count
-from .methods import METHODS, Problem, check_options
+from .methods import METHODS, Problem, PruneConfig
 
 
 def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data: Data | None = None,
@@ -42,12 +42,12 @@ def prune(model: nn.Module, method: str = "panning", sparsity: float = 0.9, data
         counts: "nearest", default, or the authors' "floor"; see docs/pbt.md), agent (rl_panning: the path
         of an agent saved by panning.pbt.rl.agent.save_agent).
 
-    The model is not modified: criteria evaluate it at weights held in a separate arena buffer.
+    The method, the sparsity, the seed and the options are checked as one PruneConfig (an option the method does
+    not take is refused); the model is not modified: criteria evaluate it at weights held in a separate arena
+    buffer.
     """
-    values = check_options(method, options)
-    spec = METHODS[method]
-    sparsity = checks.sparsity(sparsity)
-    checks.seed("seed", seed)
+    config = PruneConfig(method=method, sparsity=sparsity, seed=seed, **options)
+    spec, values, sparsity = METHODS[method], config.options, float(sparsity)
     dataset, shape = _resolve_data(data, input_shape, method, spec.needs_data)
     arena = Arena(model, include=include, share=False, logits=logits)
     if shape is not None:

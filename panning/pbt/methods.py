@@ -3,10 +3,12 @@
 A method is a criterion (panning.criteria) plus a way of applying it: one shot (magnitude, random,
 SNIP, GraSP), or as a scorer of the pruning loop along the exponential schedule (SynFlow, iterative
 SNIP, FORCE, Panning). The options each method accepts, with their defaults, are listed in METHODS;
-`check_options` checks them once, at the public entry point (panning.prune).
+`PruneConfig` holds what a run does (the method, its options, the sparsity, the seed), checked once when built:
+by panning.prune from its keywords, by the command line from its options before any work.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ from torch.utils.data import Dataset
 
 from .. import checks, criteria
 from ..arena import Arena
+from ..config import Config, ConfigError, one_of, setting, sparsity as valid_sparsity
 from ..criteria import scores
 from ..sparsity import ROUNDINGS, warn_if_tied
 from .batches import Batches
@@ -102,10 +105,6 @@ def rl_panning(p: Problem, agent, iterations: int, per_class: int, temperature: 
     from .rl.agent import load_agent, rollout
     from .rl.env import PanningEnv
 
-    if agent is None:
-        raise ValueError("agent: rl_panning needs a trained agent; train one for this network with "
-                         "`panning agent --action train --model M --width W --out PATH` (docs/agent.md) "
-                         "and pass --agent PATH")
     seed = int(torch.randint(2 ** 31, (1,), generator=p.generator))
     env = PanningEnv(p.model, p.dataset, p.input_shape, iterations=iterations, per_class=per_class,
                      temperature=temperature, seed=seed, arena=p.arena)
@@ -144,22 +143,44 @@ METHODS: dict[str, Method] = {
                                             "temperature": criteria.TEMPERATURE}),
 }
 
-#: The check of every option any method accepts (agent: checked where it is loaded).
-_OPTION_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "iterations": checks.positive_int,
-    "per_class": checks.positive_int,
-    "temperature": checks.positive,
-    "indices": lambda name, value: checks.choice(name, value, VARIANTS),
-    "rounding": lambda name, value: checks.choice(name, value, ROUNDINGS),
-    "agent": lambda name, value: value,
-}
+#: The options a method may take (PruneConfig's fields after method, sparsity and seed).
+OPTIONS = ("iterations", "per_class", "temperature", "indices", "rounding", "agent")
 
 
-def check_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """`method`'s defaults updated with `options`, each checked; unknown options are a TypeError."""
-    spec = METHODS[checks.choice("method", method, METHODS)]
-    unknown = sorted(set(options) - set(spec.defaults))
-    if unknown:
-        accepted = ", ".join(spec.defaults) or "none"
-        raise TypeError(f"options: {method!r} does not accept {unknown} (accepts: {accepted})")
-    return {name: _OPTION_CHECKS[name](name, value) for name, value in {**spec.defaults, **options}.items()}
+@dataclass(frozen=True)
+class PruneConfig(Config):
+    """What panning.prune does: the method (one of METHODS), the fraction of weights removed, in [0, 1), the seed
+    of every random draw, and the method's options (None: the method's default, METHODS[method].defaults). Every
+    field is checked once when built; an option the method does not take, and rl_panning without an agent, are
+    refused (a ConfigError naming the option, which the command line names by its flag)."""
+
+    method: str = setting("panning", check=one_of(METHODS))
+    sparsity: float = setting(0.9, check=valid_sparsity)
+    seed: int = setting(0, check=checks.seed)
+    iterations: int | None = setting(None, check=checks.positive_int)
+    per_class: int | None = setting(None, check=checks.positive_int)
+    temperature: float | None = setting(None, check=checks.positive)
+    indices: str | None = setting(None, check=one_of(VARIANTS))
+    rounding: str | None = setting(None, check=one_of(ROUNDINGS))
+    agent: str | os.PathLike | None = None  # the path of an agent saved by panning.pbt.rl.agent.save_agent
+
+    def relate(self) -> None:
+        accepted = METHODS[self.method].defaults
+        for name in self.given:
+            if name not in accepted:
+                raise ConfigError(name, f"method {self.method!r} does not accept it (it takes "
+                                        f"{', '.join(accepted) or 'no options'})")
+        if "agent" in accepted and self.agent is None:
+            raise ConfigError("agent", f"method {self.method!r} needs a trained agent; train one for this network "
+                                       "with `panning agent --action train --model M --width W --out PATH` "
+                                       "(docs/agent.md) and pass --agent PATH")
+
+    @property
+    def given(self) -> dict[str, Any]:
+        """The options set (not None)."""
+        return {name: getattr(self, name) for name in OPTIONS if getattr(self, name) is not None}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every option of the method: its defaults updated with the options set."""
+        return {**METHODS[self.method].defaults, **self.given}

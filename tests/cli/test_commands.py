@@ -161,7 +161,7 @@ def test_docs_list_every_option_of_every_command_as_the_tables_define_it():
             assert f"| `--{option.flag}` | {option.help_text()}" in section, (name, option.flag)
 
 
-@pytest.mark.parametrize("argv", [["demo", "--threads", "0"], ["jackpot", "--sparsity", "1.5"],
+@pytest.mark.parametrize("argv", [["demo", "--threads", "0"], ["jackpot", "--finetune-epochs", "-1"],
                                   ["prune", "--method", "snip", "--out", "/nonexistent/m.safetensors"]])
 def test_a_plain_typo_is_reported_before_torch_is_even_imported(argv):
     """Cheap checks run before the ones that import torch or an algorithm (device, method names)."""

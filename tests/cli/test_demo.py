@@ -199,14 +199,14 @@ def test_the_dense_training_resumes_from_its_checkpoint_to_the_same_result(tmp_p
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--methods", "random,psychic"], "--methods: expected one of"),
-    (["--methods", "random,random"], "--methods: a method is named twice"),
+    (["--methods", "random,psychic"], "--methods: expected distinct methods of random, magnitude, snip, "),
+    (["--methods", "random,random"], "--methods: expected distinct methods of random, magnitude, snip, "),
     (["--sparsity", "1"], "--sparsity: expected a number in [0, 1)"),
     (["--jackpot-sparsity", "1.5"], "--jackpot-sparsity: expected a number in [0, 1)"),
     (["--jackpot-epochs", "0"], "--jackpot-epochs: expected a positive int, got 0"),
     (["--epochs", "0"], "--epochs: expected a positive int, got 0"),
     (["--iterations", "0"], "--iterations: expected a positive int, got 0"),
-    (["--agent", "no/such/agent"], "--agent: no file at 'no/such/agent.json'"),
+    (["--agent", "no/such/agent"], "--agent: 'no/such/agent.json': not a saved panning agent"),
 ])
 def test_demo_checks_every_option_before_any_work(flags, message, tmp_path, capsys):
     out = tmp_path / "demo"

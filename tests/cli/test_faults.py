@@ -29,7 +29,8 @@ from .test_bad_input import error_line
                                    "ignore it"),
     (["demo", "--methods", "snip", "--agent", str(AGENTS / "cnn1d-w4-mnist1d")],
      "--agent: has no effect without rl_panning in --methods"),
-    (["prune", "--threads", str((os.cpu_count() or 1) + 1)], f"threads, but this machine has {os.cpu_count()} CPUs"),
+    (["prune", "--threads", str((os.cpu_count() or 1) + 1)],
+     f"--threads: expected a thread count in [1, {os.cpu_count()}] (this machine's CPUs), got {os.cpu_count() + 1}"),
 ])
 def test_options_that_were_checked_late_or_never_are_checked_before_work(argv, message, tmp_path, capsys,
                                                                          monkeypatch):
@@ -40,8 +41,8 @@ def test_options_that_were_checked_late_or_never_are_checked_before_work(argv, m
 
 
 @pytest.mark.parametrize("text, message", [
-    ("out: null\n", "option 'out' is null; leave it out for its default (masks.safetensors)"),
-    ("sparsity: null\n", "option 'sparsity' is null; leave it out for its default (0.9)"),
+    ("out: null\n", "option 'out': expected a value, got None (leave it out for its default, masks.safetensors)"),
+    ("sparsity: null\n", "option 'sparsity': expected a number, got None (leave it out for its default, 0.9)"),
 ])
 def test_a_null_in_a_config_is_refused_for_an_option_with_a_default(text, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -69,21 +69,26 @@ def test_prune_a_timm_model_on_an_image_folder_then_search_a_trained_one(tmp_pat
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "resnet99"], "--model: expected one of mlp, .* package.module:function, got 'resnet99'"),
-    (["--model", f"{OWN}:nothere"], f"--model: '{OWN}' has no 'nothere'"),
-    (["--model", "no_such_package.models:net"], "--model: cannot import 'no_such_package.models'"),
-    (["--model", f"{OWN}:not_a_model"], f"--model: {OWN}:not_a_model gave a str, not a torch.nn.Module"),
-    (["--model", f"{OWN}:tiny_net", "--model-kwargs", "{depth: 3}"], "--model: .*could not be built with "
-     "{'depth': 3} \\(TypeError"),
+    (["--model", f"{OWN}:nothere"], f"--model: {OWN}:nothere with no keyword arguments gives no model that runs "
+     "on digits's samples of shape \\(1, 8, 8\\) \\(AttributeError: .*has no attribute 'nothere'\\)"),
+    (["--model", "no_such_package.models:net"], "--model: No module named 'no_such_package'"),
+    (["--model", f"{OWN}:not_a_model"], f"--model: {OWN}:not_a_model with no keyword arguments gives no model "
+     "that runs on digits's samples .*\\(AttributeError: 'str' object has no attribute"),
+    (["--model", f"{OWN}:tiny_net", "--model-kwargs", "{depth: 3}"], "--model: .* with {'depth': 3} gives no "
+     "model .*\\(TypeError"),
     (["--model", f"{OWN}:tiny_net", "--model-kwargs", "[1, 2]"], "argument --model-kwargs: invalid mapping value"),
     (["--model", "torchvision:resnet18", "--width", "2"], "--width: scales panning's own models only"),
-    (["--model", "torchvision:no_such_net"], "--model: torchvision:no_such_net could not be built"),
+    (["--model", "torchvision:no_such_net"], "--model: torchvision:no_such_net with no keyword arguments gives no "
+     "model"),
     (["--model", "mlp", "--model-kwargs", "{a: 1}"], "--model-kwargs: panning's own models take none"),
-    (["--model", "cnn1d", "--data", f"{OWN}:blobs"], "--model: cnn1d does not take"),
-    (["--model", f"{OWN}:tiny_net", "--data", "digits"], "--model: .* does not take digits's samples"),
+    (["--model", "cnn1d", "--data", f"{OWN}:blobs"], "--model: cnn1d with no keyword arguments gives no model that "
+     "runs on blobs's samples"),
+    (["--model", f"{OWN}:tiny_net", "--data", "digits"], "--model: .* gives no model that runs on digits's samples"),
     (["--data", f"{OWN}:blobs"], "--model: required with --data"),
     (["--data", "missing.pt"], "--data: 'missing.pt' is neither a data set"),
     (["--data", f"{OWN}:blobs", "--data-kwargs", "{colour: red}", "--model", "mlp"],
-     f"--data: {OWN}:blobs failed with {{'colour': 'red'}} \\(TypeError: .*unexpected keyword"),
+     f"--data: {OWN}:blobs with {{'colour': 'red'}} gives no data panning can use \\(TypeError: .*unexpected "
+     "keyword"),
 ])
 def test_a_bad_model_or_data_is_one_line_naming_its_flag(args, message, capsys):
     data = [] if "--data" in args else ["--data", "digits"]
@@ -117,7 +122,9 @@ def test_a_data_function_may_return_a_pair_and_must_return_data(capsys):
     assert main(["train", "--data", f"{OWN}:split_blobs", "--model", "mlp", "--epochs", "1", *QUIET]) == 0
     assert table_row(capsys.readouterr().out, "split_blobs")["epochs"] == "1"
     assert main(["train", "--data", f"{OWN}:tiny_net", "--model", "mlp", "--epochs", "1", *QUIET]) == 2
-    assert "--data: tests.cli.own_factories:tiny_net returned a Sequential" in capsys.readouterr().err
+    assert ("--data: tests.cli.own_factories:tiny_net with no keyword arguments gives no data panning can use "
+            "(TypeError: train: expected a torch Dataset of (input, label) items or a DataLoader of (inputs, labels) "
+            "batches, got Sequential)") in capsys.readouterr().err
 
 
 def test_the_documented_config_reads_as_the_options_it_shows(tmp_path):
