@@ -25,8 +25,8 @@ from .test_bad_input import error_line
     (["agent", "--data", "digits", "--per-class", "1000"], "--per-class: 1000 samples of every class"),
     (["train", "--momentum", "0.5"], "--momentum: has no effect with the adam optimizer (the recipe's); give "
                                      "--optimizer sgd to use it"),
-    (["train", "--data-dir", "."], "--data-dir: only the CIFAR data sets are read from a folder; mnist1d would "
-                                   "ignore it"),
+    (["train", "--data-dir", "."], "--data-dir: mnist1d would ignore data_dir: only the CIFAR data sets are read "
+                                   "from a folder"),
     (["demo", "--methods", "snip", "--agent", str(AGENTS / "cnn1d-w4-mnist1d")],
      "--agent: has no effect without rl_panning in --methods"),
     (["prune", "--threads", str((os.cpu_count() or 1) + 1)],
