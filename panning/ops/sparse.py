@@ -10,7 +10,6 @@ import math
 
 import torch
 
-from .. import checks
 from . import checks as tensor_checks, dispatch
 from .sparse_weight import SparseWeight
 
@@ -104,11 +103,14 @@ def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None =
 
 
 def checked_backend(op: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None,
-                    backend: str | None) -> str:
-    """The checks sparse_linear and sparse_conv share (x, the kept values and bias: tensors of one floating dtype on
-    one device; the bias's shape), and the backend that runs the op's forward and backward."""
+                    backend: str | None, *, dims: tuple[int, ...] | None = None) -> str:
+    """The checks sparse_linear and sparse_conv share, and the backend that runs the op's forward and backward: the
+    structure (scanned again only if written since it was checked); x (of `dims` dimensions when given), the kept
+    values (one per kept entry) and bias (one per output) tensors of one floating dtype on one device."""
+    sparse_weight.check()
     tensor_checks.operands(x=x, **{"sparse_weight.values": sparse_weight.values}, bias=bias,
-                           shapes={"bias": (sparse_weight.shape[0],)})
+                           dims={"x": dims} if dims else None,
+                           shapes={"sparse_weight.values": (sparse_weight.nnz,), "bias": (sparse_weight.shape[0],)})
     name = dispatch.resolve(f"{op}_fwd", x.device, backend)
     dispatch.resolve(f"{op}_bwd", x.device, name)
     return name
@@ -121,8 +123,6 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     The structure of `sparse_weight` was validated when it was built; an in-place write into its index
     tensors since then is noticed (version counters) and validated again before the kernel runs.
     """
-    checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
-    sparse_weight.check()
     name = checked_backend("sparse_linear", x, sparse_weight, bias, backend)
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:

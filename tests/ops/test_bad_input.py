@@ -53,10 +53,10 @@ def _dense(shape, crow, col, values):
     ("crow too short", lambda c, k, v: (c[:-1], k, v), ValueError, "crow_indices: expected 7 entries"),
     ("values too long", lambda c, k, v: (c, k, torch.cat([v, v[:1]])), ValueError, "values: expected shape"),
     ("col and values shorter", lambda c, k, v: (c, k[:-1], v[:-1]), ValueError, "crow_indices"),
-    ("int32 crow", lambda c, k, v: (c.int(), k, v), TypeError, "crow_indices: expected int64"),
-    ("float col", lambda c, k, v: (c, k.double(), v), TypeError, "col_indices: expected int64"),
+    ("int32 crow", lambda c, k, v: (c.int(), k, v), TypeError, "crow_indices: expected a 1-D int64 tensor"),
+    ("float col", lambda c, k, v: (c, k.double(), v), TypeError, "col_indices: expected a 1-D int64 tensor"),
     ("integer values", lambda c, k, v: (c, k, v.long()), TypeError, "values: expected a floating"),
-    ("2-D col", lambda c, k, v: (c, k.view(1, -1), v), ValueError, "col_indices: expected a 1-D"),
+    ("2-D col", lambda c, k, v: (c, k.view(1, -1), v), TypeError, "col_indices: expected a 1-D int64 tensor"),
     ("values not a tensor", lambda c, k, v: (c, k, v.tolist()), TypeError, "values: expected a torch.Tensor"),
     ("unsorted row", lambda c, k, v: (c, k.flip(0), v), ValueError, "col_indices: expected strictly increasing"),
     ("structure on meta", lambda c, k, v: (c, k.to("meta"), v), ValueError, "col_indices: on meta"),
@@ -91,6 +91,10 @@ def test_in_place_corruption_after_building_is_caught_before_the_kernel(backend)
     sw, x = _valid(2)
     sw.crow_indices[-1] += 10**6
     with pytest.raises(ValueError, match="crow_indices"):
+        ops.sparse_linear(x, sw, backend=backend)
+    sw, x = _valid(3)
+    sw.values.data = sw.values.data[:-1]  # values given other storage: the op checks them with its operands
+    with pytest.raises(ValueError, match=r"sparse_weight.values: expected shape"):
         ops.sparse_linear(x, sw, backend=backend)
 
 
