@@ -85,23 +85,28 @@ def test_topk_empty(backend):
 
 def test_topk_bad_input_names_the_argument():
     scores = torch.randn(10)
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k: expected counts in \[0, segment size\]; segment sizes \[10\], "
+                                         r"got \[11\]"):
         ops.topk_mask(scores, 11)
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match="k: expected counts in"):
         ops.topk_mask(scores, -1)
-    with pytest.raises(TypeError, match="k"):
+    with pytest.raises(ValueError, match="k: expected integer counts"):
         ops.topk_mask(scores, 2.5)
+    with pytest.raises(ValueError, match="k: expected integer counts"):
+        ops.topk_mask(scores, True)
     with pytest.raises(ValueError, match="scores: contains NaN"):
         ops.topk_mask(torch.tensor([1.0, float("nan")]), 1)
     with pytest.raises(TypeError, match="scores"):
         ops.topk_mask(torch.arange(10), 3)
     with pytest.raises(ValueError, match="scores"):
         ops.topk_mask(torch.randn(2, 2, 2), 1)
-    with pytest.raises(ValueError, match="offsets"):
+    with pytest.raises(ValueError, match="offsets: expected 1-D integer bounds, non-decreasing from 0 to 10"):
         ops.topk_mask(scores, [1, 1], offsets=[0, 5, 9])
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match="offsets: expected 1-D integer bounds"):
+        ops.topk_mask(scores, [1, 1], offsets=[0.0, 5.0, 10.0])
+    with pytest.raises(ValueError, match="k: expected counts in"):
         ops.topk_mask(scores, [6, 1], offsets=[0, 5, 10])
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"k: expected shape \(2,\) or \(1, 2\)"):
         ops.topk_mask(scores, [1, 1, 1], offsets=[0, 5, 10])
 
 
