@@ -41,13 +41,10 @@ def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tens
     if not isinstance(indices, torch.Tensor):
         indices = torch.stack(list(indices))  # torch names an empty sequence or an odd vector; the result is checked
     tensor_checks.operands(indices=indices, weights=weights, dims={"indices": (2,), "weights": (1, 2)},
-                           one_dtype=False)
+                           one_dtype=False, shapes={"weights": (*weights.shape[:-1], *indices.shape[:1])})
     tensor_checks.finite("weights", weights)
     single = weights.dim() == 1
     weights2d = weights.unsqueeze(0) if single else weights
-    if weights2d.shape[1] != indices.shape[0]:
-        raise ValueError(f"weights: expected {indices.shape[0]} weights per row (one per index), "
-                         f"got shape {tuple(weights.shape)}")
     name = dispatch.resolve("saliency", indices.device, backend)
     if not dispatch.checks_inputs(name, "saliency"):  # the C++ kernel rejects them in its statistics pass
         tensor_checks.finite("indices", indices)
