@@ -80,10 +80,11 @@ class _EagerSparseLinear(torch.autograd.Function):
     about 100 us per forward + backward; see masked._EagerMaskedLinear)."""
 
     @staticmethod
-    def forward(ctx, x, crow, col, values, in_features, bias, backend):
+    def forward(ctx, x, crow, col, values, in_features, bias, backend, sw):
+        # sw: the SparseWeight around crow, col and values, which the caller checked
         ctx.save_for_backward(x, crow, col, values)
         ctx.in_features, ctx.backend = in_features, backend
-        return dispatch.kernel("sparse_linear_fwd", backend)(x, _structure(crow, col, values, in_features), bias)
+        return dispatch.kernel("sparse_linear_fwd", backend)(x, sw, bias)
 
     @staticmethod
     def backward(ctx, dy):
@@ -91,7 +92,7 @@ class _EagerSparseLinear(torch.autograd.Function):
         need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[5]
         sw = _structure(crow, col, values, ctx.in_features)
         dx, dvalues = _backward_kernel(ctx.backend)(dy.contiguous(), x, sw, need_dx, need_dvalues)
-        return dx, None, None, dvalues, None, dy.sum(0) if need_db else None, None
+        return dx, None, None, dvalues, None, dy.sum(0) if need_db else None, None, None
 
 
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
@@ -128,7 +129,14 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
     rows = math.prod(x.shape[:-1])
-    args = (x.reshape(rows, in_features).contiguous(), sparse_weight.crow_indices.contiguous(),
-            sparse_weight.col_indices.contiguous(), sparse_weight.values.contiguous(), in_features, bias, name)
-    y = _sparse_linear(*args) if torch.compiler.is_compiling() else _EagerSparseLinear.apply(*args)
+    tensors = (sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
+               sparse_weight.values.contiguous())
+    args = (x.reshape(rows, in_features).contiguous(), *tensors, in_features, bias, name)
+    if torch.compiler.is_compiling():
+        y = _sparse_linear(*args)
+    else:
+        if any(a is not b for a, b in zip(tensors, (sparse_weight.crow_indices, sparse_weight.col_indices,
+                                                    sparse_weight.values))):
+            sparse_weight = _structure(*tensors, in_features)
+        y = _EagerSparseLinear.apply(*args, sparse_weight)
     return y.view(*x.shape[:-1], out_features)

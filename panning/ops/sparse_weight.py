@@ -10,7 +10,7 @@ forward) costs O(1), while an in-place write into them is noticed and checked ag
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -71,15 +71,18 @@ def _structure_problem(shape: tuple[int, int], crow: torch.Tensor, col: torch.Te
 
 
 @torch.compiler.disable  # data-dependent checks run eagerly; a cache hit costs O(1)
-def _checked(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> None:
-    """Check the structure unless this (crow, col) pair was checked for `shape` and not written since."""
+def _checked(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> tuple[int, int]:
+    """Check the structure unless this (crow, col) pair was checked for `shape` and not written since; the version
+    counters it was checked at."""
+    versions = (crow._version, col._version)
     seen = _CHECKED.get(crow)
-    if seen is not None and seen[0]() is col and seen[1:] == (crow._version, col._version, shape):
-        return
+    if seen is not None and seen[0]() is col and seen[1:] == (*versions, shape):
+        return versions
     problem = _structure_problem(shape, crow, col)
     if problem is not None:
         raise ValueError(problem)
-    _CHECKED[crow] = (weakref.ref(col), crow._version, col._version, shape)
+    _CHECKED[crow] = (weakref.ref(col), *versions, shape)
+    return versions
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class SparseWeight:
     def __post_init__(self):
         shape = _check_shape(self.shape)
         _check_tensors(self.crow_indices, self.col_indices, self.values)
-        _checked(shape, self.crow_indices, self.col_indices)
+        object.__setattr__(self, "_versions", _checked(shape, self.crow_indices, self.col_indices))
         object.__setattr__(self, "shape", shape)
 
     @classmethod
@@ -114,11 +117,16 @@ class SparseWeight:
     @classmethod
     def trusted(cls, shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor,
                 values: torch.Tensor) -> SparseWeight:
-        """A SparseWeight around a structure built by a to_sparse kernel: recorded as checked without the
-        O(nnz) scan (the kernels' tests pin that their output is valid CSR)."""
-        shape = (int(shape[0]), int(shape[1]))
-        _CHECKED[crow] = (weakref.ref(col), crow._version, col._version, shape)
-        return cls(shape, crow, col, values)
+        """A SparseWeight around a structure built by a to_sparse kernel, or one an op checked and rebuilds
+        inside its autograd function: built without checks and recorded as checked (the kernels' tests pin that
+        their output is valid CSR), so that `check()` finds it."""
+        shape, versions = (int(shape[0]), int(shape[1])), (crow._version, col._version)
+        _CHECKED[crow] = (weakref.ref(col), *versions, shape)
+        weight = object.__new__(cls)
+        for field, value in zip(fields(cls), (shape, crow, col, values)):
+            object.__setattr__(weight, field.name, value)
+        object.__setattr__(weight, "_versions", versions)
+        return weight
 
     @property
     def nnz(self) -> int:
@@ -152,5 +160,8 @@ class SparseWeight:
 
     def check(self) -> None:
         """Re-validate the structure if an index tensor was written in place since it was checked (O(1)
-        otherwise). The ops call it before every kernel launch; they check the values with their other operands."""
-        _checked(self.shape, self.crow_indices, self.col_indices)
+        otherwise: eagerly, a comparison of the version counters this object was checked at). The ops call it
+        before every kernel launch; they check the values with their other operands."""
+        if torch.compiler.is_compiling() or self._versions != (self.crow_indices._version,
+                                                               self.col_indices._version):
+            object.__setattr__(self, "_versions", _checked(self.shape, self.crow_indices, self.col_indices))
