@@ -99,6 +99,7 @@ class SparseWeight:
     crow_indices: torch.Tensor  # (out + 1,) int64: row r holds entries crow[r]:crow[r+1]
     col_indices: torch.Tensor  # (nnz,) int64, strictly increasing within a row
     values: torch.Tensor  # (nnz,)
+    # Not a field: `_versions`, the version counters of (crow_indices, col_indices) the structure was checked at.
 
     def __post_init__(self):
         shape = _check_shape(self.shape)
