@@ -90,7 +90,7 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
     wrapping in DistributedDataParallel or torch.compile. Forward and backward hooks on a swapped layer are
     refused rather than silently dropped. The return value is `model` itself unless `model` is a single layer.
     """
-    checks.instance("model", model, nn.Module, "an nn.Module")
+    checks.instance("model", model, nn.Module, "an nn.Module")  # else _owner would blame the masks
     checks.choice("mode", mode, MODES)
     checks.instance("scores", scores, bool, "a bool")
     masks = masks if isinstance(masks, Masks) else Masks(masks)
@@ -113,7 +113,6 @@ def sparsify(model: nn.Module, masks: Mapping[str, torch.Tensor], *, mode: str =
 def densify(model: nn.Module, layers: Iterable[SparseLayer] | None = None) -> nn.Module:
     """Swap every sparse layer (or only those in `layers`) back for its plain torch layer, in place, with zeros
     baked into the weight; returns the model (the new layer itself if `model` was a single sparse layer)."""
-    checks.instance("model", model, nn.Module, "an nn.Module")
     chosen = None if layers is None else set(layers)
     return _replace(model, {module: module.to_dense() for module in model.modules()
                             if isinstance(module, SparseLayer) and (chosen is None or module in chosen)})
@@ -122,7 +121,6 @@ def densify(model: nn.Module, layers: Iterable[SparseLayer] | None = None) -> nn
 def dense_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A sparsified model's checkpoint as a plain model's: masks baked into the weights, `mask` and `scores`
     entries dropped. `plain_model.load_state_dict(dense_state_dict(ckpt))` then loads strictly."""
-    checks.instance("state_dict", state_dict, Mapping, "a mapping")
     keys = mask_keys(state_dict)
     dropped = {key for mask in keys.values() for key in (mask, mask[:-len("mask")] + "scores")}
     dense = {key: value for key, value in state_dict.items() if key not in dropped}

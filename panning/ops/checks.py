@@ -16,9 +16,11 @@ def tensor(name: str, value, *, dims: tuple[int, ...] | None = None) -> torch.Te
     return value
 
 
-def floating(name: str, value: torch.Tensor) -> torch.Tensor:
-    if not value.dtype.is_floating_point:
-        raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+def kind(name: str, value: torch.Tensor, *, floating: bool = True, boolean: bool = False) -> torch.Tensor:
+    """A tensor of a floating-point dtype (where `floating`) or bool (where `boolean`)."""
+    if not ((floating and value.dtype.is_floating_point) or (boolean and value.dtype == torch.bool)):
+        kinds = " or ".join(k for k, wanted in (("bool", boolean), ("floating-point", floating)) if wanted)
+        raise TypeError(f"{name}: expected a {kinds} tensor, got {value.dtype}")
     return value
 
 
@@ -65,7 +67,7 @@ def operands(*, dims: Mapping[str, tuple[int, ...]] | None = None, shapes: Mappi
             if value.dtype != first.dtype:
                 same_dtype(first_name, first, **{name: value})
         elif not value.dtype.is_floating_point:
-            floating(name, value)
+            kind(name, value)
         expected = first.shape if same_shape else shapes.get(name) if shapes else None
         if expected is not None and value.shape != expected:
             shape(name, value, expected)
@@ -74,13 +76,12 @@ def operands(*, dims: Mapping[str, tuple[int, ...]] | None = None, shapes: Mappi
 
 
 def mask(name: str, value, expected: tuple[int, ...], *, on: tuple[str, torch.Tensor] | None = None,
-         floating: bool = False) -> torch.Tensor:
-    """A mask of shape `expected`: a bool tensor (a fixed mask: to_sparse, the criteria, the sparse layers), or
-    with `floating` also a floating one (e.g. a straight-through mask); on the device of `on` = (name, tensor)
-    when given."""
+         floating: bool = False, boolean: bool = True) -> torch.Tensor:
+    """A mask of shape `expected`: a bool tensor (a fixed mask: to_sparse, the criteria, the sparse layers), with
+    `floating` also a floating one (e.g. a straight-through mask; without `boolean`, only a floating one); on the
+    device of `on` = (name, tensor) when given."""
     tensor(name, value)
-    if value.dtype != torch.bool and not (floating and value.dtype.is_floating_point):
-        raise TypeError(f"{name}: expected a bool{' or floating-point' if floating else ''} tensor, got {value.dtype}")
+    kind(name, value, floating=floating, boolean=boolean)
     shape(name, value, expected)
     if on is not None:
         same_device(on[0], on[1], **{name: value})

@@ -114,15 +114,12 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     must be a floating tensor standing for top-k(scores) (e.g. a straight-through view of the scores)
     and receives dW_eff * weight, the straight-through score gradient of Lottery Jackpots.
     """
-    tensor_checks.operands(x=x, weight=weight, bias=bias, dims={"weight": (2,), "bias": (1,)})
-    tensor_checks.mask("mask", mask, weight.shape, on=("weight", weight), floating=True)
+    tensor_checks.operands(x=x, weight=weight, bias=bias, dims={"weight": (2,)}, shapes={"bias": weight.shape[:1]})
+    # With score_grad the mask carries the scores' gradient: a bool one could not.
+    tensor_checks.mask("mask", mask, weight.shape, on=("weight", weight), floating=True, boolean=not score_grad)
     if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x: expected last dimension {weight.shape[1]} (weight is {tuple(weight.shape)}), "
                          f"got shape {tuple(x.shape)}")
-    if bias is not None:
-        tensor_checks.shape("bias", bias, (weight.shape[0],))
-    if score_grad and not mask.dtype.is_floating_point:
-        raise TypeError("mask: score_grad=True needs a floating mask that can carry a gradient, got bool")
     if not score_grad:
         mask = mask.detach()
         if mask.dtype.is_floating_point:

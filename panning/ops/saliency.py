@@ -28,36 +28,23 @@ def _(weight, grad, absolute, backend):
     return torch.empty_like(weight)
 
 
-def _stack(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """K index vectors of one length, dtype and device as a (K, N) tensor; an error names the odd one out."""
-    vectors = list(vectors)
-    if not vectors:
-        raise ValueError("indices: expected at least one index vector, got an empty sequence")
-    named = {f"indices[{k}]": v for k, v in enumerate(vectors)}
-    tensor_checks.operands(dims=dict.fromkeys(named, (1,)), same_shape=True, **named)
-    return torch.stack(vectors)
-
-
 def saliency(indices: torch.Tensor | Sequence[torch.Tensor], weights: torch.Tensor, *,
              backend: str | None = None) -> torch.Tensor:
     """Combined scores `S[b] = sum_k weights[b, k] * |indices[k] - mean_k| / std_k`.
 
-    indices: (K, N) raw scores of K criteria over the same N weights (or a sequence of K vectors);
+    indices: (K, N) raw scores of K criteria over the same N weights (or a sequence of K vectors, stacked);
     weights: (B, K) one weight vector per candidate, or (K,) for a single one (then the result is (N,)).
     Statistics are taken over all N elements in float64, so large arenas lose no precision; an index
     with zero spread contributes zero. NaN or inf in the indices or the weights raises ValueError (the
     scores must be NaN-free for the top-k that follows).
     """
     if not isinstance(indices, torch.Tensor):
-        indices = _stack(indices)
+        indices = torch.stack(list(indices))  # torch names an empty sequence or an odd vector; the result is checked
     tensor_checks.operands(indices=indices, weights=weights, dims={"indices": (2,), "weights": (1, 2)},
-                           one_dtype=False)
+                           one_dtype=False, shapes={"weights": (*weights.shape[:-1], *indices.shape[:1])})
     tensor_checks.finite("weights", weights)
     single = weights.dim() == 1
     weights2d = weights.unsqueeze(0) if single else weights
-    if weights2d.shape[1] != indices.shape[0]:
-        raise ValueError(f"weights: expected {indices.shape[0]} weights per row (one per index), "
-                         f"got shape {tuple(weights.shape)}")
     name = dispatch.resolve("saliency", indices.device, backend)
     if not dispatch.checks_inputs(name, "saliency"):  # the C++ kernel rejects them in its statistics pass
         tensor_checks.finite("indices", indices)

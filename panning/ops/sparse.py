@@ -10,7 +10,6 @@ import math
 
 import torch
 
-from .. import checks
 from . import checks as tensor_checks, dispatch
 from .sparse_weight import SparseWeight
 
@@ -81,10 +80,11 @@ class _EagerSparseLinear(torch.autograd.Function):
     about 100 us per forward + backward; see masked._EagerMaskedLinear)."""
 
     @staticmethod
-    def forward(ctx, x, crow, col, values, in_features, bias, backend):
+    def forward(ctx, x, crow, col, values, in_features, bias, backend, sw):
+        # sw: the SparseWeight around crow, col and values, which the caller checked
         ctx.save_for_backward(x, crow, col, values)
         ctx.in_features, ctx.backend = in_features, backend
-        return dispatch.kernel("sparse_linear_fwd", backend)(x, _structure(crow, col, values, in_features), bias)
+        return dispatch.kernel("sparse_linear_fwd", backend)(x, sw, bias)
 
     @staticmethod
     def backward(ctx, dy):
@@ -92,7 +92,7 @@ class _EagerSparseLinear(torch.autograd.Function):
         need_dx, need_dvalues, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[5]
         sw = _structure(crow, col, values, ctx.in_features)
         dx, dvalues = _backward_kernel(ctx.backend)(dy.contiguous(), x, sw, need_dx, need_dvalues)
-        return dx, None, None, dvalues, None, dy.sum(0) if need_db else None, None
+        return dx, None, None, dvalues, None, dy.sum(0) if need_db else None, None, None
 
 
 def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None) -> SparseWeight:
@@ -104,11 +104,14 @@ def to_sparse(weight: torch.Tensor, mask: torch.Tensor, *, backend: str | None =
 
 
 def checked_backend(op: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None,
-                    backend: str | None) -> str:
-    """The checks sparse_linear and sparse_conv share (x, the kept values and bias: tensors of one floating dtype on
-    one device; the bias's shape), and the backend that runs the op's forward and backward."""
+                    backend: str | None, *, dims: tuple[int, ...] | None = None) -> str:
+    """The checks sparse_linear and sparse_conv share, and the backend that runs the op's forward and backward: the
+    structure (scanned again only if written since it was checked); x (of `dims` dimensions when given), the kept
+    values (one per kept entry) and bias (one per output) tensors of one floating dtype on one device."""
+    sparse_weight.check()
     tensor_checks.operands(x=x, **{"sparse_weight.values": sparse_weight.values}, bias=bias,
-                           shapes={"bias": (sparse_weight.shape[0],)})
+                           dims={"x": dims} if dims else None,
+                           shapes={"sparse_weight.values": (sparse_weight.nnz,), "bias": (sparse_weight.shape[0],)})
     name = dispatch.resolve(f"{op}_fwd", x.device, backend)
     dispatch.resolve(f"{op}_bwd", x.device, name)
     return name
@@ -121,14 +124,19 @@ def sparse_linear(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     The structure of `sparse_weight` was validated when it was built; an in-place write into its index
     tensors since then is noticed (version counters) and validated again before the kernel runs.
     """
-    checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
-    sparse_weight.check()
     name = checked_backend("sparse_linear", x, sparse_weight, bias, backend)
     out_features, in_features = sparse_weight.shape
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected last dimension {in_features}, got shape {tuple(x.shape)}")
     rows = math.prod(x.shape[:-1])
-    args = (x.reshape(rows, in_features).contiguous(), sparse_weight.crow_indices.contiguous(),
-            sparse_weight.col_indices.contiguous(), sparse_weight.values.contiguous(), in_features, bias, name)
-    y = _sparse_linear(*args) if torch.compiler.is_compiling() else _EagerSparseLinear.apply(*args)
+    tensors = (sparse_weight.crow_indices.contiguous(), sparse_weight.col_indices.contiguous(),
+               sparse_weight.values.contiguous())
+    args = (x.reshape(rows, in_features).contiguous(), *tensors, in_features, bias, name)
+    if torch.compiler.is_compiling():
+        y = _sparse_linear(*args)
+    else:
+        if any(a is not b for a, b in zip(tensors, (sparse_weight.crow_indices, sparse_weight.col_indices,
+                                                    sparse_weight.values))):
+            sparse_weight = _structure(*tensors, in_features)
+        y = _EagerSparseLinear.apply(*args, sparse_weight)
     return y.view(*x.shape[:-1], out_features)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import checks
-from . import checks as tensor_checks, dispatch
+from . import dispatch
 from .sparse import checked_backend
 from .sparse_weight import SparseWeight
 
@@ -139,16 +138,15 @@ def _tuple(name: str, value, n: int, minimum: int) -> list[int]:
     items = list(value) if isinstance(value, (tuple, list)) else [value]
     if len(items) == 1:
         items = items * n
-    if len(items) != n:
-        raise ValueError(f"{name}: expected an int or {n} ints, got {value!r}")
-    return [checks.integer(name, item, minimum=minimum) for item in items]
+    if len(items) != n or not all(isinstance(i, int) and not isinstance(i, bool) and i >= minimum for i in items):
+        raise ValueError(f"{name}: expected an int >= {minimum} or {n} such ints, got {value!r}")
+    return items
 
 
 def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None, kernel: list[int],
-          stride: list[int], padding: list[int], dilation: list[int], backend: str | None) -> torch.Tensor:
-    """The checks shared by both public ops and the call of the 2-D op (x 4-D, geometry as pairs)."""
-    checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
-    sparse_weight.check()
+          stride: list[int], padding: list[int], dilation: list[int], backend: str) -> torch.Tensor:
+    """The 2-D op (x 4-D, geometry as pairs) on `backend`, called by both public ops after their operand checks;
+    it checks the geometry against x and the weight."""
     columns, in_channels = sparse_weight.shape[1], x.shape[1]
     if columns != in_channels * kernel[0] * kernel[1]:
         raise ValueError(f"sparse_weight: expected {in_channels * kernel[0] * kernel[1]} columns (in_channels "
@@ -157,7 +155,6 @@ def _conv(name: str, x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.T
         if _output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) < 1:
             raise ValueError(f"x: spatial shape {tuple(x.shape[2:])} is smaller than the dilated kernel with "
                              f"padding")
-    backend = checked_backend("sparse_conv", x, sparse_weight, bias, backend)
     if _pointwise_strided(kernel, stride, padding):
         # A 1x1 convolution reads only every stride-th position: run it at stride 1 on those, which the kernels
         # then neither copy nor visit (autograd scatters dx back through the slice).
@@ -178,26 +175,22 @@ def sparse_conv2d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tens
     """`torch.nn.functional.conv2d(x, W, bias, stride, padding, dilation)` with W (out, in, kh, kw) compressed:
     `sparse_weight` is over W.reshape(out, -1) (see the module docstring). `kernel_size` (int or pair) is
     required: the SparseWeight holds only in * kh * kw. x is (batch, in, height, width)."""
-    tensor_checks.operands(x=x, dims={"x": (4,)})
-    kernel = _tuple("kernel_size", kernel_size, 2, 1)
-    return _conv("sparse_conv2d", x, sparse_weight, bias, kernel, _tuple("stride", stride, 2, 1),
-                 _tuple("padding", padding, 2, 0), _tuple("dilation", dilation, 2, 1), backend)
+    name = checked_backend("sparse_conv", x, sparse_weight, bias, backend, dims=(4,))
+    return _conv("sparse_conv2d", x, sparse_weight, bias, _tuple("kernel_size", kernel_size, 2, 1),
+                 _tuple("stride", stride, 2, 1), _tuple("padding", padding, 2, 0), _tuple("dilation", dilation, 2, 1),
+                 name)
 
 
 def sparse_conv1d(x: torch.Tensor, sparse_weight: SparseWeight, bias: torch.Tensor | None = None, *,
                   kernel_size=None, stride=1, padding=0, dilation=1, backend: str | None = None) -> torch.Tensor:
     """`torch.nn.functional.conv1d` with the weight (out, in, k) compressed like sparse_conv2d's; x is
-    (batch, in, length). `kernel_size` defaults to the SparseWeight's columns / in_channels."""
-    tensor_checks.operands(x=x, dims={"x": (3,)})
+    (batch, in, length). `kernel_size` defaults to the SparseWeight's columns / in_channels (a weight whose columns
+    are no multiple of in_channels is refused as not fitting x)."""
+    name = checked_backend("sparse_conv", x, sparse_weight, bias, backend, dims=(3,))
     if kernel_size is None:
-        checks.instance("sparse_weight", sparse_weight, SparseWeight, "a SparseWeight (from panning.ops.to_sparse)")
-        columns, in_channels = sparse_weight.shape[1], x.shape[1]
-        if in_channels == 0 or columns % in_channels:
-            raise ValueError(f"sparse_weight: {columns} columns are not a multiple of in_channels {in_channels}; "
-                             f"pass kernel_size")
-        kernel_size = columns // in_channels
-    (k,), (s,), (p,), (d,) = (_tuple(name, value, 1, low) for name, value, low in
+        kernel_size = sparse_weight.shape[1] // x.shape[1] if x.shape[1] else 0
+    (k,), (s,), (p,), (d,) = (_tuple(argument, value, 1, low) for argument, value, low in
                               (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
                                ("dilation", dilation, 1)))
-    y = _conv("sparse_conv1d", x.unsqueeze(2), sparse_weight, bias, [1, k], [1, s], [0, p], [1, d], backend)
+    y = _conv("sparse_conv1d", x.unsqueeze(2), sparse_weight, bias, [1, k], [1, s], [0, p], [1, d], name)
     return y.squeeze(2)

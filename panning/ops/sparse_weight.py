@@ -10,7 +10,7 @@ forward) costs O(1), while an in-place write into them is noticed and checked ag
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -21,13 +21,6 @@ from . import checks as tensor_checks
 _CHECKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def _index_tensor(name: str, value) -> torch.Tensor:
-    tensor_checks.tensor(name, value, dims=(1,))
-    if value.dtype != torch.int64:
-        raise TypeError(f"{name}: expected int64 indices, got {value.dtype}")
-    return value
-
-
 def _check_shape(shape) -> tuple[int, int]:
     if (not isinstance(shape, (tuple, list)) or len(shape) != 2
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
@@ -35,17 +28,24 @@ def _check_shape(shape) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_values(values, col: torch.Tensor) -> None:
-    tensor_checks.operands(values=values, shapes={"values": (col.numel(),)})  # one value per column index
-    tensor_checks.same_device("col_indices", col, values=values)
+def _check_tensors(crow, col, values) -> None:
+    """The index tensors 1-D int64 (a float or int32 index would be misread by the kernels), the values one floating
+    value per column index, all three on one device."""
+    for name, index in (("crow_indices", crow), ("col_indices", col)):
+        if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.dtype != torch.int64:
+            got = f"{index.dtype} of shape {tuple(index.shape)}" if isinstance(index, torch.Tensor) else \
+                type(index).__name__
+            raise TypeError(f"{name}: expected a 1-D int64 tensor, got {got}")
+    tensor_checks.operands(values=values, shapes={"values": (col.numel(),)})
+    tensor_checks.same_device("crow_indices", crow, col_indices=col, values=values)
 
 
-def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> None:
-    """Raise ValueError/TypeError naming the field unless (crow, col) is a valid CSR structure of `shape`."""
+def _structure_problem(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> str | None:
+    """The first condition that keeps (crow, col) from being a valid CSR structure of `shape`, as an error message
+    naming the field; None for a valid structure."""
     out_features, in_features = shape
     if crow.numel() != out_features + 1:
-        raise ValueError(f"crow_indices: expected {out_features + 1} entries (out_features + 1), got {crow.numel()}")
-    tensor_checks.same_device("crow_indices", crow, col_indices=col)
+        return f"crow_indices: expected {out_features + 1} entries (out_features + 1), got {crow.numel()}"
     nnz = col.numel()
     # One host transfer of a few flags (the structure may live on a GPU).
     first, last = crow[0], crow[-1]
@@ -61,30 +61,28 @@ def _check_structure(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tens
         unordered = torch.zeros((), dtype=torch.bool)
     first, last, decreasing, bad_column, unordered = torch.stack(
         [first, last, decreasing.long(), bad_column.long().to(crow.device), unordered.long().to(crow.device)]).tolist()
-    if first != 0:
-        raise ValueError(f"crow_indices: expected crow_indices[0] == 0, got {first}")
-    if decreasing:
-        raise ValueError("crow_indices: expected non-decreasing row pointers")
-    if last != nnz:
-        raise ValueError(f"crow_indices: expected crow_indices[-1] == {nnz} (the number of column indices), "
-                         f"got {last}")
-    if bad_column:
-        raise ValueError(f"col_indices: expected every column index in [0, {in_features}) (in_features)")
-    if unordered:
-        raise ValueError("col_indices: expected strictly increasing column indices within every row")
+    conditions = (
+        (first != 0, f"crow_indices: expected crow_indices[0] == 0, got {first}"),
+        (decreasing, "crow_indices: expected non-decreasing row pointers"),
+        (last != nnz, f"crow_indices: expected crow_indices[-1] == {nnz} (the number of column indices), got {last}"),
+        (bad_column, f"col_indices: expected every column index in [0, {in_features}) (in_features)"),
+        (unordered, "col_indices: expected strictly increasing column indices within every row"))
+    return next((message for failed, message in conditions if failed), None)
 
 
 @torch.compiler.disable  # data-dependent checks run eagerly; a cache hit costs O(1)
-def _checked(shape, crow, col) -> tuple[int, int]:
-    shape = _check_shape(shape)
-    crow = _index_tensor("crow_indices", crow)
-    col = _index_tensor("col_indices", col)
+def _checked(shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor) -> tuple[int, int]:
+    """Check the structure unless this (crow, col) pair was checked for `shape` and not written since; the version
+    counters it was checked at."""
+    versions = (crow._version, col._version)
     seen = _CHECKED.get(crow)
-    if seen is not None and seen[0]() is col and seen[1:] == (crow._version, col._version, shape):
-        return shape
-    _check_structure(shape, crow, col)
-    _CHECKED[crow] = (weakref.ref(col), crow._version, col._version, shape)
-    return shape
+    if seen is not None and seen[0]() is col and seen[1:] == (*versions, shape):
+        return versions
+    problem = _structure_problem(shape, crow, col)
+    if problem is not None:
+        raise ValueError(problem)
+    _CHECKED[crow] = (weakref.ref(col), *versions, shape)
+    return versions
 
 
 @dataclass(frozen=True)
@@ -101,10 +99,13 @@ class SparseWeight:
     crow_indices: torch.Tensor  # (out + 1,) int64: row r holds entries crow[r]:crow[r+1]
     col_indices: torch.Tensor  # (nnz,) int64, strictly increasing within a row
     values: torch.Tensor  # (nnz,)
+    # Not a field: `_versions`, the version counters of (crow_indices, col_indices) the structure was checked at.
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", _checked(self.shape, self.crow_indices, self.col_indices))
-        _check_values(self.values, self.col_indices)
+        shape = _check_shape(self.shape)
+        _check_tensors(self.crow_indices, self.col_indices, self.values)
+        object.__setattr__(self, "_versions", _checked(shape, self.crow_indices, self.col_indices))
+        object.__setattr__(self, "shape", shape)
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor, mask: torch.Tensor) -> SparseWeight:
@@ -117,11 +118,16 @@ class SparseWeight:
     @classmethod
     def trusted(cls, shape: tuple[int, int], crow: torch.Tensor, col: torch.Tensor,
                 values: torch.Tensor) -> SparseWeight:
-        """A SparseWeight around a structure built by a to_sparse kernel: recorded as checked without the
-        O(nnz) scan (the kernels' tests pin that their output is valid CSR)."""
-        shape = (int(shape[0]), int(shape[1]))
-        _CHECKED[crow] = (weakref.ref(col), crow._version, col._version, shape)
-        return cls(shape, crow, col, values)
+        """A SparseWeight around a structure built by a to_sparse kernel, or one an op checked and rebuilds
+        inside its autograd function: built without checks and recorded as checked (the kernels' tests pin that
+        their output is valid CSR), so that `check()` finds it."""
+        shape, versions = (int(shape[0]), int(shape[1])), (crow._version, col._version)
+        _CHECKED[crow] = (weakref.ref(col), *versions, shape)
+        weight = object.__new__(cls)
+        for field, value in zip(fields(cls), (shape, crow, col, values)):
+            object.__setattr__(weight, field.name, value)
+        object.__setattr__(weight, "_versions", versions)
+        return weight
 
     @property
     def nnz(self) -> int:
@@ -155,6 +161,8 @@ class SparseWeight:
 
     def check(self) -> None:
         """Re-validate the structure if an index tensor was written in place since it was checked (O(1)
-        otherwise). The ops call it before every kernel launch."""
-        _checked(self.shape, self.crow_indices, self.col_indices)
-        _check_values(self.values, self.col_indices)
+        otherwise: eagerly, a comparison of the version counters this object was checked at). The ops call it
+        before every kernel launch; they check the values with their other operands."""
+        if torch.compiler.is_compiling() or self._versions != (self.crow_indices._version,
+                                                               self.col_indices._version):
+            object.__setattr__(self, "_versions", _checked(self.shape, self.crow_indices, self.col_indices))

@@ -1,7 +1,6 @@
 """Exact top-k masks: global, per row of a batch, and per segment of an arena."""
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import torch
@@ -20,31 +19,27 @@ def _(scores, offsets, k, backend):
 
 
 def _segment_k(k, offsets: torch.Tensor, rows: int) -> torch.Tensor:
-    """Per-segment k as an int64 tensor of shape (rows, S) on the host, validated against sizes."""
-    segments = offsets.numel() - 1
-    k = torch.as_tensor(k, dtype=torch.int64) if not isinstance(k, torch.Tensor) else k
-    if k.dtype.is_floating_point or k.dtype == torch.bool:
-        raise TypeError(f"k: expected integer counts, got {k.dtype}")
-    k = k.to("cpu", torch.int64)
-    if k.shape not in ((segments,), (rows, segments)):
-        raise ValueError(f"k: expected shape ({segments},) or ({rows}, {segments}) for {segments} segments, "
-                         f"got {tuple(k.shape)}")
-    k = k.expand(rows, segments)
-    sizes = offsets.diff()
-    if bool((k < 0).any()) or bool((k > sizes).any()):
-        raise ValueError(f"k: every count must lie in [0, segment size]; sizes {sizes.tolist()[:8]}..., "
-                         f"got {k.tolist()[:2]}...")
-    return k
+    """Per-segment k as an int64 tensor of shape (rows, S) on the host: integer counts, one per segment (or per
+    row and segment), each in [0, segment size]."""
+    segments, sizes = offsets.numel() - 1, offsets.diff()
+    k = torch.as_tensor(k).cpu()
+    failed = ("integer counts" if k.dtype.is_floating_point or k.dtype == torch.bool
+              else f"shape ({segments},) or ({rows}, {segments})" if k.shape not in ((segments,), (rows, segments))
+              else "counts in [0, segment size]" if bool(((k < 0) | (k > sizes)).any()) else None)
+    if failed is not None:
+        raise ValueError(f"k: expected {failed}; segment sizes {sizes.tolist()[:8]}, "
+                         f"got {k.tolist() if k.numel() < 9 else k}")
+    return k.to(torch.int64).expand(rows, segments)
 
 
 def _offsets(offsets, n: int) -> torch.Tensor:
-    offsets = tensor_checks.tensor("offsets", torch.as_tensor(offsets), dims=(1,))
-    if offsets.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"offsets: expected int64 segment bounds, got {offsets.dtype}")
-    offsets = offsets.to("cpu", torch.int64)
-    if offsets.numel() < 1 or offsets[0] != 0 or offsets[-1] != n or bool((offsets.diff() < 0).any()):
-        raise ValueError(f"offsets: expected non-decreasing bounds from 0 to {n}, got {offsets.tolist()[:8]}...")
-    return offsets
+    """The segment bounds as int64 on the host: 1-D integers, non-decreasing from 0 to n."""
+    offsets = torch.as_tensor(offsets).cpu()
+    if (offsets.dim() != 1 or offsets.dtype not in (torch.int32, torch.int64) or offsets.numel() < 1
+            or offsets[0] != 0 or offsets[-1] != n or bool((offsets.diff() < 0).any())):
+        raise ValueError(f"offsets: expected 1-D integer bounds, non-decreasing from 0 to {n}, got "
+                         f"{offsets.tolist() if offsets.numel() < 9 else offsets}")
+    return offsets.to(torch.int64)
 
 
 def _ties(scores: torch.Tensor, mask: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -77,16 +72,11 @@ def topk_mask(scores: torch.Tensor, k: int | torch.Tensor | Sequence[int], *, of
     """
     tensor_checks.operands(scores=scores, dims={"scores": (1, 2)})
     rows, n = (1, scores.shape[0]) if scores.dim() == 1 else scores.shape
-    if offsets is None:
-        if isinstance(k, (bool, torch.Tensor)) or not hasattr(k, "__index__"):
-            raise TypeError(f"k: expected an int without offsets, got {type(k).__name__}")
-        k = operator.index(k)
-        if not 0 <= k <= n:
-            raise ValueError(f"k: expected 0 <= k <= {n}, got {k}")
+    if offsets is None and type(k) is int and 0 <= k <= n:  # the common call, without tensor work for k
         seg_offsets, seg_k = torch.tensor([0, n]), torch.full((rows, 1), k, dtype=torch.int64)
-    else:
-        seg_offsets = _offsets(offsets, n)
-        seg_k = _segment_k(k, seg_offsets, rows)
+    else:  # any other k without offsets is one segment's count, checked (and refused if bad) like theirs
+        seg_offsets = torch.tensor([0, n]) if offsets is None else _offsets(offsets, n)
+        seg_k = _segment_k([k] if offsets is None else k, seg_offsets, rows)
     name = dispatch.resolve("topk_mask", scores.device, backend)
     tied_shape = seg_k.shape if scores.dim() == 2 else seg_k.shape[1:]
     if scores.numel() == 0:

@@ -53,10 +53,10 @@ def _dense(shape, crow, col, values):
     ("crow too short", lambda c, k, v: (c[:-1], k, v), ValueError, "crow_indices: expected 7 entries"),
     ("values too long", lambda c, k, v: (c, k, torch.cat([v, v[:1]])), ValueError, "values: expected shape"),
     ("col and values shorter", lambda c, k, v: (c, k[:-1], v[:-1]), ValueError, "crow_indices"),
-    ("int32 crow", lambda c, k, v: (c.int(), k, v), TypeError, "crow_indices: expected int64"),
-    ("float col", lambda c, k, v: (c, k.double(), v), TypeError, "col_indices: expected int64"),
+    ("int32 crow", lambda c, k, v: (c.int(), k, v), TypeError, "crow_indices: expected a 1-D int64 tensor"),
+    ("float col", lambda c, k, v: (c, k.double(), v), TypeError, "col_indices: expected a 1-D int64 tensor"),
     ("integer values", lambda c, k, v: (c, k, v.long()), TypeError, "values: expected a floating"),
-    ("2-D col", lambda c, k, v: (c, k.view(1, -1), v), ValueError, "col_indices: expected a 1-D"),
+    ("2-D col", lambda c, k, v: (c, k.view(1, -1), v), TypeError, "col_indices: expected a 1-D int64 tensor"),
     ("values not a tensor", lambda c, k, v: (c, k, v.tolist()), TypeError, "values: expected a torch.Tensor"),
     ("unsorted row", lambda c, k, v: (c, k.flip(0), v), ValueError, "col_indices: expected strictly increasing"),
     ("structure on meta", lambda c, k, v: (c, k.to("meta"), v), ValueError, "col_indices: on meta"),
@@ -91,6 +91,10 @@ def test_in_place_corruption_after_building_is_caught_before_the_kernel(backend)
     sw, x = _valid(2)
     sw.crow_indices[-1] += 10**6
     with pytest.raises(ValueError, match="crow_indices"):
+        ops.sparse_linear(x, sw, backend=backend)
+    sw, x = _valid(3)
+    sw.values.data = sw.values.data[:-1]  # values given other storage: the op checks them with its operands
+    with pytest.raises(ValueError, match=r"sparse_weight.values: expected shape"):
         ops.sparse_linear(x, sw, backend=backend)
 
 
@@ -172,15 +176,16 @@ def test_saliency_accepts_huge_but_finite_float64_indices():
         assert ops.saliency(indices, torch.ones(1), backend=backend).shape == (4,)
 
 
-def test_saliency_sequence_of_unequal_vectors_names_the_odd_one():
-    with pytest.raises(ValueError, match=r"indices\[2\]: expected shape \(10,\), got \(9,\)"):
+def test_saliency_sequence_is_stacked_by_torch_which_names_the_odd_one():
+    with pytest.raises(RuntimeError, match=r"equal size, but got \[10\] at entry 0 and \[9\] at entry 2"):
         ops.saliency([torch.randn(10), torch.randn(10), torch.randn(9)], torch.ones(3))
-    with pytest.raises(TypeError, match=r"indices\[1\]: dtype"):
-        ops.saliency([torch.randn(10), torch.randn(10, dtype=torch.float64)], torch.ones(2))
-    with pytest.raises(ValueError, match=r"indices\[1\]: expected a 1-D"):
+    with pytest.raises(RuntimeError, match=r"equal size, but got \[10\] at entry 0 and \[2, 5\] at entry 1"):
         ops.saliency([torch.randn(10), torch.randn(2, 5)], torch.ones(2))
-    with pytest.raises(ValueError, match="indices: expected at least one"):
+    with pytest.raises(RuntimeError, match="non-empty"):
         ops.saliency([], torch.ones(0))
+    # Vectors of two dtypes are promoted, as torch.stack does (the statistics are float64 anyway).
+    mixed = ops.saliency([torch.randn(10), torch.randn(10, dtype=torch.float64)], torch.ones(2))
+    assert mixed.dtype == torch.float64 and mixed.shape == (10,)
 
 
 # --------------------------------------------------------------------------------- masked linear
