@@ -174,5 +174,6 @@ def test_model_and_agent_files_carry_a_format_marker_and_refuse_another(tmp_path
     assert "network" in read_agent_file(shipped)  # saved before the marker: read as this format
     (tmp_path / "a.json").write_text(json.dumps({**spec, "format": "panning.agent/9"}))
     shutil.copy(shipped.with_name(shipped.name + ".safetensors"), tmp_path / "a.safetensors")
-    with pytest.raises(ValueError, match=r"a.json': is 'panning.agent/9', not a panning agent"):
+    with pytest.raises(ValueError, match=r"a.json': not a saved panning agent \(it is a 'panning.agent/9' file, "
+                                         r"not panning.agent/1\)$"):
         read_agent_file(tmp_path / "a")
