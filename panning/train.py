@@ -409,16 +409,17 @@ def _train(model, train_set, test, augment, name, recipe: Recipe, *, masks, devi
 def _restore(path, model, opt, sched, config: dict, mask_state: dict, paths: dict) -> list[EpochStats]:
     """Load a checkpoint written by :func:`train` into model/optimizer/scheduler/RNG; return its history."""
     state = checkpoints.load(path, CHECKPOINT_KIND, config)
-    shown, afresh = repr(os.fspath(path)), f"continue with those, or {checkpoints.AFRESH}"
-    saved = state["masks"]
+    saved, tensors = state["masks"], state_differences(model.state_dict(), state["model"])
+    # The first difference is the cause: other masks also give other paths and other mask buffers.
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
-        raise ConfigError("checkpoint", f"{shown} belongs to a run with other masks; {afresh}")
-    if state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
-        raise ConfigError("checkpoint", f"{shown} trained its layers on other paths ({state.get('paths')}) than "
-                                        f"this run ({paths}); give train the mode that wrote it, or {afresh}")
-    differences = state_differences(model.state_dict(), state["model"])
-    if differences:
-        raise ConfigError("checkpoint", f"{shown} belongs to a run of another model ({differences}); {afresh}")
+        difference = "other masks"
+    elif state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
+        difference = f"its layers on other paths: {state.get('paths')} there, {paths} here"
+    else:
+        difference = f"another model: {tensors}" if tensors else None
+    if difference is not None:
+        raise ConfigError("checkpoint", f"{os.fspath(path)!r} belongs to another run ({difference}); continue "
+                                        f"with its masks, mode and model, or {checkpoints.AFRESH}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
