@@ -107,7 +107,7 @@ def test_masks_are_validated(bundle):
     name = next(iter(good))
     cases = [
         ({"nope.weight": good[name]}, ValueError, "masks: no parameter named"),
-        ({name: good[name].float()}, TypeError, "masks: entry '.*' must be a bool tensor"),
+        ({name: good[name].float()}, TypeError, "masks: expected a mapping .*, got entry '.*' of torch.float32"),
         ({name: good[name][:1]}, ValueError, "masks: .* has shape"),
         ([good[name]], TypeError, "masks: expected a mapping"),
     ]
