@@ -48,13 +48,13 @@ def as_tensors(data: Dataset | DataLoader, argument: str = "data") -> TensorData
         x, y = tensors
     else:
         x, y = _read(data if isinstance(data, DataLoader) else DataLoader(data, batch_size=READ_BATCH), argument)
-    if len(y) == 0:
-        raise ValueError(f"{argument}: the dataset is empty")
-    indices = not (y.dtype == torch.bool or y.is_floating_point() or y.is_complex()) and y.dim() == 1
+    indices = len(y) > 0 and not (y.dtype == torch.bool or y.is_floating_point() or y.is_complex()) and y.dim() == 1
     if not indices or len(x) != len(y) or int(y.min()) < 0:
         smallest = f", the smallest {int(y.min())}" if indices else ""
-        raise ValueError(f"{argument}: expected one integer class index (>= 0) per input, got labels of dtype "
-                         f"{y.dtype} and shape {tuple(y.shape)}{smallest} for inputs of shape {tuple(x.shape)}")
+        got = "an empty dataset" if len(y) == 0 else (f"labels of dtype {y.dtype} and shape {tuple(y.shape)}{smallest} "
+                                                      f"for inputs of shape {tuple(x.shape)}")
+        raise ValueError(f"{argument}: expected inputs (at least one) with one integer class index (>= 0) per input, "
+                         f"got {got}")
     return data if isinstance(data, TensorDataset) and y.dtype == torch.int64 else TensorDataset(x, y.long())
 
 
