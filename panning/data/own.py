@@ -86,10 +86,10 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None,
     test = next((root / s for s in TEST_FOLDERS if (root / s).is_dir()), None)
     try:  # OSError: no class folders, no images, an unreadable image; TypeError: images of different sizes
         parts = (folder(train), folder(test)) if train is not None and test is not None else (folder(root), None)
-        if parts[1] is not None and parts[0].classes != parts[1].classes:
-            raise ValueError(f"{name}: {str(train)!r} and {str(test)!r} hold different classes "
-                             f"({parts[0].classes} and {parts[1].classes})")
-        return bundle_of(*parts, name=root.name, seed=seed)
+        if parts[1] is None or parts[0].classes == parts[1].classes:
+            return bundle_of(*parts, name=root.name, seed=seed)
+        cause = f"{str(train)!r} and {str(test)!r} hold different classes ({parts[0].classes} and {parts[1].classes})"
     except (OSError, TypeError) as error:
         hint = "; give image_size to resize the images to one size" if isinstance(error, TypeError) else ""
-        raise ValueError(f"{name}: {' '.join(str(error).split())}{hint}") from None
+        cause = f"{' '.join(str(error).split())}{hint}"
+    raise ValueError(f"{name}: {cause}")
