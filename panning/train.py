@@ -36,7 +36,6 @@ from panning.io import derived_generator
 from panning.masks import Masks
 from panning.models.io import state_differences
 from panning.nn import MODES, densify, layer_masks, sparsify
-from panning.ops import checks as tensor_checks
 
 #: Default recipes per model name: fields of a :class:`Recipe` (keyword arguments of :func:`train`). The MNIST-1D
 #: ones start from the data set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule
@@ -179,10 +178,10 @@ def reestimate_batchnorm(model: nn.Module, dataset: Dataset | DataLoader, batch_
 
 
 def loop_data(model: nn.Module, data: Data, test: Data | None, logits: Logits) -> Split:
-    """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the model, the
-    `logits` function and the samples are checked against each other: the checks `train` and the jackpot search
-    share, before any work."""
-    tensor_checks.materialized("model", model)
+    """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the `logits`
+    function and the samples are checked against the model: the checks `train` and the jackpot search share,
+    before any work. A model on the meta device is refused by the search's Arena, and by torch where `train`
+    moves it to its device."""
     checks.instance("logits", logits, Callable, "a function of the model's output")
     split_data = split(data, test)  # reads a DataLoader: after the cheap checks
     x, y = split_data[0].tensors
