@@ -52,13 +52,15 @@ def load_tensor_file(path: str | os.PathLike, *, seed: int = 0, name: str = "pat
     if not _pair(held.get("x"), held.get("y")) or (with_test and not _pair(held.get("x_test"), held.get("y_test"))):
         holds = ({key: tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
                   for key, value in held.items()} if isinstance(tensors, dict) else type(tensors).__name__)
-        raise ValueError(f"{name}: {os.fspath(path)!r} must hold tensors 'x' and 'y' of one length (and optionally "
-                         f"'x_test' and 'y_test', of one length); it holds {holds}")
-    test = TensorDataset(tensors["x_test"], tensors["y_test"]) if "x_test" in tensors else None
-    try:
-        return bundle_of(TensorDataset(tensors["x"], tensors["y"]), test, name=Path(path).stem, seed=seed)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: {os.fspath(path)!r}: {error}") from None
+        cause = (f"must hold tensors 'x' and 'y' of one length (and optionally 'x_test' and 'y_test', of one "
+                 f"length); it holds {holds}")
+    else:
+        test = TensorDataset(tensors["x_test"], tensors["y_test"]) if with_test else None
+        try:
+            return bundle_of(TensorDataset(tensors["x"], tensors["y"]), test, name=Path(path).stem, seed=seed)
+        except (TypeError, ValueError) as error:  # the data's own check (as_tensors, DataBundle)
+            cause = str(error)
+    raise ValueError(f"{name}: {os.fspath(path)!r}: {cause}")
 
 
 def _pair(x, y) -> bool:
