@@ -72,7 +72,7 @@ def test_integer_inputs_keep_their_dtype():
      "tensors \\(a batch of list\\)"),
     (DataLoader([{"x": torch.zeros(2), "y": 0}], batch_size=1), TypeError, "could not be batched .*a batch of dict"),
     (DataLoader([(torch.zeros(2), 0), (torch.zeros(3), 1)], batch_size=2), TypeError,
-     "train_set: its items could not be batched"),
+     "^train_set: expected a torch Dataset .*, got items that could not be batched"),
 ])
 def test_bad_data_is_one_error_naming_the_argument(bad, error, message):
     with pytest.raises(error, match=message):
