@@ -34,16 +34,14 @@ class Arena:
         checks.instance("logits", logits, Callable, "a function of the model's output")
         tensor_checks.materialized("model", model)
         found = adapter.selected(model, include)
-        if not found:
-            raise ValueError("model: has no prunable weights (Linear, Conv, attention projections) under the given "
-                             "filter")
+        devices, dtypes = {p.device for _, p in found}, {p.dtype for _, p in found}
+        if len(devices) != 1 or len(dtypes) != 1:  # none: torch.cat would fail; several: promote or fail
+            got = f"{len(found)} on {devices} of {dtypes}" if found else "none"
+            raise ValueError("model: expected prunable weights (Linear, Conv, attention projections) under the given "
+                             f"filter, on one device and of one dtype; got {got}")
         self.logits = logits
         self.names = [name for name, _ in found]
         self.params = [param for _, param in found]
-        devices = {p.device for p in self.params}
-        dtypes = {p.dtype for p in self.params}
-        if len(devices) > 1 or len(dtypes) > 1:
-            raise ValueError(f"model: prunable weights must share one device and dtype, got {devices} / {dtypes}")
         self.shapes = [tuple(p.shape) for p in self.params]
         sizes = torch.tensor([p.numel() for p in self.params], dtype=torch.int64)
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])

@@ -28,12 +28,12 @@ def load(path: str | os.PathLike, kind: str, config: dict) -> dict:
     or written with other settings raises a ValueError naming ``checkpoint`` (a ConfigError of that field where the
     file is readable: the settings that differ named)."""
     state = load_tensors(path, name="checkpoint")
-    shown = repr(os.fspath(path))
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("kind", kind) != kind:
-        raise ConfigError("checkpoint", f"{shown} is not a {kind} checkpoint (format {FORMAT})")
-    differ = sorted(key for key in config if state["config"].get(key) != config[key])
-    if differ:
+        misfit = f"is not a {kind} checkpoint (format {FORMAT})"
+    else:
+        differ = sorted(key for key in config if state["config"].get(key) != config[key])
+        if not differ:
+            return state
         both = "; ".join(f"{key} {state['config'].get(key)!r} there, {config[key]!r} here" for key in differ)
-        raise ConfigError("checkpoint", f"{shown} belongs to another run ({both}); continue with its settings, or "
-                          f"{AFRESH}")
-    return state
+        misfit = f"belongs to another run ({both}); continue with its settings, or {AFRESH}"
+    raise ConfigError("checkpoint", f"{os.fspath(path)!r} {misfit}")

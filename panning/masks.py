@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import adapter, checks, ops
+from . import adapter, ops
 from .arena import Arena
 from .io import load_tensors, save_tensors, tensor_metadata
 
@@ -55,15 +55,15 @@ class Masks(Mapping):
     def __init__(self, masks: Mapping[str, torch.Tensor], about: Mapping[str, object] | None = None):
         """`about`: what the masks were made for (model, width, data ...), as saved in and read from files. Every
         entry must be a bool tensor: a float one would prune by truthiness, silently."""
-        checks.instance("masks", masks, Mapping, "a mapping of parameter names to bool tensors")
+        entries = masks.items() if isinstance(masks, Mapping) else ()
+        wrong = next((key for key, mask in entries if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool),
+                     None)
+        if not isinstance(masks, Mapping) or wrong is not None:
+            got = (type(masks).__name__ if wrong is None else
+                   f"entry {wrong!r} of {getattr(masks[wrong], 'dtype', type(masks[wrong]).__name__)}")
+            raise TypeError(f"masks: expected a mapping of parameter names to bool tensors, got {got}")
         self.about = dict(about or {})
-        checked = {}
-        for name, mask in masks.items():
-            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-                got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-                raise TypeError(f"masks: entry {name!r} must be a bool tensor, got {got}")
-            checked[name] = mask
-        self._masks = checked
+        self._masks = dict(masks)
 
     # -- mapping --------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -154,21 +154,27 @@ class Masks(Mapping):
         """The parameters these masks cover (by any of their names: a tied parameter answers to each); raises a
         ValueError starting with `name` (leaving the model untouched) on any mismatch, also on two masks for one
         tied parameter, and for masks that keep none of their weights (sparsity 1)."""
-        if self.numel and not self.kept:
-            raise ValueError(f"{name}: keep none of the {self.numel:,} weights they cover (sparsity 1 removes every "
-                             "weight)")
         params = adapter.aliases(model)
+        misfit = next(self._misfits(params), None)
+        if misfit is not None:
+            raise ValueError(f"{name}: {misfit}")
+        return {key: params[key] for key in self._masks}
+
+    def _misfits(self, params: Mapping[str, nn.Parameter]):
+        """Why these masks do not fit a model whose parameters (by any of their names) are `params`, first cause
+        first: they keep nothing, a name or a shape that is not the model's, two masks for one tied parameter."""
+        if self.numel and not self.kept:
+            yield f"keep none of the {self.numel:,} weights they cover (sparsity 1 removes every weight)"
         for key, mask in self._masks.items():
-            if key not in params or mask.shape != params[key].shape:
-                fit = (f"{key} has shape {tuple(mask.shape)}, parameter has {tuple(params[key].shape)}"
-                       if key in params else f"no parameter named {key!r} in the model")
-                raise ValueError(f"{name}: {fit}")
+            if key not in params:
+                yield f"no parameter named {key!r} in the model"
+            elif mask.shape != params[key].shape:
+                yield f"{key} has shape {tuple(mask.shape)}, parameter has {tuple(params[key].shape)}"
         first: dict[int, str] = {}
         for key in self._masks:
             other = first.setdefault(id(params[key]), key)
             if other != key:
-                raise ValueError(f"{name}: {other!r} and {key!r} name one tied parameter; give it one mask")
-        return {key: params[key] for key in self._masks}
+                yield f"{other!r} and {key!r} name one tied parameter; give it one mask"
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
@@ -227,12 +233,15 @@ class Masks(Mapping):
         tensors = dict(loaded) if isinstance(loaded, Mapping) else {}
         marker = {key: tensors.pop(key) for key in (MARKER, ABOUT) if isinstance(tensors.get(key), str)}
         marker = marker or tensor_metadata(path)
-        if marker.get(MARKER, FORMAT) != FORMAT:
-            raise ValueError(f"{name}: {shown} is {marker[MARKER]!r}, not panning masks ({FORMAT})")
         other = next((key for key, t in tensors.items() if not isinstance(t, torch.Tensor) or t.dtype != torch.bool),
                      None)
-        if not tensors or other is not None:
-            held = (f"{other!r}, which is not a mask (a bool tensor)" if other is not None else "no masks"
-                    if isinstance(loaded, Mapping) else f"a {type(loaded).__name__}, not a mapping of masks")
-            raise ValueError(f"{name}: {shown} holds {held}")
-        return cls(tensors, json.loads(marker.get(ABOUT, "{}")))
+        if marker.get(MARKER, FORMAT) != FORMAT:
+            misfit = f"is {marker[MARKER]!r}, not panning masks ({FORMAT})"
+        elif other is not None:
+            misfit = f"holds {other!r}, which is not a mask (a bool tensor)"
+        elif not tensors:
+            misfit = ("holds no masks" if isinstance(loaded, Mapping) else
+                      f"holds a {type(loaded).__name__}, not a mapping of masks")
+        else:
+            return cls(tensors, json.loads(marker.get(ABOUT, "{}")))
+        raise ValueError(f"{name}: {shown} {misfit}")

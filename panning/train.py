@@ -36,7 +36,6 @@ from panning.io import derived_generator
 from panning.masks import Masks
 from panning.models.io import state_differences
 from panning.nn import MODES, densify, layer_masks, sparsify
-from panning.ops import checks as tensor_checks
 
 #: Default recipes per model name: fields of a :class:`Recipe` (keyword arguments of :func:`train`). The MNIST-1D
 #: ones start from the data set's authors (Adam, lr 1e-2) with a smaller batch, L2 5e-4 and a cosine schedule
@@ -179,10 +178,10 @@ def reestimate_batchnorm(model: nn.Module, dataset: Dataset | DataLoader, batch_
 
 
 def loop_data(model: nn.Module, data: Data, test: Data | None, logits: Logits) -> Split:
-    """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the model, the
-    `logits` function and the samples are checked against each other: the checks `train` and the jackpot search
-    share, before any work."""
-    tensor_checks.materialized("model", model)
+    """The data a training loop over `model` runs on (panning.data.split of `data` and `test`), once the `logits`
+    function and the samples are checked against the model: the checks `train` and the jackpot search share,
+    before any work. A model on the meta device is refused by the search's Arena, and by torch where `train`
+    moves it to its device."""
     checks.instance("logits", logits, Callable, "a function of the model's output")
     split_data = split(data, test)  # reads a DataLoader: after the cheap checks
     x, y = split_data[0].tensors
@@ -409,16 +408,17 @@ def _train(model, train_set, test, augment, name, recipe: Recipe, *, masks, devi
 def _restore(path, model, opt, sched, config: dict, mask_state: dict, paths: dict) -> list[EpochStats]:
     """Load a checkpoint written by :func:`train` into model/optimizer/scheduler/RNG; return its history."""
     state = checkpoints.load(path, CHECKPOINT_KIND, config)
-    shown, afresh = repr(os.fspath(path)), f"continue with those, or {checkpoints.AFRESH}"
-    saved = state["masks"]
+    saved, tensors = state["masks"], state_differences(model.state_dict(), state["model"])
+    # The first difference is the cause: other masks also give other paths and other mask buffers.
     if saved.keys() != mask_state.keys() or any(not torch.equal(saved[k], mask_state[k]) for k in saved):
-        raise ConfigError("checkpoint", f"{shown} belongs to a run with other masks; {afresh}")
-    if state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
-        raise ConfigError("checkpoint", f"{shown} trained its layers on other paths ({state.get('paths')}) than "
-                                        f"this run ({paths}); give train the mode that wrote it, or {afresh}")
-    differences = state_differences(model.state_dict(), state["model"])
-    if differences:
-        raise ConfigError("checkpoint", f"{shown} belongs to a run of another model ({differences}); {afresh}")
+        difference = "other masks"
+    elif state.get("paths", {}) != paths:  # the optimizer trains other parameters on each path
+        difference = f"its layers on other paths: {state.get('paths')} there, {paths} here"
+    else:
+        difference = f"another model: {tensors}" if tensors else None
+    if difference is not None:
+        raise ConfigError("checkpoint", f"{os.fspath(path)!r} belongs to another run ({difference}); continue "
+                                        f"with its masks, mode and model, or {checkpoints.AFRESH}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])

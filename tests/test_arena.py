@@ -41,6 +41,8 @@ def test_arena_flatten_split_round_trip():
         arena.flatten({"0.weight": torch.zeros(4, 1, 3, 3)})
 
 
-def test_arena_rejects_models_without_prunable_weights():
-    with pytest.raises(ValueError, match="model"):
+def test_arena_rejects_models_without_prunable_weights_or_of_mixed_dtypes():
+    with pytest.raises(ValueError, match=r"^model: expected prunable weights .*; got none$"):
         Arena(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match=r"^model: expected .* of one dtype; got 2 on .* of \{torch.float"):
+        Arena(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2).double()))  # torch.cat would promote silently

@@ -58,7 +58,8 @@ def test_flat_round_trip_overlap_extremes_and_refusals():
         masks.overlap({n: m[:1] for n, m in masks.items()})  # would broadcast
     with pytest.raises(ValueError, match="masks: no parameter named"):
         Masks({"nope.weight": torch.ones(2, dtype=torch.bool)}).apply(net)
-    with pytest.raises(TypeError, match="masks: entry '0.weight' must be a bool tensor"):
+    with pytest.raises(TypeError, match=r"^masks: expected a mapping of parameter names to bool tensors, got entry "
+                                        r"'0.weight' of torch.float32$"):
         Masks({"0.weight": torch.ones(3, 2, 3)})
 
 

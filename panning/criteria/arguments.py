@@ -67,9 +67,6 @@ def takes_samples(model: nn.Module, shape: tuple[int, ...], name: str = "data", 
     if not layers or any(isinstance(m, nn.Embedding) for m in modules):
         return
     first, last = layers[0], layers[-1]
-    if classes is not None and isinstance(last, nn.Linear) and last.out_features < classes:
-        raise ValueError(f"{name}: {classes} classes, but the model's last layer (Linear) gives "
-                         f"{last.out_features} outputs")
     if isinstance(first, nn.Linear):
         fits = first.in_features in (math.prod(shape), shape[-1])
         takes = f"{first.in_features} features"
@@ -77,9 +74,14 @@ def takes_samples(model: nn.Module, shape: tuple[int, ...], name: str = "data", 
         dims = first.weight.dim() - 2
         fits = len(shape) == dims + 1 and shape[0] == first.in_channels
         takes = f"{first.in_channels} channel(s) of {dims}-D samples"
-    if not fits:
-        raise ValueError(f"{name}: samples of shape {tuple(shape)} do not fit the model, whose first layer "
-                         f"({type(first).__name__}) takes {takes}")
+    if classes is not None and isinstance(last, nn.Linear) and last.out_features < classes:
+        misfit = f"{classes} classes, but the model's last layer (Linear) gives {last.out_features} outputs"
+    elif not fits:
+        misfit = (f"samples of shape {tuple(shape)} do not fit the model, whose first layer ({type(first).__name__}) "
+                  f"takes {takes}")
+    else:
+        return
+    raise ValueError(f"{name}: {misfit}")
 
 
 def input_shape(value) -> tuple[int, ...]:

@@ -39,26 +39,29 @@ def as_tensors(data: Dataset | DataLoader, argument: str = "data") -> TensorData
     once, batch by batch, in the order it yields (its shuffling, sampler and ``drop_last`` apply). Errors name
     ``argument``.
     """
-    if not isinstance(data, (Dataset, DataLoader)):
-        hint = " (give bundle.train or bundle.test)" if isinstance(data, DataBundle) else ""
-        raise TypeError(f"{argument}: expected a torch Dataset of (input, label) items or a DataLoader of "
-                        f"(inputs, labels) batches, got {type(data).__name__}{hint}")
     tensors = getattr(data, "tensors", None)
     if isinstance(data, TensorDataset) and len(tensors) == 2:
-        x, y = tensors
+        read = tensors
+    elif isinstance(data, (Dataset, DataLoader)):
+        read = _read(data if isinstance(data, DataLoader) else DataLoader(data, batch_size=READ_BATCH))
     else:
-        x, y = _read(data if isinstance(data, DataLoader) else DataLoader(data, batch_size=READ_BATCH), argument)
-    if len(y) == 0:
-        raise ValueError(f"{argument}: the dataset is empty")
-    indices = not (y.dtype == torch.bool or y.is_floating_point() or y.is_complex()) and y.dim() == 1
+        read = f"{type(data).__name__}{' (give bundle.train or bundle.test)' if isinstance(data, DataBundle) else ''}"
+    if isinstance(read, str):  # what `data` is or yields instead of (input, label) tensors
+        raise TypeError(f"{argument}: expected a torch Dataset of (input, label) items or a DataLoader of (inputs, "
+                        f"labels) batches, got {read}")
+    x, y = read
+    indices = len(y) > 0 and not (y.dtype == torch.bool or y.is_floating_point() or y.is_complex()) and y.dim() == 1
     if not indices or len(x) != len(y) or int(y.min()) < 0:
         smallest = f", the smallest {int(y.min())}" if indices else ""
-        raise ValueError(f"{argument}: expected one integer class index (>= 0) per input, got labels of dtype "
-                         f"{y.dtype} and shape {tuple(y.shape)}{smallest} for inputs of shape {tuple(x.shape)}")
+        got = "an empty dataset" if len(y) == 0 else (f"labels of dtype {y.dtype} and shape {tuple(y.shape)}{smallest} "
+                                                      f"for inputs of shape {tuple(x.shape)}")
+        raise ValueError(f"{argument}: expected inputs (at least one) with one integer class index (>= 0) per input, "
+                         f"got {got}")
     return data if isinstance(data, TensorDataset) and y.dtype == torch.int64 else TensorDataset(x, y.long())
 
 
-def _read(loader: DataLoader, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """The inputs and labels `loader` yields, or what it yields instead of (input, label) tensors."""
     inputs, labels = [], []
     batches = iter(loader)
     while True:
@@ -70,8 +73,8 @@ def _read(loader: DataLoader, argument: str) -> tuple[torch.Tensor, torch.Tensor
         except (TypeError, RuntimeError) as error:  # default_collate on items it cannot batch (e.g. PIL images)
             batch, cause = None, " ".join(str(error).split())
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(map(torch.is_tensor, batch))):
-            raise TypeError(f"{argument}: its items could not be batched into (input, label) tensors ({cause}); "
-                            "give inputs as tensors, e.g. with a transform ending in ToTensor()")
+            return (f"items that could not be batched into (input, label) tensors ({cause}); give inputs as "
+                    "tensors, e.g. with a transform ending in ToTensor()")
         inputs.append(batch[0])
         labels.append(batch[1])
     if not inputs:

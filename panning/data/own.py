@@ -52,13 +52,15 @@ def load_tensor_file(path: str | os.PathLike, *, seed: int = 0, name: str = "pat
     if not _pair(held.get("x"), held.get("y")) or (with_test and not _pair(held.get("x_test"), held.get("y_test"))):
         holds = ({key: tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
                   for key, value in held.items()} if isinstance(tensors, dict) else type(tensors).__name__)
-        raise ValueError(f"{name}: {os.fspath(path)!r} must hold tensors 'x' and 'y' of one length (and optionally "
-                         f"'x_test' and 'y_test', of one length); it holds {holds}")
-    test = TensorDataset(tensors["x_test"], tensors["y_test"]) if "x_test" in tensors else None
-    try:
-        return bundle_of(TensorDataset(tensors["x"], tensors["y"]), test, name=Path(path).stem, seed=seed)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: {os.fspath(path)!r}: {error}") from None
+        cause = (f"must hold tensors 'x' and 'y' of one length (and optionally 'x_test' and 'y_test', of one "
+                 f"length); it holds {holds}")
+    else:
+        test = TensorDataset(tensors["x_test"], tensors["y_test"]) if with_test else None
+        try:
+            return bundle_of(TensorDataset(tensors["x"], tensors["y"]), test, name=Path(path).stem, seed=seed)
+        except (TypeError, ValueError) as error:  # the data's own check (as_tensors, DataBundle)
+            cause = str(error)
+    raise ValueError(f"{name}: {os.fspath(path)!r}: {cause}")
 
 
 def _pair(x, y) -> bool:
@@ -86,10 +88,10 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int | None = None,
     test = next((root / s for s in TEST_FOLDERS if (root / s).is_dir()), None)
     try:  # OSError: no class folders, no images, an unreadable image; TypeError: images of different sizes
         parts = (folder(train), folder(test)) if train is not None and test is not None else (folder(root), None)
-        if parts[1] is not None and parts[0].classes != parts[1].classes:
-            raise ValueError(f"{name}: {str(train)!r} and {str(test)!r} hold different classes "
-                             f"({parts[0].classes} and {parts[1].classes})")
-        return bundle_of(*parts, name=root.name, seed=seed)
+        if parts[1] is None or parts[0].classes == parts[1].classes:
+            return bundle_of(*parts, name=root.name, seed=seed)
+        cause = f"{str(train)!r} and {str(test)!r} hold different classes ({parts[0].classes} and {parts[1].classes})"
     except (OSError, TypeError) as error:
         hint = "; give image_size to resize the images to one size" if isinstance(error, TypeError) else ""
-        raise ValueError(f"{name}: {' '.join(str(error).split())}{hint}") from None
+        cause = f"{' '.join(str(error).split())}{hint}"
+    raise ValueError(f"{name}: {cause}")

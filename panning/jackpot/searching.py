@@ -313,16 +313,13 @@ def search(model: nn.Module, data: Data, config: SearchConfig | None = None, *,
         run = dict(sparsity=sparsity, total_steps=total, **settings, budget=config.budget,
                    include_classifier=config.include_classifier, batch_size=batch_size, momentum=config.momentum,
                    weight_decay=config.weight_decay, monitor=config.monitor, seed=seed, world=world,
-                   data=data_name, train_size=len(train), names=list(space.names), k=k.tolist())
-        fingerprint = space.arena.weights.detach().double().abs().sum().item()
+                   data=data_name, train_size=len(train), names=list(space.names), k=k.tolist(),
+                   pretrained_weights=space.arena.weights.detach().double().abs().sum().item())  # their sum of |w|
         x_train, y_train = (t.to(device) for t in train.tensors)
         history: list[EpochRecord] = []
         loop = Loop(total=total, steps_per_epoch=steps_per_epoch, device=device)
         if checkpoint is not None and resume and os.path.exists(checkpoint):
             state = checkpoints.load(checkpoint, CHECKPOINT_KIND, run)
-            if state["fingerprint"] != fingerprint:
-                raise ConfigError("checkpoint", f"{os.fspath(checkpoint)!r} was written for other pre-trained "
-                                                "weights")
             space.set_scores(state["scores"].to(device))
             space.set_mask(state["mask"].to(device))
             with torch.no_grad():
@@ -344,7 +341,7 @@ def search(model: nn.Module, data: Data, config: SearchConfig | None = None, *,
             if checkpoint is None or rank != 0:
                 return
             checkpoints.save(checkpoint, CHECKPOINT_KIND, run, dict(
-                fingerprint=fingerprint, scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
+                scores=space.scores.detach().cpu(), mask=space.mask.cpu(),
                 buffers={n: b.cpu() for n, b in space.model.named_buffers()}, searcher=searcher.state_dict(),
                 tally=loop.tally.cpu(), epoch_seconds=loop.seconds, history=[asdict(h) for h in history],
                 initial=list(initial), rng=torch.get_rng_state()))

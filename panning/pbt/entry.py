@@ -66,14 +66,14 @@ def _resolve_data(data, input_shape, method: str, needs_data: bool) -> tuple[Dat
     if isinstance(data, DataBundle):
         dataset, shape = data.train, data.input_shape
     elif data is None:
-        if needs_data:
-            raise ValueError(f"data: method {method!r} needs data (a DataBundle, a Dataset or a DataLoader)")
         dataset, shape = None, None
     else:
         dataset = split(data).train
         shape = tuple(dataset.tensors[0].shape[1:])
     if input_shape is not None:
         shape = arguments.input_shape(input_shape)
-    if shape is None and method == "synflow":
-        raise ValueError("input_shape: SynFlow without data needs the input shape (one sample, no batch)")
+    if dataset is None and (needs_data or shape is None and method == "synflow"):  # SynFlow: data or a shape
+        needed = "data" if needs_data else "input_shape"
+        raise ValueError(f"{needed}: method {method!r} needs data (a DataBundle, a Dataset or a DataLoader)"
+                         f"{'' if needs_data else ' or the input shape (one sample, no batch)'}")
     return dataset, shape

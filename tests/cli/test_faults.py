@@ -160,7 +160,8 @@ def test_an_agent_of_an_earlier_format_or_with_truncated_weights_is_refused_befo
     out = tmp_path / "m.safetensors"
     argv = ["prune", "--method", "rl_panning", "--width", "4", "--out", str(out), "--agent"]
     assert main([*argv, str(tmp_path / "old")]) == 2
-    assert "old.json': of an earlier format that does not say which network" in error_line(capsys, "prune")
+    assert ("old.json': not a saved panning agent (an earlier format that does not say which network"
+            in error_line(capsys, "prune"))
     shutil.copy(shipped.with_name(shipped.name + ".json"), tmp_path / "cut.json")
     (tmp_path / "cut.safetensors").write_bytes(shipped.with_name(shipped.name + ".safetensors").read_bytes()[:3000])
     assert main([*argv, str(tmp_path / "cut")]) == 2

@@ -83,6 +83,10 @@ def test_an_image_folder_with_its_splits_reads_every_image_as_floats(tmp_path):
     first = np.asarray(Image.open(tmp_path / "train" / "cat" / "0.png"), dtype=np.float32) / 255
     assert torch.allclose(bundle.train.tensors[0][0], torch.from_numpy(first).permute(2, 0, 1))
     assert bundle.train.tensors[1].tolist() == [0] * 4 + [1] * 4
+    (tmp_path / "test" / "dog").rename(tmp_path / "test" / "bird")  # label 1 would mean another class in test
+    with pytest.raises(ValueError, match=r"^root: '.*train' and '.*test' hold different classes \(\['cat', 'dog'\] "
+                                         r"and \['bird', 'cat'\]\)$"):
+        data.load_image_folder(tmp_path)
 
 
 def test_an_image_folder_of_mixed_sizes_needs_image_size(tmp_path):

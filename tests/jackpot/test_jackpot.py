@@ -284,6 +284,12 @@ def test_search_resumes_mid_epoch_with_the_same_final_masks(tmp_path):
     model = small_net()
     with pytest.raises(ValueError, match="another run"):
         search(model, data, checkpoint=path, **{**settings, "sparsity": 0.8})
+    other = small_net()
+    with torch.no_grad():
+        for searched in (other[0], other[5]):  # other pre-trained weights, every one doubled: the same budgets
+            searched.weight.mul_(2.0)
+    with pytest.raises(ValueError, match=r"^checkpoint: '.*search.pt' belongs to another run \(pretrained_weights "):
+        search(other, data, checkpoint=path, **settings)
     assert type(model[0]) is nn.Conv2d and all(p.requires_grad for p in model.parameters())  # given back plain
 
 

@@ -260,19 +260,23 @@ def _acting(agent: BaseAlgorithm) -> nn.Module:
 
 
 def read_agent_file(path: str | os.PathLike) -> dict:
-    """The JSON half of a saved agent, checked; a clear error naming the path if it is not one."""
+    """The JSON half of a saved agent, checked: one error naming the path and the cause if it is not a panning
+    agent of this format (unreadable, not JSON, another format, no algorithm, no network)."""
     file = agent_file(path, ".json")
+    cause = None
     try:
         spec = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"agent {str(file)!r}: not a saved panning agent ({error})") from None
-    if isinstance(spec, dict) and spec.get("format", FORMAT) != FORMAT:
-        raise ValueError(f"agent {str(file)!r}: is {spec['format']!r}, not a panning agent ({FORMAT})")
-    if not isinstance(spec, dict) or spec.get("algorithm") not in ALGORITHMS or "settings" not in spec:
-        raise ValueError(f"agent {str(file)!r}: not a saved panning agent (no algorithm and settings)")
-    if not isinstance(spec.get("network"), dict) or not isinstance(spec["network"].get("arena"), dict):
-        raise ValueError(f"agent {str(file)!r}: of an earlier format that does not say which network it was "
-                         "trained for; train it again (panning agent)")
+        cause = str(error)
+    else:
+        if isinstance(spec, dict) and spec.get("format", FORMAT) != FORMAT:
+            cause = f"it is a {spec['format']!r} file, not {FORMAT}"
+        elif not isinstance(spec, dict) or spec.get("algorithm") not in ALGORITHMS or "settings" not in spec:
+            cause = "no algorithm and settings"
+        elif not isinstance(spec.get("network"), dict) or not isinstance(spec["network"].get("arena"), dict):
+            cause = "an earlier format that does not say which network it was trained for; train it again"
+    if cause is not None:
+        raise ValueError(f"agent {str(file)!r}: not a saved panning agent ({cause})")
     return spec
 
 

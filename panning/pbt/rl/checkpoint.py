@@ -146,8 +146,10 @@ def load(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndar
         with np.load(file, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, KeyError, TypeError, ValueError, SafetensorError) as error:  # ValueError: JSON's, numpy's
-        raise ConfigError("checkpoint", f"{str(file)!r}: damaged or not a panning agent checkpoint "
-                                        f"({error})") from None
-    if values.get("format") != FORMAT:
-        raise ConfigError("checkpoint", f"{str(snapshot / 'state.json')!r}: unknown format {values.get('format')!r}")
+        problem = f"damaged or not a panning agent checkpoint ({error})"
+    else:
+        file = snapshot / "state.json"
+        problem = None if values.get("format") == FORMAT else f"unknown format {values.get('format')!r}"
+    if problem is not None:
+        raise ConfigError("checkpoint", f"{str(file)!r}: {problem}")
     return values, tensors, arrays

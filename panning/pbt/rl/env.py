@@ -63,8 +63,9 @@ class Curriculum:
 
     def __post_init__(self):
         for name, (low, high) in [("early", self.early), *(("late", r) for r in self.late)]:
-            checks.number(f"curriculum.{name}", low, low=0.0, high=1.0)
-            checks.number(f"curriculum.{name}", high, low=low, high=1.0)
+            if not 0.0 <= low <= high <= 1.0:  # also refuses NaN; a non-number fails Python's comparison
+                raise ValueError(f"curriculum.{name}: expected a range (low, high) with 0 <= low <= high <= 1, "
+                                 f"got {(low, high)!r}")
 
     @classmethod
     def fixed(cls, low: float, high: float) -> Curriculum:
@@ -314,9 +315,8 @@ class PanningEnv(gym.Env):
 def sparsity_option(options: dict | None) -> float | None:
     """The target sparsity `reset(options=...)` fixes (None: the curriculum draws it), checked."""
     options = options or {}
-    unknown = set(options) - {"sparsity"}
-    if unknown:
-        raise ValueError(f"options: unknown keys {sorted(unknown)} (accepted: sparsity)")
-    if "sparsity" not in options:
-        return None
-    return checks.number("sparsity", options["sparsity"], low=0.0, high=1.0)
+    sparsity = options.get("sparsity")
+    number = isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool)
+    if set(options) - {"sparsity"} or not (sparsity is None or number and 0.0 <= sparsity <= 1.0):
+        raise ValueError(f"options: expected no keys or 'sparsity' alone, a number in [0, 1]; got {options!r}")
+    return None if sparsity is None else float(sparsity)
