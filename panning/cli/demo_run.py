@@ -163,7 +163,7 @@ def _search_config(opts: dict) -> SearchConfig:
     """The jackpot search of --jackpot-sparsity and --jackpot-epochs; a refused field is named by its option."""
     try:
         return SearchConfig(sparsity=opts["jackpot_sparsity"], epochs=opts["jackpot_epochs"], seed=opts["seed"])
-    except ConfigError as error:  # the seed is checked as --seed before: the others are the jackpot's options
+    except ConfigError as error:  # the seed is checked before, by the Recipe: the others are the jackpot's options
         raise UsageError(f"--jackpot-{error.field.replace('_', '-')}: {error.reason}") from None
 
 

@@ -47,7 +47,6 @@ def run(opts: dict) -> int:
     if opts["agent"] is not None:
         o.agent_fits("--agent", opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
     bundle = o.load_data(opts)
-    o.per_class_fits(opts, bundle)
     model = o.build_model(opts, bundle).to(opts["device"])
     include = except_last(model) if opts["keep_classifier"] else prunable
     kept_weights(model, opts["sparsity"], include=include, name="--sparsity")
