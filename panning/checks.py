@@ -81,7 +81,7 @@ def non_negative(name: str, value) -> float:
     return number(name, value, low=0.0)
 
 
-def sparsity(value, name: str = "sparsity") -> float:
+def sparsity(name: str, value) -> float:
     """The fraction of weights to remove, in [0, 1). Sparsity 1 would remove every weight and is refused
     everywhere (prune, search, the command line) with the same message."""
     if not _is_number(value) or not 0.0 <= value < 1.0:

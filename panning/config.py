@@ -40,12 +40,7 @@ class Setting:
 
     def field(self, default: Any = dataclasses.MISSING) -> Any:
         """This setting as a field of a :class:`Config`, with `default` (none: the configuration requires it)."""
-        return dataclasses.field(default=default, metadata={"check": self.check, "help": self.help})
-
-
-def _sparsity(name: str, value) -> float:
-    """panning.checks.sparsity as a check of a named setting: one meaning of sparsity everywhere."""
-    return checks.sparsity(value, name)
+        return setting(default, check=self.check)
 
 
 def one_of(choices: Collection) -> Callable[[str, Any], Any]:
@@ -57,7 +52,7 @@ def one_of(choices: Collection) -> Callable[[str, Any], Any]:
 #    pbt.rl.agent.AgentConfig) -------------------------------------------------------------------------------------
 
 SEED = Setting("seed of the run's random draws, an int in [0, 2**32)", check=checks.seed)
-SPARSITY = Setting("fraction of the prunable weights removed, in [0, 1)", check=_sparsity)
+SPARSITY = Setting("fraction of the prunable weights removed, in [0, 1)", check=checks.sparsity)
 EPOCHS = Setting("training epochs", check=checks.positive_int)
 BATCH_SIZE = Setting("batch size", check=checks.positive_int)
 LR = Setting("peak learning rate", check=checks.positive)

@@ -49,10 +49,10 @@ def test_integer_minimum_and_type():
                                        (-0.1, False), (math.nan, False), (math.inf, False), (True, False)])
 def test_sparsity_is_a_fraction_below_one(value, ok):
     if ok:
-        assert checks.sparsity(value) == float(value)
+        assert checks.sparsity("sparsity", value) == float(value)
     else:
         with pytest.raises(ValueError, match="^sparsity: expected a number in \\[0, 1\\)"):
-            checks.sparsity(value)
+            checks.sparsity("sparsity", value)
 
 
 def test_positive_and_non_negative_numbers():
