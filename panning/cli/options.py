@@ -290,12 +290,12 @@ def build_model(opts: dict, bundle):
             model.eval()(bundle.train.tensors[0][:2])
     except refused:  # --width, named as the flag
         raise
-    except ImportError as error:  # a library not installed (what to install), a module not found
-        raise UsageError(f"--model: {error}") from None
-    except Exception as error:  # a shape the model does not take, an unknown name, a refused keyword, not a
-        # model, the user's own error
-        raise UsageError(f"--model: {name} with {kwargs or 'no keyword arguments'} gives no model that runs on "
-                         f"{bundle.name}'s samples of shape {tuple(bundle.input_shape)} ({_cause(error)})") from None
+    except Exception as error:  # a library not installed (its ImportError says what to install), a module not
+        # found, a shape the model does not take, an unknown name, a refused keyword, not a model, the user's error
+        why = str(error) if isinstance(error, ImportError) else (
+            f"{name} with {kwargs or 'no keyword arguments'} gives no model that runs on {bundle.name}'s samples of "
+            f"shape {tuple(bundle.input_shape)} ({_cause(error)})")
+        raise UsageError(f"--model: {why}") from None
     return model.train(was_training)
 
 
