@@ -26,6 +26,8 @@ from .test_bad_input import error_line
     (["agent", "--batches", "0"], "--batches: expected a positive int, got 0"),
     (["agent", "--per-class", "0"], "--per-class: expected an int in [1, "),
     (["train", "--width", "1000"], "--width: 1000 makes cnn1d 3,751,450,010 parameters"),
+    (["prune", "--method", "rl_panning", "--agent", str(AGENTS / "cnn1d-w4-mnist1d"), "--width", "-1"],
+     "--width: expected a number in (0, inf], got -1.0"),  # panning.models.build's check, before the agent's fit
     (["prune", "--data", "digits", "--method", "snip", "--per-class", "100000"],
      "--per-class: expected an int in [1, 139] (the samples of the smallest class, "),
     (["agent", "--data", "digits", "--per-class", "1000"], "--per-class: expected an int in [1, 139] "),
