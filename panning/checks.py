@@ -1,12 +1,26 @@
 """The argument checks of the public entry points, one function per kind, each naming the argument it checks.
 
 Checks run once, at the boundary a user calls (ops, `prune`, `jackpot.search`, layers, the command line);
-internal calls trust their arguments. Every error reads ``"<name>: expected <what>, got <value>"``.
+internal calls trust their arguments. Every error reads ``"<name>: expected <what>, got <value>"``. A refused value
+is a :class:`ConfigError` carrying the argument's name, so that a caller (the command line) names its own spelling
+of the argument (``--per-class``) from the name, never from the message; a wrong type (:func:`instance`) is a
+TypeError.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Collection
+
+
+class ConfigError(ValueError):
+    """A value refused: `field` names the argument or setting, `reason` says why; reads ``"<field>: <reason>"``.
+    Raised by the checks here, by the configurations (panning.config, which exports it), and by a library function
+    for an argument whose name a caller may want to map to its own (`data.load`'s ``data_dir``, a run's
+    ``checkpoint`` of another run)."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
 
 
 def _is_int(value) -> bool:
@@ -27,7 +41,7 @@ def integer(name: str, value, *, minimum: int | None = None) -> int:
 def _count(name: str, value, minimum: int | float, what: str) -> int:
     """`value`, an int (not a bool) >= `minimum`; `what` says so in the error."""
     if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name}: expected {what}, got {value!r}")
+        raise ConfigError(name, f"expected {what}, got {value!r}")
     return value
 
 
@@ -53,7 +67,7 @@ def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, 
     if not (finite and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         kind = "finite " if _is_number(value) and not finite else ""
-        raise ValueError(f"{name}: expected a {kind}number in {interval}, got {value!r}")
+        raise ConfigError(name, f"expected a {kind}number in {interval}, got {value!r}")
     return float(value)
 
 
@@ -67,12 +81,12 @@ def non_negative(name: str, value) -> float:
     return number(name, value, low=0.0)
 
 
-def sparsity(value, name: str = "sparsity") -> float:
+def sparsity(name: str, value) -> float:
     """The fraction of weights to remove, in [0, 1). Sparsity 1 would remove every weight and is refused
     everywhere (prune, search, the command line) with the same message."""
     if not _is_number(value) or not 0.0 <= value < 1.0:
         hint = " (sparsity 1 removes every weight)" if _is_number(value) and value == 1 else ""
-        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}{hint}")
+        raise ConfigError(name, f"expected a number in [0, 1), got {value!r}{hint}")
     return float(value)
 
 
@@ -85,7 +99,7 @@ def seed(name: str, value) -> int:
     """A random seed: an int in [0, 2**32)."""
     integer(name, value)
     if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"{name}: expected an int in [0, 2**32), got {value!r}")
+        raise ConfigError(name, f"expected an int in [0, 2**32), got {value!r}")
     return value
 
 
@@ -94,8 +108,8 @@ def keeps_weights(name: str, sparsity: float, kept: int, numel: int) -> int:
     keeps nothing is refused as sparsity 1 is (sparsity means the kept count)."""
     if numel > 0 and kept < 1:
         largest = 1.0 - 0.5 / numel
-        raise ValueError(f"{name}: {sparsity!r} keeps none of the {numel:,} weights (sparsity 1 removes every "
-                         f"weight); at most {largest:.6g} keeps one")
+        raise ConfigError(name, f"{sparsity!r} keeps none of the {numel:,} weights (sparsity 1 removes every "
+                                f"weight); at most {largest:.6g} keeps one")
     return kept
 
 
@@ -114,5 +128,5 @@ def instance(name: str, value, types: type | tuple[type, ...], what: str):
 def choice(name: str, value, choices: Collection):
     """`value`, one of `choices`."""
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+        raise ConfigError(name, f"expected one of {', '.join(map(str, choices))}, got {value!r}")
     return value

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from panning import checkpoint as checkpoints, checks
 from panning.adapter import Logits, logits as logits_of
-from panning.config import Config, ConfigError, one_of, setting
+from panning.config import BATCH_SIZE, EPOCHS, LR, MOMENTUM, SEED, WEIGHT_DECAY, Config, ConfigError, one_of, setting
 from panning.criteria import arguments
 from panning.data import Data, DataBundle, Split, as_tensors, split
 from panning.io import derived_generator
@@ -76,16 +76,16 @@ class Recipe(Config):
     ``seed`` seeds the run's data order and augmentation (per epoch) and, once at the start, torch's generator.
     """
 
-    epochs: int = setting(check=checks.positive_int)
-    batch_size: int = setting(128, check=checks.positive_int)
-    lr: float = setting(0.1, check=checks.positive)
-    momentum: float = setting(0.9, check=checks.momentum)
-    weight_decay: float = setting(5e-4, check=checks.non_negative)
+    epochs: int = EPOCHS.field()
+    batch_size: int = BATCH_SIZE.field(128)
+    lr: float = LR.field(0.1)
+    momentum: float = MOMENTUM.field(0.9)
+    weight_decay: float = WEIGHT_DECAY.field(5e-4)
     nesterov: bool = False
     optimizer: str = setting("sgd", check=one_of(OPTIMIZERS))
     schedule: str = setting("cosine", check=one_of(SCHEDULES))
     mode: str = setting("auto", check=one_of(MODES))
-    seed: int = setting(0, check=checks.seed)
+    seed: int = SEED.field(0)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,14 @@ def test_positive_int_refuses_with_the_name(value):
         checks.positive_int("epochs", value)
 
 
+def test_a_refused_value_carries_the_name_of_its_argument():
+    """A caller (the command line) names its own spelling of the argument from `field`, not from the message."""
+    with pytest.raises(checks.ConfigError) as refused:
+        checks.positive_int("per_class", 0)
+    assert isinstance(refused.value, ValueError)
+    assert (refused.value.field, refused.value.reason) == ("per_class", "expected a positive int, got 0")
+
+
 def test_positive_ints_checks_each_in_order_naming_the_first_refused():
     assert checks.positive_ints(lanes=2, iterations=5) == (2, 5)
     with pytest.raises(ValueError, match="^iterations: expected a positive int, got 0"):
@@ -41,10 +49,10 @@ def test_integer_minimum_and_type():
                                        (-0.1, False), (math.nan, False), (math.inf, False), (True, False)])
 def test_sparsity_is_a_fraction_below_one(value, ok):
     if ok:
-        assert checks.sparsity(value) == float(value)
+        assert checks.sparsity("sparsity", value) == float(value)
     else:
         with pytest.raises(ValueError, match="^sparsity: expected a number in \\[0, 1\\)"):
-            checks.sparsity(value)
+            checks.sparsity("sparsity", value)
 
 
 def test_positive_and_non_negative_numbers():

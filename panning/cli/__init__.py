@@ -4,12 +4,11 @@ Each command is a module of this package with ``HELP`` (one line), ``OPTIONS`` (
 table, which carries every default) and ``run(options) -> exit status``; a module may add ``resume_hint(options)``,
 the line printed when the run is stopped. :func:`main` is the same for every command: parse, resolve the options
 (defaults < ``--config`` < flags, all checked), check the environment, run. Any bad option or input file ends
-the command with one line ``panning <command>: error: ...`` and exit status 2, before any work starts (a setting
-the library's configuration objects refuse, panning.config.ConfigError, is named by the command's flag of that
-field); a file that
-cannot be written (panning.io.WriteError) or a training run that diverges (panning.train.Diverged) ends it with
-one such line and exit status 1; Ctrl-C or SIGTERM end it with one line (and how to resume, where the command
-can) and exit status 130.
+the command with one line ``panning <command>: error: ...`` and exit status 2, before any work starts (a value
+the library refuses, panning.config.ConfigError from its configuration objects or its checks, is named by the
+command's flag of that field); a file that cannot be written (panning.io.WriteError) or a training run that
+diverges (panning.train.Diverged) ends it with one such line and exit status 1; Ctrl-C or SIGTERM end it with one
+line (and how to resume, where the command can) and exit status 130.
 
 Building the parser imports no torch (the command modules load their implementation inside ``run``), so
 ``panning --help`` answers at once.
@@ -107,8 +106,8 @@ def _failed(error: BaseException) -> bool:
 
 
 def _flagged(error: BaseException, options: Sequence[Option]) -> BaseException | str:
-    """A refused setting (panning.config.ConfigError, whose `field` names it) as the command's flag of that name;
-    any other error as it is."""
+    """A refused value (panning.config.ConfigError, whose `field` names it) as the command's flag of that name,
+    where the command has such an option; any other error as it is."""
     field = getattr(error, "field", None)
     flag = next((opt.name for opt in options if opt.dest == field), None)
     return f"{flag}: {error.reason}" if flag is not None else error

@@ -11,13 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import checks
+from ..config import CHECKPOINT_EVERY
 from . import options as o
 from .options import Option
 
 HELP = "train the panning agent (RL panning) for a network, with checkpoints, and save it"
-# --algorithm, --timesteps, --checkpoint-every and which settings --algorithm accepts are checked as `run` builds
-# its panning.pbt.rl.agent.AgentConfig, before any work; --lanes, --iterations, --per-class and --batches by the
-# environment when it is made, before its work.
+# --algorithm, --timesteps, --checkpoint-every, --seed and which settings --algorithm accepts are checked as `run`
+# builds its panning.pbt.rl.agent.AgentConfig, before any work; --width by panning.models.build; --lanes,
+# --iterations, --per-class (also against the smallest class) and --batches by the environment when it is made,
+# before its work. Each refusal names its field, which panning.cli names as the flag.
 OPTIONS = (
     Option("action", str, "what to do", "train", ("train",)),
     o.DATA, o.DATA_DIR, o.MODEL, o.WIDTH,
@@ -33,7 +35,7 @@ OPTIONS = (
     Option("curriculum-switch", int, "steps of U(0.8, 1) targets before U(0.9, 1) | U(0.98, 1)", 10_000),
     Option("checkpoint", Path, "checkpoint folder, resumed if it exists; default: OUT.checkpoint",
            check=o.output_folder),
-    Option("checkpoint-every", int, "steps between checkpoints", 5000),
+    Option("checkpoint-every", int, CHECKPOINT_EVERY.help, 5000),
     Option("out", Path, "the agent's path without suffix (its folder is created)", Path("agent"),
            check=o.output_folder),
     o.PROGRESS, o.THREADS,
@@ -66,7 +68,6 @@ def run(opts: dict) -> int:
                          settings=given("learning_starts", "batch_size"))
     curriculum = Curriculum(switch=opts["curriculum_switch"])
     bundle = o.load_data(opts)
-    o.per_class_fits(opts, bundle)
     model_name = o.model_for(opts)
     model = o.build_model(opts, bundle)
     env = PanningVecEnv(model, bundle.train, bundle.input_shape, opts["lanes"], iterations=opts["iterations"],

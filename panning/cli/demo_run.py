@@ -68,12 +68,13 @@ def run(opts: dict, out=None) -> int:
     recipe = RECIPE | {"epochs": opts["epochs"]}
     training, searching = Recipe(**recipe, seed=opts["seed"]), _search_config(opts)  # checked before any work
     folder = Path(opts["out"])
+    bundle = datasets.load(DATA)
+    model = _built(opts, bundle)  # --width checked by models.build, before the agent is compared with it
     agent, agent_note = _agent(opts)  # may refuse an --agent that does not fit, before any work
     opts["agent"] = agent
     pruning = {method: _prune_config(opts, method) for method in opts["methods"]  # --sparsity, --iterations
                if method != "rl_panning" or agent is not None}
-    bundle = datasets.load(DATA)
-    model = _built(opts, bundle)  # sparsities that keep no weight are refused before any work
+    # sparsities that keep no weight are refused before any work
     kept_weights(model, opts["sparsity"], name="--sparsity")
     kept_weights(model, opts["jackpot_sparsity"], include=except_last(model), name="--jackpot-sparsity")
     cells = Cells(folder)
@@ -163,7 +164,7 @@ def _search_config(opts: dict) -> SearchConfig:
     """The jackpot search of --jackpot-sparsity and --jackpot-epochs; a refused field is named by its option."""
     try:
         return SearchConfig(sparsity=opts["jackpot_sparsity"], epochs=opts["jackpot_epochs"], seed=opts["seed"])
-    except ConfigError as error:  # the seed is checked as --seed before: the others are the jackpot's options
+    except ConfigError as error:  # the seed is checked before, by the Recipe: the others are the jackpot's options
         raise UsageError(f"--jackpot-{error.field.replace('_', '-')}: {error.reason}") from None
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checks
 from . import options as o
 from .options import Option
 
@@ -21,7 +20,7 @@ OPTIONS = (
     o.DATA.but(default=None, help="data set; default: the one the model was trained on"),
     o.DATA_DIR,
     o.SEED.but(default=None, help="seed of the data split; default: the one the model was trained with"),
-    Option("batch-size", int, "evaluation batch size", 1000, check=checks.positive_int),
+    Option("batch-size", int, "evaluation batch size", 1000),  # checked by panning.train.evaluate, before its work
     o.DEVICE, o.THREADS,
 )
 

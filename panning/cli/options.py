@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, checks
+from .. import catalog, config
 
 
 class UsageError(ValueError):
@@ -75,17 +75,6 @@ def importing(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     """Mark a check that imports heavy modules (torch, an algorithm's package): :func:`resolve` runs it after every
     cheap check, so that a plain typo is reported at once."""
     check.imports = True
-    return check
-
-
-def one_of(module: str, attribute: str) -> Callable[[str, Any], Any]:
-    """A check that the value is one of the names a module lists (e.g. the pruning methods), importing that module
-    only when a command runs."""
-    @importing
-    def check(name: str, value):
-        import importlib
-
-        return checks.choice(name, value, getattr(importlib.import_module(module), attribute))
     return check
 
 
@@ -284,9 +273,11 @@ def build_model(opts: dict, bundle):
         raise UsageError(f"--model-kwargs: panning's own models take none (their size is --width); got {kwargs}")
     if name not in catalog.MODELS and opts["width"] != 1.0:
         raise UsageError(f"--width: scales panning's own models only; give {name}'s size in --model-kwargs")
+    # panning's own model: models.build refuses a bad --width (a ConfigError of `width`), fits a huge one
+    refused = (UsageError, config.ConfigError) if name in catalog.MODELS else ()
     torch.manual_seed(opts["seed"])
     try:  # one check: the name gives a model (the keywords taken) that runs on one batch of the data
-        if name in catalog.MODELS:  # the name and --width are checked; models.build checks the sample shape
+        if name in catalog.MODELS:  # the name is checked; models.build checks --width and the sample shape
             with torch.device("meta"):  # the size first, without memory: a huge --width is refused, not allocated
                 size = sum(p.numel() for p in models.build(name, bundle.input_shape, bundle.num_classes,
                                                            width=opts["width"]).parameters())
@@ -297,14 +288,14 @@ def build_model(opts: dict, bundle):
         was_training = model.training
         with torch.no_grad():
             model.eval()(bundle.train.tensors[0][:2])
-    except UsageError:  # fits: the size, named as --width
+    except refused:  # --width, named as the flag
         raise
-    except ImportError as error:  # a library not installed (what to install), a module not found
-        raise UsageError(f"--model: {error}") from None
-    except Exception as error:  # a shape the model does not take, an unknown name, a refused keyword, not a
-        # model, the user's own error
-        raise UsageError(f"--model: {name} with {kwargs or 'no keyword arguments'} gives no model that runs on "
-                         f"{bundle.name}'s samples of shape {tuple(bundle.input_shape)} ({_cause(error)})") from None
+    except Exception as error:  # a library not installed (its ImportError says what to install), a module not
+        # found, a shape the model does not take, an unknown name, a refused keyword, not a model, the user's error
+        why = str(error) if isinstance(error, ImportError) else (
+            f"{name} with {kwargs or 'no keyword arguments'} gives no model that runs on {bundle.name}'s samples of "
+            f"shape {tuple(bundle.input_shape)} ({_cause(error)})")
+        raise UsageError(f"--model: {why}") from None
     return model.train(was_training)
 
 
@@ -403,21 +394,6 @@ def load_masks(name: str, path: Path):
     return Masks.load(path, name=name)
 
 
-def per_class_fits(opts: dict, bundle) -> None:
-    """--per-class no larger than the smallest class of the training set (a class-balanced batch draws that many
-    of every class present), checked once the data set is loaded, before any work."""
-    import torch
-
-    if opts.get("per_class") is None:
-        return
-    counts = torch.bincount(bundle.train.tensors[1])
-    counts = counts[counts > 0]  # the batches draw from the classes present
-    if opts["per_class"] > int(counts.min()):
-        raise UsageError(f"--per-class: {opts['per_class']} samples of every class, but the training set of "
-                         f"{bundle.name} "
-                         f"has {int(counts.min())} of its smallest class")
-
-
 def made_for(opts: dict, model_name: str, bundle) -> dict:
     """What a file a command writes was made for: the model, its width and the data set (files record it; a
     command reading one compares it with its own)."""
@@ -458,19 +434,20 @@ ANY_MODEL = MODEL.but(choices=None, check=model_choice, help=MODEL.help + "; one
                       "an nn.Module")
 MODEL_KWARGS = Option("model-kwargs", mapping, "keyword arguments of a torchvision, timm or package.module:function "
                       "model, a YAML mapping; usually set as model_kwargs: in --config")
-WIDTH = Option("width", float, "width multiplier of the model's hidden layers / channels", 1.0,
-               check=checks.positive)
-SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0,
-              check=checks.seed)
-#: The options of a pruning, a training recipe or a search: checked as the command builds its
-#: panning.pbt.methods.PruneConfig, panning.train.Recipe or panning.jackpot.SearchConfig, before any work (a refused
-#: field is named as its option).
-SPARSITY = Option("sparsity", float, "fraction of the prunable weights removed, in [0, 1)", 0.9)
-EPOCHS = Option("epochs", int, "training epochs; default: the model's recipe (panning.train.RECIPES)")
-BATCH_SIZE = Option("batch-size", int, "batch size; default: the model's recipe")
-LR = Option("lr", float, "peak learning rate; default: the model's recipe")
-MOMENTUM = Option("momentum", float, "SGD momentum, in [0, 1); default: the model's recipe")
-WEIGHT_DECAY = Option("weight-decay", float, "L2 weight decay; default: the model's recipe")
+#: --width is checked by panning.models.build, which every command that takes it calls before any work.
+WIDTH = Option("width", float, "width multiplier of the model's hidden layers / channels", 1.0)
+#: The options of a pruning, a training recipe or a search (and --seed, which every command hands to one of them
+#: or to panning.data.load first): checked as the command builds its panning.pbt.methods.PruneConfig,
+#: panning.train.Recipe or panning.jackpot.SearchConfig, before any work (a refused field is named as its option).
+#: Their meaning and help are the settings of panning.config.
+SEED = Option("seed", int, "seed of the initialization, the data order and the data split", 0)
+SPARSITY = Option("sparsity", float, config.SPARSITY.help, 0.9)
+_RECIPE = "; default: the model's recipe"
+EPOCHS = Option("epochs", int, f"{config.EPOCHS.help}{_RECIPE} (panning.train.RECIPES)")
+BATCH_SIZE = Option("batch-size", int, config.BATCH_SIZE.help + _RECIPE)
+LR = Option("lr", float, config.LR.help + _RECIPE)
+MOMENTUM = Option("momentum", float, config.MOMENTUM.help + _RECIPE)
+WEIGHT_DECAY = Option("weight-decay", float, config.WEIGHT_DECAY.help + _RECIPE)
 DEVICE = Option("device", str, "torch device: cpu, cuda, cuda:<i>", "cpu", check=device)
 def threads(name: str, value) -> int:
     """A thread count for torch: at least 1, at most this machine's CPUs (more only contend for them)."""
@@ -555,8 +532,8 @@ def _convert(opt: Option, value):
 def resolve(options: Sequence[Option], args: argparse.Namespace) -> dict:
     """The options a command runs with (dest -> value): defaults < config file < flags, every set value checked."""
     given = {opt.dest: getattr(args, opt.dest) for opt in options if getattr(args, opt.dest, None) is not None}
-    config = read_config(args.config, options) if args.config is not None else {}
-    values = {opt.dest: opt.default for opt in options} | config | given
+    from_file = read_config(args.config, options) if args.config is not None else {}
+    values = {opt.dest: opt.default for opt in options} | from_file | given
     for opt in sorted(options, key=lambda opt: getattr(opt.check, "imports", False)):  # cheap checks first
         if opt.check is not None and values[opt.dest] is not None:  # a refusal is a ValueError naming the option
             values[opt.dest] = opt.check(opt.name, values[opt.dest])

@@ -44,11 +44,10 @@ def run(opts: dict) -> int:
                          **{key: opts[key] for key in _METHOD_OPTIONS if opts[key] is not None})
     model_name = o.model_for(opts)
     recipe = o.recipe_for(opts, ("epochs",), seed=opts["seed"]) if opts["train"] else None  # checked: before any work
-    if opts["agent"] is not None:
-        o.agent_fits("--agent", opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
     bundle = o.load_data(opts)
-    o.per_class_fits(opts, bundle)
     model = o.build_model(opts, bundle).to(opts["device"])
+    if opts["agent"] is not None:  # after models.build has checked --width, which the agent is compared with
+        o.agent_fits("--agent", opts["agent"], model=model_name, width=opts["width"], data=opts["data"])
     include = except_last(model) if opts["keep_classifier"] else prunable
     kept_weights(model, opts["sparsity"], include=include, name="--sparsity")
     o.room_for("--out", opts["out"], Arena(model, include=include, share=False).numel)  # one byte a mask entry

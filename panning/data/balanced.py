@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from ..config import ConfigError
+
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
     """The int64 labels of a dataset: the second tensor of a TensorDataset, else read item by item."""
@@ -28,8 +30,8 @@ def class_balanced_indices(
     classes, counts = torch.unique_consecutive(labels[by_class], return_counts=True)
     smallest = int(counts.min())
     if not (isinstance(per_class, int) and not isinstance(per_class, bool) and 1 <= per_class <= smallest):
-        raise ValueError(f"per_class: expected an int in [1, {smallest}] (the samples of the smallest class, "
-                         f"{classes[counts.argmin()].item()}), got {per_class!r}")
+        raise ConfigError("per_class", f"expected an int in [1, {smallest}] (the samples of the smallest class, "
+                                       f"{classes[counts.argmin()].item()}), got {per_class!r}")
     starts = torch.cumsum(counts, 0) - counts
     picks = (starts[:, None] + torch.arange(per_class)).reshape(-1)
     return by_class[picks]

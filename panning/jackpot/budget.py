@@ -54,7 +54,7 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, budget: str = "global"
                     include_classifier: bool = False) -> Masks:
     """What plain magnitude pruning keeps under the budgets a search of `model` would use (the baseline the
     search starts from with init="magnitude" or "flat"). `model` is only read."""
-    sparsity = checks.sparsity(sparsity)
+    sparsity = checks.sparsity("sparsity", sparsity)
     checks.choice("budget", budget, BUDGETS)
     checks.choice("rounding", rounding, ROUNDINGS)
     arena = Arena(model, include=prunable if include_classifier else except_last(model), share=False)

@@ -49,7 +49,20 @@ from tqdm.auto import tqdm
 from .. import checkpoint as checkpoints, checks, ops
 from ..adapter import Logits, logits as logits_of
 from ..arena import except_last, prunable
-from ..config import Config, ConfigError, one_of, setting, sparsity as valid_sparsity
+from ..config import (
+    BATCH_SIZE,
+    CHECKPOINT_EVERY,
+    EPOCHS as EPOCHS_SETTING,
+    LR,
+    MOMENTUM,
+    SEED,
+    SPARSITY,
+    WEIGHT_DECAY,
+    Config,
+    ConfigError,
+    one_of,
+    setting,
+)
 from ..data import Data
 from ..io import derived_generator, save_tensors
 from ..masks import Masks
@@ -93,22 +106,22 @@ class SearchConfig(Config):
     many steps in total, for a later call to go on.
     """
 
-    sparsity: float = setting(check=valid_sparsity)
-    epochs: int | None = setting(None, check=checks.positive_int)
+    sparsity: float = SPARSITY.field()
+    epochs: int | None = EPOCHS_SETTING.field(None)
     steps: int | None = setting(None, check=checks.positive_int)
     preset: str = setting("safe", check=one_of(PRESETS))
     init: str | None = setting(None, check=one_of(INITS))
-    lr: float | None = setting(None, check=checks.positive)
+    lr: float | None = LR.field(None)
     restriction: str | None = setting(None, check=one_of(RESTRICTIONS))
     bn_reestimation: bool | None = setting(None, check=one_of((True, False)))
     budget: str = setting("global", check=one_of(BUDGETS))
     include_classifier: bool = setting(False, check=one_of((True, False)))
-    batch_size: int = setting(256, check=checks.positive_int)
-    momentum: float = setting(0.9, check=checks.momentum)
-    weight_decay: float = setting(5e-4, check=checks.non_negative)
+    batch_size: int = BATCH_SIZE.field(256)
+    momentum: float = MOMENTUM.field(0.9)
+    weight_decay: float = WEIGHT_DECAY.field(5e-4)
     monitor: bool = setting(False, check=one_of((True, False)))
-    seed: int = setting(0, check=checks.seed)
-    checkpoint_every: int | None = setting(None, check=checks.positive_int)
+    seed: int = SEED.field(0)
+    checkpoint_every: int | None = CHECKPOINT_EVERY.field(None)
     max_steps: int | None = setting(None, check=checks.non_negative_int)
 
     def relate(self) -> None:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from .. import checks, criteria
 from ..arena import Arena
-from ..config import Config, ConfigError, one_of, setting, sparsity as valid_sparsity
+from ..config import SEED, SPARSITY, Config, ConfigError, one_of, setting
 from ..criteria import scores
 from ..sparsity import ROUNDINGS, warn_if_tied
 from .batches import Batches
@@ -155,8 +155,8 @@ class PruneConfig(Config):
     refused (a ConfigError naming the option, which the command line names by its flag)."""
 
     method: str = setting("panning", check=one_of(METHODS))
-    sparsity: float = setting(0.9, check=valid_sparsity)
-    seed: int = setting(0, check=checks.seed)
+    sparsity: float = SPARSITY.field(0.9)
+    seed: int = SEED.field(0)
     iterations: int | None = setting(None, check=checks.positive_int)
     per_class: int | None = setting(None, check=checks.positive_int)
     temperature: float | None = setting(None, check=checks.positive)

@@ -59,7 +59,7 @@ def test_agent_refuses_a_bad_agent_file_and_bad_options(tmp_path, capsys):
                            (["--algorithm", "sac"], "--algorithm: expected one of td3, ddpg, ppo, got 'sac'"),
                            (["--algorithm", "ppo", "--learning-starts", "5"],
                             "settings: ppo does not accept ['learning_starts']"),
-                           (["--lanes", "0"], "lanes: expected a positive int, got 0")):
+                           (["--lanes", "0"], "--lanes: expected a positive int, got 0")):
         status = main(["agent", *TINY, *flags, "--out", str(tmp_path / "a"), "--no-progress"])
         assert status == 2 and message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json", "bad.safetensors"]  # nothing written

@@ -65,6 +65,15 @@ def test_library_errors_exit_2(capsys):
     assert "panning train: error: --data-dir: required for 'cifar10'" in capsys.readouterr().err
 
 
+def test_a_refused_value_is_named_as_a_flag_only_where_the_command_has_that_option():
+    from panning.checks import ConfigError, positive_int
+
+    with pytest.raises(ConfigError) as refused:
+        positive_int("lanes", 0)  # as the RL environment refuses its lanes
+    assert str(cli._flagged(refused.value, cli.agent.OPTIONS)) == "--lanes: expected a positive int, got 0"
+    assert cli._flagged(refused.value, cli.prune.OPTIONS) is refused.value  # prune has no --lanes
+
+
 def test_threads(capsys):
     import torch
 

@@ -82,6 +82,12 @@ def test_train_under_a_fixed_mask_then_evaluate_the_saved_model(tmp_path, capsys
     assert row["sparsity"] == f"{harsher.sparsity:.2%}"
     assert row["test acc"] == f"{100 * accuracy_by_hand(harsher.apply(model), test):.2f}%"
 
+    # the batch size and the seed are checked by the library (train.evaluate, data.load), named by their flags
+    for flags, message in ((["--batch-size", "0"], "--batch-size: expected a positive int, got 0"),
+                           (["--seed", "-1"], "--seed: expected an int in [0, 2**32), got -1")):
+        assert main(["evaluate", "--weights", str(model_path), *flags]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"error: {message}")
+
 
 def test_evaluate_refuses_what_it_cannot_read(tmp_path, capsys):
     assert main(["evaluate"]) == 2

@@ -207,6 +207,7 @@ def test_the_dense_training_resumes_from_its_checkpoint_to_the_same_result(tmp_p
     (["--epochs", "0"], "--epochs: expected a positive int, got 0"),
     (["--iterations", "0"], "--iterations: expected a positive int, got 0"),
     (["--agent", "no/such/agent"], "--agent: 'no/such/agent.json': not a saved panning agent"),
+    (["--agent", str(demo_run.SHIPPED_AGENT), "--width", "-1"], "--width: expected a number in (0, inf], got -1.0"),
 ])
 def test_demo_checks_every_option_before_any_work(flags, message, tmp_path, capsys):
     out = tmp_path / "demo"

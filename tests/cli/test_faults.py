@@ -19,10 +19,18 @@ from .test_bad_input import error_line
     (["jackpot", "--finetune-lr", "0.1"], "--finetune-lr: has no effect without --finetune-epochs"),
     (["prune", "--seed", "100000000000000000000000"], "--seed: expected an int in [0, 2**32), got 1000"),
     (["train", "--seed", "-1"], "--seed: expected an int in [0, 2**32), got -1"),
+    (["jackpot", "--seed", "-1"], "--seed: expected an int in [0, 2**32), got -1"),
+    (["agent", "--seed", "-1"], "--seed: expected an int in [0, 2**32), got -1"),
+    (["demo", "--seed", "-1"], "--seed: expected an int in [0, 2**32), got -1"),
+    (["agent", "--iterations", "0"], "--iterations: expected a positive int, got 0"),
+    (["agent", "--batches", "0"], "--batches: expected a positive int, got 0"),
+    (["agent", "--per-class", "0"], "--per-class: expected an int in [1, "),
     (["train", "--width", "1000"], "--width: 1000 makes cnn1d 3,751,450,010 parameters"),
+    (["prune", "--method", "rl_panning", "--agent", str(AGENTS / "cnn1d-w4-mnist1d"), "--width", "-1"],
+     "--width: expected a number in (0, inf], got -1.0"),  # panning.models.build's check, before the agent's fit
     (["prune", "--data", "digits", "--method", "snip", "--per-class", "100000"],
-     "--per-class: 100000 samples of every class, but the training set of digits has 139 of its smallest class"),
-    (["agent", "--data", "digits", "--per-class", "1000"], "--per-class: 1000 samples of every class"),
+     "--per-class: expected an int in [1, 139] (the samples of the smallest class, "),
+    (["agent", "--data", "digits", "--per-class", "1000"], "--per-class: expected an int in [1, 139] "),
     (["train", "--momentum", "0.5"], "--momentum: has no effect with the adam optimizer (the recipe's); give "
                                      "--optimizer sgd to use it"),
     (["train", "--data-dir", "."], "--data-dir: mnist1d would ignore data_dir: only the CIFAR data sets are read "

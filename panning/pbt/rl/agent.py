@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ... import checks
-from ...config import Config, ConfigError, one_of, setting
+from ...config import CHECKPOINT_EVERY, SEED, Config, ConfigError, one_of, setting
 from ...io import atomic_path, file_digest, folder_lock, save_figure, save_tensors, write_text
 from . import checkpoint as checkpoints
 from .env import PanningEnv
@@ -76,8 +76,8 @@ class AgentConfig(Config):
 
     algorithm: str = setting("td3", check=one_of(ALGORITHMS))
     timesteps: int = setting(TIMESTEPS, check=checks.positive_int)
-    checkpoint_every: int = setting(5000, check=checks.positive_int)
-    seed: int = 0
+    checkpoint_every: int = CHECKPOINT_EVERY.field(5000)
+    seed: int = SEED.field(0)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def relate(self) -> None:
